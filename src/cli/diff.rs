@@ -1,0 +1,74 @@
+//! `celeroot diff`.
+
+use clap::{Args, ValueEnum};
+
+use super::{Cli, CliError, Ui, EXIT_CHANGES, EXIT_OK};
+use crate::render::{render_json, render_markdown, render_text, PlanReport};
+use crate::source::{self, Snapshot};
+
+/// Show what would change between two revisions, without any server.
+///
+/// Compiles the manifests at --from and at --to (or the work tree) and prints the plan:
+/// a summary line, then each changed object with a diff of its normalised spec and its
+/// consequences (hosts a role affects, a schedule's targets and next runs).
+///
+/// Exit status: 0 no changes, 2 changes, 1 error (either side invalid, unknown revision).
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The base revision (e.g. `origin/main`, `HEAD~1`).
+    #[arg(long)]
+    pub from: String,
+    /// The revision to compare with the base.
+    #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
+    pub to: String,
+    /// Compare the base with the files on disk instead of a commit.
+    #[arg(long)]
+    pub worktree: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Reads the manifest files of `rev` (or the work tree) for the repository in `cli`.
+pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot, CliError> {
+    if worktree {
+        let root = match source::open_repo(cli.repo.as_deref()) {
+            Ok(repo) => repo.workdir().map(std::path::Path::to_path_buf),
+            Err(_) => None,
+        };
+        let root = root.or_else(|| cli.repo.clone()).unwrap_or_else(|| ".".into());
+        return Ok(source::read_worktree(&root, &cli.path)?);
+    }
+    let repo = source::open_repo(cli.repo.as_deref())?;
+    Ok(source::read_git(&repo, rev, &cli.path)?)
+}
+
+pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
+    let now = super::now()?;
+    let before = crate::compile_snapshot(snapshot(cli, &args.from, false)?).map_err(|e| ui.compile_error(e))?;
+    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?).map_err(|e| ui.compile_error(e))?;
+    ui.diagnostics(&after.warnings);
+    let plan = crate::plan::diff(&before.state, &after.state, now);
+    let changed = !plan.is_empty();
+    let report = PlanReport {
+        cluster: after.state.cluster.clone(),
+        from: before.revision,
+        to: after.revision,
+        plan,
+        warnings: after.warnings,
+    };
+    let out = match args.output {
+        OutputFormat::Text => render_text(&report, &ui.stdout_style),
+        OutputFormat::Json => render_json(&report),
+        OutputFormat::Markdown => render_markdown(&report),
+    };
+    print!("{out}");
+    Ok(if changed { EXIT_CHANGES } else { EXIT_OK })
+}

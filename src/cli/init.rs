@@ -1,0 +1,38 @@
+//! `celeroot init`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CliError, Ui, EXIT_OK};
+use crate::init::{scaffold, Outcome};
+
+/// Scaffold a config repository: example manifests, schemas, a README and a GitHub
+/// workflow for pull-request checks. Runs `git init` when needed; never overwrites files.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to create the repository.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+pub fn run(ui: &Ui, args: &InitArgs) -> Result<u8, CliError> {
+    let report = scaffold(&args.dir).map_err(|e| CliError::new(e.to_string()))?;
+    let s = &ui.stdout_style;
+    if report.git_initialized {
+        println!("{} initialised a git repository in {}", s.paint(s.green(), "+"), args.dir.display());
+    }
+    for (path, outcome) in &report.files {
+        match outcome {
+            Outcome::Created => println!("{} {path}", s.paint(s.green(), "+")),
+            Outcome::Kept => println!("{} {path} (exists, kept)", s.paint(s.dim(), "=")),
+        }
+    }
+    println!();
+    println!("Next steps:");
+    println!("  cd {}", args.dir.display());
+    println!("  celeroot validate --worktree      # check the manifests on disk");
+    println!("  git add -A && git commit -m 'Initial celeroot config'");
+    println!("  celeroot diff --from HEAD~1       # after your next commit");
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,193 @@
+//! The command line: parses arguments, calls the library, prints, and maps outcomes to
+//! exit codes. No logic lives here that a test could not call through the library.
+//!
+//! Exit codes (docs/cli.md): 0 success / no changes, 1 error (invalid manifests, unknown
+//! revision, usage error, ...), 2 changes found (`diff`).
+
+mod diff;
+mod init;
+mod schema;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::diagnostic::Diagnostic;
+use crate::render::Style;
+use crate::source::SourceError;
+use crate::CompileError;
+
+/// Exit code: success, or no changes.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an error (invalid manifests, unknown revision, bad usage, ...).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: changes found.
+pub const EXIT_CHANGES: u8 = 2;
+
+/// celeroot: GitOps for fleets of Linux hosts running Celery workers.
+///
+/// Manifests (apiVersion: celeroot.io/v1; kinds Cluster, Role, Host, Schedule) are read
+/// straight from git at a revision, validated and compiled.
+#[derive(Debug, Parser)]
+#[command(name = "celeroot", version, max_term_width = 100)]
+pub struct Cli {
+    /// The config repository (default: the repository containing the current directory).
+    #[arg(long, global = true, value_name = "PATH", env = "CELEROOT_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Directory of the manifests, relative to the repository root.
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::source::DEFAULT_MANIFESTS_PATH, env = "CELEROOT_PATH")]
+    pub path: String,
+    /// When to use colour. `auto` colours terminals unless NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Validate(validate::ValidateArgs),
+    Diff(diff::DiffArgs),
+    Schema(schema::SchemaArgs),
+    Init(init::InitArgs),
+}
+
+/// An error at the CLI edge: a message, hints, and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub hints: Vec<String>,
+    pub code: u8,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            hints: Vec::new(),
+            code: EXIT_ERROR,
+        }
+    }
+
+    pub fn hinted(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+}
+
+impl From<SourceError> for CliError {
+    fn from(e: SourceError) -> Self {
+        let err = CliError::new(e.to_string());
+        match e {
+            SourceError::UnknownRevision { .. } => err.hinted("list revisions with `git log --oneline`"),
+            SourceError::MissingPath { .. } => err.hinted("pass --path DIR if the manifests live elsewhere, or run `celeroot init`"),
+            _ => err,
+        }
+    }
+}
+
+/// Shared context for commands: output styling and the environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub stdout_style: Style,
+    pub stderr_style: Style,
+    /// Emit GitHub workflow annotations (`--format github` or `GITHUB_ACTIONS=true`).
+    pub github: bool,
+}
+
+impl Ui {
+    fn new(choice: ColorChoice) -> Self {
+        let env_allows = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let forced = std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0");
+        let decide = |tty: bool| match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => env_allows && (forced || tty),
+        };
+        Ui {
+            stdout_style: Style::new(decide(std::io::stdout().is_terminal())),
+            stderr_style: Style::new(decide(std::io::stderr().is_terminal())),
+            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+        }
+    }
+
+    /// Prints diagnostics to stderr (and as annotations to stdout when enabled).
+    pub fn diagnostics(&self, diags: &[Diagnostic]) {
+        for d in diags {
+            eprint!("{}", d.render_text(&self.stderr_style));
+        }
+        if self.github {
+            for d in diags {
+                println!("{}", d.render_github());
+            }
+        }
+    }
+
+    /// Reports a compile error: diagnostics, then a one-line summary.
+    pub fn compile_error(&self, e: CompileError) -> CliError {
+        match e {
+            CompileError::Source(s) => s.into(),
+            CompileError::Invalid { revision, diagnostics } => {
+                self.diagnostics(&diagnostics);
+                let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+                let warnings = diagnostics.len() - errors;
+                CliError::new(format!(
+                    "manifests at {} are invalid: {errors} error(s), {warnings} warning(s); nothing was changed",
+                    revision.describe()
+                ))
+            }
+        }
+    }
+}
+
+/// The time fire times are computed from: `CELEROOT_NOW` (RFC 3339) or the clock.
+///
+/// # Errors
+/// When `CELEROOT_NOW` is set but is not an RFC 3339 timestamp.
+pub fn now() -> Result<chrono::DateTime<chrono::Utc>, CliError> {
+    match std::env::var("CELEROOT_NOW") {
+        Ok(v) if !v.is_empty() => chrono::DateTime::parse_from_rfc3339(&v)
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .map_err(|e| CliError::new(format!("CELEROOT_NOW={v:?} is not an RFC 3339 timestamp: {e}"))),
+        _ => Ok(chrono::Utc::now()),
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
+    let ui = Ui::new(cli.color);
+    let result = match &cli.command {
+        Command::Validate(a) => validate::run(&ui, &cli, a),
+        Command::Diff(a) => diff::run(&ui, &cli, a),
+        Command::Schema(a) => schema::run(a),
+        Command::Init(a) => init::run(&ui, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let s = &ui.stderr_style;
+            eprintln!("{}: {}", s.paint(s.red(), "error"), e.message);
+            for h in &e.hints {
+                eprintln!("  = hint: {h}");
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}

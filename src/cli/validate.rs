@@ -1,0 +1,55 @@
+//! `celeroot validate`.
+
+use clap::{Args, ValueEnum};
+
+use super::{Cli, CliError, Ui, EXIT_OK};
+
+/// Validate the manifests at a revision (or in the work tree) without changing anything.
+///
+/// Exit status: 0 when valid (warnings allowed), 1 when not.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The git revision to validate.
+    #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
+    pub rev: String,
+    /// Validate the files on disk instead of a commit.
+    #[arg(long)]
+    pub worktree: bool,
+    /// Output format. `github` adds workflow annotations (automatic when GITHUB_ACTIONS=true).
+    #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+    pub format: ValidateFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateFormat {
+    Text,
+    Github,
+}
+
+pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CliError> {
+    let ui = Ui {
+        github: ui.github || args.format == ValidateFormat::Github,
+        ..*ui
+    };
+    let snapshot = super::diff::snapshot(cli, &args.rev, args.worktree)?;
+    let files = snapshot.files.len();
+    let compiled = crate::compile_snapshot(snapshot).map_err(|e| ui.compile_error(e))?;
+    ui.diagnostics(&compiled.warnings);
+    let s = &compiled.state;
+    let count = |k: crate::manifest::Kind| s.objects.keys().filter(|id| id.kind == k).count();
+    println!(
+        "{} manifests at {} are valid: {} file(s); cluster {}, {} role(s), {} host(s), {} schedule(s){}",
+        ui.stdout_style.paint(ui.stdout_style.green(), "✓"),
+        compiled.revision.describe(),
+        files,
+        s.cluster,
+        count(crate::manifest::Kind::Role),
+        count(crate::manifest::Kind::Host),
+        count(crate::manifest::Kind::Schedule),
+        match compiled.warnings.len() {
+            0 => String::new(),
+            n => format!("; {n} warning(s)"),
+        }
+    );
+    Ok(EXIT_OK)
+}

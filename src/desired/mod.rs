@@ -1,0 +1,423 @@
+//! Desired state: what a validated revision means, with every default resolved.
+//!
+//! Owns: compiling [`Manifests`] into a [`DesiredState`]: a normalised, hashed
+//! representation of each object (the unit the planner diffs), plus the derived facts
+//! the fleet needs (queues per host, hosts per role, a schedule's resolved targets).
+//! Queue naming lives here: a role's queue is `spec.queue` or the role name; each host
+//! also consumes its own queue `celeroot.host.<name>`.
+//! Must not know: git, YAML, Redis, or output formats.
+
+pub mod schedule;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::*;
+use crate::validate::Manifests;
+use schedule::{format_duration, parse_cron, parse_duration, Crontab};
+
+/// Prefix of the per-host queue names.
+pub const HOST_QUEUE_PREFIX: &str = "celeroot.host.";
+
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+pub const DEFAULT_SSH_USER: &str = "celeroot";
+pub const DEFAULT_SSH_PORT: u16 = 22;
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
+pub const DEFAULT_TARGET_DIR: &str = "/opt/celeroot";
+pub const DEFAULT_SERVICE_NAME: &str = "celeroot-worker";
+pub const DEFAULT_HEALTH_TIMEOUT: &str = "30s";
+
+/// The queue of host `name`.
+pub fn host_queue(name: &str) -> String {
+    format!("{HOST_QUEUE_PREFIX}{name}")
+}
+
+/// One object as the planner sees it: normalised JSON and its content hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredObject {
+    /// `{metadata: {labels, annotations}, spec}` with defaults filled in.
+    pub normalized: Json,
+    /// `sha256:` of the canonical JSON of `normalized`.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompiledRole {
+    pub queue: String,
+    pub concurrency: Option<u32>,
+    pub max_tasks_per_child: Option<u32>,
+    /// Hosts that run this role, sorted.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveSsh {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<String>,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveDeployment {
+    pub target_dir: String,
+    pub service_name: String,
+    pub restart_command: Vec<String>,
+    pub health_check_command: Vec<String>,
+    pub health_check_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompiledHost {
+    pub address: String,
+    pub roles: Vec<String>,
+    /// Queues its worker consumes: its role queues, then its own host queue.
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub ssh: EffectiveSsh,
+    pub deployment: EffectiveDeployment,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    Cron(Crontab),
+    Every(u64),
+}
+
+/// One resolved destination of a schedule: a host (mode each) or a role (mode any).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ScheduleEntry {
+    /// `host` or `role`.
+    pub kind: &'static str,
+    pub name: String,
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledSchedule {
+    pub task: String,
+    pub trigger: Trigger,
+    pub timezone: String,
+    pub mode: Mode,
+    pub enabled: bool,
+    /// Where the task is sent, sorted.
+    pub entries: Vec<ScheduleEntry>,
+}
+
+/// The compiled state of one revision.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    pub cluster: String,
+    pub objects: BTreeMap<ObjectId, DesiredObject>,
+    pub roles: BTreeMap<String, CompiledRole>,
+    pub hosts: BTreeMap<String, CompiledHost>,
+    pub schedules: BTreeMap<String, CompiledSchedule>,
+}
+
+/// Names of hosts that have `role`.
+pub fn hosts_with_role<'a>(hosts: impl Iterator<Item = (&'a String, &'a Host)>, role: &str) -> Vec<&'a str> {
+    hosts
+        .filter(|(_, h)| h.spec.roles.value.iter().any(|r| r.value == role))
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+/// Names of hosts whose labels contain every pair of `match_labels`.
+pub fn select_hosts<'a>(hosts: impl Iterator<Item = (&'a String, &'a Host)>, match_labels: &BTreeMap<String, String>) -> Vec<&'a str> {
+    hosts
+        .filter(|(_, h)| {
+            let labels = h.metadata.labels();
+            match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+fn meta_json(m: &ObjectMeta) -> Json {
+    let mut meta = Map::new();
+    let labels = m.labels();
+    if !labels.is_empty() {
+        meta.insert("labels".into(), json!(labels));
+    }
+    if !m.annotations.is_empty() {
+        meta.insert("annotations".into(), json!(m.annotations));
+    }
+    Json::Object(meta)
+}
+
+fn object(meta: &ObjectMeta, spec: Json) -> DesiredObject {
+    let mut top = Map::new();
+    let m = meta_json(meta);
+    if m.as_object().is_some_and(|o| !o.is_empty()) {
+        top.insert("metadata".into(), m);
+    }
+    top.insert("spec".into(), spec);
+    let normalized = Json::Object(top);
+    let hash = format!("sha256:{:x}", Sha256::digest(normalized.to_string().as_bytes()));
+    DesiredObject { normalized, hash }
+}
+
+/// Inserts `key: value` when `value` is present.
+fn put<T: Serialize>(m: &mut Map<String, Json>, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        m.insert(key.into(), json!(v));
+    }
+}
+
+fn duration_secs(v: Option<&Located<String>>, default: &str) -> u64 {
+    parse_duration(v.map_or(default, |l| l.value.as_str())).unwrap_or(0)
+}
+
+fn canonical_duration(v: &Located<String>) -> String {
+    parse_duration(&v.value).map_or_else(|_| v.value.clone(), format_duration)
+}
+
+fn ssh_json(s: &SshConfig) -> Json {
+    let mut m = Map::new();
+    put(&mut m, "user", s.user.as_ref().map(|v| &v.value));
+    put(&mut m, "port", s.port.as_ref().map(|v| v.value));
+    put(&mut m, "identityFile", s.identity_file.as_ref().map(|v| &v.value));
+    put(&mut m, "connectTimeout", s.connect_timeout.as_ref().map(canonical_duration));
+    Json::Object(m)
+}
+
+fn deployment_json(d: &DeploymentConfig) -> Json {
+    let mut m = Map::new();
+    put(&mut m, "targetDir", d.target_dir.as_ref().map(|v| &v.value));
+    put(&mut m, "serviceName", d.service_name.as_ref().map(|v| &v.value));
+    put(&mut m, "restartCommand", d.restart_command.as_ref().map(|v| &v.value));
+    if let Some(h) = &d.health_check {
+        let mut hc = Map::new();
+        hc.insert("command".into(), json!(h.command.value));
+        put(&mut hc, "timeout", h.timeout.as_ref().map(canonical_duration));
+        m.insert("healthCheck".into(), Json::Object(hc));
+    }
+    Json::Object(m)
+}
+
+/// Merges cluster defaults and host overrides into the effective SSH settings.
+fn effective_ssh(cluster: Option<&SshConfig>, host: Option<&SshConfig>) -> EffectiveSsh {
+    let pick = |f: fn(&SshConfig) -> Option<&Located<String>>| host.and_then(f).or_else(|| cluster.and_then(f));
+    EffectiveSsh {
+        user: pick(|s| s.user.as_ref()).map_or(DEFAULT_SSH_USER.into(), |v| v.value.clone()),
+        port: host
+            .and_then(|s| s.port.as_ref())
+            .or_else(|| cluster.and_then(|s| s.port.as_ref()))
+            .map_or(DEFAULT_SSH_PORT, |p| p.value),
+        identity_file: pick(|s| s.identity_file.as_ref()).map(|v| v.value.clone()),
+        connect_timeout_secs: duration_secs(pick(|s| s.connect_timeout.as_ref()), DEFAULT_CONNECT_TIMEOUT),
+    }
+}
+
+fn effective_deployment(cluster: Option<&DeploymentConfig>, host: Option<&DeploymentConfig>) -> EffectiveDeployment {
+    let pick = |f: fn(&DeploymentConfig) -> Option<&Located<String>>| host.and_then(f).or_else(|| cluster.and_then(f));
+    let service = pick(|d| d.service_name.as_ref()).map_or(DEFAULT_SERVICE_NAME.into(), |v| v.value.clone());
+    let restart = host
+        .and_then(|d| d.restart_command.as_ref())
+        .or_else(|| cluster.and_then(|d| d.restart_command.as_ref()))
+        .map_or_else(|| vec!["systemctl".into(), "restart".into(), service.clone()], |v| v.value.clone());
+    let health = host.and_then(|d| d.health_check.as_ref()).or_else(|| cluster.and_then(|d| d.health_check.as_ref()));
+    EffectiveDeployment {
+        target_dir: pick(|d| d.target_dir.as_ref()).map_or(DEFAULT_TARGET_DIR.into(), |v| v.value.clone()),
+        restart_command: restart,
+        health_check_command: health.map_or_else(
+            || vec!["systemctl".into(), "is-active".into(), "--quiet".into(), service.clone()],
+            |h| h.command.value.clone(),
+        ),
+        health_check_timeout_secs: duration_secs(health.and_then(|h| h.timeout.as_ref()), DEFAULT_HEALTH_TIMEOUT),
+        service_name: service,
+    }
+}
+
+fn role_queue(name: &str, r: &Role) -> String {
+    r.spec.queue.as_ref().map_or_else(|| name.to_string(), |q| q.value.clone())
+}
+
+/// Compiles validated manifests into the desired state. Pure and deterministic.
+pub fn compile(m: &Manifests) -> DesiredState {
+    let mut out = DesiredState {
+        cluster: m.cluster.object.metadata.name.value.clone(),
+        ..DesiredState::default()
+    };
+    let c = &m.cluster.object;
+    let cluster_tz = c.spec.timezone.as_ref().map_or(DEFAULT_TIMEZONE.to_string(), |t| t.value.clone());
+
+    // Cluster
+    let eff_ssh = effective_ssh(c.spec.ssh.as_ref(), None);
+    let eff_dep = effective_deployment(c.spec.deployment.as_ref(), None);
+    let mut spec = Map::new();
+    put(&mut spec, "description", c.spec.description.as_ref());
+    spec.insert("timezone".into(), json!(cluster_tz));
+    spec.insert(
+        "ssh".into(),
+        json!({"user": eff_ssh.user, "port": eff_ssh.port, "identityFile": eff_ssh.identity_file, "connectTimeout": format_duration(eff_ssh.connect_timeout_secs)}),
+    );
+    if let Some(o) = spec.get_mut("ssh").and_then(Json::as_object_mut) {
+        o.retain(|_, v| !v.is_null());
+    }
+    spec.insert(
+        "deployment".into(),
+        json!({
+            "targetDir": eff_dep.target_dir,
+            "serviceName": eff_dep.service_name,
+            "restartCommand": eff_dep.restart_command,
+            "healthCheck": {"command": eff_dep.health_check_command, "timeout": format_duration(eff_dep.health_check_timeout_secs)},
+        }),
+    );
+    out.objects.insert(
+        ObjectId { kind: Kind::Cluster, name: out.cluster.clone() },
+        object(&c.metadata, Json::Object(spec)),
+    );
+
+    // Roles
+    for (name, e) in &m.roles {
+        let r = &e.object;
+        let queue = role_queue(name, r);
+        let mut tasks: Vec<&str> = r.spec.tasks.iter().map(|t| t.value.as_str()).collect();
+        tasks.sort_unstable();
+        let mut spec = Map::new();
+        put(&mut spec, "description", r.spec.description.as_ref());
+        spec.insert("queue".into(), json!(queue));
+        put(&mut spec, "concurrency", r.spec.concurrency.as_ref().map(|v| v.value));
+        put(&mut spec, "maxTasksPerChild", r.spec.max_tasks_per_child.as_ref().map(|v| v.value));
+        if !tasks.is_empty() {
+            spec.insert("tasks".into(), json!(tasks));
+        }
+        out.objects.insert(ObjectId { kind: Kind::Role, name: name.clone() }, object(&r.metadata, Json::Object(spec)));
+        let hosts = hosts_with_role(m.hosts.iter().map(|(k, v)| (k, &v.object)), name);
+        out.roles.insert(
+            name.clone(),
+            CompiledRole {
+                queue,
+                concurrency: r.spec.concurrency.as_ref().map(|v| v.value),
+                max_tasks_per_child: r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
+                hosts: hosts.into_iter().map(String::from).collect(),
+            },
+        );
+    }
+
+    // Hosts
+    for (name, e) in &m.hosts {
+        let h = &e.object;
+        let mut roles: Vec<String> = h.spec.roles.value.iter().map(|r| r.value.clone()).collect();
+        roles.sort();
+        let mut spec = Map::new();
+        spec.insert("address".into(), json!(h.spec.address.value));
+        spec.insert("roles".into(), json!(roles));
+        if let Some(s) = &h.spec.ssh {
+            spec.insert("ssh".into(), ssh_json(s));
+        }
+        if let Some(d) = &h.spec.deployment {
+            spec.insert("deployment".into(), deployment_json(d));
+        }
+        out.objects.insert(ObjectId { kind: Kind::Host, name: name.clone() }, object(&h.metadata, Json::Object(spec)));
+        let mut queues: Vec<String> = roles.iter().filter_map(|r| out.roles.get(r).map(|c| c.queue.clone())).collect();
+        queues.push(host_queue(name));
+        out.hosts.insert(
+            name.clone(),
+            CompiledHost {
+                address: h.spec.address.value.clone(),
+                roles,
+                queues,
+                labels: h.metadata.labels(),
+                ssh: effective_ssh(c.spec.ssh.as_ref(), h.spec.ssh.as_ref()),
+                deployment: effective_deployment(c.spec.deployment.as_ref(), h.spec.deployment.as_ref()),
+            },
+        );
+    }
+
+    // Schedules
+    for (name, e) in &m.schedules {
+        let s = &e.object.spec;
+        let trigger = match (&s.cron, &s.every) {
+            (Some(c), _) => match parse_cron(&c.value) {
+                Ok(ct) => Trigger::Cron(ct),
+                Err(_) => continue,
+            },
+            (None, Some(ev)) => Trigger::Every(parse_duration(&ev.value).unwrap_or(0)),
+            (None, None) => continue,
+        };
+        let tz = s.timezone.as_ref().map_or(cluster_tz.clone(), |t| t.value.clone());
+        let enabled = s.enabled.unwrap_or(true);
+        let mut spec = Map::new();
+        put(&mut spec, "description", s.description.as_ref());
+        match &trigger {
+            Trigger::Cron(ct) => {
+                spec.insert("cron".into(), json!(ct.expression()));
+                spec.insert("timezone".into(), json!(tz));
+            }
+            Trigger::Every(secs) => {
+                spec.insert("every".into(), json!(format_duration(*secs)));
+            }
+        }
+        spec.insert("task".into(), json!(s.task.value));
+        if !s.args.is_empty() {
+            spec.insert("args".into(), json!(s.args));
+        }
+        if !s.kwargs.is_empty() {
+            spec.insert("kwargs".into(), json!(s.kwargs));
+        }
+        spec.insert("targets".into(), json!(s.targets.value));
+        spec.insert("mode".into(), json!(s.mode.value));
+        spec.insert("enabled".into(), json!(enabled));
+        if let Some(o) = &s.options {
+            let mut om = Map::new();
+            put(&mut om, "expires", o.expires.as_ref().map(canonical_duration));
+            put(&mut om, "priority", o.priority.as_ref().map(|p| p.value));
+            if !om.is_empty() {
+                spec.insert("options".into(), Json::Object(om));
+            }
+        }
+        out.objects.insert(
+            ObjectId { kind: Kind::Schedule, name: name.clone() },
+            object(&e.object.metadata, Json::Object(spec)),
+        );
+        let entries = resolve_entries(s, m, &out.roles);
+        out.schedules.insert(
+            name.clone(),
+            CompiledSchedule {
+                task: s.task.value.clone(),
+                trigger,
+                timezone: tz,
+                mode: s.mode.value,
+                enabled,
+                entries,
+            },
+        );
+    }
+    out
+}
+
+/// The hosts (mode each) or roles (mode any) a schedule resolves to, with their queues.
+fn resolve_entries(s: &ScheduleSpec, m: &Manifests, roles: &BTreeMap<String, CompiledRole>) -> Vec<ScheduleEntry> {
+    let hosts = || m.hosts.iter().map(|(k, v)| (k, &v.object));
+    let mut set: BTreeSet<ScheduleEntry> = BTreeSet::new();
+    for t in &s.targets.value {
+        match s.mode.value {
+            Mode::Any => {
+                if let Some(r) = t.role.as_ref().and_then(|r| roles.get_key_value(&r.value)) {
+                    set.insert(ScheduleEntry { kind: "role", name: r.0.clone(), queue: r.1.queue.clone() });
+                }
+            }
+            Mode::Each => {
+                let names: Vec<&str> = if let Some(r) = &t.role {
+                    hosts_with_role(hosts(), &r.value)
+                } else if let Some(h) = &t.host {
+                    hosts().filter(|(n, _)| **n == h.value).map(|(n, _)| n.as_str()).collect()
+                } else if let Some(sel) = &t.selector {
+                    select_hosts(hosts(), &sel.match_labels)
+                } else {
+                    Vec::new()
+                };
+                set.extend(names.into_iter().map(|n| ScheduleEntry { kind: "host", name: n.to_string(), queue: host_queue(n) }));
+            }
+        }
+    }
+    set.into_iter().collect()
+}

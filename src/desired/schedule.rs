@@ -1,0 +1,309 @@
+//! Celery schedule semantics: durations, crontab expressions, and next fire times.
+//!
+//! Owns: parsing `every:` durations and 5-field cron expressions exactly as Celery's
+//! `crontab` reads them (day-of-month AND day-of-week, Sunday = 0, weekday and month
+//! names, no `L`/`W`/`#`), and computing fire times in a time zone.
+//! Must not know: manifests, Redis, or how schedules are stored.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+
+/// Parses a duration such as `30s`, `5m`, `1h30m` or `2d` into seconds.
+///
+/// # Errors
+/// A message saying what was expected when the text is not such a duration or is zero.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    const EXPECTED: &str = "expected a duration such as `30s`, `5m`, `1h30m` or `1d` (units d, h, m, s, largest first)";
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("empty duration: {EXPECTED}"));
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut last_rank = 0u8;
+    for ch in t.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let (mult, rank) = match ch {
+            'd' => (86_400u64, 1u8),
+            'h' => (3_600, 2),
+            'm' => (60, 3),
+            's' => (1, 4),
+            _ => return Err(format!("invalid duration `{text}`: {EXPECTED}")),
+        };
+        if digits.is_empty() || rank <= last_rank {
+            return Err(format!("invalid duration `{text}`: {EXPECTED}"));
+        }
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("duration `{text}` is too large"))?;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration `{text}` is too large"))?;
+        digits.clear();
+        last_rank = rank;
+    }
+    if !digits.is_empty() {
+        return Err(format!("invalid duration `{text}`: a number needs a unit; {EXPECTED}"));
+    }
+    if total == 0 {
+        return Err(format!("duration `{text}` must be longer than zero"));
+    }
+    Ok(total)
+}
+
+/// The canonical spelling of a duration in seconds (`5400` → `1h30m`).
+pub fn format_duration(mut secs: u64) -> String {
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400u64), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// A validated crontab in Celery's field order and syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crontab {
+    pub minute: String,
+    pub hour: String,
+    pub day_of_month: String,
+    pub month_of_year: String,
+    pub day_of_week: String,
+    cron: Cron,
+}
+
+impl Crontab {
+    /// The expression in cron field order, normalised (whitespace folded, Sunday as 0).
+    pub fn expression(&self) -> String {
+        format!(
+            "{} {} {} {} {}",
+            self.minute, self.hour, self.day_of_month, self.month_of_year, self.day_of_week
+        )
+    }
+
+    /// The next `n` fire times strictly after `now`, in `tz`.
+    pub fn next_fire_times(&self, tz: Tz, now: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
+        let start = now.with_timezone(&tz);
+        self.cron.iter_after(start).take(n).collect()
+    }
+}
+
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+    names_base: u32,
+}
+
+const FIELDS: [Field; 5] = [
+    Field { name: "minute", min: 0, max: 59, names: &[], names_base: 0 },
+    Field { name: "hour", min: 0, max: 23, names: &[], names_base: 0 },
+    Field { name: "day-of-month", min: 1, max: 31, names: &[], names_base: 0 },
+    Field { name: "month", min: 1, max: 12, names: &MONTHS, names_base: 1 },
+    Field { name: "day-of-week", min: 0, max: 7, names: &WEEKDAYS, names_base: 0 },
+];
+
+fn field_value(f: &Field, tok: &str) -> Result<u32, String> {
+    if let Ok(n) = tok.parse::<u32>() {
+        if n < f.min || n > f.max {
+            return Err(format!(
+                "{} value `{tok}` is out of range {}-{}",
+                f.name, f.min, f.max
+            ));
+        }
+        return Ok(n);
+    }
+    let lower = tok.to_ascii_lowercase();
+    match f.names.iter().position(|n| *n == lower) {
+        Some(i) => Ok(u32::try_from(i).unwrap_or(0) + f.names_base),
+        None if f.names.is_empty() => Err(format!("{} value `{tok}` is not a number", f.name)),
+        None => Err(format!(
+            "{} value `{tok}` is neither a number nor a name ({})",
+            f.name,
+            f.names.join(", ")
+        )),
+    }
+}
+
+/// Checks one field against Celery's crontab syntax and returns it normalised.
+fn check_field(f: &Field, text: &str) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for item in text.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s
+                    .parse()
+                    .map_err(|_| format!("{} step `{s}` is not a number", f.name))?;
+                if step == 0 {
+                    return Err(format!("{} step must be at least 1", f.name));
+                }
+                (r, Some(step))
+            }
+            None => (item, None),
+        };
+        let norm_range = if range == "*" {
+            "*".to_string()
+        } else if let Some((a, b)) = range.split_once('-') {
+            let (a, b) = (field_value(f, a)?, field_value(f, b)?);
+            let (a, b) = if f.name == "day-of-week" { (a % 7, if b == 7 { 6 } else { b }) } else { (a, b) };
+            if a > b {
+                return Err(format!("{} range `{range}` runs backwards", f.name));
+            }
+            format!("{a}-{b}")
+        } else if range.is_empty() {
+            return Err(format!("{} has an empty item in `{text}`", f.name));
+        } else {
+            if step.is_some() {
+                return Err(format!(
+                    "{} `{item}`: Celery only accepts a step after `*` or a range (`*/5`, `0-30/5`)",
+                    f.name
+                ));
+            }
+            let v = field_value(f, range)?;
+            let v = if f.name == "day-of-week" { v % 7 } else { v };
+            v.to_string()
+        };
+        parts.push(match step {
+            Some(s) => format!("{norm_range}/{s}"),
+            None => norm_range,
+        });
+    }
+    Ok(parts.join(","))
+}
+
+/// Parses a 5-field cron expression with Celery crontab semantics.
+///
+/// # Errors
+/// A message naming the offending field and what was expected.
+pub fn parse_cron(expr: &str) -> Result<Crontab, String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "cron expression `{expr}` has {} fields; expected 5: minute hour day-of-month month day-of-week",
+            fields.len()
+        ));
+    }
+    if let Some(c) = expr.chars().find(|c| matches!(c, 'L' | 'W' | '#' | '?')) {
+        return Err(format!(
+            "cron expression `{expr}` uses `{c}`, which Celery's crontab does not support"
+        ));
+    }
+    let mut norm = Vec::with_capacity(5);
+    for (f, text) in FIELDS.iter().zip(&fields) {
+        norm.push(check_field(f, text)?);
+    }
+    let pattern = norm.join(" ");
+    let cron = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .dom_and_dow(true)
+        .build()
+        .parse(&pattern)
+        .map_err(|e| format!("cron expression `{expr}` is invalid: {e}"))?;
+    // A pattern such as `0 0 31 2 *` parses but never fires; Celery rejects it.
+    let probe = DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default();
+    if cron.iter_after(probe.with_timezone(&chrono_tz::UTC)).next().is_none()
+        || cron.find_next_occurrence(&Utc::now(), false).is_err()
+    {
+        return Err(format!("cron expression `{expr}` never fires (no such date)"));
+    }
+    let mut it = norm.into_iter();
+    let mut next = || it.next().unwrap_or_default();
+    Ok(Crontab {
+        minute: next(),
+        hour: next(),
+        day_of_month: next(),
+        month_of_year: next(),
+        day_of_week: next(),
+        cron,
+    })
+}
+
+/// Parses an IANA time zone name.
+///
+/// # Errors
+/// A message with a suggestion when the name is unknown.
+pub fn parse_timezone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>().map_err(|_| {
+        let hint = crate::manifest::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_else(|| "; expected an IANA name such as `UTC` or `Europe/Berlin`".into());
+        format!("unknown time zone `{name}`{hint}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("30s"), Ok(30));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("5m1h").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert_eq!(format_duration(5400), "1h30m");
+        assert_eq!(format_duration(86_401), "1d1s");
+    }
+
+    #[test]
+    fn cron_follows_celery_fields() {
+        let c = parse_cron("*/15  3 * * mon-fri").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.expression(), "*/15 3 * * 1-5");
+        let sunday = parse_cron("0 3 * * 7").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sunday.day_of_week, "0");
+        assert!(parse_cron("0 3 * *").is_err());
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("0 0 L * *").is_err());
+        assert!(parse_cron("0 0 31 2 *").is_err());
+        assert!(parse_cron("5/10 * * * *").is_err());
+    }
+
+    #[test]
+    fn day_of_month_and_day_of_week_must_both_match() {
+        // Celery ANDs the fields: the 13th only when it is a Friday.
+        let c = parse_cron("0 0 13 * fri").unwrap_or_else(|e| panic!("{e}"));
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
+        let next = c.next_fire_times(chrono_tz::UTC, now, 2);
+        let days: Vec<String> = next.iter().map(|d| d.format("%Y-%m-%d %a").to_string()).collect();
+        assert_eq!(days, vec!["2026-02-13 Fri", "2026-03-13 Fri"]);
+    }
+
+    #[test]
+    fn fire_times_are_in_the_schedule_time_zone() {
+        let c = parse_cron("0 3 * * *").unwrap_or_else(|e| panic!("{e}"));
+        let now = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
+        let tz = parse_timezone("Europe/Berlin").unwrap_or_else(|e| panic!("{e}"));
+        let next = c.next_fire_times(tz, now, 1);
+        assert_eq!(next[0].to_rfc3339(), "2026-06-02T03:00:00+02:00");
+    }
+
+    #[test]
+    fn unknown_time_zones_get_a_suggestion() {
+        let e = parse_timezone("Europe/Berln").err().unwrap_or_default();
+        assert!(e.contains("Europe/Berlin"), "{e}");
+    }
+}

@@ -1,0 +1,78 @@
+//! celeroot: a GitOps control plane for fleets of Linux hosts running Celery workers.
+//!
+//! The data path is one straight line, and each stage is a module:
+//!
+//! ```text
+//! source (git revision) → manifest (YAML → typed objects with file:line)
+//!   → validate → desired (compile) → plan (diff) → render
+//! ```
+//!
+//! Live state in Redis (`state`), applying plans (`apply`), drift reporting (`drift`)
+//! and the daemon (`daemon`) arrive with later milestones; see docs/architecture.md.
+
+pub mod cli;
+pub mod desired;
+pub mod diagnostic;
+pub mod init;
+pub mod manifest;
+pub mod plan;
+pub mod render;
+pub mod source;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use desired::DesiredState;
+use diagnostic::Diagnostic;
+use render::RevisionInfo;
+use source::{Snapshot, SourceError};
+
+/// A revision loaded, validated and compiled.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub revision: RevisionInfo,
+    pub state: DesiredState,
+    /// Validation warnings (with source lines attached).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a revision could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{} is invalid: {} error(s)", revision.describe(), diagnostics.iter().filter(|d| d.is_error()).count())]
+    Invalid {
+        revision: RevisionInfo,
+        /// All diagnostics (errors and warnings), with source lines attached.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// Loads, validates and compiles the files of one snapshot. Nothing is written anywhere.
+///
+/// # Errors
+/// [`CompileError::Invalid`] with every diagnostic when any manifest is invalid.
+pub fn compile_snapshot(snapshot: Snapshot) -> Result<Compiled, CompileError> {
+    let revision = RevisionInfo {
+        rev: snapshot.label,
+        commit: snapshot.commit,
+    };
+    let sources: BTreeMap<String, String> = snapshot.files.iter().map(|f| (f.path.clone(), f.text.clone())).collect();
+    let loaded = manifest::load_files(&snapshot.files);
+    match validate::validate(loaded) {
+        Ok(v) => {
+            let mut warnings = v.warnings;
+            diagnostic::attach_source_lines(&mut warnings, &sources);
+            Ok(Compiled {
+                revision,
+                state: desired::compile(&v.manifests),
+                warnings,
+            })
+        }
+        Err(mut diagnostics) => {
+            diagnostic::attach_source_lines(&mut diagnostics, &sources);
+            Err(CompileError::Invalid { revision, diagnostics })
+        }
+    }
+}

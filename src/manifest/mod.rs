@@ -1,0 +1,17 @@
+//! Manifests: the typed model of `celeroot.io/v1` objects and loading them from YAML.
+//!
+//! Owns: the object model (`types`), the located YAML node tree (`node`, `yaml`), turning
+//! files into typed objects with located diagnostics (`load`), and the JSON Schemas
+//! generated from the model (`schema`).
+//! Must not know: where files come from (git or disk: `source`), cross-object rules
+//! (`validate`), Redis, or hosts.
+
+mod load;
+mod node;
+pub mod schema;
+mod types;
+pub mod yaml;
+
+pub use load::{load_files, LoadedFiles, Object, ObjectBody};
+pub use node::{decode, did_you_mean, DecodeError, Located, Node, Pos, Value};
+pub use types::*;

@@ -1,0 +1,295 @@
+//! The typed manifest model for `apiVersion: celeroot.io/v1`.
+//!
+//! Owns: the shape of `Cluster`, `Role`, `Host` and `Schedule` objects as written by
+//! operators; the doc comments here are the field documentation in the JSON Schemas.
+//! Must not know: defaults resolution or cross-object rules (`validate`, `desired`).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::node::Located;
+
+/// The only supported API version.
+pub const API_VERSION: &str = "celeroot.io/v1";
+
+/// The kinds of manifest objects, in the order they are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Kind {
+    Cluster,
+    Role,
+    Host,
+    Schedule,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Cluster, Kind::Role, Kind::Host, Kind::Schedule];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Cluster => "Cluster",
+            Kind::Role => "Role",
+            Kind::Host => "Host",
+            Kind::Schedule => "Schedule",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity of an object: its kind and name, unique across the repository.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectId {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// Standard object metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Name of the object: an RFC 1123 label (lowercase letters, digits and `-`, at most
+    /// 63 characters, starting and ending with a letter or digit), unique per kind.
+    pub name: Located<String>,
+    /// Labels for selecting objects (`Schedule` targets use them to select hosts).
+    /// Keys are `[prefix/]name` as in Kubernetes; values are at most 63 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Located<BTreeMap<String, String>>>,
+    /// Free-form notes for humans and tools; celeroot does not interpret them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ObjectMeta {
+    /// The labels, empty when none are set.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default()
+    }
+}
+
+/// A manifest document: `apiVersion`, `kind`, `metadata` and a kind-specific `spec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Manifest<S> {
+    /// Always `celeroot.io/v1`.
+    pub api_version: String,
+    /// The object kind.
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: S,
+}
+
+/// SSH connection settings. On a `Host`, each field set overrides the `Cluster` default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshConfig {
+    /// Remote user (a POSIX user name). Default: `celeroot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Located<String>>,
+    /// TCP port, 1–65535. Default: 22.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Located<u16>>,
+    /// Path of the private key on the machine running celeroot (`~` is expanded).
+    /// Default: whatever `ssh` picks (agent, `~/.ssh/config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<Located<String>>,
+    /// Connection timeout as a duration (`10s`, `1m`). Default: `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Located<String>>,
+}
+
+/// A command run on the host to check that the worker is healthy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The command as an argv list (no shell); exit status 0 means healthy.
+    pub command: Located<Vec<String>>,
+    /// How long the command may take, as a duration. Default: `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Located<String>>,
+}
+
+/// How worker code is deployed. On a `Host`, each field set overrides the `Cluster` default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeploymentConfig {
+    /// Absolute directory on the host that holds releases. Default: `/opt/celeroot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dir: Option<Located<String>>,
+    /// systemd unit name of the worker service. Default: `celeroot-worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<Located<String>>,
+    /// Command that restarts the worker, as an argv list (no shell).
+    /// Default: `[systemctl, restart, <serviceName>]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_command: Option<Located<Vec<String>>>,
+    /// Health check run after a restart.
+    /// Default: `[systemctl, is-active, --quiet, <serviceName>]` with a `30s` timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// The cluster: defaults shared by every host and schedule. Exactly one per repository.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// What this cluster is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Default IANA time zone for schedules (`Europe/Berlin`). Default: `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<Located<String>>,
+    /// SSH defaults for all hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConfig>,
+    /// Deployment defaults for all hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentConfig>,
+}
+
+/// A role: a kind of Celery worker, consuming one queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleSpec {
+    /// What workers of this role do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Celery queue consumed by workers of this role (letters, digits, `.`, `_`, `-`, `:`).
+    /// Default: the role name. Names starting with `celeroot.` are reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Located<String>>,
+    /// Worker processes per host, 1–1024. Default: Celery's default (the host's CPU count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Located<u32>>,
+    /// Recycle a worker process after this many tasks (at least 1). Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks_per_child: Option<Located<u32>>,
+    /// Celery task names or task modules (dotted Python identifiers) this role provides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Located<String>>,
+}
+
+/// A host: a Linux machine running a Celery worker for one or more roles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostSpec {
+    /// IPv4/IPv6 address or DNS name used to reach the host.
+    pub address: Located<String>,
+    /// Names of the roles this host runs (at least one; each must exist).
+    pub roles: Located<Vec<Located<String>>>,
+    /// Overrides of the cluster's SSH defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConfig>,
+    /// Overrides of the cluster's deployment defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentConfig>,
+}
+
+/// How a schedule's matched targets run the task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every matched host runs the task, through its own host queue.
+    #[default]
+    Each,
+    /// One worker of each matched role runs the task, through the role queue.
+    /// Only `role` targets are allowed.
+    Any,
+}
+
+/// Selects hosts by their labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Selector {
+    /// Hosts whose labels contain all these key/value pairs. `{}` selects every host.
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// One target of a schedule: exactly one of `role`, `host` or `selector`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+pub struct Target {
+    /// All hosts of this role (`mode: each`) or the role's queue (`mode: any`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Located<String>>,
+    /// This host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Located<String>>,
+    /// The hosts whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Selector>,
+}
+
+/// Celery options for the messages a schedule sends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleOptions {
+    /// Discard the task if no worker started it within this duration (`5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Located<String>>,
+    /// Message priority, 0–9 (Celery's Redis transport range).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Located<u8>>,
+}
+
+/// A periodic Celery task: when it fires, what it runs and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// What the schedule is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A 5-field cron expression with Celery crontab semantics:
+    /// `minute hour day-of-month month day-of-week` (Sunday = 0; a restricted
+    /// day-of-month and day-of-week must both match). Exactly one of `cron` and `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<Located<String>>,
+    /// A fixed interval: a duration such as `30s`, `5m`, `1h`, `1h30m`, `1d`.
+    /// Exactly one of `cron` and `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Located<String>>,
+    /// IANA time zone the cron expression is read in. Default: the cluster's timezone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<Located<String>>,
+    /// Celery task name, a dotted Python identifier (`ops.tasks.rotate_logs`).
+    pub task: Located<String>,
+    /// Positional arguments (any JSON-compatible values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<serde_json::Value>,
+    /// Keyword arguments (a mapping of JSON-compatible values).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// Where the task runs: any mix of `role`, `host` and `selector` targets.
+    pub targets: Located<Vec<Located<Target>>>,
+    /// `each` (default): every matched host runs it through its host queue.
+    /// `any`: one worker of each targeted role runs it through the role queue.
+    #[serde(default)]
+    pub mode: Located<Mode>,
+    /// Set to `false` to stop the schedule firing without deleting it. Default: `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Message options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<ScheduleOptions>,
+}
+
+pub type Cluster = Manifest<ClusterSpec>;
+pub type Role = Manifest<RoleSpec>;
+pub type Host = Manifest<HostSpec>;
+pub type Schedule = Manifest<ScheduleSpec>;

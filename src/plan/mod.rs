@@ -1,0 +1,224 @@
+//! Plans: the ordered changes that turn one desired state into another.
+//!
+//! Owns: comparing two [`DesiredState`]s object by object (by content hash), and the
+//! consequences an operator cares about: hosts a role change affects, a host's queues,
+//! a schedule's resolved targets before and after and its next fire times.
+//! A plan is data; renderers only read it.
+//! Must not know: git, Redis, or output formats.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::desired::{schedule::format_duration, DesiredState, ScheduleEntry, Trigger};
+use crate::manifest::{Kind, ObjectId};
+
+/// What happens to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Add,
+    Change,
+    Remove,
+}
+
+impl Action {
+    /// The one-character marker used in text output (`+`, `~`, `-`).
+    pub fn marker(self) -> char {
+        match self {
+            Action::Add => '+',
+            Action::Change => '~',
+            Action::Remove => '-',
+        }
+    }
+}
+
+/// A consequence of a change, beyond the object's own spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Effect {
+    /// Hosts whose worker configuration depends on this object.
+    AffectedHosts { hosts: Vec<String> },
+    /// The queues a host's worker consumes.
+    Queues { before: Vec<String>, after: Vec<String> },
+    /// Where a schedule's task is sent.
+    Targets { before: Vec<ScheduleEntry>, after: Vec<ScheduleEntry> },
+    /// The next fire times of a cron schedule, in its time zone (RFC 3339).
+    NextRuns { timezone: String, times: Vec<String> },
+    /// An interval schedule's period.
+    Interval { every: String },
+    /// The schedule is disabled and will not fire.
+    Disabled,
+}
+
+/// One object's change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub kind: Kind,
+    pub name: String,
+    pub action: Action,
+    /// False when only derived state changed (e.g. a schedule's resolved targets after a
+    /// host was relabelled) and the object's own spec is the same.
+    pub spec_changed: bool,
+    pub before_hash: Option<String>,
+    pub after_hash: Option<String>,
+    pub before: Option<Json>,
+    pub after: Option<Json>,
+    pub effects: Vec<Effect>,
+}
+
+impl Change {
+    pub fn id(&self) -> ObjectId {
+        ObjectId {
+            kind: self.kind,
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Counts of a plan, Terraform style.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub remove: usize,
+}
+
+impl Summary {
+    pub fn total(&self) -> usize {
+        self.add + self.change + self.remove
+    }
+}
+
+/// All changes between two desired states, in kind order (Cluster, Role, Host, Schedule)
+/// then by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for c in &self.changes {
+            match c.action {
+                Action::Add => s.add += 1,
+                Action::Change => s.change += 1,
+                Action::Remove => s.remove += 1,
+            }
+        }
+        s
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Compares two desired states. `now` anchors the next fire times shown for schedules.
+pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> Plan {
+    let ids: BTreeSet<&ObjectId> = before.objects.keys().chain(after.objects.keys()).collect();
+    let mut changes = Vec::new();
+    for id in ids {
+        let b = before.objects.get(id);
+        let a = after.objects.get(id);
+        let action = match (b, a) {
+            (None, Some(_)) => Action::Add,
+            (Some(_), None) => Action::Remove,
+            (Some(x), Some(y)) if x.hash != y.hash => Action::Change,
+            (Some(_), Some(_)) => {
+                if derived_changed(id, before, after) {
+                    Action::Change
+                } else {
+                    continue;
+                }
+            }
+            (None, None) => continue,
+        };
+        let spec_changed = b.map(|o| &o.hash) != a.map(|o| &o.hash);
+        changes.push(Change {
+            kind: id.kind,
+            name: id.name.clone(),
+            action,
+            spec_changed,
+            before_hash: b.map(|o| o.hash.clone()),
+            after_hash: a.map(|o| o.hash.clone()),
+            before: b.map(|o| o.normalized.clone()),
+            after: a.map(|o| o.normalized.clone()),
+            effects: effects(id, action, before, after, now),
+        });
+    }
+    Plan { changes }
+}
+
+/// Whether an object with an unchanged spec still changes what the fleet sees.
+fn derived_changed(id: &ObjectId, before: &DesiredState, after: &DesiredState) -> bool {
+    match id.kind {
+        Kind::Schedule => before.schedules.get(&id.name).map(|s| &s.entries) != after.schedules.get(&id.name).map(|s| &s.entries),
+        Kind::Host => before.hosts.get(&id.name).map(|h| &h.queues) != after.hosts.get(&id.name).map(|h| &h.queues),
+        Kind::Cluster | Kind::Role => false,
+    }
+}
+
+fn effects(id: &ObjectId, action: Action, before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> Vec<Effect> {
+    let mut out = Vec::new();
+    match id.kind {
+        Kind::Cluster => {
+            if action == Action::Change {
+                out.push(Effect::AffectedHosts {
+                    hosts: after.hosts.keys().cloned().collect(),
+                });
+            }
+        }
+        Kind::Role => {
+            let mut hosts: BTreeSet<String> = BTreeSet::new();
+            for s in [before, after] {
+                if let Some(r) = s.roles.get(&id.name) {
+                    hosts.extend(r.hosts.iter().cloned());
+                }
+            }
+            out.push(Effect::AffectedHosts {
+                hosts: hosts.into_iter().collect(),
+            });
+        }
+        Kind::Host => {
+            let q = |s: &DesiredState| s.hosts.get(&id.name).map(|h| h.queues.clone()).unwrap_or_default();
+            let (b, a) = (q(before), q(after));
+            if b != a {
+                out.push(Effect::Queues { before: b, after: a });
+            }
+        }
+        Kind::Schedule => {
+            let b = before.schedules.get(&id.name);
+            let a = after.schedules.get(&id.name);
+            let entries = |s: Option<&crate::desired::CompiledSchedule>| s.map(|s| s.entries.clone()).unwrap_or_default();
+            out.push(Effect::Targets {
+                before: entries(b),
+                after: entries(a),
+            });
+            if let Some(s) = a {
+                if !s.enabled {
+                    out.push(Effect::Disabled);
+                }
+                match &s.trigger {
+                    Trigger::Cron(ct) if s.enabled => {
+                        if let Ok(tz) = s.timezone.parse::<chrono_tz::Tz>() {
+                            out.push(Effect::NextRuns {
+                                timezone: s.timezone.clone(),
+                                times: ct.next_fire_times(tz, now, 3).iter().map(DateTime::to_rfc3339).collect(),
+                            });
+                        }
+                    }
+                    Trigger::Every(secs) if s.enabled => out.push(Effect::Interval {
+                        every: format_duration(*secs),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,132 @@
+//! Renderers: plans and diagnostics as text (terminal), JSON (versioned) and Markdown.
+//!
+//! Owns: every byte celeroot prints about a plan. Renderers only read a [`PlanReport`];
+//! they compute nothing that could change what is applied.
+//! Must not know: git, Redis, or how plans are made.
+
+mod json;
+mod markdown;
+mod text;
+pub mod yaml;
+
+use serde::Serialize;
+
+use crate::diagnostic::Diagnostic;
+use crate::plan::{Change, Plan};
+
+pub use json::{render_json, JSON_FORMAT_VERSION};
+pub use markdown::render_markdown;
+pub use text::render_text;
+
+/// Terminal styling; everything is a no-op when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    pub fn plain() -> Self {
+        Style { color: false }
+    }
+
+    pub fn colored() -> Self {
+        Style { color: true }
+    }
+
+    pub fn new(color: bool) -> Self {
+        Style { color }
+    }
+
+    fn pick(&self, s: anstyle::Style) -> anstyle::Style {
+        if self.color {
+            s
+        } else {
+            anstyle::Style::new()
+        }
+    }
+
+    fn fg(&self, c: anstyle::AnsiColor) -> anstyle::Style {
+        self.pick(anstyle::Style::new().fg_color(Some(c.into())))
+    }
+
+    pub fn red(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Red)
+    }
+
+    pub fn green(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Green)
+    }
+
+    pub fn yellow(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Yellow)
+    }
+
+    pub fn cyan(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Cyan)
+    }
+
+    pub fn bold(&self) -> anstyle::Style {
+        self.pick(anstyle::Style::new().bold())
+    }
+
+    pub fn dim(&self) -> anstyle::Style {
+        self.pick(anstyle::Style::new().dimmed())
+    }
+
+    /// `text` wrapped in `style`.
+    pub fn paint(&self, style: anstyle::Style, text: &str) -> String {
+        format!("{}{text}{}", style.render(), style.render_reset())
+    }
+}
+
+/// One side of a comparison: what the user named, and the commit it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevisionInfo {
+    pub rev: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl RevisionInfo {
+    /// `HEAD~1 (1a2b3c4d)`, or just the label for the work tree.
+    pub fn describe(&self) -> String {
+        match &self.commit {
+            Some(c) => format!("{} ({})", self.rev, crate::source::short(c)),
+            None => self.rev.clone(),
+        }
+    }
+}
+
+/// Everything a renderer needs about a plan.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub cluster: String,
+    pub from: RevisionInfo,
+    pub to: RevisionInfo,
+    pub plan: Plan,
+    /// Validation warnings of the target revision.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The unified diff of a change's normalised YAML (hunks only, no file header).
+pub fn spec_diff(change: &Change) -> String {
+    let before = change.before.as_ref().map(yaml::to_yaml).unwrap_or_default();
+    let after = change.after.as_ref().map(yaml::to_yaml).unwrap_or_default();
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    let mut unified = diff.unified_diff();
+    unified.context_radius(3);
+    unified.iter_hunks().map(|h| h.to_string()).collect()
+}
+
+/// A list of names, shortened to `max` with a count of the rest.
+pub(crate) fn name_list(names: &[String], max: usize) -> String {
+    if names.is_empty() {
+        return "(none)".into();
+    }
+    let shown: Vec<&str> = names.iter().take(max).map(String::as_str).collect();
+    let mut s = shown.join(", ");
+    if names.len() > max {
+        s.push_str(&format!(" and {} more", names.len() - max));
+    }
+    s
+}

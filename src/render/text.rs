@@ -1,0 +1,143 @@
+//! Terminal rendering of plans: a Terraform-style summary, then each object with the
+//! unified diff of its normalised spec and its consequences.
+
+use std::fmt::Write as _;
+
+use super::{name_list, spec_diff, PlanReport, Style};
+use crate::desired::ScheduleEntry;
+use crate::plan::{Action, Change, Effect};
+
+/// At most this many host names are listed per effect; the rest are counted.
+const MAX_NAMES: usize = 10;
+
+pub fn render_text(r: &PlanReport, style: &Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        style.paint(
+            style.bold(),
+            &format!("celeroot plan for cluster {}: {} → {}", r.cluster, r.from.describe(), r.to.describe())
+        )
+    );
+    let _ = writeln!(out);
+    if r.plan.is_empty() {
+        let _ = writeln!(out, "No changes. Both revisions compile to the same desired state.");
+        return out;
+    }
+    let s = r.plan.summary();
+    let _ = writeln!(
+        out,
+        "Plan: {} to add, {} to change, {} to remove.",
+        style.paint(style.green(), &s.add.to_string()),
+        style.paint(style.yellow(), &s.change.to_string()),
+        style.paint(style.red(), &s.remove.to_string()),
+    );
+    for c in &r.plan.changes {
+        let _ = writeln!(out);
+        render_change(c, style, &mut out);
+    }
+    out
+}
+
+fn action_style(a: Action, style: &Style) -> anstyle::Style {
+    match a {
+        Action::Add => style.green(),
+        Action::Change => style.yellow(),
+        Action::Remove => style.red(),
+    }
+}
+
+fn render_change(c: &Change, style: &Style, out: &mut String) {
+    let head = format!("{} {}", c.action.marker(), c.id());
+    let _ = write!(out, "{}", style.paint(style.bold(), &style.paint(action_style(c.action, style), &head)));
+    if !c.spec_changed {
+        let _ = write!(out, "{}", style.paint(style.dim(), " (spec unchanged; derived state changed)"));
+    }
+    let _ = writeln!(out);
+    for line in spec_diff(c).lines() {
+        let painted = match line.as_bytes().first() {
+            Some(b'+') => style.paint(style.green(), line),
+            Some(b'-') => style.paint(style.red(), line),
+            Some(b'@') => style.paint(style.cyan(), line),
+            _ => line.to_string(),
+        };
+        let _ = writeln!(out, "    {painted}");
+    }
+    for e in &c.effects {
+        render_effect(e, style, out);
+    }
+}
+
+fn entry(e: &ScheduleEntry) -> String {
+    format!("{} {} → queue {}", e.kind, e.name, e.queue)
+}
+
+fn render_effect(e: &Effect, style: &Style, out: &mut String) {
+    match e {
+        Effect::AffectedHosts { hosts } => {
+            let _ = writeln!(out, "  affects {} host(s): {}", hosts.len(), name_list(hosts, MAX_NAMES));
+        }
+        Effect::Queues { before, after } => {
+            if before.is_empty() {
+                let _ = writeln!(out, "  queues: {}", after.join(", "));
+            } else if after.is_empty() {
+                let _ = writeln!(out, "  queues (before): {}", before.join(", "));
+            } else {
+                let _ = writeln!(out, "  queues: {} → {}", before.join(", "), after.join(", "));
+            }
+        }
+        Effect::Targets { before, after } => {
+            if before == after {
+                let _ = writeln!(out, "  targets ({}, unchanged):", after.len());
+                for t in after.iter().take(MAX_NAMES) {
+                    let _ = writeln!(out, "      {}", entry(t));
+                }
+                if after.len() > MAX_NAMES {
+                    let _ = writeln!(out, "      … and {} more", after.len() - MAX_NAMES);
+                }
+                return;
+            }
+            let _ = writeln!(out, "  targets ({} → {}):", before.len(), after.len());
+            let mut shown = 0usize;
+            for t in before.iter().filter(|t| !after.contains(t)) {
+                if shown < MAX_NAMES {
+                    let _ = writeln!(out, "    {}", style.paint(style.red(), &format!("- {}", entry(t))));
+                }
+                shown += 1;
+            }
+            for t in after.iter().filter(|t| !before.contains(t)) {
+                if shown < MAX_NAMES {
+                    let _ = writeln!(out, "    {}", style.paint(style.green(), &format!("+ {}", entry(t))));
+                }
+                shown += 1;
+            }
+            let kept: Vec<&ScheduleEntry> = after.iter().filter(|t| before.contains(t)).collect();
+            for t in &kept {
+                if shown < MAX_NAMES {
+                    let _ = writeln!(out, "      {}", entry(t));
+                }
+                shown += 1;
+            }
+            if shown > MAX_NAMES {
+                let _ = writeln!(out, "      … and {} more", shown - MAX_NAMES);
+            }
+        }
+        Effect::NextRuns { timezone, times } => {
+            let _ = writeln!(out, "  next runs ({timezone}): {}", times.iter().map(|t| human_time(t)).collect::<Vec<_>>().join(", "));
+        }
+        Effect::Interval { every } => {
+            let _ = writeln!(out, "  runs every {every}");
+        }
+        Effect::Disabled => {
+            let _ = writeln!(out, "  {}", style.paint(style.yellow(), "disabled: will not fire"));
+        }
+    }
+}
+
+/// `2026-11-24T03:00:00+01:00` → `Tue 2026-11-24 03:00 +01:00`.
+pub(crate) fn human_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|d| d.format("%a %Y-%m-%d %H:%M %:z").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}

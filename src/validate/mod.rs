@@ -1,0 +1,468 @@
+//! Validation: every rule a revision must pass before anything is written anywhere.
+//!
+//! Owns: per-object rules (names, labels, addresses, durations, cron, time zones, task
+//! names, argv lists), repository-wide rules (unique `(kind, name)`, exactly one
+//! `Cluster`, unique queues) and cross references (host roles, schedule targets). It
+//! reports every problem it finds, never just the first.
+//! Must not know: git, Redis, hosts, or output formats.
+
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::desired::schedule::{parse_cron, parse_duration, parse_timezone};
+use crate::diagnostic::Diagnostic;
+use crate::manifest::*;
+
+/// A validated object and where it was defined.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    pub file: String,
+    pub pos: Pos,
+    pub object: T,
+}
+
+/// A whole revision's objects, validated: every reference resolves.
+#[derive(Debug, Clone)]
+pub struct Manifests {
+    pub cluster: Entry<Cluster>,
+    pub roles: BTreeMap<String, Entry<Role>>,
+    pub hosts: BTreeMap<String, Entry<Host>>,
+    pub schedules: BTreeMap<String, Entry<Schedule>>,
+}
+
+/// The result of a successful validation.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub manifests: Manifests,
+    /// Problems that do not block (e.g. a selector that matches no host).
+    pub warnings: Vec<Diagnostic>,
+}
+
+type Rule = fn(&str) -> Result<(), String>;
+
+struct Checker<'a> {
+    file: &'a str,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>, help: impl Into<String>) {
+        self.diags.push(Diagnostic::error(self.file, pos, message).help(help));
+    }
+
+    fn rule(&mut self, what: &str, value: &str, pos: Pos, rule: Rule) {
+        if let Err(expected) = rule(value) {
+            self.error(pos, format!("invalid {what} {value:?}"), expected);
+        }
+    }
+
+    fn located(&mut self, what: &str, v: &Option<Located<String>>, rule: Rule) {
+        if let Some(v) = v {
+            self.rule(what, &v.value, v.pos, rule);
+        }
+    }
+
+    fn duration(&mut self, what: &str, v: &Option<Located<String>>) {
+        if let Some(v) = v {
+            if let Err(e) = parse_duration(&v.value) {
+                self.error(v.pos, format!("invalid {what}"), e);
+            }
+        }
+    }
+
+    fn timezone(&mut self, v: &Option<Located<String>>) {
+        if let Some(v) = v {
+            if let Err(e) = parse_timezone(&v.value) {
+                self.error(v.pos, e, "time zones are IANA names, see `timedatectl list-timezones`");
+            }
+        }
+    }
+
+    fn argv(&mut self, what: &str, v: &Located<Vec<String>>) {
+        if let Err(e) = rules::argv(&v.value) {
+            self.error(v.pos, format!("invalid {what}"), e);
+        }
+    }
+
+    fn labels(&mut self, pos: Pos, map: &BTreeMap<String, String>, what: &str) {
+        for (k, v) in map {
+            if let Err(e) = rules::label_key(k) {
+                self.error(pos, format!("invalid {what} key {k:?}"), e);
+            }
+            if let Err(e) = rules::label_value(v) {
+                self.error(pos, format!("invalid {what} value {v:?} for key {k:?}"), e);
+            }
+        }
+    }
+
+    fn meta(&mut self, kind: Kind, m: &ObjectMeta) {
+        self.rule(&format!("{kind} name"), &m.name.value, m.name.pos, rules::rfc1123_label);
+        if let Some(l) = &m.labels {
+            self.labels(l.pos, &l.value, "label");
+        }
+        for k in m.annotations.keys() {
+            if let Err(e) = rules::label_key(k) {
+                self.error(m.name.pos, format!("invalid annotation key {k:?}"), e);
+            }
+        }
+    }
+
+    fn ssh(&mut self, s: &SshConfig) {
+        self.located("SSH user", &s.user, rules::unix_user);
+        if let Some(p) = &s.port {
+            if p.value == 0 {
+                self.error(p.pos, "invalid SSH port 0", "expected a port from 1 to 65535");
+            }
+        }
+        self.located("SSH identity file", &s.identity_file, rules::local_path);
+        self.duration("SSH connect timeout", &s.connect_timeout);
+    }
+
+    fn deployment(&mut self, d: &DeploymentConfig) {
+        self.located("deployment target directory", &d.target_dir, rules::absolute_path);
+        self.located("service name", &d.service_name, rules::unit_name);
+        if let Some(c) = &d.restart_command {
+            self.argv("restart command", c);
+        }
+        if let Some(h) = &d.health_check {
+            self.argv("health check command", &h.command);
+            self.duration("health check timeout", &h.timeout);
+        }
+    }
+}
+
+/// Validates everything that was loaded. On success returns the objects by kind and name.
+///
+/// # Errors
+/// Every diagnostic (errors and warnings, sorted by location) when any error was found,
+/// including errors from loading.
+pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
+    let LoadedFiles {
+        objects,
+        mut diagnostics,
+        undecoded,
+    } = loaded;
+    let undecoded: BTreeSet<ObjectId> = undecoded.into_iter().collect();
+
+    let mut clusters: Vec<Entry<Cluster>> = Vec::new();
+    let mut roles: BTreeMap<String, Entry<Role>> = BTreeMap::new();
+    let mut hosts: BTreeMap<String, Entry<Host>> = BTreeMap::new();
+    let mut schedules: BTreeMap<String, Entry<Schedule>> = BTreeMap::new();
+    let mut seen: BTreeMap<ObjectId, (String, Pos)> = BTreeMap::new();
+
+    for obj in objects {
+        let id = obj.body.id();
+        let name_pos = obj.body.metadata().name.pos;
+        if let Some((first_file, first_pos)) = seen.get(&id) {
+            diagnostics.push(
+                Diagnostic::error(&obj.file, name_pos, format!("duplicate {id}: names must be unique per kind"))
+                    .related(first_file.clone(), *first_pos, "first defined here"),
+            );
+            continue;
+        }
+        seen.insert(id.clone(), (obj.file.clone(), name_pos));
+        let mut c = Checker {
+            file: &obj.file,
+            diags: &mut diagnostics,
+        };
+        c.meta(id.kind, obj.body.metadata());
+        let (file, pos) = (obj.file.clone(), obj.pos);
+        match obj.body {
+            ObjectBody::Cluster(o) => {
+                c.timezone(&o.spec.timezone);
+                if let Some(s) = &o.spec.ssh {
+                    c.ssh(s);
+                }
+                if let Some(d) = &o.spec.deployment {
+                    c.deployment(d);
+                }
+                clusters.push(Entry { file, pos, object: o });
+            }
+            ObjectBody::Role(o) => {
+                check_role(&mut c, &o);
+                roles.insert(id.name, Entry { file, pos, object: o });
+            }
+            ObjectBody::Host(o) => {
+                check_host(&mut c, &o);
+                hosts.insert(id.name, Entry { file, pos, object: o });
+            }
+            ObjectBody::Schedule(o) => {
+                check_schedule(&mut c, &o);
+                schedules.insert(id.name, Entry { file, pos, object: o });
+            }
+        }
+    }
+
+    let cluster_undecoded = undecoded.iter().any(|id| id.kind == Kind::Cluster);
+    match clusters.len() {
+        0 if !cluster_undecoded => diagnostics.push(
+            Diagnostic::global(crate::diagnostic::Severity::Error, "no Cluster object found")
+                .help("add one manifest with `kind: Cluster` (see `celeroot init` for an example)"),
+        ),
+        0 | 1 => {}
+        _ => {
+            let first = &clusters[0];
+            for extra in &clusters[1..] {
+                diagnostics.push(
+                    Diagnostic::error(&extra.file, extra.object.metadata.name.pos, "more than one Cluster object: a repository describes exactly one cluster")
+                        .related(first.file.clone(), first.object.metadata.name.pos, "first Cluster defined here"),
+                );
+            }
+        }
+    }
+
+    check_queues(&roles, &mut diagnostics);
+    check_host_references(&hosts, &roles, &undecoded, &mut diagnostics);
+    check_schedule_references(&schedules, &hosts, &roles, &undecoded, &mut diagnostics);
+
+    crate::diagnostic::sort(&mut diagnostics);
+    let has_error = diagnostics.iter().any(Diagnostic::is_error);
+    match clusters.into_iter().next() {
+        Some(cluster) if !has_error => Ok(Validated {
+            manifests: Manifests {
+                cluster,
+                roles,
+                hosts,
+                schedules,
+            },
+            warnings: diagnostics,
+        }),
+        _ => Err(diagnostics),
+    }
+}
+
+fn check_role(c: &mut Checker<'_>, o: &Role) {
+    c.located("queue name", &o.spec.queue, rules::queue_name);
+    if let Some(n) = &o.spec.concurrency {
+        if !(1..=1024).contains(&n.value) {
+            c.error(n.pos, format!("invalid concurrency {}", n.value), "expected a number of worker processes from 1 to 1024");
+        }
+    }
+    if let Some(n) = &o.spec.max_tasks_per_child {
+        if n.value == 0 {
+            c.error(n.pos, "invalid maxTasksPerChild 0", "expected at least 1 (omit the field to never recycle)");
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for t in &o.spec.tasks {
+        c.rule("task name", &t.value, t.pos, rules::python_dotted_name);
+        if !seen.insert(&t.value) {
+            c.error(t.pos, format!("task {:?} is listed twice", t.value), "remove the duplicate");
+        }
+    }
+}
+
+fn check_host(c: &mut Checker<'_>, o: &Host) {
+    c.rule("host address", &o.spec.address.value, o.spec.address.pos, rules::address);
+    if o.spec.roles.value.is_empty() {
+        c.error(o.spec.roles.pos, "a host needs at least one role", "list role names, e.g. `roles: [webserver]`");
+    }
+    let mut seen = BTreeSet::new();
+    for r in &o.spec.roles.value {
+        c.rule("role name", &r.value, r.pos, rules::rfc1123_label);
+        if !seen.insert(&r.value) {
+            c.error(r.pos, format!("role {:?} is listed twice", r.value), "remove the duplicate");
+        }
+    }
+    if let Some(s) = &o.spec.ssh {
+        c.ssh(s);
+    }
+    if let Some(d) = &o.spec.deployment {
+        c.deployment(d);
+    }
+}
+
+fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
+    let s = &o.spec;
+    match (&s.cron, &s.every) {
+        (Some(_), Some(e)) => c.error(e.pos, "a schedule has either `cron` or `every`, not both", "remove one of them"),
+        (None, None) => c.error(o.metadata.name.pos, "a schedule needs `cron` or `every`", "add e.g. `cron: \"0 3 * * *\"` or `every: 5m`"),
+        (Some(cron), None) => {
+            if let Err(e) = parse_cron(&cron.value) {
+                c.error(cron.pos, "invalid cron expression", e);
+            }
+        }
+        (None, Some(_)) => c.duration("interval (`every`)", &s.every),
+    }
+    c.timezone(&s.timezone);
+    if s.every.is_some() {
+        if let Some(tz) = &s.timezone {
+            c.diags.push(Diagnostic::warning(c.file, tz.pos, "`timezone` has no effect on an `every` interval schedule"));
+        }
+    }
+    c.rule("task name", &s.task.value, s.task.pos, rules::python_dotted_name);
+    if s.targets.value.is_empty() {
+        c.error(s.targets.pos, "a schedule needs at least one target", "add `- role: NAME`, `- host: NAME` or `- selector: {matchLabels: {...}}`");
+    }
+    for t in &s.targets.value {
+        let set = usize::from(t.role.is_some()) + usize::from(t.host.is_some()) + usize::from(t.selector.is_some());
+        if set != 1 {
+            c.error(t.pos, format!("a target has exactly one of `role`, `host` or `selector`; this one has {set}"), "split it into separate list items");
+            continue;
+        }
+        if let Some(r) = &t.role {
+            c.rule("role name", &r.value, r.pos, rules::rfc1123_label);
+        }
+        if let Some(h) = &t.host {
+            c.rule("host name", &h.value, h.pos, rules::rfc1123_label);
+        }
+        if let Some(sel) = &t.selector {
+            c.labels(t.pos, &sel.match_labels, "selector label");
+        }
+        if s.mode.value == Mode::Any && t.role.is_none() {
+            c.error(t.pos, "`mode: any` only takes `role` targets", "`any` sends one message to the role queue; use `mode: each` to run on chosen hosts");
+        }
+    }
+    if let Some(opts) = &s.options {
+        c.duration("expires", &opts.expires);
+        if let Some(p) = &opts.priority {
+            if p.value > 9 {
+                c.error(p.pos, format!("invalid priority {}", p.value), "expected 0 to 9 (Celery's Redis transport range)");
+            }
+        }
+    }
+}
+
+fn check_queues(roles: &BTreeMap<String, Entry<Role>>, diags: &mut Vec<Diagnostic>) {
+    let mut owners: BTreeMap<String, (&str, &Entry<Role>)> = BTreeMap::new();
+    for (name, e) in roles {
+        let (queue, pos) = match &e.object.spec.queue {
+            Some(q) => (q.value.clone(), q.pos),
+            None => (name.clone(), e.object.metadata.name.pos),
+        };
+        if let Some((other, oe)) = owners.get(&queue) {
+            let other_pos = oe.object.spec.queue.as_ref().map_or(oe.object.metadata.name.pos, |q| q.pos);
+            diags.push(
+                Diagnostic::error(&e.file, pos, format!("queue {queue:?} of role {name:?} is already the queue of role {other:?}"))
+                    .help("each role consumes its own queue; set a distinct `spec.queue`")
+                    .related(oe.file.clone(), other_pos, format!("role {other:?} uses it here")),
+            );
+        } else {
+            owners.insert(queue, (name, e));
+        }
+    }
+}
+
+fn check_host_references(
+    hosts: &BTreeMap<String, Entry<Host>>,
+    roles: &BTreeMap<String, Entry<Role>>,
+    undecoded: &BTreeSet<ObjectId>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (name, h) in hosts {
+        for r in &h.object.spec.roles.value {
+            if !roles.contains_key(&r.value) && !undecoded.contains(&id(Kind::Role, &r.value)) {
+                diags.push(unknown_ref(&h.file, r, Kind::Role, roles.keys(), &format!("host {name:?}")));
+            }
+        }
+    }
+    let mut by_address: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, h) in hosts {
+        if let Some(other) = by_address.insert(&h.object.spec.address.value, name) {
+            diags.push(Diagnostic::warning(
+                &h.file,
+                h.object.spec.address.pos,
+                format!("hosts {other:?} and {name:?} have the same address {:?}", h.object.spec.address.value),
+            ));
+        }
+    }
+}
+
+fn id(kind: Kind, name: &str) -> ObjectId {
+    ObjectId {
+        kind,
+        name: name.to_string(),
+    }
+}
+
+fn unknown_ref<'a>(
+    file: &str,
+    r: &Located<String>,
+    kind: Kind,
+    known: impl Iterator<Item = &'a String> + Clone,
+    by: &str,
+) -> Diagnostic {
+    let d = Diagnostic::error(file, r.pos, format!("{by} references unknown {} {:?}", kind.as_str().to_lowercase(), r.value));
+    match did_you_mean(&r.value, known.clone().map(String::as_str)) {
+        Some(s) => d.help(format!("did you mean {s:?}?")),
+        None => {
+            let names: Vec<&str> = known.map(String::as_str).collect();
+            if names.is_empty() {
+                d.help(format!("no {} is defined; add a manifest with `kind: {kind}`", kind.as_str().to_lowercase()))
+            } else {
+                d.help(format!("defined {}s: {}", kind.as_str().to_lowercase(), names.join(", ")))
+            }
+        }
+    }
+}
+
+fn check_schedule_references(
+    schedules: &BTreeMap<String, Entry<Schedule>>,
+    hosts: &BTreeMap<String, Entry<Host>>,
+    roles: &BTreeMap<String, Entry<Role>>,
+    undecoded: &BTreeSet<ObjectId>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for (name, s) in schedules {
+        let by = format!("schedule {name:?}");
+        let mut matched_hosts: BTreeSet<&str> = BTreeSet::new();
+        let mut target_roles: BTreeSet<&str> = BTreeSet::new();
+        for t in &s.object.spec.targets.value {
+            if let Some(r) = &t.role {
+                if roles.contains_key(&r.value) {
+                    target_roles.insert(&r.value);
+                    let n = crate::desired::hosts_with_role(hosts.iter().map(|(k, v)| (k, &v.object)), &r.value);
+                    if n.is_empty() && s.object.spec.mode.value == Mode::Each {
+                        diags.push(Diagnostic::warning(&s.file, r.pos, format!("{by}: no host has role {:?}, so this target runs nowhere", r.value)));
+                    }
+                    matched_hosts.extend(n);
+                } else if !undecoded.contains(&id(Kind::Role, &r.value)) {
+                    diags.push(unknown_ref(&s.file, r, Kind::Role, roles.keys(), &by));
+                }
+            }
+            if let Some(h) = &t.host {
+                if let Some((k, host)) = hosts.get_key_value(&h.value) {
+                    matched_hosts.insert(k);
+                    target_roles.extend(host.object.spec.roles.value.iter().map(|r| r.value.as_str()));
+                } else if !undecoded.contains(&id(Kind::Host, &h.value)) {
+                    diags.push(unknown_ref(&s.file, h, Kind::Host, hosts.keys(), &by));
+                }
+            }
+            if let Some(sel) = &t.selector {
+                let n = crate::desired::select_hosts(hosts.iter().map(|(k, v)| (k, &v.object)), &sel.match_labels);
+                if n.is_empty() {
+                    diags.push(
+                        Diagnostic::warning(&s.file, t.pos, format!("{by}: selector {:?} matches no host", sel.match_labels))
+                            .help("check the labels in `metadata.labels` of your hosts"),
+                    );
+                }
+                for h in &n {
+                    if let Some(host) = hosts.get(*h) {
+                        target_roles.extend(host.object.spec.roles.value.iter().map(|r| r.value.as_str()));
+                    }
+                }
+                matched_hosts.extend(n);
+            }
+        }
+        check_task_provided(s, &target_roles, roles, diags);
+    }
+}
+
+/// Warns when every targeted role lists its tasks and none of them provides the schedule's task.
+fn check_task_provided(s: &Entry<Schedule>, target_roles: &BTreeSet<&str>, roles: &BTreeMap<String, Entry<Role>>, diags: &mut Vec<Diagnostic>) {
+    let task = &s.object.spec.task.value;
+    let listed: Vec<&Entry<Role>> = target_roles.iter().filter_map(|r| roles.get(*r)).collect();
+    if listed.is_empty() || listed.iter().any(|r| r.object.spec.tasks.is_empty()) {
+        return;
+    }
+    let provides = |r: &&Entry<Role>| {
+        r.object.spec.tasks.iter().any(|t| task == &t.value || task.starts_with(&format!("{}.", t.value)))
+    };
+    if !listed.iter().any(provides) {
+        diags.push(
+            Diagnostic::warning(&s.file, s.object.spec.task.pos, format!("task {task:?} is not provided by any targeted role ({})", target_roles.iter().copied().collect::<Vec<_>>().join(", ")))
+                .help("add the task or its module to a role's `spec.tasks`, or target a role that provides it"),
+        );
+    }
+}
