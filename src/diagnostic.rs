@@ -139,11 +139,20 @@ impl Diagnostic {
             let _ = writeln!(out, " {num} | {src}");
             if self.column > 0 {
                 let caret_pad = " ".repeat(caret_offset(src, self.column));
-                let _ = writeln!(out, " {pad} | {caret_pad}{}^{}", color.render(), color.render_reset());
+                let _ = writeln!(
+                    out,
+                    " {pad} | {caret_pad}{}^{}",
+                    color.render(),
+                    color.render_reset()
+                );
             }
         }
         for r in &self.related {
-            let _ = writeln!(out, "  note: {} at {}:{}:{}", r.note, r.file, r.line, r.column);
+            let _ = writeln!(
+                out,
+                "  note: {} at {}:{}:{}",
+                r.note, r.file, r.line, r.column
+            );
         }
         if let Some(help) = &self.help {
             let _ = writeln!(out, "  = help: {help}");
@@ -188,7 +197,9 @@ fn caret_offset(line: &str, column: u32) -> usize {
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {
@@ -213,7 +224,8 @@ pub fn attach_source_lines(diags: &mut [Diagnostic], sources: &BTreeMap<String, 
 /// Sorts diagnostics by file, position and severity, for stable output.
 pub fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by(|a, b| {
-        (&a.file, a.line, a.column, a.severity, &a.message).cmp(&(&b.file, b.line, b.column, b.severity, &b.message))
+        (&a.file, a.line, a.column, a.severity, &a.message)
+            .cmp(&(&b.file, b.line, b.column, b.severity, &b.message))
     });
 }
 
@@ -223,7 +235,8 @@ mod tests {
 
     #[test]
     fn github_annotation_escapes_properties_and_data() {
-        let d = Diagnostic::error("m/a,b.yaml", Pos { line: 3, column: 5 }, "bad\nthing 100%").help("fix it");
+        let d = Diagnostic::error("m/a,b.yaml", Pos { line: 3, column: 5 }, "bad\nthing 100%")
+            .help("fix it");
         assert_eq!(
             d.render_github(),
             "::error file=m/a%2Cb.yaml,line=3,col=5::bad%0Athing 100%25 (fix it)"
@@ -232,10 +245,17 @@ mod tests {
 
     #[test]
     fn text_rendering_points_at_the_column() {
-        let mut d = vec![Diagnostic::error("a.yaml", Pos { line: 2, column: 3 }, "boom")];
+        let mut d = vec![Diagnostic::error(
+            "a.yaml",
+            Pos { line: 2, column: 3 },
+            "boom",
+        )];
         let sources = BTreeMap::from([("a.yaml".to_string(), "x: 1\n  y: 2\n".to_string())]);
         attach_source_lines(&mut d, &sources);
         let text = d[0].render_text(&crate::render::Style::plain());
-        assert_eq!(text, "error: boom\n  --> a.yaml:2:3\n   |\n 2 |   y: 2\n   |   ^\n");
+        assert_eq!(
+            text,
+            "error: boom\n  --> a.yaml:2:3\n   |\n 2 |   y: 2\n   |   ^\n"
+        );
     }
 }

@@ -69,7 +69,10 @@ pub enum InitError {
 
 /// Every file `init` writes, as `(relative path, contents)`.
 pub fn files() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = EXAMPLE_MANIFESTS.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
+    let mut out: Vec<(String, String)> = EXAMPLE_MANIFESTS
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
     for (name, text) in crate::manifest::schema::all_schemas() {
         out.push((format!("schemas/{name}"), text));
     }
@@ -101,7 +104,11 @@ pub fn scaffold(dir: &Path) -> Result<InitReport, InitError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let created = match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        let created = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(mut f) => {
                 std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io(&path))?;
                 true
@@ -109,7 +116,14 @@ pub fn scaffold(dir: &Path) -> Result<InitReport, InitError> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(io(&path)(e)),
         };
-        report.files.push((rel, if created { Outcome::Created } else { Outcome::Kept }));
+        report.files.push((
+            rel,
+            if created {
+                Outcome::Created
+            } else {
+                Outcome::Kept
+            },
+        ));
     }
     Ok(report)
 }

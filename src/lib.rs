@@ -58,7 +58,11 @@ pub fn compile_snapshot(snapshot: Snapshot) -> Result<Compiled, CompileError> {
         rev: snapshot.label,
         commit: snapshot.commit,
     };
-    let sources: BTreeMap<String, String> = snapshot.files.iter().map(|f| (f.path.clone(), f.text.clone())).collect();
+    let sources: BTreeMap<String, String> = snapshot
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.text.clone()))
+        .collect();
     let loaded = manifest::load_files(&snapshot.files);
     match validate::validate(loaded) {
         Ok(v) => {
@@ -72,7 +76,10 @@ pub fn compile_snapshot(snapshot: Snapshot) -> Result<Compiled, CompileError> {
         }
         Err(mut diagnostics) => {
             diagnostic::attach_source_lines(&mut diagnostics, &sources);
-            Err(CompileError::Invalid { revision, diagnostics })
+            Err(CompileError::Invalid {
+                revision,
+                diagnostics,
+            })
         }
     }
 }

@@ -43,7 +43,9 @@ pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot,
             Ok(repo) => repo.workdir().map(std::path::Path::to_path_buf),
             Err(_) => None,
         };
-        let root = root.or_else(|| cli.repo.clone()).unwrap_or_else(|| ".".into());
+        let root = root
+            .or_else(|| cli.repo.clone())
+            .unwrap_or_else(|| ".".into());
         return Ok(source::read_worktree(&root, &cli.path)?);
     }
     let repo = source::open_repo(cli.repo.as_deref())?;
@@ -52,8 +54,10 @@ pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot,
 
 pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
     let now = super::now()?;
-    let before = crate::compile_snapshot(snapshot(cli, &args.from, false)?).map_err(|e| ui.compile_error(e))?;
-    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?).map_err(|e| ui.compile_error(e))?;
+    let before = crate::compile_snapshot(snapshot(cli, &args.from, false)?)
+        .map_err(|e| ui.compile_error(e))?;
+    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?)
+        .map_err(|e| ui.compile_error(e))?;
     ui.diagnostics(&after.warnings);
     let plan = crate::plan::diff(&before.state, &after.state, now);
     let changed = !plan.is_empty();

@@ -20,7 +20,11 @@ pub fn run(ui: &Ui, args: &InitArgs) -> Result<u8, CliError> {
     let report = scaffold(&args.dir).map_err(|e| CliError::new(e.to_string()))?;
     let s = &ui.stdout_style;
     if report.git_initialized {
-        println!("{} initialised a git repository in {}", s.paint(s.green(), "+"), args.dir.display());
+        println!(
+            "{} initialised a git repository in {}",
+            s.paint(s.green(), "+"),
+            args.dir.display()
+        );
     }
     for (path, outcome) in &report.files {
         match outcome {

@@ -89,8 +89,11 @@ impl From<SourceError> for CliError {
     fn from(e: SourceError) -> Self {
         let err = CliError::new(e.to_string());
         match e {
-            SourceError::UnknownRevision { .. } => err.hinted("list revisions with `git log --oneline`"),
-            SourceError::MissingPath { .. } => err.hinted("pass --path DIR if the manifests live elsewhere, or run `celeroot init`"),
+            SourceError::UnknownRevision { .. } => {
+                err.hinted("list revisions with `git log --oneline`")
+            }
+            SourceError::MissingPath { .. } => err
+                .hinted("pass --path DIR if the manifests live elsewhere, or run `celeroot init`"),
             _ => err,
         }
     }
@@ -137,7 +140,10 @@ impl Ui {
     pub fn compile_error(&self, e: CompileError) -> CliError {
         match e {
             CompileError::Source(s) => s.into(),
-            CompileError::Invalid { revision, diagnostics } => {
+            CompileError::Invalid {
+                revision,
+                diagnostics,
+            } => {
                 self.diagnostics(&diagnostics);
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
                 let warnings = diagnostics.len() - errors;
@@ -158,7 +164,11 @@ pub fn now() -> Result<chrono::DateTime<chrono::Utc>, CliError> {
     match std::env::var("CELEROOT_NOW") {
         Ok(v) if !v.is_empty() => chrono::DateTime::parse_from_rfc3339(&v)
             .map(|d| d.with_timezone(&chrono::Utc))
-            .map_err(|e| CliError::new(format!("CELEROOT_NOW={v:?} is not an RFC 3339 timestamp: {e}"))),
+            .map_err(|e| {
+                CliError::new(format!(
+                    "CELEROOT_NOW={v:?} is not an RFC 3339 timestamp: {e}"
+                ))
+            }),
         _ => Ok(chrono::Utc::now()),
     }
 }

@@ -19,10 +19,12 @@ pub struct SchemaArgs {
 
 pub fn run(args: &SchemaArgs) -> Result<u8, CliError> {
     if let Some(dir) = &args.write {
-        std::fs::create_dir_all(dir).map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?;
         for (name, text) in schema::all_schemas() {
             let path = dir.join(&name);
-            std::fs::write(&path, text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+            std::fs::write(&path, text)
+                .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
             println!("wrote {}", path.display());
         }
         return Ok(EXIT_OK);
@@ -33,10 +35,16 @@ pub fn run(args: &SchemaArgs) -> Result<u8, CliError> {
             let kind = Kind::ALL
                 .into_iter()
                 .find(|x| x.as_str().eq_ignore_ascii_case(k))
-                .ok_or_else(|| CliError::new(format!("unknown kind `{k}`")).hinted("expected one of: cluster, role, host, schedule"))?;
+                .ok_or_else(|| {
+                    CliError::new(format!("unknown kind `{k}`"))
+                        .hinted("expected one of: cluster, role, host, schedule")
+                })?;
             schema::kind_schema(kind)
         }
     };
-    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
     Ok(EXIT_OK)
 }

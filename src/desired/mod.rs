@@ -121,7 +121,10 @@ pub struct DesiredState {
 }
 
 /// Names of hosts that have `role`.
-pub fn hosts_with_role<'a>(hosts: impl Iterator<Item = (&'a String, &'a Host)>, role: &str) -> Vec<&'a str> {
+pub fn hosts_with_role<'a>(
+    hosts: impl Iterator<Item = (&'a String, &'a Host)>,
+    role: &str,
+) -> Vec<&'a str> {
     hosts
         .filter(|(_, h)| h.spec.roles.value.iter().any(|r| r.value == role))
         .map(|(n, _)| n.as_str())
@@ -129,7 +132,10 @@ pub fn hosts_with_role<'a>(hosts: impl Iterator<Item = (&'a String, &'a Host)>, 
 }
 
 /// Names of hosts whose labels contain every pair of `match_labels`.
-pub fn select_hosts<'a>(hosts: impl Iterator<Item = (&'a String, &'a Host)>, match_labels: &BTreeMap<String, String>) -> Vec<&'a str> {
+pub fn select_hosts<'a>(
+    hosts: impl Iterator<Item = (&'a String, &'a Host)>,
+    match_labels: &BTreeMap<String, String>,
+) -> Vec<&'a str> {
     hosts
         .filter(|(_, h)| {
             let labels = h.metadata.labels();
@@ -159,7 +165,10 @@ fn object(meta: &ObjectMeta, spec: Json) -> DesiredObject {
     }
     top.insert("spec".into(), spec);
     let normalized = Json::Object(top);
-    let hash = format!("sha256:{:x}", Sha256::digest(normalized.to_string().as_bytes()));
+    let hash = format!(
+        "sha256:{:x}",
+        Sha256::digest(normalized.to_string().as_bytes())
+    );
     DesiredObject { normalized, hash }
 }
 
@@ -182,20 +191,40 @@ fn ssh_json(s: &SshConfig) -> Json {
     let mut m = Map::new();
     put(&mut m, "user", s.user.as_ref().map(|v| &v.value));
     put(&mut m, "port", s.port.as_ref().map(|v| v.value));
-    put(&mut m, "identityFile", s.identity_file.as_ref().map(|v| &v.value));
-    put(&mut m, "connectTimeout", s.connect_timeout.as_ref().map(canonical_duration));
+    put(
+        &mut m,
+        "identityFile",
+        s.identity_file.as_ref().map(|v| &v.value),
+    );
+    put(
+        &mut m,
+        "connectTimeout",
+        s.connect_timeout.as_ref().map(canonical_duration),
+    );
     Json::Object(m)
 }
 
 fn deployment_json(d: &DeploymentConfig) -> Json {
     let mut m = Map::new();
     put(&mut m, "targetDir", d.target_dir.as_ref().map(|v| &v.value));
-    put(&mut m, "serviceName", d.service_name.as_ref().map(|v| &v.value));
-    put(&mut m, "restartCommand", d.restart_command.as_ref().map(|v| &v.value));
+    put(
+        &mut m,
+        "serviceName",
+        d.service_name.as_ref().map(|v| &v.value),
+    );
+    put(
+        &mut m,
+        "restartCommand",
+        d.restart_command.as_ref().map(|v| &v.value),
+    );
     if let Some(h) = &d.health_check {
         let mut hc = Map::new();
         hc.insert("command".into(), json!(h.command.value));
-        put(&mut hc, "timeout", h.timeout.as_ref().map(canonical_duration));
+        put(
+            &mut hc,
+            "timeout",
+            h.timeout.as_ref().map(canonical_duration),
+        );
         m.insert("healthCheck".into(), Json::Object(hc));
     }
     Json::Object(m)
@@ -203,7 +232,9 @@ fn deployment_json(d: &DeploymentConfig) -> Json {
 
 /// Merges cluster defaults and host overrides into the effective SSH settings.
 fn effective_ssh(cluster: Option<&SshConfig>, host: Option<&SshConfig>) -> EffectiveSsh {
-    let pick = |f: fn(&SshConfig) -> Option<&Located<String>>| host.and_then(f).or_else(|| cluster.and_then(f));
+    let pick = |f: fn(&SshConfig) -> Option<&Located<String>>| {
+        host.and_then(f).or_else(|| cluster.and_then(f))
+    };
     EffectiveSsh {
         user: pick(|s| s.user.as_ref()).map_or(DEFAULT_SSH_USER.into(), |v| v.value.clone()),
         port: host
@@ -211,32 +242,60 @@ fn effective_ssh(cluster: Option<&SshConfig>, host: Option<&SshConfig>) -> Effec
             .or_else(|| cluster.and_then(|s| s.port.as_ref()))
             .map_or(DEFAULT_SSH_PORT, |p| p.value),
         identity_file: pick(|s| s.identity_file.as_ref()).map(|v| v.value.clone()),
-        connect_timeout_secs: duration_secs(pick(|s| s.connect_timeout.as_ref()), DEFAULT_CONNECT_TIMEOUT),
+        connect_timeout_secs: duration_secs(
+            pick(|s| s.connect_timeout.as_ref()),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
     }
 }
 
-fn effective_deployment(cluster: Option<&DeploymentConfig>, host: Option<&DeploymentConfig>) -> EffectiveDeployment {
-    let pick = |f: fn(&DeploymentConfig) -> Option<&Located<String>>| host.and_then(f).or_else(|| cluster.and_then(f));
-    let service = pick(|d| d.service_name.as_ref()).map_or(DEFAULT_SERVICE_NAME.into(), |v| v.value.clone());
+fn effective_deployment(
+    cluster: Option<&DeploymentConfig>,
+    host: Option<&DeploymentConfig>,
+) -> EffectiveDeployment {
+    let pick = |f: fn(&DeploymentConfig) -> Option<&Located<String>>| {
+        host.and_then(f).or_else(|| cluster.and_then(f))
+    };
+    let service =
+        pick(|d| d.service_name.as_ref()).map_or(DEFAULT_SERVICE_NAME.into(), |v| v.value.clone());
     let restart = host
         .and_then(|d| d.restart_command.as_ref())
         .or_else(|| cluster.and_then(|d| d.restart_command.as_ref()))
-        .map_or_else(|| vec!["systemctl".into(), "restart".into(), service.clone()], |v| v.value.clone());
-    let health = host.and_then(|d| d.health_check.as_ref()).or_else(|| cluster.and_then(|d| d.health_check.as_ref()));
+        .map_or_else(
+            || vec!["systemctl".into(), "restart".into(), service.clone()],
+            |v| v.value.clone(),
+        );
+    let health = host
+        .and_then(|d| d.health_check.as_ref())
+        .or_else(|| cluster.and_then(|d| d.health_check.as_ref()));
     EffectiveDeployment {
-        target_dir: pick(|d| d.target_dir.as_ref()).map_or(DEFAULT_TARGET_DIR.into(), |v| v.value.clone()),
+        target_dir: pick(|d| d.target_dir.as_ref())
+            .map_or(DEFAULT_TARGET_DIR.into(), |v| v.value.clone()),
         restart_command: restart,
         health_check_command: health.map_or_else(
-            || vec!["systemctl".into(), "is-active".into(), "--quiet".into(), service.clone()],
+            || {
+                vec![
+                    "systemctl".into(),
+                    "is-active".into(),
+                    "--quiet".into(),
+                    service.clone(),
+                ]
+            },
             |h| h.command.value.clone(),
         ),
-        health_check_timeout_secs: duration_secs(health.and_then(|h| h.timeout.as_ref()), DEFAULT_HEALTH_TIMEOUT),
+        health_check_timeout_secs: duration_secs(
+            health.and_then(|h| h.timeout.as_ref()),
+            DEFAULT_HEALTH_TIMEOUT,
+        ),
         service_name: service,
     }
 }
 
 fn role_queue(name: &str, r: &Role) -> String {
-    r.spec.queue.as_ref().map_or_else(|| name.to_string(), |q| q.value.clone())
+    r.spec
+        .queue
+        .as_ref()
+        .map_or_else(|| name.to_string(), |q| q.value.clone())
 }
 
 /// Compiles validated manifests into the desired state. Pure and deterministic.
@@ -246,7 +305,11 @@ pub fn compile(m: &Manifests) -> DesiredState {
         ..DesiredState::default()
     };
     let c = &m.cluster.object;
-    let cluster_tz = c.spec.timezone.as_ref().map_or(DEFAULT_TIMEZONE.to_string(), |t| t.value.clone());
+    let cluster_tz = c
+        .spec
+        .timezone
+        .as_ref()
+        .map_or(DEFAULT_TIMEZONE.to_string(), |t| t.value.clone());
 
     // Cluster
     let eff_ssh = effective_ssh(c.spec.ssh.as_ref(), None);
@@ -271,7 +334,10 @@ pub fn compile(m: &Manifests) -> DesiredState {
         }),
     );
     out.objects.insert(
-        ObjectId { kind: Kind::Cluster, name: out.cluster.clone() },
+        ObjectId {
+            kind: Kind::Cluster,
+            name: out.cluster.clone(),
+        },
         object(&c.metadata, Json::Object(spec)),
     );
 
@@ -284,12 +350,26 @@ pub fn compile(m: &Manifests) -> DesiredState {
         let mut spec = Map::new();
         put(&mut spec, "description", r.spec.description.as_ref());
         spec.insert("queue".into(), json!(queue));
-        put(&mut spec, "concurrency", r.spec.concurrency.as_ref().map(|v| v.value));
-        put(&mut spec, "maxTasksPerChild", r.spec.max_tasks_per_child.as_ref().map(|v| v.value));
+        put(
+            &mut spec,
+            "concurrency",
+            r.spec.concurrency.as_ref().map(|v| v.value),
+        );
+        put(
+            &mut spec,
+            "maxTasksPerChild",
+            r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
+        );
         if !tasks.is_empty() {
             spec.insert("tasks".into(), json!(tasks));
         }
-        out.objects.insert(ObjectId { kind: Kind::Role, name: name.clone() }, object(&r.metadata, Json::Object(spec)));
+        out.objects.insert(
+            ObjectId {
+                kind: Kind::Role,
+                name: name.clone(),
+            },
+            object(&r.metadata, Json::Object(spec)),
+        );
         let hosts = hosts_with_role(m.hosts.iter().map(|(k, v)| (k, &v.object)), name);
         out.roles.insert(
             name.clone(),
@@ -316,8 +396,17 @@ pub fn compile(m: &Manifests) -> DesiredState {
         if let Some(d) = &h.spec.deployment {
             spec.insert("deployment".into(), deployment_json(d));
         }
-        out.objects.insert(ObjectId { kind: Kind::Host, name: name.clone() }, object(&h.metadata, Json::Object(spec)));
-        let mut queues: Vec<String> = roles.iter().filter_map(|r| out.roles.get(r).map(|c| c.queue.clone())).collect();
+        out.objects.insert(
+            ObjectId {
+                kind: Kind::Host,
+                name: name.clone(),
+            },
+            object(&h.metadata, Json::Object(spec)),
+        );
+        let mut queues: Vec<String> = roles
+            .iter()
+            .filter_map(|r| out.roles.get(r).map(|c| c.queue.clone()))
+            .collect();
         queues.push(host_queue(name));
         out.hosts.insert(
             name.clone(),
@@ -327,7 +416,10 @@ pub fn compile(m: &Manifests) -> DesiredState {
                 queues,
                 labels: h.metadata.labels(),
                 ssh: effective_ssh(c.spec.ssh.as_ref(), h.spec.ssh.as_ref()),
-                deployment: effective_deployment(c.spec.deployment.as_ref(), h.spec.deployment.as_ref()),
+                deployment: effective_deployment(
+                    c.spec.deployment.as_ref(),
+                    h.spec.deployment.as_ref(),
+                ),
             },
         );
     }
@@ -343,7 +435,10 @@ pub fn compile(m: &Manifests) -> DesiredState {
             (None, Some(ev)) => Trigger::Every(parse_duration(&ev.value).unwrap_or(0)),
             (None, None) => continue,
         };
-        let tz = s.timezone.as_ref().map_or(cluster_tz.clone(), |t| t.value.clone());
+        let tz = s
+            .timezone
+            .as_ref()
+            .map_or(cluster_tz.clone(), |t| t.value.clone());
         let enabled = s.enabled.unwrap_or(true);
         let mut spec = Map::new();
         put(&mut spec, "description", s.description.as_ref());
@@ -368,14 +463,21 @@ pub fn compile(m: &Manifests) -> DesiredState {
         spec.insert("enabled".into(), json!(enabled));
         if let Some(o) = &s.options {
             let mut om = Map::new();
-            put(&mut om, "expires", o.expires.as_ref().map(canonical_duration));
+            put(
+                &mut om,
+                "expires",
+                o.expires.as_ref().map(canonical_duration),
+            );
             put(&mut om, "priority", o.priority.as_ref().map(|p| p.value));
             if !om.is_empty() {
                 spec.insert("options".into(), Json::Object(om));
             }
         }
         out.objects.insert(
-            ObjectId { kind: Kind::Schedule, name: name.clone() },
+            ObjectId {
+                kind: Kind::Schedule,
+                name: name.clone(),
+            },
             object(&e.object.metadata, Json::Object(spec)),
         );
         let entries = resolve_entries(s, m, &out.roles);
@@ -395,27 +497,42 @@ pub fn compile(m: &Manifests) -> DesiredState {
 }
 
 /// The hosts (mode each) or roles (mode any) a schedule resolves to, with their queues.
-fn resolve_entries(s: &ScheduleSpec, m: &Manifests, roles: &BTreeMap<String, CompiledRole>) -> Vec<ScheduleEntry> {
+fn resolve_entries(
+    s: &ScheduleSpec,
+    m: &Manifests,
+    roles: &BTreeMap<String, CompiledRole>,
+) -> Vec<ScheduleEntry> {
     let hosts = || m.hosts.iter().map(|(k, v)| (k, &v.object));
     let mut set: BTreeSet<ScheduleEntry> = BTreeSet::new();
     for t in &s.targets.value {
         match s.mode.value {
             Mode::Any => {
                 if let Some(r) = t.role.as_ref().and_then(|r| roles.get_key_value(&r.value)) {
-                    set.insert(ScheduleEntry { kind: "role", name: r.0.clone(), queue: r.1.queue.clone() });
+                    set.insert(ScheduleEntry {
+                        kind: "role",
+                        name: r.0.clone(),
+                        queue: r.1.queue.clone(),
+                    });
                 }
             }
             Mode::Each => {
                 let names: Vec<&str> = if let Some(r) = &t.role {
                     hosts_with_role(hosts(), &r.value)
                 } else if let Some(h) = &t.host {
-                    hosts().filter(|(n, _)| **n == h.value).map(|(n, _)| n.as_str()).collect()
+                    hosts()
+                        .filter(|(n, _)| **n == h.value)
+                        .map(|(n, _)| n.as_str())
+                        .collect()
                 } else if let Some(sel) = &t.selector {
                     select_hosts(hosts(), &sel.match_labels)
                 } else {
                     Vec::new()
                 };
-                set.extend(names.into_iter().map(|n| ScheduleEntry { kind: "host", name: n.to_string(), queue: host_queue(n) }));
+                set.extend(names.into_iter().map(|n| ScheduleEntry {
+                    kind: "host",
+                    name: n.to_string(),
+                    queue: host_queue(n),
+                }));
             }
         }
     }

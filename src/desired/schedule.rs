@@ -49,7 +49,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         last_rank = rank;
     }
     if !digits.is_empty() {
-        return Err(format!("invalid duration `{text}`: a number needs a unit; {EXPECTED}"));
+        return Err(format!(
+            "invalid duration `{text}`: a number needs a unit; {EXPECTED}"
+        ));
     }
     if total == 0 {
         return Err(format!("duration `{text}` must be longer than zero"));
@@ -113,11 +115,41 @@ struct Field {
 }
 
 const FIELDS: [Field; 5] = [
-    Field { name: "minute", min: 0, max: 59, names: &[], names_base: 0 },
-    Field { name: "hour", min: 0, max: 23, names: &[], names_base: 0 },
-    Field { name: "day-of-month", min: 1, max: 31, names: &[], names_base: 0 },
-    Field { name: "month", min: 1, max: 12, names: &MONTHS, names_base: 1 },
-    Field { name: "day-of-week", min: 0, max: 7, names: &WEEKDAYS, names_base: 0 },
+    Field {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+        names_base: 0,
+    },
+    Field {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+        names_base: 0,
+    },
+    Field {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        names: &[],
+        names_base: 0,
+    },
+    Field {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: &MONTHS,
+        names_base: 1,
+    },
+    Field {
+        name: "day-of-week",
+        min: 0,
+        max: 7,
+        names: &WEEKDAYS,
+        names_base: 0,
+    },
 ];
 
 fn field_value(f: &Field, tok: &str) -> Result<u32, String> {
@@ -162,7 +194,11 @@ fn check_field(f: &Field, text: &str) -> Result<String, String> {
             "*".to_string()
         } else if let Some((a, b)) = range.split_once('-') {
             let (a, b) = (field_value(f, a)?, field_value(f, b)?);
-            let (a, b) = if f.name == "day-of-week" { (a % 7, if b == 7 { 6 } else { b }) } else { (a, b) };
+            let (a, b) = if f.name == "day-of-week" {
+                (a % 7, if b == 7 { 6 } else { b })
+            } else {
+                (a, b)
+            };
             if a > b {
                 return Err(format!("{} range `{range}` runs backwards", f.name));
             }
@@ -218,10 +254,15 @@ pub fn parse_cron(expr: &str) -> Result<Crontab, String> {
         .map_err(|e| format!("cron expression `{expr}` is invalid: {e}"))?;
     // A pattern such as `0 0 31 2 *` parses but never fires; Celery rejects it.
     let probe = DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default();
-    if cron.iter_after(probe.with_timezone(&chrono_tz::UTC)).next().is_none()
+    if cron
+        .iter_after(probe.with_timezone(&chrono_tz::UTC))
+        .next()
+        .is_none()
         || cron.find_next_occurrence(&Utc::now(), false).is_err()
     {
-        return Err(format!("cron expression `{expr}` never fires (no such date)"));
+        return Err(format!(
+            "cron expression `{expr}` never fires (no such date)"
+        ));
     }
     let mut it = norm.into_iter();
     let mut next = || it.next().unwrap_or_default();
@@ -241,9 +282,12 @@ pub fn parse_cron(expr: &str) -> Result<Crontab, String> {
 /// A message with a suggestion when the name is unknown.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
-        let hint = crate::manifest::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_else(|| "; expected an IANA name such as `UTC` or `Europe/Berlin`".into());
+        let hint =
+            crate::manifest::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_else(|| {
+                    "; expected an IANA name such as `UTC` or `Europe/Berlin`".into()
+                });
         format!("unknown time zone `{name}`{hint}")
     })
 }
@@ -286,7 +330,10 @@ mod tests {
             .map(|d| d.with_timezone(&Utc))
             .unwrap_or_default();
         let next = c.next_fire_times(chrono_tz::UTC, now, 2);
-        let days: Vec<String> = next.iter().map(|d| d.format("%Y-%m-%d %a").to_string()).collect();
+        let days: Vec<String> = next
+            .iter()
+            .map(|d| d.format("%Y-%m-%d %a").to_string())
+            .collect();
         assert_eq!(days, vec!["2026-02-13 Fri", "2026-03-13 Fri"]);
     }
 

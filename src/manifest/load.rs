@@ -73,7 +73,11 @@ pub fn load_files(files: &[SourceFile]) -> LoadedFiles {
         for doc in parse_documents(&file.text) {
             match doc {
                 Err(e) => {
-                    let d = Diagnostic::error(&file.path, e.pos.unwrap_or_default(), format!("invalid YAML: {}", e.message));
+                    let d = Diagnostic::error(
+                        &file.path,
+                        e.pos.unwrap_or_default(),
+                        format!("invalid YAML: {}", e.message),
+                    );
                     out.diagnostics.push(d);
                 }
                 Ok(doc) => load_document(&file.path, &doc.root, &mut out),
@@ -86,8 +90,15 @@ pub fn load_files(files: &[SourceFile]) -> LoadedFiles {
 fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
     if !matches!(root.value, Value::Map(_)) {
         out.diagnostics.push(
-            Diagnostic::error(file, root.pos, format!("expected a manifest (a mapping), found {}", root.value.describe()))
-                .help("a manifest has `apiVersion: celeroot.io/v1`, `kind`, `metadata` and `spec`"),
+            Diagnostic::error(
+                file,
+                root.pos,
+                format!(
+                    "expected a manifest (a mapping), found {}",
+                    root.value.describe()
+                ),
+            )
+            .help("a manifest has `apiVersion: celeroot.io/v1`, `kind`, `metadata` and `spec`"),
         );
         return;
     }
@@ -96,14 +107,19 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
         None => {
             ok = false;
             out.diagnostics.push(
-                Diagnostic::error(file, root.pos, "missing required field `apiVersion`").help(format!("add `apiVersion: {API_VERSION}`")),
+                Diagnostic::error(file, root.pos, "missing required field `apiVersion`")
+                    .help(format!("add `apiVersion: {API_VERSION}`")),
             );
         }
         Some(v) if v.as_str() != Some(API_VERSION) => {
             ok = false;
             out.diagnostics.push(
-                Diagnostic::error(file, v.pos, format!("unsupported apiVersion: {}", v.value.describe()))
-                    .help(format!("expected `{API_VERSION}`")),
+                Diagnostic::error(
+                    file,
+                    v.pos,
+                    format!("unsupported apiVersion: {}", v.value.describe()),
+                )
+                .help(format!("expected `{API_VERSION}`")),
             );
         }
         Some(_) => {}
@@ -111,7 +127,8 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
     let kind = match root.get("kind") {
         None => {
             out.diagnostics.push(
-                Diagnostic::error(file, root.pos, "missing required field `kind`").help(kinds_help()),
+                Diagnostic::error(file, root.pos, "missing required field `kind`")
+                    .help(kinds_help()),
             );
             return;
         }
@@ -123,12 +140,18 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
                     Some(s) => format!("did you mean `{s}`? ({})", kinds_help()),
                     None => kinds_help(),
                 };
-                out.diagnostics.push(Diagnostic::error(file, k.pos, format!("unknown kind: {}", k.value.describe())).help(help));
+                out.diagnostics.push(
+                    Diagnostic::error(file, k.pos, format!("unknown kind: {}", k.value.describe()))
+                        .help(help),
+                );
                 return;
             }
         },
     };
-    let name = root.get("metadata").and_then(|m| m.get("name")).and_then(Node::as_str);
+    let name = root
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str);
     let body = match kind {
         Kind::Cluster => typed(file, root, out).map(ObjectBody::Cluster),
         Kind::Role => typed(file, root, out).map(ObjectBody::Role),
@@ -155,11 +178,19 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
 fn kinds_help() -> String {
     format!(
         "expected one of: {}",
-        Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
-fn typed<S: DeserializeOwned>(file: &str, root: &Node, out: &mut LoadedFiles) -> Option<Manifest<S>> {
+fn typed<S: DeserializeOwned>(
+    file: &str,
+    root: &Node,
+    out: &mut LoadedFiles,
+) -> Option<Manifest<S>> {
     match decode::<Manifest<S>>(root) {
         Ok(m) => Some(m),
         Err(e) => {
@@ -238,6 +269,9 @@ mod tests {
     #[test]
     fn unknown_kind_suggests() {
         let l = load("apiVersion: celeroot.io/v1\nkind: Hots\nmetadata: {name: a}\nspec: {}\n");
-        assert_eq!(l.diagnostics[0].help.as_deref(), Some("did you mean `Host`? (expected one of: Cluster, Role, Host, Schedule)"));
+        assert_eq!(
+            l.diagnostics[0].help.as_deref(),
+            Some("did you mean `Host`? (expected one of: Cluster, Role, Host, Schedule)")
+        );
     }
 }

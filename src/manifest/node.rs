@@ -197,7 +197,10 @@ impl de::Error for DecodeError {
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
-        DecodeError::new(format!("expected {exp}, found {}", describe_unexpected(&unexp)))
+        DecodeError::new(format!(
+            "expected {exp}, found {}",
+            describe_unexpected(&unexp)
+        ))
     }
 
     fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
@@ -249,7 +252,10 @@ fn describe_unexpected(u: &de::Unexpected) -> String {
 }
 
 /// The closest candidate to `input` by edit distance, when it is close enough to be a typo.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = input.to_ascii_lowercase();
     candidates
         .into_iter()
@@ -259,18 +265,29 @@ pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a st
         .map(|(_, c)| c)
 }
 
+/// Optimal string alignment distance: edits and adjacent transpositions cost 1.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1).min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
 }
 
 /// The field path of the node being decoded, as a linked list of segments.
@@ -319,7 +336,12 @@ impl NodeDe<'_> {
             "expected {expected}, found {}",
             self.node.value.describe()
         ));
-        if expected == "a string" && matches!(self.node.value, Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_)) {
+        if expected == "a string"
+            && matches!(
+                self.node.value,
+                Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Bool(_)
+            )
+        {
             e = e.with_help("quote the value to make it a string");
         }
         e.at(self.node.pos, &self.path)
@@ -368,7 +390,9 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
 
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DecodeError> {
         match &self.node.value {
-            Value::Str(s) => v.visit_str(s).map_err(|e: DecodeError| e.at(self.node.pos, &self.path)),
+            Value::Str(s) => v
+                .visit_str(s)
+                .map_err(|e: DecodeError| e.at(self.node.pos, &self.path)),
             _ => Err(self.type_error("a string")),
         }
     }
@@ -418,7 +442,11 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, v: V) -> Result<V::Value, DecodeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        v: V,
+    ) -> Result<V::Value, DecodeError> {
         self.deserialize_seq(v)
     }
 
@@ -510,7 +538,10 @@ struct MapDe<'a, 'p> {
 
 impl<'de> MapAccess<'de> for MapDe<'_, '_> {
     type Error = DecodeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DecodeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DecodeError> {
         match self.entries.next() {
             None => Ok(None),
             Some((k, v)) => {
@@ -520,7 +551,12 @@ impl<'de> MapAccess<'de> for MapDe<'_, '_> {
                     _ => *self.path,
                 };
                 match &k.value {
-                    Value::Str(_) => seed.deserialize(NodeDe { node: k, path: key_path }).map(Some),
+                    Value::Str(_) => seed
+                        .deserialize(NodeDe {
+                            node: k,
+                            path: key_path,
+                        })
+                        .map(Some),
                     other => Err(DecodeError::new(format!(
                         "mapping keys must be strings, found {}",
                         other.describe()
@@ -531,9 +567,14 @@ impl<'de> MapAccess<'de> for MapDe<'_, '_> {
         }
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DecodeError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DecodeError> {
         let Some((k, v)) = self.value.take() else {
-            return Err(DecodeError::new("internal error: value requested before key"));
+            return Err(DecodeError::new(
+                "internal error: value requested before key",
+            ));
         };
         let key = k.as_str().unwrap_or("?");
         seed.deserialize(NodeDe {
@@ -553,13 +594,19 @@ struct LocatedDe<'a> {
 
 impl<'de> MapAccess<'de> for LocatedDe<'_> {
     type Error = DecodeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DecodeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DecodeError> {
         match LOCATED_FIELDS.get(usize::from(self.step)) {
             Some(name) => seed.deserialize((*name).into_deserializer()).map(Some),
             None => Ok(None),
         }
     }
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DecodeError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DecodeError> {
         let step = self.step;
         self.step += 1;
         let Some(de) = self.de.as_ref() else {
@@ -696,11 +743,22 @@ mod tests {
                 (s(1, "name"), s(1, "web")),
                 (
                     s(2, "inner"),
-                    map(3, vec![(s(3, "port"), Node { pos: Pos { line: 3, column: 9 }, value: Value::Int(22) })]),
+                    map(
+                        3,
+                        vec![(
+                            s(3, "port"),
+                            Node {
+                                pos: Pos { line: 3, column: 9 },
+                                value: Value::Int(22),
+                            },
+                        )],
+                    ),
                 ),
             ],
         );
-        let o: Outer = decode(&n).map_err(|e| e.message).unwrap_or_else(|m| panic!("{m}"));
+        let o: Outer = decode(&n)
+            .map_err(|e| e.message)
+            .unwrap_or_else(|m| panic!("{m}"));
         assert_eq!(o.name.value, "web");
         assert_eq!(o.name.pos, Pos { line: 1, column: 3 });
     }
@@ -711,8 +769,16 @@ mod tests {
             pos: Pos { line: 7, column: 9 },
             value: Value::Int(70000),
         };
-        let n = map(1, vec![(s(1, "name"), s(1, "web")), (s(2, "inner"), map(3, vec![(s(3, "port"), bad_port)]))]);
-        let e = decode::<Outer>(&n).err().unwrap_or_else(|| panic!("expected an error"));
+        let n = map(
+            1,
+            vec![
+                (s(1, "name"), s(1, "web")),
+                (s(2, "inner"), map(3, vec![(s(3, "port"), bad_port)])),
+            ],
+        );
+        let e = decode::<Outer>(&n)
+            .err()
+            .unwrap_or_else(|| panic!("expected an error"));
         assert_eq!(e.pos, Some(Pos { line: 7, column: 9 }));
         assert_eq!(e.path.as_deref(), Some("inner.port"));
         assert!(e.message.contains("70000"), "{}", e.message);
@@ -720,8 +786,13 @@ mod tests {
 
     #[test]
     fn unknown_field_suggests_the_closest() {
-        let n = map(1, vec![(s(1, "name"), s(1, "web")), (s(4, "innr"), map(5, vec![]))]);
-        let e = decode::<Outer>(&n).err().unwrap_or_else(|| panic!("expected an error"));
+        let n = map(
+            1,
+            vec![(s(1, "name"), s(1, "web")), (s(4, "innr"), map(5, vec![]))],
+        );
+        let e = decode::<Outer>(&n)
+            .err()
+            .unwrap_or_else(|| panic!("expected an error"));
         assert_eq!(e.pos, Some(Pos { line: 4, column: 3 }));
         assert_eq!(e.message, "unknown field `innr`");
         assert_eq!(e.help.as_deref(), Some("did you mean `inner`?"));
@@ -729,7 +800,10 @@ mod tests {
 
     #[test]
     fn did_you_mean_ignores_distant_words() {
-        assert_eq!(did_you_mean("adress", ["address", "roles"]), Some("address"));
+        assert_eq!(
+            did_you_mean("adress", ["address", "roles"]),
+            Some("address")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["address", "roles"]), None);
     }
 }

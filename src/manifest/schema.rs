@@ -10,7 +10,8 @@ use super::types::*;
 const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 fn generate<T: schemars::JsonSchema>() -> Json {
-    let schema = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12()).into_root_schema_for::<T>();
+    let schema = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
+        .into_root_schema_for::<T>();
     serde_json::to_value(schema).unwrap_or(Json::Null)
 }
 
@@ -25,10 +26,19 @@ pub fn kind_schema(kind: Kind) -> Json {
     if let Some(obj) = v.as_object_mut() {
         obj.insert("$schema".into(), json!(DRAFT));
         obj.insert("title".into(), json!(format!("celeroot {kind}")));
-        obj.insert("description".into(), json!(format!("A celeroot.io/v1 {kind} manifest.")));
+        obj.insert(
+            "description".into(),
+            json!(format!("A celeroot.io/v1 {kind} manifest.")),
+        );
         if let Some(props) = obj.get_mut("properties").and_then(Json::as_object_mut) {
-            props.insert("apiVersion".into(), json!({"description": "Always `celeroot.io/v1`.", "const": API_VERSION}));
-            props.insert("kind".into(), json!({"description": "The object kind.", "const": kind.as_str()}));
+            props.insert(
+                "apiVersion".into(),
+                json!({"description": "Always `celeroot.io/v1`.", "const": API_VERSION}),
+            );
+            props.insert(
+                "kind".into(),
+                json!({"description": "The object kind.", "const": kind.as_str()}),
+            );
         }
     }
     v
@@ -68,7 +78,10 @@ pub fn manifest_schema() -> Json {
 pub fn all_schemas() -> Vec<(String, String)> {
     let mut out = vec![("manifest.json".to_string(), pretty(&manifest_schema()))];
     for kind in Kind::ALL {
-        out.push((format!("{}.json", kind.as_str().to_lowercase()), pretty(&kind_schema(kind))));
+        out.push((
+            format!("{}.json", kind.as_str().to_lowercase()),
+            pretty(&kind_schema(kind)),
+        ));
     }
     out
 }

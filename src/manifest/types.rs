@@ -15,7 +15,9 @@ use super::node::Located;
 pub const API_VERSION: &str = "celeroot.io/v1";
 
 /// The kinds of manifest objects, in the order they are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Kind {
     Cluster,
     Role,
@@ -78,7 +80,10 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// The labels, empty when none are set.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.labels.as_ref().map(|l| l.value.clone()).unwrap_or_default()
+        self.labels
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default()
     }
 }
 

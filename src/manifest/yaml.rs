@@ -71,7 +71,7 @@ pub fn parse_documents(text: &str) -> Vec<Result<Document, YamlError>> {
 
 fn is_marker(line: &str, marker: &str) -> bool {
     line.strip_prefix(marker)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
 
 fn split_documents(text: &str) -> Vec<(u32, &str)> {
@@ -89,7 +89,9 @@ fn split_documents(text: &str) -> Vec<(u32, &str)> {
         offset += line.len();
     }
     docs.push((start_line, &text[start..]));
-    docs.into_iter().filter(|(_, chunk)| has_content(chunk)).collect()
+    docs.into_iter()
+        .filter(|(_, chunk)| has_content(chunk))
+        .collect()
 }
 
 fn has_content(chunk: &str) -> bool {
@@ -102,7 +104,9 @@ fn has_content(chunk: &str) -> bool {
 
 fn parse_one(start_line: u32, chunk: &str) -> Result<Document, YamlError> {
     let shift = |line: u64, column: u64| Pos {
-        line: u32::try_from(line).unwrap_or(u32::MAX).saturating_add(start_line - 1),
+        line: u32::try_from(line)
+            .unwrap_or(u32::MAX)
+            .saturating_add(start_line - 1),
         column: u32::try_from(column).unwrap_or(u32::MAX),
     };
     match serde_saphyr::from_str_with_options::<ParsedNode>(chunk, options()) {
@@ -111,7 +115,10 @@ fn parse_one(start_line: u32, chunk: &str) -> Result<Document, YamlError> {
             Ok(Document { start_line, root })
         }
         Err(e) => {
-            let pos = e.location().filter(|l| l.line() > 0).map(|l| shift(l.line(), l.column()));
+            let pos = e
+                .location()
+                .filter(|l| l.line() > 0)
+                .map(|l| shift(l.line(), l.column()));
             Err(YamlError {
                 pos,
                 message: clean_message(&e),
@@ -135,16 +142,23 @@ fn shift_lines(node: &mut Node, by: u32) {
 /// The parser's message without its own location suffix (we print locations ourselves).
 fn clean_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
-    let first = text.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string();
     let lowered = first.to_ascii_lowercase();
-    let base = match first.find(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first,
-    };
-    if lowered.contains("alias") || lowered.contains("budget") {
-        format!("{base} (YAML aliases and anchors are limited to {MAX_ALIAS_REPLAYED_EVENTS} replayed events per document)")
+    let mut base = first.as_str();
+    for cut in [" at line ", ", set DuplicateKeyPolicy"] {
+        if let Some(i) = base.find(cut) {
+            base = &base[..i];
+        }
+    }
+    if lowered.contains("alias") || lowered.contains("replay") {
+        format!("{base} (YAML aliases are limited to {MAX_ALIAS_REPLAYED_EVENTS} replayed events per document)")
     } else {
-        base
+        base.to_string()
     }
 }
 
@@ -157,7 +171,9 @@ mod tests {
         let text = "# comment\na: 1\n---\nb: 2\nc: 3\n---\n# only a comment\n";
         let docs = parse_documents(text);
         assert_eq!(docs.len(), 2);
-        let Ok(second) = &docs[1] else { panic!("second document failed") };
+        let Ok(second) = &docs[1] else {
+            panic!("second document failed")
+        };
         assert_eq!(second.start_line, 3);
         let c = second.root.get("c").map(|n| n.pos.line);
         assert_eq!(c, Some(5));
@@ -166,15 +182,23 @@ mod tests {
     #[test]
     fn duplicate_keys_are_rejected_with_a_location() {
         let docs = parse_documents("a: 1\nb: 2\na: 3\n");
-        let Err(e) = &docs[0] else { panic!("duplicate key accepted") };
-        assert!(e.message.to_lowercase().contains("duplicate"), "{}", e.message);
+        let Err(e) = &docs[0] else {
+            panic!("duplicate key accepted")
+        };
+        assert!(
+            e.message.to_lowercase().contains("duplicate"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.pos.map(|p| p.line), Some(3));
     }
 
     #[test]
     fn yaml_1_1_booleans_stay_strings() {
         let docs = parse_documents("a: yes\nb: on\nc: 010\n");
-        let Ok(d) = &docs[0] else { panic!("parse failed") };
+        let Ok(d) = &docs[0] else {
+            panic!("parse failed")
+        };
         assert_eq!(d.root.get("a").and_then(Node::as_str), Some("yes"));
         assert_eq!(d.root.get("b").and_then(Node::as_str), Some("on"));
         assert_eq!(d.root.get("c").and_then(Node::as_str), Some("010"));

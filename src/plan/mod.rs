@@ -42,11 +42,20 @@ pub enum Effect {
     /// Hosts whose worker configuration depends on this object.
     AffectedHosts { hosts: Vec<String> },
     /// The queues a host's worker consumes.
-    Queues { before: Vec<String>, after: Vec<String> },
+    Queues {
+        before: Vec<String>,
+        after: Vec<String>,
+    },
     /// Where a schedule's task is sent.
-    Targets { before: Vec<ScheduleEntry>, after: Vec<ScheduleEntry> },
+    Targets {
+        before: Vec<ScheduleEntry>,
+        after: Vec<ScheduleEntry>,
+    },
     /// The next fire times of a cron schedule, in its time zone (RFC 3339).
-    NextRuns { timezone: String, times: Vec<String> },
+    NextRuns {
+        timezone: String,
+        times: Vec<String>,
+    },
     /// An interval schedule's period.
     Interval { every: String },
     /// The schedule is disabled and will not fire.
@@ -157,13 +166,25 @@ pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> 
 /// Whether an object with an unchanged spec still changes what the fleet sees.
 fn derived_changed(id: &ObjectId, before: &DesiredState, after: &DesiredState) -> bool {
     match id.kind {
-        Kind::Schedule => before.schedules.get(&id.name).map(|s| &s.entries) != after.schedules.get(&id.name).map(|s| &s.entries),
-        Kind::Host => before.hosts.get(&id.name).map(|h| &h.queues) != after.hosts.get(&id.name).map(|h| &h.queues),
+        Kind::Schedule => {
+            before.schedules.get(&id.name).map(|s| &s.entries)
+                != after.schedules.get(&id.name).map(|s| &s.entries)
+        }
+        Kind::Host => {
+            before.hosts.get(&id.name).map(|h| &h.queues)
+                != after.hosts.get(&id.name).map(|h| &h.queues)
+        }
         Kind::Cluster | Kind::Role => false,
     }
 }
 
-fn effects(id: &ObjectId, action: Action, before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> Vec<Effect> {
+fn effects(
+    id: &ObjectId,
+    action: Action,
+    before: &DesiredState,
+    after: &DesiredState,
+    now: DateTime<Utc>,
+) -> Vec<Effect> {
     let mut out = Vec::new();
     match id.kind {
         Kind::Cluster => {
@@ -185,16 +206,26 @@ fn effects(id: &ObjectId, action: Action, before: &DesiredState, after: &Desired
             });
         }
         Kind::Host => {
-            let q = |s: &DesiredState| s.hosts.get(&id.name).map(|h| h.queues.clone()).unwrap_or_default();
+            let q = |s: &DesiredState| {
+                s.hosts
+                    .get(&id.name)
+                    .map(|h| h.queues.clone())
+                    .unwrap_or_default()
+            };
             let (b, a) = (q(before), q(after));
             if b != a {
-                out.push(Effect::Queues { before: b, after: a });
+                out.push(Effect::Queues {
+                    before: b,
+                    after: a,
+                });
             }
         }
         Kind::Schedule => {
             let b = before.schedules.get(&id.name);
             let a = after.schedules.get(&id.name);
-            let entries = |s: Option<&crate::desired::CompiledSchedule>| s.map(|s| s.entries.clone()).unwrap_or_default();
+            let entries = |s: Option<&crate::desired::CompiledSchedule>| {
+                s.map(|s| s.entries.clone()).unwrap_or_default()
+            };
             out.push(Effect::Targets {
                 before: entries(b),
                 after: entries(a),
@@ -208,7 +239,11 @@ fn effects(id: &ObjectId, action: Action, before: &DesiredState, after: &Desired
                         if let Ok(tz) = s.timezone.parse::<chrono_tz::Tz>() {
                             out.push(Effect::NextRuns {
                                 timezone: s.timezone.clone(),
-                                times: ct.next_fire_times(tz, now, 3).iter().map(DateTime::to_rfc3339).collect(),
+                                times: ct
+                                    .next_fire_times(tz, now, 3)
+                                    .iter()
+                                    .map(DateTime::to_rfc3339)
+                                    .collect(),
                             });
                         }
                     }

@@ -10,24 +10,48 @@ const MAX_NAMES: usize = 20;
 
 pub fn render_markdown(r: &PlanReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "### celeroot plan for `{}`: `{}` → `{}`", r.cluster, r.from.describe(), r.to.describe());
+    let _ = writeln!(
+        out,
+        "### celeroot plan for `{}`: `{}` → `{}`",
+        r.cluster,
+        r.from.describe(),
+        r.to.describe()
+    );
     let _ = writeln!(out);
     if r.plan.is_empty() {
-        let _ = writeln!(out, "**No changes.** Both revisions compile to the same desired state.");
+        let _ = writeln!(
+            out,
+            "**No changes.** Both revisions compile to the same desired state."
+        );
         render_warnings(r, &mut out);
         return out;
     }
     let s = r.plan.summary();
-    let _ = writeln!(out, "**Plan: {} to add, {} to change, {} to remove.**", s.add, s.change, s.remove);
+    let _ = writeln!(
+        out,
+        "**Plan: {} to add, {} to change, {} to remove.**",
+        s.add, s.change, s.remove
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "| Action | Object | Consequences |");
     let _ = writeln!(out, "|---|---|---|");
     for c in &r.plan.changes {
-        let _ = writeln!(out, "| {} | `{}` | {} |", action_word(c.action), c.id(), summary_cell(c));
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} |",
+            action_word(c.action),
+            c.id(),
+            summary_cell(c)
+        );
     }
     for c in &r.plan.changes {
         let _ = writeln!(out);
-        let _ = writeln!(out, "<details><summary><code>{} {}</code></summary>", c.action.marker(), escape_html(&c.id().to_string()));
+        let _ = writeln!(
+            out,
+            "<details><summary><code>{} {}</code></summary>",
+            c.action.marker(),
+            escape_html(&c.id().to_string())
+        );
         let _ = writeln!(out);
         let diff = spec_diff(c);
         if !diff.is_empty() {
@@ -77,9 +101,15 @@ fn summary_cell(c: &Change) -> String {
     let mut parts = Vec::new();
     for e in &c.effects {
         match e {
-            Effect::AffectedHosts { hosts } => parts.push(format!("affects {} host(s)", hosts.len())),
-            Effect::Queues { after, .. } if !after.is_empty() => parts.push(format!("queues: {}", after.join(", "))),
-            Effect::Targets { before, after } => parts.push(format!("targets: {} → {}", before.len(), after.len())),
+            Effect::AffectedHosts { hosts } => {
+                parts.push(format!("affects {} host(s)", hosts.len()))
+            }
+            Effect::Queues { after, .. } if !after.is_empty() => {
+                parts.push(format!("queues: {}", after.join(", ")))
+            }
+            Effect::Targets { before, after } => {
+                parts.push(format!("targets: {} → {}", before.len(), after.len()))
+            }
             Effect::Disabled => parts.push("disabled".into()),
             _ => {}
         }
@@ -94,19 +124,35 @@ fn summary_cell(c: &Change) -> String {
 fn render_effect(e: &Effect, out: &mut String) {
     match e {
         Effect::AffectedHosts { hosts } => {
-            let _ = writeln!(out, "- Affects {} host(s): {}", hosts.len(), escape_md(&name_list(hosts, MAX_NAMES)));
+            let _ = writeln!(
+                out,
+                "- Affects {} host(s): {}",
+                hosts.len(),
+                escape_md(&name_list(hosts, MAX_NAMES))
+            );
         }
         Effect::Queues { before, after } => {
-            let _ = writeln!(out, "- Queues: `{}` → `{}`", before.join(", "), after.join(", "));
+            let _ = writeln!(
+                out,
+                "- Queues: `{}` → `{}`",
+                before.join(", "),
+                after.join(", ")
+            );
         }
         Effect::Targets { before, after } => {
             let _ = writeln!(out, "- Targets ({} → {}):", before.len(), after.len());
             let mut lines = Vec::new();
             for t in before.iter().filter(|t| !after.contains(t)) {
-                lines.push(format!("  - ➖ {} `{}` → queue `{}`", t.kind, t.name, t.queue));
+                lines.push(format!(
+                    "  - ➖ {} `{}` → queue `{}`",
+                    t.kind, t.name, t.queue
+                ));
             }
             for t in after.iter().filter(|t| !before.contains(t)) {
-                lines.push(format!("  - ➕ {} `{}` → queue `{}`", t.kind, t.name, t.queue));
+                lines.push(format!(
+                    "  - ➕ {} `{}` → queue `{}`",
+                    t.kind, t.name, t.queue
+                ));
             }
             for t in after.iter().filter(|t| before.contains(t)) {
                 lines.push(format!("  - {} `{}` → queue `{}`", t.kind, t.name, t.queue));
@@ -120,7 +166,15 @@ fn render_effect(e: &Effect, out: &mut String) {
             }
         }
         Effect::NextRuns { timezone, times } => {
-            let _ = writeln!(out, "- Next runs ({timezone}): {}", times.iter().map(|t| human_time(t)).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                out,
+                "- Next runs ({timezone}): {}",
+                times
+                    .iter()
+                    .map(|t| human_time(t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Effect::Interval { every } => {
             let _ = writeln!(out, "- Runs every {every}");
@@ -132,7 +186,9 @@ fn render_effect(e: &Effect, out: &mut String) {
 }
 
 fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn escape_md(s: &str) -> String {

@@ -110,7 +110,11 @@ pub struct PlanReport {
 
 /// The unified diff of a change's normalised YAML (hunks only, no file header).
 pub fn spec_diff(change: &Change) -> String {
-    let before = change.before.as_ref().map(yaml::to_yaml).unwrap_or_default();
+    let before = change
+        .before
+        .as_ref()
+        .map(yaml::to_yaml)
+        .unwrap_or_default();
     let after = change.after.as_ref().map(yaml::to_yaml).unwrap_or_default();
     let diff = similar::TextDiff::from_lines(&before, &after);
     let mut unified = diff.unified_diff();

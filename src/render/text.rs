@@ -17,12 +17,20 @@ pub fn render_text(r: &PlanReport, style: &Style) -> String {
         "{}",
         style.paint(
             style.bold(),
-            &format!("celeroot plan for cluster {}: {} → {}", r.cluster, r.from.describe(), r.to.describe())
+            &format!(
+                "celeroot plan for cluster {}: {} → {}",
+                r.cluster,
+                r.from.describe(),
+                r.to.describe()
+            )
         )
     );
     let _ = writeln!(out);
     if r.plan.is_empty() {
-        let _ = writeln!(out, "No changes. Both revisions compile to the same desired state.");
+        let _ = writeln!(
+            out,
+            "No changes. Both revisions compile to the same desired state."
+        );
         return out;
     }
     let s = r.plan.summary();
@@ -50,9 +58,20 @@ fn action_style(a: Action, style: &Style) -> anstyle::Style {
 
 fn render_change(c: &Change, style: &Style, out: &mut String) {
     let head = format!("{} {}", c.action.marker(), c.id());
-    let _ = write!(out, "{}", style.paint(style.bold(), &style.paint(action_style(c.action, style), &head)));
+    let _ = write!(
+        out,
+        "{}",
+        style.paint(
+            style.bold(),
+            &style.paint(action_style(c.action, style), &head)
+        )
+    );
     if !c.spec_changed {
-        let _ = write!(out, "{}", style.paint(style.dim(), " (spec unchanged; derived state changed)"));
+        let _ = write!(
+            out,
+            "{}",
+            style.paint(style.dim(), " (spec unchanged; derived state changed)")
+        );
     }
     let _ = writeln!(out);
     for line in spec_diff(c).lines() {
@@ -76,7 +95,12 @@ fn entry(e: &ScheduleEntry) -> String {
 fn render_effect(e: &Effect, style: &Style, out: &mut String) {
     match e {
         Effect::AffectedHosts { hosts } => {
-            let _ = writeln!(out, "  affects {} host(s): {}", hosts.len(), name_list(hosts, MAX_NAMES));
+            let _ = writeln!(
+                out,
+                "  affects {} host(s): {}",
+                hosts.len(),
+                name_list(hosts, MAX_NAMES)
+            );
         }
         Effect::Queues { before, after } => {
             if before.is_empty() {
@@ -84,7 +108,12 @@ fn render_effect(e: &Effect, style: &Style, out: &mut String) {
             } else if after.is_empty() {
                 let _ = writeln!(out, "  queues (before): {}", before.join(", "));
             } else {
-                let _ = writeln!(out, "  queues: {} → {}", before.join(", "), after.join(", "));
+                let _ = writeln!(
+                    out,
+                    "  queues: {} → {}",
+                    before.join(", "),
+                    after.join(", ")
+                );
             }
         }
         Effect::Targets { before, after } => {
@@ -102,13 +131,21 @@ fn render_effect(e: &Effect, style: &Style, out: &mut String) {
             let mut shown = 0usize;
             for t in before.iter().filter(|t| !after.contains(t)) {
                 if shown < MAX_NAMES {
-                    let _ = writeln!(out, "    {}", style.paint(style.red(), &format!("- {}", entry(t))));
+                    let _ = writeln!(
+                        out,
+                        "    {}",
+                        style.paint(style.red(), &format!("- {}", entry(t)))
+                    );
                 }
                 shown += 1;
             }
             for t in after.iter().filter(|t| !before.contains(t)) {
                 if shown < MAX_NAMES {
-                    let _ = writeln!(out, "    {}", style.paint(style.green(), &format!("+ {}", entry(t))));
+                    let _ = writeln!(
+                        out,
+                        "    {}",
+                        style.paint(style.green(), &format!("+ {}", entry(t)))
+                    );
                 }
                 shown += 1;
             }
@@ -124,13 +161,25 @@ fn render_effect(e: &Effect, style: &Style, out: &mut String) {
             }
         }
         Effect::NextRuns { timezone, times } => {
-            let _ = writeln!(out, "  next runs ({timezone}): {}", times.iter().map(|t| human_time(t)).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                out,
+                "  next runs ({timezone}): {}",
+                times
+                    .iter()
+                    .map(|t| human_time(t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Effect::Interval { every } => {
             let _ = writeln!(out, "  runs every {every}");
         }
         Effect::Disabled => {
-            let _ = writeln!(out, "  {}", style.paint(style.yellow(), "disabled: will not fire"));
+            let _ = writeln!(
+                out,
+                "  {}",
+                style.paint(style.yellow(), "disabled: will not fire")
+            );
         }
     }
 }

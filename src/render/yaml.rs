@@ -104,14 +104,41 @@ fn needs_quotes(s: &str) -> bool {
         return true;
     }
     let lower = s.to_ascii_lowercase();
-    if matches!(lower.as_str(), "null" | "~" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n" | ".nan" | ".inf" | "-.inf") {
+    if matches!(
+        lower.as_str(),
+        "null"
+            | "~"
+            | "true"
+            | "false"
+            | "yes"
+            | "no"
+            | "on"
+            | "off"
+            | "y"
+            | "n"
+            | ".nan"
+            | ".inf"
+            | "-.inf"
+    ) {
         return true;
     }
-    if s.parse::<f64>().is_ok() || s.starts_with(|c: char| c.is_ascii_digit()) && s.chars().all(|c| c.is_ascii_digit() || c == '_' || c == '.' || c == ':') {
+    if s.parse::<f64>().is_ok()
+        || s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == '_' || c == '.' || c == ':')
+    {
         return true;
     }
-    if s.starts_with(['-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`']) {
-        return !(s.starts_with('-') && s.len() > 1 && !s[1..].starts_with(' ') && s.parse::<f64>().is_err() && !s.contains(": ") && !s.contains(" #"));
+    if s.starts_with([
+        '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@',
+        '`',
+    ]) {
+        return !(s.starts_with('-')
+            && s.len() > 1
+            && !s[1..].starts_with(' ')
+            && s.parse::<f64>().is_err()
+            && !s.contains(": ")
+            && !s.contains(" #"));
     }
     s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(|c| c.is_control())
 }

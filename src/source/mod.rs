@@ -45,7 +45,11 @@ pub enum SourceError {
     #[error("invalid manifests path `{path}`: expected a relative path inside the repository without `..`")]
     BadPath { path: String },
     #[error("{path}: file is {size} bytes, larger than the {limit}-byte limit for manifests")]
-    FileTooLarge { path: String, size: usize, limit: usize },
+    FileTooLarge {
+        path: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("{path}: file is not valid UTF-8")]
     NotUtf8 { path: String },
     #[error("{path}: symbolic links are not supported in the manifests path")]
@@ -65,7 +69,9 @@ pub enum SourceError {
 /// # Errors
 /// [`SourceError::NotARepository`] when no repository contains the path.
 pub fn open_repo(path: Option<&Path>) -> Result<Repository, SourceError> {
-    let p = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let p = path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     Repository::discover(&p).map_err(|_| SourceError::NotARepository {
         path: p.display().to_string(),
     })
@@ -76,7 +82,9 @@ pub fn open_repo(path: Option<&Path>) -> Result<Repository, SourceError> {
 /// # Errors
 /// [`SourceError::BadPath`] for absolute paths or paths with `..`.
 pub fn normalize_path(path: &str) -> Result<String, SourceError> {
-    let bad = || SourceError::BadPath { path: path.to_string() };
+    let bad = || SourceError::BadPath {
+        path: path.to_string(),
+    };
     if path.starts_with('/') || path.contains('\\') {
         return Err(bad());
     }
@@ -116,12 +124,17 @@ fn text_of(path: String, bytes: &[u8]) -> Result<SourceFile, SourceError> {
 ///
 /// # Errors
 /// [`SourceError::UnknownRevision`] when git cannot resolve it to a commit.
-pub fn resolve_commit<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commit<'r>, SourceError> {
+pub fn resolve_commit<'r>(
+    repo: &'r Repository,
+    rev: &str,
+) -> Result<git2::Commit<'r>, SourceError> {
     let unknown = |e: git2::Error| SourceError::UnknownRevision {
         rev: rev.to_string(),
         detail: e.message().to_string(),
     };
-    repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(unknown)
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(unknown)
 }
 
 /// Reads the manifest files under `path` at revision `rev` from the object database.
@@ -136,10 +149,12 @@ pub fn read_git(repo: &Repository, rev: &str, path: &str) -> Result<Snapshot, So
     let tree = if path.is_empty() {
         root
     } else {
-        let entry = root.get_path(Path::new(&path)).map_err(|_| SourceError::MissingPath {
-            path: path.clone(),
-            at: at.clone(),
-        })?;
+        let entry = root
+            .get_path(Path::new(&path))
+            .map_err(|_| SourceError::MissingPath {
+                path: path.clone(),
+                at: at.clone(),
+            })?;
         if entry.kind() != Some(ObjectType::Tree) {
             return Err(SourceError::NotADirectory { path, at });
         }
@@ -155,7 +170,12 @@ pub fn read_git(repo: &Repository, rev: &str, path: &str) -> Result<Snapshot, So
     })
 }
 
-fn collect_tree(repo: &Repository, tree: &Tree<'_>, prefix: &str, out: &mut Vec<SourceFile>) -> Result<(), SourceError> {
+fn collect_tree(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<SourceFile>,
+) -> Result<(), SourceError> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
         let full = if prefix.is_empty() {
@@ -216,7 +236,11 @@ fn collect_dir(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<()
     for entry in std::fs::read_dir(dir).map_err(io(prefix))? {
         let entry = entry.map_err(io(prefix))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let full = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let full = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         let ft = entry.file_type().map_err(io(&full))?;
         if name.starts_with('.') {
             continue;
@@ -253,7 +277,10 @@ mod tests {
 
     #[test]
     fn paths_are_normalised_and_confined() {
-        assert_eq!(normalize_path("./manifests/").ok().as_deref(), Some("manifests"));
+        assert_eq!(
+            normalize_path("./manifests/").ok().as_deref(),
+            Some("manifests")
+        );
         assert_eq!(normalize_path(".").ok().as_deref(), Some(""));
         assert!(normalize_path("../etc").is_err());
         assert!(normalize_path("/etc").is_err());

@@ -48,7 +48,8 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&mut self, pos: Pos, message: impl Into<String>, help: impl Into<String>) {
-        self.diags.push(Diagnostic::error(self.file, pos, message).help(help));
+        self.diags
+            .push(Diagnostic::error(self.file, pos, message).help(help));
     }
 
     fn rule(&mut self, what: &str, value: &str, pos: Pos, rule: Rule) {
@@ -74,7 +75,11 @@ impl Checker<'_> {
     fn timezone(&mut self, v: &Option<Located<String>>) {
         if let Some(v) = v {
             if let Err(e) = parse_timezone(&v.value) {
-                self.error(v.pos, e, "time zones are IANA names, see `timedatectl list-timezones`");
+                self.error(
+                    v.pos,
+                    e,
+                    "time zones are IANA names, see `timedatectl list-timezones`",
+                );
             }
         }
     }
@@ -97,7 +102,12 @@ impl Checker<'_> {
     }
 
     fn meta(&mut self, kind: Kind, m: &ObjectMeta) {
-        self.rule(&format!("{kind} name"), &m.name.value, m.name.pos, rules::rfc1123_label);
+        self.rule(
+            &format!("{kind} name"),
+            &m.name.value,
+            m.name.pos,
+            rules::rfc1123_label,
+        );
         if let Some(l) = &m.labels {
             self.labels(l.pos, &l.value, "label");
         }
@@ -112,7 +122,11 @@ impl Checker<'_> {
         self.located("SSH user", &s.user, rules::unix_user);
         if let Some(p) = &s.port {
             if p.value == 0 {
-                self.error(p.pos, "invalid SSH port 0", "expected a port from 1 to 65535");
+                self.error(
+                    p.pos,
+                    "invalid SSH port 0",
+                    "expected a port from 1 to 65535",
+                );
             }
         }
         self.located("SSH identity file", &s.identity_file, rules::local_path);
@@ -120,7 +134,11 @@ impl Checker<'_> {
     }
 
     fn deployment(&mut self, d: &DeploymentConfig) {
-        self.located("deployment target directory", &d.target_dir, rules::absolute_path);
+        self.located(
+            "deployment target directory",
+            &d.target_dir,
+            rules::absolute_path,
+        );
         self.located("service name", &d.service_name, rules::unit_name);
         if let Some(c) = &d.restart_command {
             self.argv("restart command", c);
@@ -156,8 +174,12 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
         let name_pos = obj.body.metadata().name.pos;
         if let Some((first_file, first_pos)) = seen.get(&id) {
             diagnostics.push(
-                Diagnostic::error(&obj.file, name_pos, format!("duplicate {id}: names must be unique per kind"))
-                    .related(first_file.clone(), *first_pos, "first defined here"),
+                Diagnostic::error(
+                    &obj.file,
+                    name_pos,
+                    format!("duplicate {id}: names must be unique per kind"),
+                )
+                .related(first_file.clone(), *first_pos, "first defined here"),
             );
             continue;
         }
@@ -177,19 +199,44 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
                 if let Some(d) = &o.spec.deployment {
                     c.deployment(d);
                 }
-                clusters.push(Entry { file, pos, object: o });
+                clusters.push(Entry {
+                    file,
+                    pos,
+                    object: o,
+                });
             }
             ObjectBody::Role(o) => {
                 check_role(&mut c, &o);
-                roles.insert(id.name, Entry { file, pos, object: o });
+                roles.insert(
+                    id.name,
+                    Entry {
+                        file,
+                        pos,
+                        object: o,
+                    },
+                );
             }
             ObjectBody::Host(o) => {
                 check_host(&mut c, &o);
-                hosts.insert(id.name, Entry { file, pos, object: o });
+                hosts.insert(
+                    id.name,
+                    Entry {
+                        file,
+                        pos,
+                        object: o,
+                    },
+                );
             }
             ObjectBody::Schedule(o) => {
                 check_schedule(&mut c, &o);
-                schedules.insert(id.name, Entry { file, pos, object: o });
+                schedules.insert(
+                    id.name,
+                    Entry {
+                        file,
+                        pos,
+                        object: o,
+                    },
+                );
             }
         }
     }
@@ -197,16 +244,27 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
     let cluster_undecoded = undecoded.iter().any(|id| id.kind == Kind::Cluster);
     match clusters.len() {
         0 if !cluster_undecoded => diagnostics.push(
-            Diagnostic::global(crate::diagnostic::Severity::Error, "no Cluster object found")
-                .help("add one manifest with `kind: Cluster` (see `celeroot init` for an example)"),
+            Diagnostic::global(
+                crate::diagnostic::Severity::Error,
+                "no Cluster object found",
+            )
+            .help("add one manifest with `kind: Cluster` (see `celeroot init` for an example)"),
         ),
         0 | 1 => {}
         _ => {
             let first = &clusters[0];
             for extra in &clusters[1..] {
                 diagnostics.push(
-                    Diagnostic::error(&extra.file, extra.object.metadata.name.pos, "more than one Cluster object: a repository describes exactly one cluster")
-                        .related(first.file.clone(), first.object.metadata.name.pos, "first Cluster defined here"),
+                    Diagnostic::error(
+                        &extra.file,
+                        extra.object.metadata.name.pos,
+                        "more than one Cluster object: a repository describes exactly one cluster",
+                    )
+                    .related(
+                        first.file.clone(),
+                        first.object.metadata.name.pos,
+                        "first Cluster defined here",
+                    ),
                 );
             }
         }
@@ -236,33 +294,58 @@ fn check_role(c: &mut Checker<'_>, o: &Role) {
     c.located("queue name", &o.spec.queue, rules::queue_name);
     if let Some(n) = &o.spec.concurrency {
         if !(1..=1024).contains(&n.value) {
-            c.error(n.pos, format!("invalid concurrency {}", n.value), "expected a number of worker processes from 1 to 1024");
+            c.error(
+                n.pos,
+                format!("invalid concurrency {}", n.value),
+                "expected a number of worker processes from 1 to 1024",
+            );
         }
     }
     if let Some(n) = &o.spec.max_tasks_per_child {
         if n.value == 0 {
-            c.error(n.pos, "invalid maxTasksPerChild 0", "expected at least 1 (omit the field to never recycle)");
+            c.error(
+                n.pos,
+                "invalid maxTasksPerChild 0",
+                "expected at least 1 (omit the field to never recycle)",
+            );
         }
     }
     let mut seen = BTreeSet::new();
     for t in &o.spec.tasks {
         c.rule("task name", &t.value, t.pos, rules::python_dotted_name);
         if !seen.insert(&t.value) {
-            c.error(t.pos, format!("task {:?} is listed twice", t.value), "remove the duplicate");
+            c.error(
+                t.pos,
+                format!("task {:?} is listed twice", t.value),
+                "remove the duplicate",
+            );
         }
     }
 }
 
 fn check_host(c: &mut Checker<'_>, o: &Host) {
-    c.rule("host address", &o.spec.address.value, o.spec.address.pos, rules::address);
+    c.rule(
+        "host address",
+        &o.spec.address.value,
+        o.spec.address.pos,
+        rules::address,
+    );
     if o.spec.roles.value.is_empty() {
-        c.error(o.spec.roles.pos, "a host needs at least one role", "list role names, e.g. `roles: [webserver]`");
+        c.error(
+            o.spec.roles.pos,
+            "a host needs at least one role",
+            "list role names, e.g. `roles: [webserver]`",
+        );
     }
     let mut seen = BTreeSet::new();
     for r in &o.spec.roles.value {
         c.rule("role name", &r.value, r.pos, rules::rfc1123_label);
         if !seen.insert(&r.value) {
-            c.error(r.pos, format!("role {:?} is listed twice", r.value), "remove the duplicate");
+            c.error(
+                r.pos,
+                format!("role {:?} is listed twice", r.value),
+                "remove the duplicate",
+            );
         }
     }
     if let Some(s) = &o.spec.ssh {
@@ -276,8 +359,16 @@ fn check_host(c: &mut Checker<'_>, o: &Host) {
 fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
     let s = &o.spec;
     match (&s.cron, &s.every) {
-        (Some(_), Some(e)) => c.error(e.pos, "a schedule has either `cron` or `every`, not both", "remove one of them"),
-        (None, None) => c.error(o.metadata.name.pos, "a schedule needs `cron` or `every`", "add e.g. `cron: \"0 3 * * *\"` or `every: 5m`"),
+        (Some(_), Some(e)) => c.error(
+            e.pos,
+            "a schedule has either `cron` or `every`, not both",
+            "remove one of them",
+        ),
+        (None, None) => c.error(
+            o.metadata.name.pos,
+            "a schedule needs `cron` or `every`",
+            "add e.g. `cron: \"0 3 * * *\"` or `every: 5m`",
+        ),
         (Some(cron), None) => {
             if let Err(e) = parse_cron(&cron.value) {
                 c.error(cron.pos, "invalid cron expression", e);
@@ -288,17 +379,38 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
     c.timezone(&s.timezone);
     if s.every.is_some() {
         if let Some(tz) = &s.timezone {
-            c.diags.push(Diagnostic::warning(c.file, tz.pos, "`timezone` has no effect on an `every` interval schedule"));
+            c.diags.push(Diagnostic::warning(
+                c.file,
+                tz.pos,
+                "`timezone` has no effect on an `every` interval schedule",
+            ));
         }
     }
-    c.rule("task name", &s.task.value, s.task.pos, rules::python_dotted_name);
+    c.rule(
+        "task name",
+        &s.task.value,
+        s.task.pos,
+        rules::python_dotted_name,
+    );
     if s.targets.value.is_empty() {
-        c.error(s.targets.pos, "a schedule needs at least one target", "add `- role: NAME`, `- host: NAME` or `- selector: {matchLabels: {...}}`");
+        c.error(
+            s.targets.pos,
+            "a schedule needs at least one target",
+            "add `- role: NAME`, `- host: NAME` or `- selector: {matchLabels: {...}}`",
+        );
     }
     for t in &s.targets.value {
-        let set = usize::from(t.role.is_some()) + usize::from(t.host.is_some()) + usize::from(t.selector.is_some());
+        let set = usize::from(t.role.is_some())
+            + usize::from(t.host.is_some())
+            + usize::from(t.selector.is_some());
         if set != 1 {
-            c.error(t.pos, format!("a target has exactly one of `role`, `host` or `selector`; this one has {set}"), "split it into separate list items");
+            c.error(
+                t.pos,
+                format!(
+                    "a target has exactly one of `role`, `host` or `selector`; this one has {set}"
+                ),
+                "split it into separate list items",
+            );
             continue;
         }
         if let Some(r) = &t.role {
@@ -318,7 +430,11 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
         c.duration("expires", &opts.expires);
         if let Some(p) = &opts.priority {
             if p.value > 9 {
-                c.error(p.pos, format!("invalid priority {}", p.value), "expected 0 to 9 (Celery's Redis transport range)");
+                c.error(
+                    p.pos,
+                    format!("invalid priority {}", p.value),
+                    "expected 0 to 9 (Celery's Redis transport range)",
+                );
             }
         }
     }
@@ -332,11 +448,26 @@ fn check_queues(roles: &BTreeMap<String, Entry<Role>>, diags: &mut Vec<Diagnosti
             None => (name.clone(), e.object.metadata.name.pos),
         };
         if let Some((other, oe)) = owners.get(&queue) {
-            let other_pos = oe.object.spec.queue.as_ref().map_or(oe.object.metadata.name.pos, |q| q.pos);
+            let other_pos = oe
+                .object
+                .spec
+                .queue
+                .as_ref()
+                .map_or(oe.object.metadata.name.pos, |q| q.pos);
             diags.push(
-                Diagnostic::error(&e.file, pos, format!("queue {queue:?} of role {name:?} is already the queue of role {other:?}"))
-                    .help("each role consumes its own queue; set a distinct `spec.queue`")
-                    .related(oe.file.clone(), other_pos, format!("role {other:?} uses it here")),
+                Diagnostic::error(
+                    &e.file,
+                    pos,
+                    format!(
+                        "queue {queue:?} of role {name:?} is already the queue of role {other:?}"
+                    ),
+                )
+                .help("each role consumes its own queue; set a distinct `spec.queue`")
+                .related(
+                    oe.file.clone(),
+                    other_pos,
+                    format!("role {other:?} uses it here"),
+                ),
             );
         } else {
             owners.insert(queue, (name, e));
@@ -353,7 +484,13 @@ fn check_host_references(
     for (name, h) in hosts {
         for r in &h.object.spec.roles.value {
             if !roles.contains_key(&r.value) && !undecoded.contains(&id(Kind::Role, &r.value)) {
-                diags.push(unknown_ref(&h.file, r, Kind::Role, roles.keys(), &format!("host {name:?}")));
+                diags.push(unknown_ref(
+                    &h.file,
+                    r,
+                    Kind::Role,
+                    roles.keys(),
+                    &format!("host {name:?}"),
+                ));
             }
         }
     }
@@ -363,7 +500,10 @@ fn check_host_references(
             diags.push(Diagnostic::warning(
                 &h.file,
                 h.object.spec.address.pos,
-                format!("hosts {other:?} and {name:?} have the same address {:?}", h.object.spec.address.value),
+                format!(
+                    "hosts {other:?} and {name:?} have the same address {:?}",
+                    h.object.spec.address.value
+                ),
             ));
         }
     }
@@ -383,15 +523,30 @@ fn unknown_ref<'a>(
     known: impl Iterator<Item = &'a String> + Clone,
     by: &str,
 ) -> Diagnostic {
-    let d = Diagnostic::error(file, r.pos, format!("{by} references unknown {} {:?}", kind.as_str().to_lowercase(), r.value));
+    let d = Diagnostic::error(
+        file,
+        r.pos,
+        format!(
+            "{by} references unknown {} {:?}",
+            kind.as_str().to_lowercase(),
+            r.value
+        ),
+    );
     match did_you_mean(&r.value, known.clone().map(String::as_str)) {
         Some(s) => d.help(format!("did you mean {s:?}?")),
         None => {
             let names: Vec<&str> = known.map(String::as_str).collect();
             if names.is_empty() {
-                d.help(format!("no {} is defined; add a manifest with `kind: {kind}`", kind.as_str().to_lowercase()))
+                d.help(format!(
+                    "no {} is defined; add a manifest with `kind: {kind}`",
+                    kind.as_str().to_lowercase()
+                ))
             } else {
-                d.help(format!("defined {}s: {}", kind.as_str().to_lowercase(), names.join(", ")))
+                d.help(format!(
+                    "defined {}s: {}",
+                    kind.as_str().to_lowercase(),
+                    names.join(", ")
+                ))
             }
         }
     }
@@ -412,9 +567,19 @@ fn check_schedule_references(
             if let Some(r) = &t.role {
                 if roles.contains_key(&r.value) {
                     target_roles.insert(&r.value);
-                    let n = crate::desired::hosts_with_role(hosts.iter().map(|(k, v)| (k, &v.object)), &r.value);
+                    let n = crate::desired::hosts_with_role(
+                        hosts.iter().map(|(k, v)| (k, &v.object)),
+                        &r.value,
+                    );
                     if n.is_empty() && s.object.spec.mode.value == Mode::Each {
-                        diags.push(Diagnostic::warning(&s.file, r.pos, format!("{by}: no host has role {:?}, so this target runs nowhere", r.value)));
+                        diags.push(Diagnostic::warning(
+                            &s.file,
+                            r.pos,
+                            format!(
+                                "{by}: no host has role {:?}, so this target runs nowhere",
+                                r.value
+                            ),
+                        ));
                     }
                     matched_hosts.extend(n);
                 } else if !undecoded.contains(&id(Kind::Role, &r.value)) {
@@ -424,22 +589,43 @@ fn check_schedule_references(
             if let Some(h) = &t.host {
                 if let Some((k, host)) = hosts.get_key_value(&h.value) {
                     matched_hosts.insert(k);
-                    target_roles.extend(host.object.spec.roles.value.iter().map(|r| r.value.as_str()));
+                    target_roles.extend(
+                        host.object
+                            .spec
+                            .roles
+                            .value
+                            .iter()
+                            .map(|r| r.value.as_str()),
+                    );
                 } else if !undecoded.contains(&id(Kind::Host, &h.value)) {
                     diags.push(unknown_ref(&s.file, h, Kind::Host, hosts.keys(), &by));
                 }
             }
             if let Some(sel) = &t.selector {
-                let n = crate::desired::select_hosts(hosts.iter().map(|(k, v)| (k, &v.object)), &sel.match_labels);
+                let n = crate::desired::select_hosts(
+                    hosts.iter().map(|(k, v)| (k, &v.object)),
+                    &sel.match_labels,
+                );
                 if n.is_empty() {
                     diags.push(
-                        Diagnostic::warning(&s.file, t.pos, format!("{by}: selector {:?} matches no host", sel.match_labels))
-                            .help("check the labels in `metadata.labels` of your hosts"),
+                        Diagnostic::warning(
+                            &s.file,
+                            t.pos,
+                            format!("{by}: selector {:?} matches no host", sel.match_labels),
+                        )
+                        .help("check the labels in `metadata.labels` of your hosts"),
                     );
                 }
                 for h in &n {
                     if let Some(host) = hosts.get(*h) {
-                        target_roles.extend(host.object.spec.roles.value.iter().map(|r| r.value.as_str()));
+                        target_roles.extend(
+                            host.object
+                                .spec
+                                .roles
+                                .value
+                                .iter()
+                                .map(|r| r.value.as_str()),
+                        );
                     }
                 }
                 matched_hosts.extend(n);
@@ -450,14 +636,23 @@ fn check_schedule_references(
 }
 
 /// Warns when every targeted role lists its tasks and none of them provides the schedule's task.
-fn check_task_provided(s: &Entry<Schedule>, target_roles: &BTreeSet<&str>, roles: &BTreeMap<String, Entry<Role>>, diags: &mut Vec<Diagnostic>) {
+fn check_task_provided(
+    s: &Entry<Schedule>,
+    target_roles: &BTreeSet<&str>,
+    roles: &BTreeMap<String, Entry<Role>>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let task = &s.object.spec.task.value;
     let listed: Vec<&Entry<Role>> = target_roles.iter().filter_map(|r| roles.get(*r)).collect();
     if listed.is_empty() || listed.iter().any(|r| r.object.spec.tasks.is_empty()) {
         return;
     }
     let provides = |r: &&Entry<Role>| {
-        r.object.spec.tasks.iter().any(|t| task == &t.value || task.starts_with(&format!("{}.", t.value)))
+        r.object
+            .spec
+            .tasks
+            .iter()
+            .any(|t| task == &t.value || task.starts_with(&format!("{}.", t.value)))
     };
     if !listed.iter().any(provides) {
         diags.push(

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 pub fn rfc1123_label(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
@@ -66,7 +67,8 @@ pub fn label_key(s: &str) -> Result<(), String> {
 pub fn label_value(s: &str) -> Result<(), String> {
     let ok = s.is_empty()
         || (s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && s.starts_with(|c: char| c.is_ascii_alphanumeric())
             && s.ends_with(|c: char| c.is_ascii_alphanumeric()));
     if ok {
@@ -101,7 +103,8 @@ pub fn queue_name(s: &str) -> Result<(), String> {
     }
     let ok = !s.is_empty()
         && s.len() <= 200
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
@@ -115,7 +118,8 @@ pub fn unix_user(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -127,8 +131,12 @@ pub fn unix_user(s: &str) -> Result<(), String> {
 pub fn absolute_path(s: &str) -> Result<(), String> {
     let ok = s.starts_with('/')
         && s.len() <= 4096
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@'))
-        && s.split('/').skip(1).all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@')
+        })
+        && s.split('/')
+            .skip(1)
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
     if ok {
         Ok(())
     } else {
@@ -149,7 +157,8 @@ pub fn local_path(s: &str) -> Result<(), String> {
 pub fn unit_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 255
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-'))
         && !s.starts_with(['-', '.']);
     if ok {
         Ok(())
@@ -161,10 +170,16 @@ pub fn unit_name(s: &str) -> Result<(), String> {
 /// An argv list: at least one element, no empty elements, no NUL or newlines.
 pub fn argv(v: &[String]) -> Result<(), String> {
     if v.is_empty() {
-        return Err("expected a non-empty argv list such as `[systemctl, restart, celeroot-worker]`".into());
+        return Err(
+            "expected a non-empty argv list such as `[systemctl, restart, celeroot-worker]`".into(),
+        );
     }
-    if v.iter().any(|a| a.is_empty() || a.contains(['\0', '\n', '\r'])) {
-        return Err("argv elements must be non-empty and must not contain NUL or line breaks".into());
+    if v.iter()
+        .any(|a| a.is_empty() || a.contains(['\0', '\n', '\r']))
+    {
+        return Err(
+            "argv elements must be non-empty and must not contain NUL or line breaks".into(),
+        );
     }
     Ok(())
 }
