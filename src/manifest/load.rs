@@ -117,7 +117,7 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
                 Diagnostic::error(
                     file,
                     v.pos,
-                    format!("unsupported apiVersion: {}", v.value.describe()),
+                    format!("unsupported apiVersion {}", quoted(&v.value)),
                 )
                 .help(format!("expected `{API_VERSION}`")),
             );
@@ -141,7 +141,7 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
                     None => kinds_help(),
                 };
                 out.diagnostics.push(
-                    Diagnostic::error(file, k.pos, format!("unknown kind: {}", k.value.describe()))
+                    Diagnostic::error(file, k.pos, format!("unknown kind {}", quoted(&k.value)))
                         .help(help),
                 );
                 return;
@@ -152,26 +152,35 @@ fn load_document(file: &str, root: &Node, out: &mut LoadedFiles) {
         .get("metadata")
         .and_then(|m| m.get("name"))
         .and_then(Node::as_str);
-    let body = match kind {
-        Kind::Cluster => typed(file, root, out).map(ObjectBody::Cluster),
-        Kind::Role => typed(file, root, out).map(ObjectBody::Role),
-        Kind::Host => typed(file, root, out).map(ObjectBody::Host),
-        Kind::Schedule => typed(file, root, out).map(ObjectBody::Schedule),
+    let body = if ok {
+        match kind {
+            Kind::Cluster => typed(file, root, out).map(ObjectBody::Cluster),
+            Kind::Role => typed(file, root, out).map(ObjectBody::Role),
+            Kind::Host => typed(file, root, out).map(ObjectBody::Host),
+            Kind::Schedule => typed(file, root, out).map(ObjectBody::Schedule),
+        }
+    } else {
+        None
     };
-    match body {
-        Some(body) if ok => out.objects.push(Object {
+    match (body, name) {
+        (Some(body), _) => out.objects.push(Object {
             file: file.to_string(),
             pos: root.pos,
             body,
         }),
-        _ => {
-            if let Some(name) = name {
-                out.undecoded.push(ObjectId {
-                    kind,
-                    name: name.to_string(),
-                });
-            }
-        }
+        (None, Some(name)) => out.undecoded.push(ObjectId {
+            kind,
+            name: name.to_string(),
+        }),
+        (None, None) => {}
+    }
+}
+
+/// A scalar as the user wrote it (`"Hots"`), or its type for anything else.
+fn quoted(v: &Value) -> String {
+    match v {
+        Value::Str(s) => format!("{s:?}"),
+        other => other.describe(),
     }
 }
 

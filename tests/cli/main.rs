@@ -1,0 +1,9 @@
+//! Integration tests: the real `celeroot` binary against real git repositories in temp dirs.
+
+mod common;
+mod test_diff;
+mod test_init;
+mod test_invalid_corpus;
+mod test_schema;
+mod test_usage;
+mod test_validate;

@@ -1,0 +1,82 @@
+use crate::common::{run, TestRepo};
+
+#[test]
+fn init_creates_a_valid_repository() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("fleet");
+    let mut cmd = crate::common::celeroot_cmd(dir.path());
+    cmd.args(["init", "fleet"]);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("initialised a git repository"), "{out}");
+    for f in [
+        "manifests/cluster.yaml",
+        "schemas/manifest.json",
+        "README.md",
+        ".github/workflows/celeroot.yml",
+    ] {
+        assert!(target.join(f).is_file(), "{f} missing");
+        assert!(out.contains(&format!("+ {f}")), "{out}");
+    }
+    let mut validate = crate::common::celeroot_cmd(&target);
+    validate.args(["validate", "--worktree"]);
+    let (out, code) = run(validate);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn init_never_overwrites() {
+    let repo = TestRepo::empty();
+    repo.write("manifests/cluster.yaml", "# mine\n");
+    repo.write("README.md", "my readme\n");
+    let mut cmd = repo.cmd();
+    cmd.args(["init"]);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("= manifests/cluster.yaml (exists, kept)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("initialised a git repository"),
+        "already a repository: {out}"
+    );
+    assert_eq!(repo.read("manifests/cluster.yaml"), "# mine\n");
+    assert_eq!(repo.read("README.md"), "my readme\n");
+    let mut again = repo.cmd();
+    again.args(["init"]);
+    let (out, _) = run(again);
+    assert!(
+        !out.contains("\n+ "),
+        "a second init creates nothing: {out}"
+    );
+}
+
+#[test]
+fn the_embedded_example_is_exactly_manifests_dir() {
+    let root = crate::common::project_root();
+    let mut on_disk = Vec::new();
+    let mut stack = vec![root.join("manifests")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(&root)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
+                on_disk.push((rel, std::fs::read_to_string(&p).expect("read")));
+            }
+        }
+    }
+    on_disk.sort();
+    let mut embedded: Vec<(String, String)> = celeroot::init::EXAMPLE_MANIFESTS
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
+    embedded.sort();
+    assert_eq!(embedded, on_disk, "update EXAMPLE_MANIFESTS in src/init.rs");
+}
