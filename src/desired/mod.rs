@@ -86,7 +86,7 @@ pub struct CompiledHost {
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
-    Cron(Crontab),
+    Cron(Box<Crontab>),
     Every(u64),
 }
 
@@ -429,7 +429,7 @@ pub fn compile(m: &Manifests) -> DesiredState {
         let s = &e.object.spec;
         let trigger = match (&s.cron, &s.every) {
             (Some(c), _) => match parse_cron(&c.value) {
-                Ok(ct) => Trigger::Cron(ct),
+                Ok(ct) => Trigger::Cron(Box::new(ct)),
                 Err(_) => continue,
             },
             (None, Some(ev)) => Trigger::Every(parse_duration(&ev.value).unwrap_or(0)),

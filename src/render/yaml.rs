@@ -129,16 +129,14 @@ fn needs_quotes(s: &str) -> bool {
     {
         return true;
     }
+    if let Some(rest) = s.strip_prefix('-') {
+        // `--quiet` stays plain; `- x` would be a list item and `-1` a number.
+        return rest.is_empty() || rest.starts_with(' ') || s.contains(": ") || s.contains(" #");
+    }
     if s.starts_with([
-        '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@',
-        '`',
+        '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`',
     ]) {
-        return !(s.starts_with('-')
-            && s.len() > 1
-            && !s[1..].starts_with(' ')
-            && s.parse::<f64>().is_err()
-            && !s.contains(": ")
-            && !s.contains(" #"));
+        return true;
     }
     s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(|c| c.is_control())
 }
