@@ -28,7 +28,11 @@ enum Target {
 fn fleet() -> impl Strategy<Value = Fleet> {
     (
         prop::collection::btree_map(0usize..4, 1u32..8, 1..4),
-        prop::collection::btree_map(0usize..6, (prop::collection::vec(0usize..4, 1..3), any::<bool>()), 0..6),
+        prop::collection::btree_map(
+            0usize..6,
+            (prop::collection::vec(0usize..4, 1..3), any::<bool>()),
+            0..6,
+        ),
         prop::collection::btree_map(
             0usize..4,
             (
@@ -45,7 +49,12 @@ fn fleet() -> impl Strategy<Value = Fleet> {
         ),
         any::<bool>(),
     )
-        .prop_map(|(roles, hosts, schedules, timezone)| Fleet { roles, hosts, schedules, timezone })
+        .prop_map(|(roles, hosts, schedules, timezone)| Fleet {
+            roles,
+            hosts,
+            schedules,
+            timezone,
+        })
 }
 
 /// Renders a fleet as manifest files, dropping references that would not validate.
@@ -63,7 +72,11 @@ fn files(f: &Fleet) -> Vec<SourceFile> {
         });
     }
     for (h, (roles, env_a)) in &f.hosts {
-        let mut rs: Vec<String> = roles.iter().filter(|r| f.roles.contains_key(r)).map(|r| format!("r{r}")).collect();
+        let mut rs: Vec<String> = roles
+            .iter()
+            .filter(|r| f.roles.contains_key(r))
+            .map(|r| format!("r{r}"))
+            .collect();
         rs.sort();
         rs.dedup();
         if rs.is_empty() {
@@ -78,14 +91,23 @@ fn files(f: &Fleet) -> Vec<SourceFile> {
             ),
         });
     }
-    let host_exists = |h: &usize| out.iter().any(|s| s.path == format!("manifests/hosts/h{h}.yaml"));
+    let host_exists = |h: &usize| {
+        out.iter()
+            .any(|s| s.path == format!("manifests/hosts/h{h}.yaml"))
+    };
     let mut scheds = Vec::new();
     for (s, (minutes, target, enabled)) in &f.schedules {
         let (target, mode) = match target {
             Target::Role(r) if f.roles.contains_key(r) => (format!("role: r{r}"), "each"),
             Target::AnyRole(r) if f.roles.contains_key(r) => (format!("role: r{r}"), "any"),
             Target::Host(h) if host_exists(h) => (format!("host: h{h}"), "each"),
-            Target::Selector(a) => (format!("selector: {{matchLabels: {{env: {}}}}}", if *a { "a" } else { "b" }), "each"),
+            Target::Selector(a) => (
+                format!(
+                    "selector: {{matchLabels: {{env: {}}}}}",
+                    if *a { "a" } else { "b" }
+                ),
+                "each",
+            ),
             _ => continue,
         };
         scheds.push(SourceFile {
@@ -116,8 +138,14 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Applies a plan's object changes to a set of objects.
-fn apply(objects: &BTreeMap<ObjectId, DesiredObject>, plan: &Plan) -> BTreeMap<ObjectId, serde_json::Value> {
-    let mut out: BTreeMap<ObjectId, serde_json::Value> = objects.iter().map(|(k, v)| (k.clone(), v.normalized.clone())).collect();
+fn apply(
+    objects: &BTreeMap<ObjectId, DesiredObject>,
+    plan: &Plan,
+) -> BTreeMap<ObjectId, serde_json::Value> {
+    let mut out: BTreeMap<ObjectId, serde_json::Value> = objects
+        .iter()
+        .map(|(k, v)| (k.clone(), v.normalized.clone()))
+        .collect();
     for c in &plan.changes {
         match (c.action, &c.after) {
             (Action::Add | Action::Change, Some(after)) => {

@@ -7,8 +7,10 @@ use clap::Args;
 use super::{CliError, Ui, EXIT_OK};
 use crate::init::{scaffold, Outcome};
 
-/// Scaffold a config repository: example manifests, schemas, a README and a GitHub
-/// workflow for pull-request checks. Runs `git init` when needed; never overwrites files.
+/// Scaffold a new config repository.
+///
+/// Writes example manifests, JSON Schemas, a README and a GitHub workflow for
+/// pull-request checks. Runs `git init` when needed; never overwrites files.
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Where to create the repository.

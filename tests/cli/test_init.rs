@@ -80,3 +80,14 @@ fn the_embedded_example_is_exactly_manifests_dir() {
     embedded.sort();
     assert_eq!(embedded, on_disk, "update EXAMPLE_MANIFESTS in src/init.rs");
 }
+
+#[test]
+fn init_into_a_file_is_an_error() {
+    let repo = TestRepo::empty();
+    repo.write("occupied", "not a directory\n");
+    let mut cmd = repo.cmd();
+    cmd.args(["init", "occupied"]);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: "), "{out}");
+}

@@ -36,3 +36,24 @@ fn a_bad_celeroot_now_is_reported() {
         "{out}"
     );
 }
+
+#[test]
+fn help_texts() {
+    // The help tree is part of the interface: changes show up in review.
+    let repo = TestRepo::empty();
+    let mut all = String::new();
+    for args in [
+        vec!["--help"],
+        vec!["validate", "--help"],
+        vec!["diff", "--help"],
+        vec!["schema", "--help"],
+        vec!["init", "--help"],
+    ] {
+        let mut cmd = repo.cmd();
+        cmd.args(&args).env("COLUMNS", "100");
+        let (out, code) = run(cmd);
+        assert_eq!(code, 0);
+        all.push_str(&format!("$ celeroot {}\n{out}\n", args.join(" ")));
+    }
+    insta::assert_snapshot!("help", all);
+}

@@ -196,3 +196,37 @@ fn multi_document_files_and_nested_directories_are_read() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("5 host(s)"), "{out}");
 }
+
+#[test]
+fn error_rendering() {
+    // What an operator sees for a typical broken change: every problem, located, with the
+    // source line, a caret and a suggestion, then one summary line. Commit ids are
+    // reproducible: the harness commits with a fixed author and time.
+    let mut repo = TestRepo::with_example();
+    repo.edit(
+        "manifests/hosts/web02.yaml",
+        "address: 10.0.1.12",
+        "adress: 10.0.1.12",
+    );
+    repo.edit(
+        "manifests/hosts/web01.yaml",
+        "roles: [webserver, application]",
+        "roles: [webserver, aplication]",
+    );
+    repo.edit(
+        "manifests/schedules/rotate-logs.yaml",
+        "\"0 */6 * * *\"",
+        "\"0 */6 * *\"",
+    );
+    repo.edit(
+        "manifests/schedules/db-backup.yaml",
+        "timezone: UTC",
+        "timezone: Europe/Berln",
+    );
+    repo.commit("four mistakes");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("validate_errors", out);
+}
