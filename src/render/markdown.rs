@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::text::human_time;
-use super::{name_list, spec_diff, PlanReport};
+use super::{name_list, spec_diff, target_lines, Mark, PlanReport};
 use crate::plan::{Action, Change, Effect};
 
 const MAX_NAMES: usize = 20;
@@ -141,28 +141,21 @@ fn render_effect(e: &Effect, out: &mut String) {
         }
         Effect::Targets { before, after } => {
             let _ = writeln!(out, "- Targets ({} → {}):", before.len(), after.len());
-            let mut lines = Vec::new();
-            for t in before.iter().filter(|t| !after.contains(t)) {
-                lines.push(format!(
-                    "  - ➖ {} `{}` → queue `{}`",
+            let lines = target_lines(before, after);
+            for (mark, t) in lines.iter().take(MAX_NAMES) {
+                let sign = match mark {
+                    Mark::Removed => "➖ ",
+                    Mark::Added => "➕ ",
+                    Mark::Kept => "",
+                };
+                let _ = writeln!(
+                    out,
+                    "  - {sign}{} `{}` → queue `{}`",
                     t.kind, t.name, t.queue
-                ));
+                );
             }
-            for t in after.iter().filter(|t| !before.contains(t)) {
-                lines.push(format!(
-                    "  - ➕ {} `{}` → queue `{}`",
-                    t.kind, t.name, t.queue
-                ));
-            }
-            for t in after.iter().filter(|t| before.contains(t)) {
-                lines.push(format!("  - {} `{}` → queue `{}`", t.kind, t.name, t.queue));
-            }
-            let total = lines.len();
-            for l in lines.into_iter().take(MAX_NAMES) {
-                let _ = writeln!(out, "{l}");
-            }
-            if total > MAX_NAMES {
-                let _ = writeln!(out, "  - … and {} more", total - MAX_NAMES);
+            if lines.len() > MAX_NAMES {
+                let _ = writeln!(out, "  - … and {} more", lines.len() - MAX_NAMES);
             }
         }
         Effect::NextRuns { timezone, times } => {

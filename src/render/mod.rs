@@ -11,6 +11,7 @@ pub mod yaml;
 
 use serde::Serialize;
 
+use crate::desired::ScheduleEntry;
 use crate::diagnostic::Diagnostic;
 use crate::plan::{Change, Plan};
 
@@ -120,6 +121,34 @@ pub fn spec_diff(change: &Change) -> String {
     let mut unified = diff.unified_diff();
     unified.context_radius(3);
     unified.iter_hunks().map(|h| h.to_string()).collect()
+}
+
+/// How a schedule target relates to the previous revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Removed,
+    Added,
+    Kept,
+}
+
+/// A schedule's targets before and after, removed first, then added, then kept.
+pub(crate) fn target_lines<'a>(
+    before: &'a [ScheduleEntry],
+    after: &'a [ScheduleEntry],
+) -> Vec<(Mark, &'a ScheduleEntry)> {
+    let removed = before
+        .iter()
+        .filter(|t| !after.contains(t))
+        .map(|t| (Mark::Removed, t));
+    let added = after
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|t| (Mark::Added, t));
+    let kept = after
+        .iter()
+        .filter(|t| before.contains(t))
+        .map(|t| (Mark::Kept, t));
+    removed.chain(added).chain(kept).collect()
 }
 
 /// A list of names, shortened to `max` with a count of the rest.

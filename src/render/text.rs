@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{name_list, spec_diff, PlanReport, Style};
+use super::{name_list, spec_diff, target_lines, Mark, PlanReport, Style};
 use crate::desired::ScheduleEntry;
 use crate::plan::{Action, Change, Effect};
 
@@ -119,45 +119,20 @@ fn render_effect(e: &Effect, style: &Style, out: &mut String) {
         Effect::Targets { before, after } => {
             if before == after {
                 let _ = writeln!(out, "  targets ({}, unchanged):", after.len());
-                for t in after.iter().take(MAX_NAMES) {
-                    let _ = writeln!(out, "      {}", entry(t));
-                }
-                if after.len() > MAX_NAMES {
-                    let _ = writeln!(out, "      … and {} more", after.len() - MAX_NAMES);
-                }
-                return;
+            } else {
+                let _ = writeln!(out, "  targets ({} → {}):", before.len(), after.len());
             }
-            let _ = writeln!(out, "  targets ({} → {}):", before.len(), after.len());
-            let mut shown = 0usize;
-            for t in before.iter().filter(|t| !after.contains(t)) {
-                if shown < MAX_NAMES {
-                    let _ = writeln!(
-                        out,
-                        "    {}",
-                        style.paint(style.red(), &format!("- {}", entry(t)))
-                    );
-                }
-                shown += 1;
+            let lines = target_lines(before, after);
+            for (mark, t) in lines.iter().take(MAX_NAMES) {
+                let line = match mark {
+                    Mark::Removed => style.paint(style.red(), &format!("- {}", entry(t))),
+                    Mark::Added => style.paint(style.green(), &format!("+ {}", entry(t))),
+                    Mark::Kept => format!("  {}", entry(t)),
+                };
+                let _ = writeln!(out, "    {line}");
             }
-            for t in after.iter().filter(|t| !before.contains(t)) {
-                if shown < MAX_NAMES {
-                    let _ = writeln!(
-                        out,
-                        "    {}",
-                        style.paint(style.green(), &format!("+ {}", entry(t)))
-                    );
-                }
-                shown += 1;
-            }
-            let kept: Vec<&ScheduleEntry> = after.iter().filter(|t| before.contains(t)).collect();
-            for t in &kept {
-                if shown < MAX_NAMES {
-                    let _ = writeln!(out, "      {}", entry(t));
-                }
-                shown += 1;
-            }
-            if shown > MAX_NAMES {
-                let _ = writeln!(out, "      … and {} more", shown - MAX_NAMES);
+            if lines.len() > MAX_NAMES {
+                let _ = writeln!(out, "      … and {} more", lines.len() - MAX_NAMES);
             }
         }
         Effect::NextRuns { timezone, times } => {

@@ -22,6 +22,12 @@ pub struct Entry<T> {
     pub object: T,
 }
 
+impl<T> Entry<T> {
+    pub fn new(file: String, pos: Pos, object: T) -> Self {
+        Entry { file, pos, object }
+    }
+}
+
 /// A whole revision's objects, validated: every reference resolves.
 #[derive(Debug, Clone)]
 pub struct Manifests {
@@ -199,44 +205,19 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
                 if let Some(d) = &o.spec.deployment {
                     c.deployment(d);
                 }
-                clusters.push(Entry {
-                    file,
-                    pos,
-                    object: o,
-                });
+                clusters.push(Entry::new(file, pos, o));
             }
             ObjectBody::Role(o) => {
                 check_role(&mut c, &o);
-                roles.insert(
-                    id.name,
-                    Entry {
-                        file,
-                        pos,
-                        object: o,
-                    },
-                );
+                roles.insert(id.name, Entry::new(file, pos, o));
             }
             ObjectBody::Host(o) => {
                 check_host(&mut c, &o);
-                hosts.insert(
-                    id.name,
-                    Entry {
-                        file,
-                        pos,
-                        object: o,
-                    },
-                );
+                hosts.insert(id.name, Entry::new(file, pos, o));
             }
             ObjectBody::Schedule(o) => {
                 check_schedule(&mut c, &o);
-                schedules.insert(
-                    id.name,
-                    Entry {
-                        file,
-                        pos,
-                        object: o,
-                    },
-                );
+                schedules.insert(id.name, Entry::new(file, pos, o));
             }
         }
     }
