@@ -54,10 +54,21 @@ pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot,
 
 pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
     let now = super::now()?;
-    let before = crate::compile_snapshot(snapshot(cli, &args.from, false)?)
-        .map_err(|e| ui.compile_error(e))?;
-    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?)
-        .map_err(|e| ui.compile_error(e))?;
+    // Compile both sides before reporting, so errors on both sides show in one run.
+    let before = crate::compile_snapshot(snapshot(cli, &args.from, false)?);
+    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?);
+    let (before, after) = match (before, after) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(ui.compile_error(e)),
+        (Err(eb), Err(ea)) => {
+            let first = ui.compile_error(eb);
+            let second = ui.compile_error(ea);
+            return Err(CliError::new(format!(
+                "{}; {}",
+                first.message, second.message
+            )));
+        }
+    };
     ui.diagnostics(&after.warnings);
     let plan = crate::plan::diff(&before.state, &after.state, now);
     let changed = !plan.is_empty();
@@ -73,6 +84,6 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
         OutputFormat::Json => render_json(&report),
         OutputFormat::Markdown => render_markdown(&report),
     };
-    print!("{out}");
+    out!("{out}");
     Ok(if changed { EXIT_CHANGES } else { EXIT_OK })
 }

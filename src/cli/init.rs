@@ -22,7 +22,7 @@ pub fn run(ui: &Ui, args: &InitArgs) -> Result<u8, CliError> {
     let report = scaffold(&args.dir).map_err(|e| CliError::new(e.to_string()))?;
     let s = &ui.stdout_style;
     if report.git_initialized {
-        println!(
+        outln!(
             "{} initialised a git repository in {}",
             s.paint(s.green(), "+"),
             args.dir.display()
@@ -30,15 +30,15 @@ pub fn run(ui: &Ui, args: &InitArgs) -> Result<u8, CliError> {
     }
     for (path, outcome) in &report.files {
         match outcome {
-            Outcome::Created => println!("{} {path}", s.paint(s.green(), "+")),
-            Outcome::Kept => println!("{} {path} (exists, kept)", s.paint(s.dim(), "=")),
+            Outcome::Created => outln!("{} {path}", s.paint(s.green(), "+")),
+            Outcome::Kept => outln!("{} {path} (exists, kept)", s.paint(s.dim(), "=")),
         }
     }
-    println!();
-    println!("Next steps:");
-    println!("  cd {}", args.dir.display());
-    println!("  celeroot validate --worktree      # check the manifests on disk");
-    println!("  git add -A && git commit -m 'Initial celeroot config'");
-    println!("  celeroot diff --from HEAD~1       # after your next commit");
+    outln!();
+    outln!("Next steps:");
+    outln!("  cd {}", args.dir.display());
+    outln!("  celeroot validate --worktree      # check the manifests on disk");
+    outln!("  git add -A && git commit -m 'Initial celeroot config'");
+    outln!("  celeroot diff --from HEAD~1       # after your next commit");
     Ok(EXIT_OK)
 }

@@ -4,6 +4,22 @@
 //! Exit codes (docs/cli.md): 0 success / no changes, 1 error (invalid manifests, unknown
 //! revision, usage error, ...), 2 changes found (`diff`).
 
+/// `println!` that ignores a closed stdout (`celeroot ... | head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod diff;
 mod init;
 mod schema;
@@ -106,6 +122,8 @@ pub struct Ui {
     pub stderr_style: Style,
     /// Emit GitHub workflow annotations (`--format github` or `GITHUB_ACTIONS=true`).
     pub github: bool,
+    /// Where annotations go: stdout for `validate`, stderr otherwise.
+    pub annotations_on_stdout: bool,
 }
 
 impl Ui {
@@ -121,17 +139,23 @@ impl Ui {
             stdout_style: Style::new(decide(std::io::stdout().is_terminal())),
             stderr_style: Style::new(decide(std::io::stderr().is_terminal())),
             github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            annotations_on_stdout: false,
         }
     }
 
-    /// Prints diagnostics to stderr (and as annotations to stdout when enabled).
+    /// Prints diagnostics to stderr, and as workflow annotations when enabled: to stdout
+    /// for `validate`, to stderr for commands whose stdout is a document (`diff -o json`).
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
         for d in diags {
             eprint!("{}", d.render_text(&self.stderr_style));
         }
         if self.github {
             for d in diags {
-                println!("{}", d.render_github());
+                if self.annotations_on_stdout {
+                    outln!("{}", d.render_github());
+                } else {
+                    eprintln!("{}", d.render_github());
+                }
             }
         }
     }

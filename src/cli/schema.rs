@@ -25,7 +25,7 @@ pub fn run(args: &SchemaArgs) -> Result<u8, CliError> {
             let path = dir.join(&name);
             std::fs::write(&path, text)
                 .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
         return Ok(EXIT_OK);
     }
@@ -42,7 +42,7 @@ pub fn run(args: &SchemaArgs) -> Result<u8, CliError> {
             schema::kind_schema(kind)
         }
     };
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&value).unwrap_or_default()
     );

@@ -29,6 +29,7 @@ pub enum ValidateFormat {
 pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CliError> {
     let ui = Ui {
         github: ui.github || args.format == ValidateFormat::Github,
+        annotations_on_stdout: true,
         ..*ui
     };
     let snapshot = super::diff::snapshot(cli, &args.rev, args.worktree)?;
@@ -37,7 +38,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CliError> {
     ui.diagnostics(&compiled.warnings);
     let s = &compiled.state;
     let count = |k: crate::manifest::Kind| s.objects.keys().filter(|id| id.kind == k).count();
-    println!(
+    outln!(
         "{} manifests at {} are valid: {} file(s); cluster {}, {} role(s), {} host(s), {} schedule(s){}",
         ui.stdout_style.paint(ui.stdout_style.green(), "✓"),
         compiled.revision.describe(),

@@ -172,6 +172,19 @@ fn object(meta: &ObjectMeta, spec: Json) -> DesiredObject {
     DesiredObject { normalized, hash }
 }
 
+/// The same JSON with every object's keys sorted (mapping order has no meaning).
+fn canonical(v: Json) -> Json {
+    match v {
+        Json::Object(m) => {
+            let sorted: std::collections::BTreeMap<String, Json> =
+                m.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            Json::Object(sorted.into_iter().collect())
+        }
+        Json::Array(a) => Json::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
 /// Inserts `key: value` when `value` is present.
 fn put<T: Serialize>(m: &mut Map<String, Json>, key: &str, value: Option<T>) {
     if let Some(v) = value {
@@ -453,12 +466,21 @@ pub fn compile(m: &Manifests) -> DesiredState {
         }
         spec.insert("task".into(), json!(s.task.value));
         if !s.args.is_empty() {
-            spec.insert("args".into(), json!(s.args));
+            spec.insert("args".into(), canonical(json!(s.args)));
         }
         if !s.kwargs.is_empty() {
-            spec.insert("kwargs".into(), json!(s.kwargs));
+            spec.insert("kwargs".into(), canonical(json!(s.kwargs)));
         }
-        spec.insert("targets".into(), json!(s.targets.value));
+        // Target order has no meaning: sort so reordering is not a change.
+        let mut targets: Vec<Json> = s
+            .targets
+            .value
+            .iter()
+            .map(|t| canonical(json!(t)))
+            .collect();
+        targets.sort_by_key(Json::to_string);
+        targets.dedup();
+        spec.insert("targets".into(), Json::Array(targets));
         spec.insert("mode".into(), json!(s.mode.value));
         spec.insert("enabled".into(), json!(enabled));
         if let Some(o) = &s.options {

@@ -163,6 +163,17 @@ fn field_value(f: &Field, tok: &str) -> Result<u32, String> {
         return Ok(n);
     }
     let lower = tok.to_ascii_lowercase();
+    if f.names.iter().all(|n| *n != lower) {
+        if let Some(c) = tok
+            .chars()
+            .find(|c| matches!(c.to_ascii_uppercase(), 'L' | 'W' | '#' | '?'))
+        {
+            return Err(format!(
+                "{} value `{tok}` uses `{c}`, which Celery's crontab does not support",
+                f.name
+            ));
+        }
+    }
     match f.names.iter().position(|n| *n == lower) {
         Some(i) => Ok(u32::try_from(i).unwrap_or(0) + f.names_base),
         None if f.names.is_empty() => Err(format!("{} value `{tok}` is not a number", f.name)),
@@ -174,31 +185,83 @@ fn field_value(f: &Field, tok: &str) -> Result<u32, String> {
     }
 }
 
+/// Splits `item` into its range and optional step (`1-5/2` → (`1-5`, Some(2))).
+fn split_step<'a>(f: &Field, item: &'a str) -> Result<(&'a str, Option<u32>), String> {
+    match item.split_once('/') {
+        Some((r, s)) => {
+            let step: u32 = s
+                .parse()
+                .map_err(|_| format!("{} step `{s}` is not a number", f.name))?;
+            if step == 0 {
+                return Err(format!("{} step must be at least 1", f.name));
+            }
+            if !(r == "*" || r.contains('-')) {
+                return Err(format!(
+                    "{} `{item}`: Celery only accepts a step after `*` or a range (`*/5`, `0-30/5`)",
+                    f.name
+                ));
+            }
+            Ok((r, Some(step)))
+        }
+        None => Ok((item, None)),
+    }
+}
+
+/// Day-of-week, expanded to the days it matches (7 is Sunday, like 0) and written back
+/// as `*` or a sorted list of days and ranges: `5-7` → `0,5-6`.
+fn check_day_of_week(f: &Field, text: &str) -> Result<String, String> {
+    let mut days = std::collections::BTreeSet::new();
+    for item in text.split(',') {
+        let (range, step) = split_step(f, item)?;
+        let (lo, hi) = if range == "*" {
+            (0, 6)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (field_value(f, a)?, field_value(f, b)?)
+        } else if range.is_empty() {
+            return Err(format!("{} has an empty item in `{text}`", f.name));
+        } else {
+            let v = field_value(f, range)?;
+            (v, v)
+        };
+        if lo > hi {
+            return Err(format!("{} range `{range}` runs backwards", f.name));
+        }
+        let step = usize::try_from(step.unwrap_or(1)).unwrap_or(1);
+        days.extend((lo..=hi).step_by(step).map(|d| d % 7));
+    }
+    if days.len() == 7 {
+        return Ok("*".into());
+    }
+    let days: Vec<u32> = days.into_iter().collect();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < days.len() {
+        let mut j = i;
+        while j + 1 < days.len() && days[j + 1] == days[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i {
+            format!("{}-{}", days[i], days[j])
+        } else {
+            days[i].to_string()
+        });
+        i = j + 1;
+    }
+    Ok(parts.join(","))
+}
+
 /// Checks one field against Celery's crontab syntax and returns it normalised.
 fn check_field(f: &Field, text: &str) -> Result<String, String> {
+    if f.name == "day-of-week" {
+        return check_day_of_week(f, text);
+    }
     let mut parts = Vec::new();
     for item in text.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => {
-                let step: u32 = s
-                    .parse()
-                    .map_err(|_| format!("{} step `{s}` is not a number", f.name))?;
-                if step == 0 {
-                    return Err(format!("{} step must be at least 1", f.name));
-                }
-                (r, Some(step))
-            }
-            None => (item, None),
-        };
+        let (range, step) = split_step(f, item)?;
         let norm_range = if range == "*" {
             "*".to_string()
         } else if let Some((a, b)) = range.split_once('-') {
             let (a, b) = (field_value(f, a)?, field_value(f, b)?);
-            let (a, b) = if f.name == "day-of-week" {
-                (a % 7, if b == 7 { 6 } else { b })
-            } else {
-                (a, b)
-            };
             if a > b {
                 return Err(format!("{} range `{range}` runs backwards", f.name));
             }
@@ -206,14 +269,7 @@ fn check_field(f: &Field, text: &str) -> Result<String, String> {
         } else if range.is_empty() {
             return Err(format!("{} has an empty item in `{text}`", f.name));
         } else {
-            if step.is_some() {
-                return Err(format!(
-                    "{} `{item}`: Celery only accepts a step after `*` or a range (`*/5`, `0-30/5`)",
-                    f.name
-                ));
-            }
             let v = field_value(f, range)?;
-            let v = if f.name == "day-of-week" { v % 7 } else { v };
             v.to_string()
         };
         parts.push(match step {
@@ -234,11 +290,6 @@ pub fn parse_cron(expr: &str) -> Result<Crontab, String> {
         return Err(format!(
             "cron expression `{expr}` has {} fields; expected 5: minute hour day-of-month month day-of-week",
             fields.len()
-        ));
-    }
-    if let Some(c) = expr.chars().find(|c| matches!(c, 'L' | 'W' | '#' | '?')) {
-        return Err(format!(
-            "cron expression `{expr}` uses `{c}`, which Celery's crontab does not support"
         ));
     }
     let mut norm = Vec::with_capacity(5);
@@ -320,6 +371,27 @@ mod tests {
         assert!(parse_cron("0 0 L * *").is_err());
         assert!(parse_cron("0 0 31 2 *").is_err());
         assert!(parse_cron("5/10 * * * *").is_err());
+        assert!(parse_cron("0 0 * * 5#3").is_err());
+    }
+
+    #[test]
+    fn sunday_as_seven_inside_ranges_and_names_with_l_or_w() {
+        let dow = |e: &str| {
+            parse_cron(e)
+                .map(|c| c.day_of_week)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(dow("0 3 * * 5-7"), "0,5-6");
+        assert_eq!(dow("0 3 * * 6-7"), "0,6");
+        assert_eq!(dow("0 3 * * 7-7"), "0");
+        assert_eq!(dow("0 3 * * 0-7"), "*");
+        assert_eq!(dow("0 3 * * */2"), "0,2,4,6");
+        assert_eq!(dow("0 3 * * Wed,FRI"), "3,5");
+        assert_eq!(dow("0 3 * * mon-fri"), "1-5");
+        let jul = parse_cron("0 3 * JUL *")
+            .map(|c| c.month_of_year)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(jul, "7");
     }
 
     #[test]

@@ -155,7 +155,9 @@ fn clean_message(e: &serde_saphyr::Error) -> String {
             base = &base[..i];
         }
     }
-    if lowered.contains("alias") || lowered.contains("replay") {
+    if lowered.contains("unknown anchor") {
+        format!("{base} (a value starting with `*` is a YAML alias: quote it, e.g. `cron: \"*/5 * * * *\"`)")
+    } else if lowered.contains("replay") || lowered.contains("expansion") {
         format!("{base} (YAML aliases are limited to {MAX_ALIAS_REPLAYED_EVENTS} replayed events per document)")
     } else {
         base.to_string()

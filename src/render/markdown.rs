@@ -132,12 +132,16 @@ fn render_effect(e: &Effect, out: &mut String) {
             );
         }
         Effect::Queues { before, after } => {
-            let _ = writeln!(
-                out,
-                "- Queues: `{}` → `{}`",
-                before.join(", "),
-                after.join(", ")
-            );
+            let _ = match (before.is_empty(), after.is_empty()) {
+                (true, _) => writeln!(out, "- Queues: `{}`", after.join(", ")),
+                (false, true) => writeln!(out, "- Queues (before): `{}`", before.join(", ")),
+                (false, false) => writeln!(
+                    out,
+                    "- Queues: `{}` → `{}`",
+                    before.join(", "),
+                    after.join(", ")
+                ),
+            };
         }
         Effect::Targets { before, after } => {
             let _ = writeln!(out, "- Targets ({} → {}):", before.len(), after.len());

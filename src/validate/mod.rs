@@ -390,7 +390,11 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
                 format!(
                     "a target has exactly one of `role`, `host` or `selector`; this one has {set}"
                 ),
-                "split it into separate list items",
+                if set == 0 {
+                    "add one of `role: NAME`, `host: NAME` or `selector: {matchLabels: {...}}`"
+                } else {
+                    "split it into separate list items"
+                },
             );
             continue;
         }

@@ -173,3 +173,53 @@ fn color_follows_the_flag_and_no_color() {
     let (forced, _) = run(cmd);
     assert!(forced.contains('\u{1b}'), "CLICOLOR_FORCE colours a pipe");
 }
+
+#[test]
+fn json_stays_valid_under_github_actions_with_warnings() {
+    let mut repo = init_edit_commit();
+    repo.write(
+        "manifests/schedules/nobody.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: nobody\nspec:\n  every: 1h\n  task: ops.tasks.ping\n  targets:\n    - selector:\n        matchLabels:\n          env: staging\n",
+    );
+    repo.commit("warning");
+    let mut cmd = repo.cmd();
+    cmd.args(["diff", "--from", "HEAD~1", "-o", "json"])
+        .env("GITHUB_ACTIONS", "true");
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is only JSON");
+    assert_eq!(v["warnings"][0]["severity"], "warning");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("::warning file=manifests/schedules/nobody.yaml,line=9,col=7::"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn errors_on_both_sides_are_all_reported() {
+    let mut repo = init_edit_commit();
+    repo.edit(
+        "manifests/hosts/web03.yaml",
+        "roles: [webserver]",
+        "roles: [webservers]",
+    );
+    repo.commit("typo");
+    repo.edit(
+        "manifests/roles/database.yaml",
+        "concurrency: 1",
+        "concurrency: 0",
+    );
+    repo.commit("another");
+    let (out, code) = diff(&repo, &["--from", "HEAD~1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--> manifests/hosts/web03.yaml:11:11"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--> manifests/roles/database.yaml:8:16"),
+        "{out}"
+    );
+    assert!(out.contains("manifests at HEAD~1 ("), "{out}");
+}
