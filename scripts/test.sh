@@ -26,7 +26,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --all-targets --locked
-echo "== cargo test --doc"
-cargo test --doc --locked
+echo "== cargo test (unit, integration, property tests)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets --locked 2>&1 | tee "$log"
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
