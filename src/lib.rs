@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod plan;
 pub mod render;
 pub mod source;
+pub mod state;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -91,10 +91,26 @@ pub enum Trigger {
 }
 
 /// One resolved destination of a schedule: a host (mode each) or a role (mode any).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// Whether a schedule entry goes to one host's queue or to a role's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Host,
+    Role,
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EntryKind::Host => "host",
+            EntryKind::Role => "role",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct ScheduleEntry {
-    /// `host` or `role`.
-    pub kind: &'static str,
+    pub kind: EntryKind,
     pub name: String,
     pub queue: String,
 }
@@ -165,11 +181,16 @@ fn object(meta: &ObjectMeta, spec: Json) -> DesiredObject {
     }
     top.insert("spec".into(), spec);
     let normalized = Json::Object(top);
-    let hash = format!(
+    let hash = hash_of(&normalized);
+    DesiredObject { normalized, hash }
+}
+
+/// `sha256:` of the JSON text of a normalised object.
+pub fn hash_of(normalized: &Json) -> String {
+    format!(
         "sha256:{:x}",
         Sha256::digest(normalized.to_string().as_bytes())
-    );
-    DesiredObject { normalized, hash }
+    )
 }
 
 /// The same JSON with every object's keys sorted (mapping order has no meaning).
@@ -531,7 +552,7 @@ fn resolve_entries(
             Mode::Any => {
                 if let Some(r) = t.role.as_ref().and_then(|r| roles.get_key_value(&r.value)) {
                     set.insert(ScheduleEntry {
-                        kind: "role",
+                        kind: EntryKind::Role,
                         name: r.0.clone(),
                         queue: r.1.queue.clone(),
                     });
@@ -551,7 +572,7 @@ fn resolve_entries(
                     Vec::new()
                 };
                 set.extend(names.into_iter().map(|n| ScheduleEntry {
-                    kind: "host",
+                    kind: EntryKind::Host,
                     name: n.to_string(),
                     queue: host_queue(n),
                 }));

@@ -6,13 +6,17 @@
 //! A plan is data; renderers only read it.
 //! Must not know: git, Redis, or output formats.
 
-use std::collections::BTreeSet;
+pub mod keys;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::desired::{schedule::format_duration, DesiredState, ScheduleEntry, Trigger};
+use crate::desired::{
+    schedule::format_duration, DesiredObject, DesiredState, ScheduleEntry, Trigger,
+};
 use crate::manifest::{Kind, ObjectId};
 
 /// What happens to an object.
@@ -127,8 +131,48 @@ impl Plan {
     }
 }
 
+/// What the planner needs to know about the "before" side: its objects and the derived
+/// facts shown as consequences. Built from a desired state (git to git) or from the
+/// live state in Redis.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Side {
+    pub objects: BTreeMap<ObjectId, DesiredObject>,
+    pub host_queues: BTreeMap<String, Vec<String>>,
+    pub role_hosts: BTreeMap<String, Vec<String>>,
+    pub schedule_entries: BTreeMap<String, Vec<ScheduleEntry>>,
+}
+
+impl Side {
+    pub fn of(d: &DesiredState) -> Side {
+        Side {
+            objects: d.objects.clone(),
+            host_queues: d
+                .hosts
+                .iter()
+                .map(|(k, h)| (k.clone(), h.queues.clone()))
+                .collect(),
+            role_hosts: d
+                .roles
+                .iter()
+                .map(|(k, r)| (k.clone(), r.hosts.clone()))
+                .collect(),
+            schedule_entries: d
+                .schedules
+                .iter()
+                .map(|(k, s)| (k.clone(), s.entries.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// Compares two desired states. `now` anchors the next fire times shown for schedules.
 pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> Plan {
+    diff_sides(&Side::of(before), after, now)
+}
+
+/// Compares a "before" side (e.g. the live state) with a desired state.
+pub fn diff_sides(before: &Side, after: &DesiredState, now: DateTime<Utc>) -> Plan {
+    let after_side = Side::of(after);
     let ids: BTreeSet<&ObjectId> = before.objects.keys().chain(after.objects.keys()).collect();
     let mut changes = Vec::new();
     for id in ids {
@@ -139,7 +183,7 @@ pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> 
             (Some(_), None) => Action::Remove,
             (Some(x), Some(y)) if x.hash != y.hash => Action::Change,
             (Some(_), Some(_)) => {
-                if derived_changed(id, before, after) {
+                if derived_changed(id, before, &after_side) {
                     Action::Change
                 } else {
                     continue;
@@ -157,23 +201,19 @@ pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> 
             after_hash: a.map(|o| o.hash.clone()),
             before: b.map(|o| o.normalized.clone()),
             after: a.map(|o| o.normalized.clone()),
-            effects: effects(id, action, before, after, now),
+            effects: effects(id, action, before, &after_side, after, now),
         });
     }
     Plan { changes }
 }
 
 /// Whether an object with an unchanged spec still changes what the fleet sees.
-fn derived_changed(id: &ObjectId, before: &DesiredState, after: &DesiredState) -> bool {
+fn derived_changed(id: &ObjectId, before: &Side, after: &Side) -> bool {
     match id.kind {
         Kind::Schedule => {
-            before.schedules.get(&id.name).map(|s| &s.entries)
-                != after.schedules.get(&id.name).map(|s| &s.entries)
+            before.schedule_entries.get(&id.name) != after.schedule_entries.get(&id.name)
         }
-        Kind::Host => {
-            before.hosts.get(&id.name).map(|h| &h.queues)
-                != after.hosts.get(&id.name).map(|h| &h.queues)
-        }
+        Kind::Host => before.host_queues.get(&id.name) != after.host_queues.get(&id.name),
         Kind::Cluster | Kind::Role => false,
     }
 }
@@ -181,7 +221,8 @@ fn derived_changed(id: &ObjectId, before: &DesiredState, after: &DesiredState) -
 fn effects(
     id: &ObjectId,
     action: Action,
-    before: &DesiredState,
+    before: &Side,
+    after_side: &Side,
     after: &DesiredState,
     now: DateTime<Utc>,
 ) -> Vec<Effect> {
@@ -196,9 +237,9 @@ fn effects(
         }
         Kind::Role => {
             let mut hosts: BTreeSet<String> = BTreeSet::new();
-            for s in [before, after] {
-                if let Some(r) = s.roles.get(&id.name) {
-                    hosts.extend(r.hosts.iter().cloned());
+            for s in [before, after_side] {
+                if let Some(r) = s.role_hosts.get(&id.name) {
+                    hosts.extend(r.iter().cloned());
                 }
             }
             out.push(Effect::AffectedHosts {
@@ -206,13 +247,8 @@ fn effects(
             });
         }
         Kind::Host => {
-            let q = |s: &DesiredState| {
-                s.hosts
-                    .get(&id.name)
-                    .map(|h| h.queues.clone())
-                    .unwrap_or_default()
-            };
-            let (b, a) = (q(before), q(after));
+            let q = |s: &Side| s.host_queues.get(&id.name).cloned().unwrap_or_default();
+            let (b, a) = (q(before), q(after_side));
             if b != a {
                 out.push(Effect::Queues {
                     before: b,
@@ -221,15 +257,17 @@ fn effects(
             }
         }
         Kind::Schedule => {
-            let b = before.schedules.get(&id.name);
-            let a = after.schedules.get(&id.name);
-            let entries = |s: Option<&crate::desired::CompiledSchedule>| {
-                s.map(|s| s.entries.clone()).unwrap_or_default()
+            let entries = |s: &Side| {
+                s.schedule_entries
+                    .get(&id.name)
+                    .cloned()
+                    .unwrap_or_default()
             };
             out.push(Effect::Targets {
-                before: entries(b),
-                after: entries(a),
+                before: entries(before),
+                after: entries(after_side),
             });
+            let a = after.schedules.get(&id.name);
             if let Some(s) = a {
                 if !s.enabled {
                     out.push(Effect::Disabled);

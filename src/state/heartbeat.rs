@@ -1,0 +1,68 @@
+//! The heartbeat contract: what each host's agent writes, and how to read it.
+//!
+//! Key `celeroot:{<cluster>}:heartbeat:<host>`, a hash written every
+//! [`HEARTBEAT_INTERVAL_SECS`] with a TTL of [`HEARTBEAT_TTL_SECS`], plus
+//! `SADD celeroot:{<cluster>}:heartbeats <host>`. Fields (all strings):
+//! `ts` (UNIX seconds), `release`, `queues` (JSON list), `status` (`running`,
+//! `restarting`, `crash-looping`, `stopped`), `pid`, `agent_version`, `restart_reason`.
+//! docs/state.md is the reference.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Agents write a heartbeat this often.
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 10;
+/// A heartbeat key expires after this long; older `ts` values count as stale.
+pub const HEARTBEAT_TTL_SECS: u64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    /// UNIX seconds when written.
+    pub ts: u64,
+    pub release: String,
+    pub queues: Vec<String>,
+    pub status: String,
+    pub pid: Option<u32>,
+    pub agent_version: String,
+    pub restart_reason: String,
+}
+
+impl Heartbeat {
+    pub fn from_fields(m: &BTreeMap<String, String>) -> Heartbeat {
+        let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+        Heartbeat {
+            ts: get("ts").parse().unwrap_or(0),
+            release: get("release"),
+            queues: serde_json::from_str(&get("queues")).unwrap_or_default(),
+            status: get("status"),
+            pid: get("pid").parse().ok(),
+            agent_version: get("agent_version"),
+            restart_reason: get("restart_reason"),
+        }
+    }
+
+    /// The fields to write, in the documented format.
+    pub fn to_fields(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("ts".into(), self.ts.to_string()),
+            ("release".into(), self.release.clone()),
+            (
+                "queues".into(),
+                serde_json::to_string(&self.queues).unwrap_or_default(),
+            ),
+            ("status".into(), self.status.clone()),
+            (
+                "pid".into(),
+                self.pid.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            ("agent_version".into(), self.agent_version.clone()),
+            ("restart_reason".into(), self.restart_reason.clone()),
+        ])
+    }
+
+    /// Seconds since the heartbeat was written.
+    pub fn age(&self, now_unix: u64) -> u64 {
+        now_unix.saturating_sub(self.ts)
+    }
+}

@@ -1,0 +1,118 @@
+//! Key naming: every key of one cluster lives under `celeroot:{<cluster>}:`.
+//!
+//! The `{...}` is a Redis Cluster hash tag, so all keys of a cluster hash to one slot and
+//! one Lua script can read or write them all, on a single server and on Redis Cluster.
+//! Cluster, host and role names are RFC 1123 labels (validated), so they are safe in keys.
+
+/// Version of the key layout described in docs/state.md. Bump on incompatible changes.
+pub const LAYOUT_VERSION: &str = "1";
+
+/// The keys of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Keys {
+            prefix: format!("celeroot:{{{cluster}}}:"),
+        }
+    }
+
+    /// `celeroot:{<cluster>}:`
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// String: the layout version.
+    pub fn layout(&self) -> String {
+        self.key("layout")
+    }
+    /// String: incremented by every applied write (the fencing counter).
+    pub fn generation(&self) -> String {
+        self.key("generation")
+    }
+    /// Hash: the applied revision, when, by whom, with what result.
+    pub fn applied(&self) -> String {
+        self.key("applied")
+    }
+    /// Hash: `Kind/name` → `{"hash": ..., "object": ...}` of every applied object.
+    pub fn objects(&self) -> String {
+        self.key("objects")
+    }
+    /// Hash: managed key → sha256 of the value celeroot last wrote to it.
+    pub fn digests(&self) -> String {
+        self.key("digests")
+    }
+    /// Set: the names of all hosts.
+    pub fn hosts(&self) -> String {
+        self.key("hosts")
+    }
+    /// Hash: worker configuration of one host.
+    pub fn worker(&self, host: &str) -> String {
+        self.key(&format!("worker:{host}"))
+    }
+    /// Set: the hosts that run one role.
+    pub fn role_hosts(&self, role: &str) -> String {
+        self.key(&format!("role:{role}:hosts"))
+    }
+    /// Hash with a TTL: a host's heartbeat, written by its agent.
+    pub fn heartbeat(&self, host: &str) -> String {
+        self.key(&format!("heartbeat:{host}"))
+    }
+    /// Set: names of hosts that have ever heartbeated (written by agents).
+    pub fn heartbeats(&self) -> String {
+        self.key("heartbeats")
+    }
+    /// List: applied revisions, newest first.
+    pub fn history(&self) -> String {
+        self.key("history")
+    }
+    /// Stream: every reconcile attempt (the audit log).
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+    /// String with a TTL: the reconcile lease.
+    pub fn lock(&self) -> String {
+        self.key("lock")
+    }
+
+    /// Keys celeroot manages outside the key image (never reported as unknown).
+    pub fn fixed(&self) -> Vec<String> {
+        vec![
+            self.layout(),
+            self.generation(),
+            self.applied(),
+            self.digests(),
+            self.heartbeats(),
+            self.history(),
+            self.events(),
+            self.lock(),
+        ]
+    }
+
+    /// Whether `key` is a heartbeat key (written by agents, not by reconcile).
+    pub fn is_heartbeat(&self, key: &str) -> bool {
+        key.strip_prefix(&self.prefix)
+            .is_some_and(|k| k.starts_with("heartbeat:"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag() {
+        let k = Keys::new("production");
+        assert_eq!(k.worker("web01"), "celeroot:{production}:worker:web01");
+        assert_eq!(k.role_hosts("db"), "celeroot:{production}:role:db:hosts");
+        assert!(k.is_heartbeat(&k.heartbeat("web01")));
+        assert!(!k.is_heartbeat(&k.worker("web01")));
+    }
+}

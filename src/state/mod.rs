@@ -1,0 +1,130 @@
+//! Live state in Redis: the key layout, the key image of a desired state, and the store.
+//!
+//! Owns: every Redis key celeroot reads or writes (docs/state.md is the reference), the
+//! atomic apply and observe scripts, the reconcile lease, events, history and the
+//! heartbeat contract. Reconstructs the "before" side of a plan from what it observed.
+//! Must not know: YAML, git, validation rules, or output formats.
+
+pub mod heartbeat;
+mod image;
+pub mod keys;
+mod store;
+mod url;
+
+use std::collections::BTreeMap;
+
+pub use heartbeat::Heartbeat;
+pub use image::{
+    desired_image, object_entry, with_digests, worker_fields, Image, KeyValue, Release,
+};
+pub use keys::{Keys, LAYOUT_VERSION};
+pub use store::{
+    Event, HistoryEntry, LeaseInfo, Observed, Store, EVENTS_MAX, HISTORY_MAX, LEASE_TTL,
+};
+pub use url::RedisUrl;
+
+use crate::desired::{DesiredObject, ScheduleEntry};
+use crate::manifest::{Kind, ObjectId};
+use crate::plan::Side;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("Redis: {0}")]
+    Redis(String),
+    #[error("unexpected reply from Redis: {0}")]
+    Protocol(String),
+    #[error("the live state uses layout version {found}, this celeroot understands {expected}; upgrade celeroot (or migrate the keys, see docs/state.md)")]
+    Layout { found: String, expected: String },
+    #[error("another reconcile holds the lease: {} since {} for revision {} (lease id {})", .0.holder, .0.since, .0.revision, .0.id)]
+    Locked(Box<LeaseInfo>),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// An applied object as stored in the objects hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveObject {
+    pub id: ObjectId,
+    pub object: DesiredObject,
+    /// For schedules: where the task was routed when applied.
+    pub entries: Vec<ScheduleEntry>,
+    /// Whether the stored hash matches the stored object (false: edited out of band).
+    pub intact: bool,
+}
+
+fn parse_id(s: &str) -> Option<ObjectId> {
+    let (kind, name) = s.split_once('/')?;
+    Some(ObjectId {
+        kind: Kind::parse(kind)?,
+        name: name.to_string(),
+    })
+}
+
+/// The applied objects in an observed image.
+pub fn live_objects(keys: &Keys, image: &Image) -> BTreeMap<ObjectId, LiveObject> {
+    let Some(KeyValue::Hash(fields)) = image.get(&keys.objects()) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for (field, json) in fields {
+        let Some(id) = parse_id(field) else { continue };
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let normalized = v.get("object").cloned().unwrap_or_default();
+        let hash = v
+            .get("hash")
+            .and_then(|h| h.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let recomputed = crate::desired::hash_of(&normalized);
+        let entries = v
+            .get("entries")
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default();
+        out.insert(
+            id.clone(),
+            LiveObject {
+                id,
+                intact: recomputed == hash,
+                object: DesiredObject { normalized, hash },
+                entries,
+            },
+        );
+    }
+    out
+}
+
+/// The "before" side of a plan, rebuilt from the live image.
+pub fn live_side(keys: &Keys, image: &Image) -> Side {
+    let objects = live_objects(keys, image);
+    let mut side = Side::default();
+    for (id, o) in &objects {
+        match id.kind {
+            Kind::Host => {
+                let queues = match image.get(&keys.worker(&id.name)) {
+                    Some(KeyValue::Hash(w)) => w
+                        .get("queues")
+                        .and_then(|q| serde_json::from_str(q).ok())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                side.host_queues.insert(id.name.clone(), queues);
+            }
+            Kind::Role => {
+                let hosts = match image.get(&keys.role_hosts(&id.name)) {
+                    Some(KeyValue::Set(s)) => s.iter().cloned().collect(),
+                    _ => Vec::new(),
+                };
+                side.role_hosts.insert(id.name.clone(), hosts);
+            }
+            Kind::Schedule => {
+                side.schedule_entries
+                    .insert(id.name.clone(), o.entries.clone());
+            }
+            Kind::Cluster => {}
+        }
+    }
+    side.objects = objects.into_iter().map(|(id, o)| (id, o.object)).collect();
+    side
+}

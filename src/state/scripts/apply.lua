@@ -1,0 +1,52 @@
+-- Applies one reconcile atomically: either every write happens or none does.
+-- KEYS[1] generation, KEYS[2] lock, KEYS[3] applied, KEYS[4] history, KEYS[5] events, KEYS[6] layout
+-- ARGV[1] expected generation, ARGV[2] lease id, ARGV[3] writes (JSON list),
+-- ARGV[4] applied fields (JSON object), ARGV[5] history entry (JSON), ARGV[6] event fields
+-- (JSON object), ARGV[7] layout version, ARGV[8] events max length, ARGV[9] history max length
+local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if gen ~= tonumber(ARGV[1]) then
+  return redis.error_reply('CONFLICT live state changed during the reconcile (generation ' .. gen .. ', expected ' .. ARGV[1] .. ')')
+end
+local lock = redis.call('GET', KEYS[2])
+if not lock or cjson.decode(lock)['id'] ~= ARGV[2] then
+  return redis.error_reply('LEASE the reconcile lease was lost (expired or taken over); nothing was written')
+end
+local ops = cjson.decode(ARGV[3])
+for _, op in ipairs(ops) do
+  local kind = op['op']
+  if kind == 'del' then
+    redis.call('DEL', op['key'])
+  elseif kind == 'set' then
+    redis.call('SET', op['key'], op['value'])
+  elseif kind == 'hset' then
+    redis.call('HSET', op['key'], unpack(op['args']))
+  elseif kind == 'hdel' then
+    redis.call('HDEL', op['key'], unpack(op['args']))
+  elseif kind == 'sadd' then
+    redis.call('SADD', op['key'], unpack(op['args']))
+  elseif kind == 'srem' then
+    redis.call('SREM', op['key'], unpack(op['args']))
+  end
+end
+redis.call('SET', KEYS[6], ARGV[7])
+local newgen = redis.call('INCR', KEYS[1])
+local applied = cjson.decode(ARGV[4])
+local flat = {'generation', tostring(newgen)}
+for k, v in pairs(applied) do
+  table.insert(flat, k)
+  table.insert(flat, v)
+end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], unpack(flat))
+local entry = cjson.decode(ARGV[5])
+entry['generation'] = newgen
+redis.call('LPUSH', KEYS[4], cjson.encode(entry))
+redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
+local ev = cjson.decode(ARGV[6])
+local evflat = {'generation', tostring(newgen)}
+for k, v in pairs(ev) do
+  table.insert(evflat, k)
+  table.insert(evflat, v)
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', unpack(evflat))
+return newgen

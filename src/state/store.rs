@@ -1,0 +1,500 @@
+//! The Redis store: connecting, observing, the reconcile lease, the atomic apply, and
+//! reading events, history and heartbeats.
+//!
+//! Uses one dedicated synchronous connection. Every compare-and-set runs inside a Lua
+//! script (atomic on the server), never WATCH on a shared connection.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use redis::{Connection, Value};
+use serde::{Deserialize, Serialize};
+
+use super::heartbeat::Heartbeat;
+use super::image::{Image, KeyValue};
+use super::keys::{Keys, LAYOUT_VERSION};
+use super::url::RedisUrl;
+use super::StateError;
+
+/// How long a reconcile lease lasts unless released.
+pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// Events kept in the stream (approximately: `XADD MAXLEN ~`).
+pub const EVENTS_MAX: usize = 10_000;
+/// Applied revisions kept in the history list.
+pub const HISTORY_MAX: usize = 200;
+
+/// Who holds the reconcile lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// The lease id, used to release it (`celeroot unlock ID`).
+    pub id: String,
+    pub holder: String,
+    pub revision: String,
+    /// RFC 3339.
+    pub since: String,
+    pub pid: u32,
+}
+
+/// The live state as read by [`Store::observe`].
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The layout version key, when present.
+    pub layout: Option<String>,
+    pub generation: u64,
+    /// The applied-revision hash.
+    pub applied: BTreeMap<String, String>,
+    pub lease: Option<LeaseInfo>,
+    /// Managed keys that exist (those in the digests index and those asked for).
+    pub image: Image,
+    /// Keys that exist with a type celeroot never writes (reported as drift).
+    pub foreign_types: BTreeMap<String, String>,
+}
+
+/// One entry of the history list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub revision: String,
+    pub rev: String,
+    #[serde(default)]
+    pub subject: String,
+    pub applied_at: String,
+    pub actor: String,
+    #[serde(default)]
+    pub summary: serde_json::Value,
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// One event of the audit stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A connection to the Redis holding one cluster's live state.
+pub struct Store {
+    conn: Connection,
+    keys: Keys,
+    url: RedisUrl,
+    round_trips: Cell<u64>,
+}
+
+fn install_crypto_provider() {
+    // rustls needs a process-wide crypto provider for rediss://; ignore "already set".
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Store {
+    /// Connects and checks the server answers.
+    ///
+    /// # Errors
+    /// [`StateError::Connect`] naming the URL without its password.
+    pub fn connect(url: &RedisUrl, cluster: &str) -> Result<Store, StateError> {
+        install_crypto_provider();
+        let connect_err = |e: redis::RedisError| StateError::Connect {
+            url: url.redacted().to_string(),
+            reason: url.scrub(&e.to_string()),
+        };
+        let client = redis::Client::open(url.expose()).map_err(connect_err)?;
+        let conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .map_err(connect_err)?;
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(connect_err)?;
+        conn.set_write_timeout(Some(Duration::from_secs(60)))
+            .map_err(connect_err)?;
+        let mut store = Store {
+            conn,
+            keys: Keys::new(cluster),
+            url: url.clone(),
+            round_trips: Cell::new(0),
+        };
+        let pong: String = store.query(&mut redis::cmd("PING"))?;
+        if pong != "PONG" {
+            return Err(StateError::Protocol(format!(
+                "unexpected PING reply {pong:?}"
+            )));
+        }
+        store.round_trips.set(0);
+        Ok(store)
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Round trips made since connecting (for tests and benchmarks).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.get()
+    }
+
+    fn err(&self, e: redis::RedisError) -> StateError {
+        StateError::Redis(self.url.scrub(&e.to_string()))
+    }
+
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &mut redis::Cmd) -> Result<T, StateError> {
+        self.round_trips.set(self.round_trips.get() + 1);
+        cmd.query(&mut self.conn)
+            .map_err(|e| StateError::Redis(self.url.scrub(&e.to_string())))
+    }
+
+    fn script(&mut self, src: &str, keys: &[String], args: &[String]) -> Result<Value, StateError> {
+        let script = redis::Script::new(src);
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        self.round_trips.set(self.round_trips.get() + 1);
+        inv.invoke::<Value>(&mut self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Reads the layout, generation, applied revision, lease and every managed key, plus
+    /// `extra` keys, in one round trip.
+    ///
+    /// # Errors
+    /// Redis errors, or [`StateError::Layout`] when the layout version differs.
+    pub fn observe(&mut self, extra: &[String]) -> Result<Observed, StateError> {
+        let k = self.keys.clone();
+        let v = self.script(
+            include_str!("scripts/observe.lua"),
+            &[
+                k.layout(),
+                k.generation(),
+                k.applied(),
+                k.digests(),
+                k.lock(),
+            ],
+            extra,
+        )?;
+        let parts = array(v)?;
+        let [layout, generation, applied, lease, entries]: [Value; 5] = parts
+            .try_into()
+            .map_err(|_| StateError::Protocol("observe returned an unexpected shape".into()))?;
+        let layout = Some(string(layout)?).filter(|s| !s.is_empty());
+        if let Some(l) = &layout {
+            if l != LAYOUT_VERSION {
+                return Err(StateError::Layout {
+                    found: l.clone(),
+                    expected: LAYOUT_VERSION.into(),
+                });
+            }
+        }
+        let mut out = Observed {
+            layout,
+            generation: string(generation)?.parse().unwrap_or(0),
+            applied: pairs(applied)?,
+            lease: Some(string(lease)?)
+                .filter(|s| !s.is_empty())
+                .and_then(|s| serde_json::from_str(&s).ok()),
+            ..Observed::default()
+        };
+        for entry in array(entries)? {
+            let [key, kind, data]: [Value; 3] = array(entry)?.try_into().map_err(|_| {
+                StateError::Protocol("observe entry has an unexpected shape".into())
+            })?;
+            let key = string(key)?;
+            match string(kind)?.as_str() {
+                "hash" => {
+                    out.image.insert(key, KeyValue::Hash(pairs(data)?));
+                }
+                "set" => {
+                    let members: BTreeSet<String> = array(data)?
+                        .into_iter()
+                        .map(string)
+                        .collect::<Result<_, _>>()?;
+                    out.image.insert(key, KeyValue::Set(members));
+                }
+                "string" => {
+                    let mut vals = array(data)?;
+                    let v = vals.pop().map(string).transpose()?.unwrap_or_default();
+                    out.image.insert(key, KeyValue::String(v));
+                }
+                "none" => {}
+                other => {
+                    out.foreign_types.insert(key, other.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the reconcile lease, or reports who holds it.
+    ///
+    /// # Errors
+    /// [`StateError::Locked`] with the holder's information.
+    pub fn acquire_lease(&mut self, info: &LeaseInfo) -> Result<(), StateError> {
+        let value = serde_json::to_string(info).unwrap_or_default();
+        let key = self.keys.lock();
+        let ok: Option<String> = self.query(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX)),
+        )?;
+        if ok.is_some() {
+            return Ok(());
+        }
+        match self.lease()? {
+            Some(holder) => Err(StateError::Locked(Box::new(holder))),
+            // Released between our SET and GET: try once more.
+            None => self.acquire_lease(info),
+        }
+    }
+
+    /// Releases the lease if it is still ours.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn release_lease(&mut self, id: &str) -> Result<(), StateError> {
+        let k = self.keys.lock();
+        self.script(include_str!("scripts/release.lua"), &[k], &[id.to_string()])?;
+        Ok(())
+    }
+
+    /// The current lease holder, if any.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn lease(&mut self) -> Result<Option<LeaseInfo>, StateError> {
+        let key = self.keys.lock();
+        let v: Option<String> = self.query(redis::cmd("GET").arg(key))?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Applies `writes` and records the revision atomically.
+    ///
+    /// # Errors
+    /// [`StateError::Conflict`] when the generation moved or the lease was lost.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        expected_generation: u64,
+        lease_id: &str,
+        writes: &[crate::plan::keys::KeyOp],
+        applied: &BTreeMap<String, String>,
+        history: &serde_json::Value,
+        event: &BTreeMap<String, String>,
+    ) -> Result<u64, StateError> {
+        let k = self.keys.clone();
+        let args = vec![
+            expected_generation.to_string(),
+            lease_id.to_string(),
+            serde_json::to_string(writes).unwrap_or_default(),
+            serde_json::to_string(applied).unwrap_or_default(),
+            history.to_string(),
+            serde_json::to_string(event).unwrap_or_default(),
+            LAYOUT_VERSION.to_string(),
+            EVENTS_MAX.to_string(),
+            HISTORY_MAX.to_string(),
+        ];
+        let keys = [
+            k.generation(),
+            k.lock(),
+            k.applied(),
+            k.history(),
+            k.events(),
+            k.layout(),
+        ];
+        match self.script(include_str!("scripts/apply.lua"), &keys, &args) {
+            Ok(Value::Int(g)) => Ok(u64::try_from(g).unwrap_or(0)),
+            Ok(other) => Err(StateError::Protocol(format!("apply returned {other:?}"))),
+            Err(StateError::Redis(msg)) if msg.contains("CONFLICT") || msg.contains("LEASE") => {
+                Err(StateError::Conflict(msg))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends an event (for attempts that wrote nothing else).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn record_event(&mut self, fields: &BTreeMap<String, String>) -> Result<(), StateError> {
+        let key = self.keys.events();
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key).arg("MAXLEN").arg("~").arg(EVENTS_MAX).arg("*");
+        for (f, v) in fields {
+            cmd.arg(f).arg(v);
+        }
+        let _: String = self.query(&mut cmd)?;
+        Ok(())
+    }
+
+    /// The newest `n` events, newest first.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn events(&mut self, n: usize) -> Result<Vec<Event>, StateError> {
+        let key = self.keys.events();
+        let v: Value = self.query(
+            redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(n),
+        )?;
+        let mut out = Vec::new();
+        for e in array(v)? {
+            let [id, fields]: [Value; 2] = array(e)?
+                .try_into()
+                .map_err(|_| StateError::Protocol("stream entry has an unexpected shape".into()))?;
+            out.push(Event {
+                id: string(id)?,
+                fields: pairs(fields)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest `n` applied revisions, newest first.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn history(&mut self, n: usize) -> Result<Vec<HistoryEntry>, StateError> {
+        let key = self.keys.history();
+        let items: Vec<String> = self.query(
+            redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(n.saturating_sub(1)),
+        )?;
+        Ok(items
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// Heartbeats of `hosts` and of every host in the heartbeat index, in one round trip.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn heartbeats(
+        &mut self,
+        hosts: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Heartbeat>, StateError> {
+        let index: BTreeSet<String> =
+            self.query(redis::cmd("SMEMBERS").arg(self.keys.heartbeats()))?;
+        let all: Vec<String> = hosts.union(&index).cloned().collect();
+        if all.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for h in &all {
+            pipe.cmd("HGETALL").arg(self.keys.heartbeat(h));
+        }
+        self.round_trips.set(self.round_trips.get() + 1);
+        let maps: Vec<BTreeMap<String, String>> =
+            pipe.query(&mut self.conn).map_err(|e| self.err(e))?;
+        Ok(all
+            .into_iter()
+            .zip(maps)
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(h, m)| (h, Heartbeat::from_fields(&m)))
+            .collect())
+    }
+
+    /// Every key under the cluster prefix (SCAN, in batches; never blocks the server).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn scan_prefix(&mut self) -> Result<BTreeSet<String>, StateError> {
+        let pattern = format!("{}*", escape_glob(self.keys.prefix()));
+        let mut cursor = 0u64;
+        let mut out = BTreeSet::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000),
+            )?;
+            out.extend(batch);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes the lease when its id matches (`celeroot unlock ID`).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn force_release(&mut self, id: &str) -> Result<bool, StateError> {
+        let before = self.lease()?;
+        self.release_lease(id)?;
+        Ok(before.is_some_and(|l| l.id == id))
+    }
+
+    /// Runs a raw command (for tests and tools that follow docs/state.md).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn raw<T: redis::FromRedisValue>(&mut self, cmd: &mut redis::Cmd) -> Result<T, StateError> {
+        self.query(cmd)
+    }
+}
+
+fn escape_glob(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn array(v: Value) -> Result<Vec<Value>, StateError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        Value::Set(a) => Ok(a),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(StateError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
+    }
+}
+
+fn string(v: Value) -> Result<String, StateError> {
+    match v {
+        Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Value::SimpleString(s) => Ok(s),
+        Value::Okay => Ok("OK".into()),
+        Value::Int(i) => Ok(i.to_string()),
+        Value::Nil => Ok(String::new()),
+        Value::Boolean(b) => Ok(if b { "1".into() } else { String::new() }),
+        other => Err(StateError::Protocol(format!(
+            "expected a string, got {other:?}"
+        ))),
+    }
+}
+
+fn pairs(v: Value) -> Result<BTreeMap<String, String>, StateError> {
+    let items = match v {
+        Value::Map(m) => {
+            return m
+                .into_iter()
+                .map(|(k, v)| Ok((string(k)?, string(v)?)))
+                .collect()
+        }
+        other => array(other)?,
+    };
+    let mut out = BTreeMap::new();
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.insert(string(k)?, string(v)?);
+    }
+    Ok(out)
+}
