@@ -10,9 +10,11 @@
 //! Live state in Redis (`state`), applying plans (`apply`), drift reporting (`drift`)
 //! and the daemon (`daemon`) arrive with later milestones; see docs/architecture.md.
 
+pub mod apply;
 pub mod cli;
 pub mod desired;
 pub mod diagnostic;
+pub mod drift;
 pub mod init;
 pub mod manifest;
 pub mod plan;

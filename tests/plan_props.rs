@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use celeroot::desired::{DesiredObject, DesiredState};
 use celeroot::manifest::ObjectId;
+use celeroot::plan::keys::{apply_ops, plan_keys};
 use celeroot::plan::{diff, Action, Plan};
 use celeroot::source::{Snapshot, SourceFile};
+use celeroot::state::{desired_image, Keys};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,18 @@ proptest! {
                 || sa.hosts.get(name).map(|h| &h.queues) != sb.hosts.get(name).map(|h| &h.queues);
             prop_assert!(derived, "{} changed without a reason", c.id());
         }
+    }
+
+    #[test]
+    fn the_key_plan_turns_the_live_image_into_the_desired_one(a in fleet(), b in fleet()) {
+        // Live = what reconciling fleet `a` wrote; desired = fleet `b`.
+        let keys = Keys::new("prop");
+        let live = desired_image(&keys, &compile(&a), &None);
+        let want = desired_image(&keys, &compile(&b), &Some("r-1".into()));
+        let ops = plan_keys(&want, &live);
+        prop_assert_eq!(apply_ops(live, &ops), want.clone());
+        // Reconciling again plans nothing.
+        prop_assert!(plan_keys(&want, &want).is_empty());
     }
 
     #[test]

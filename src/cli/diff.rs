@@ -6,18 +6,21 @@ use super::{Cli, CliError, Ui, EXIT_CHANGES, EXIT_OK};
 use crate::render::{render_json, render_markdown, render_text, PlanReport};
 use crate::source::{self, Snapshot};
 
-/// Show what would change between two revisions, without any server.
+/// Show what would change: between two revisions (no server needed), or between a
+/// revision and the live state in Redis (without --from).
 ///
 /// Compiles the manifests at --from and at --to (or the work tree) and prints the plan:
 /// a summary line, then each changed object with a diff of its normalised spec and its
-/// consequences (hosts a role affects, a schedule's targets and next runs).
+/// consequences (hosts a role affects, a schedule's targets and next runs). Without
+/// --from, the base is the live state in Redis (see --redis) and --to is the revision.
 ///
-/// Exit status: 0 no changes, 2 changes, 1 error (either side invalid, unknown revision).
+/// Exit status: 0 no changes, 2 changes, 1 error (either side invalid, unknown revision,
+/// Redis unreachable).
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The base revision (e.g. `origin/main`, `HEAD~1`).
+    /// The base revision (e.g. `origin/main`, `HEAD~1`). Without it: the live state.
     #[arg(long)]
-    pub from: String,
+    pub from: Option<String>,
     /// The revision to compare with the base.
     #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
     pub to: String,
@@ -54,8 +57,11 @@ pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot,
 
 pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
     let now = super::now()?;
+    let Some(from) = &args.from else {
+        return run_live(ui, cli, args, now);
+    };
     // Compile both sides before reporting, so errors on both sides show in one run.
-    let before = crate::compile_snapshot(snapshot(cli, &args.from, false)?);
+    let before = crate::compile_snapshot(snapshot(cli, from, false)?);
     let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?);
     let (before, after) = match (before, after) {
         (Ok(b), Ok(a)) => (b, a),
@@ -75,6 +81,47 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
     let report = PlanReport {
         cluster: after.state.cluster.clone(),
         from: before.revision,
+        to: after.revision,
+        plan,
+        warnings: after.warnings,
+    };
+    let out = match args.output {
+        OutputFormat::Text => render_text(&report, &ui.stdout_style),
+        OutputFormat::Json => render_json(&report),
+        OutputFormat::Markdown => render_markdown(&report),
+    };
+    out!("{out}");
+    Ok(if changed { EXIT_CHANGES } else { EXIT_OK })
+}
+
+/// Desired state at --to (or the work tree) against the live state in Redis.
+fn run_live(
+    ui: &Ui,
+    cli: &Cli,
+    args: &DiffArgs,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u8, CliError> {
+    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?)
+        .map_err(|e| ui.compile_error(e))?;
+    ui.diagnostics(&after.warnings);
+    let mut store = super::live::connect(cli, &after.state.cluster)?;
+    let keys = store.keys().clone();
+    let desired = crate::state::desired_image(&keys, &after.state, &None);
+    let wanted: Vec<String> = desired.keys().cloned().collect();
+    let observed = store.observe(&wanted).map_err(super::live::state_error)?;
+    let side = crate::state::live_side(&keys, &observed.image);
+    let plan = crate::plan::diff_sides(&side, &after.state, now);
+    let changed = !plan.is_empty();
+    let report = PlanReport {
+        cluster: after.state.cluster.clone(),
+        from: crate::render::RevisionInfo {
+            rev: "live".into(),
+            commit: observed
+                .applied
+                .get("revision")
+                .cloned()
+                .filter(|s| !s.is_empty()),
+        },
         to: after.revision,
         plan,
         warnings: after.warnings,

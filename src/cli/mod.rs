@@ -22,6 +22,9 @@ macro_rules! out {
 
 mod diff;
 mod init;
+mod live;
+mod observe;
+mod reconcile;
 mod schema;
 mod validate;
 
@@ -40,7 +43,7 @@ use crate::CompileError;
 pub const EXIT_OK: u8 = 0;
 /// Exit code: an error (invalid manifests, unknown revision, bad usage, ...).
 pub const EXIT_ERROR: u8 = 1;
-/// Exit code: changes found.
+/// Exit code: changes (or drift) found.
 pub const EXIT_CHANGES: u8 = 2;
 
 /// celeroot: GitOps for fleets of Linux hosts running Celery workers.
@@ -56,6 +59,16 @@ pub struct Cli {
     /// Directory of the manifests, relative to the repository root.
     #[arg(long, global = true, value_name = "DIR", default_value = crate::source::DEFAULT_MANIFESTS_PATH, env = "CELEROOT_PATH")]
     pub path: String,
+    /// Redis holding the live state: redis://[user:password@]host:port/db, rediss:// for TLS.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "CELEROOT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0",
+        hide_env_values = true
+    )]
+    pub redis: String,
     /// When to use colour. `auto` colours terminals unless NO_COLOR is set.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -74,6 +87,12 @@ pub enum ColorChoice {
 pub enum Command {
     Validate(validate::ValidateArgs),
     Diff(diff::DiffArgs),
+    Reconcile(reconcile::ReconcileArgs),
+    Drift(observe::DriftArgs),
+    Status(observe::StatusArgs),
+    History(observe::HistoryArgs),
+    Rollback(reconcile::RollbackArgs),
+    Unlock(observe::UnlockArgs),
     Schema(schema::SchemaArgs),
     Init(init::InitArgs),
 }
@@ -210,6 +229,12 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate(a) => validate::run(&ui, &cli, a),
         Command::Diff(a) => diff::run(&ui, &cli, a),
+        Command::Reconcile(a) => reconcile::run(&ui, &cli, a),
+        Command::Rollback(a) => reconcile::run_rollback(&ui, &cli, a),
+        Command::Drift(a) => observe::run_drift(&ui, &cli, a),
+        Command::Status(a) => observe::run_status(&ui, &cli, a),
+        Command::History(a) => observe::run_history(&ui, &cli, a),
+        Command::Unlock(a) => observe::run_unlock(&ui, &cli, a),
         Command::Schema(a) => schema::run(a),
         Command::Init(a) => init::run(&ui, a),
     };

@@ -19,10 +19,7 @@ pub fn render_markdown(r: &PlanReport) -> String {
     );
     let _ = writeln!(out);
     if r.plan.is_empty() {
-        let _ = writeln!(
-            out,
-            "**No changes.** Both revisions compile to the same desired state."
-        );
+        let _ = writeln!(out, "**{}**", super::no_changes(r));
         render_warnings(r, &mut out);
         return out;
     }

@@ -109,6 +109,15 @@ pub struct PlanReport {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// The sentence for an empty plan.
+pub(crate) fn no_changes(r: &PlanReport) -> String {
+    if r.from.rev == "live" {
+        format!("No changes. The live state matches {}.", r.to.describe())
+    } else {
+        "No changes. Both revisions compile to the same desired state.".to_string()
+    }
+}
+
 /// The unified diff of a change's normalised YAML (hunks only, no file header).
 pub fn spec_diff(change: &Change) -> String {
     let before = change

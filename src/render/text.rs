@@ -27,10 +27,7 @@ pub fn render_text(r: &PlanReport, style: &Style) -> String {
     );
     let _ = writeln!(out);
     if r.plan.is_empty() {
-        let _ = writeln!(
-            out,
-            "No changes. Both revisions compile to the same desired state."
-        );
+        let _ = writeln!(out, "{}", super::no_changes(r));
         return out;
     }
     let s = r.plan.summary();

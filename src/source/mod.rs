@@ -266,6 +266,59 @@ fn collect_dir(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<()
     Ok(())
 }
 
+/// Paths shipped to hosts as worker code (until deployments make this configurable).
+pub const DEFAULT_RELEASE_PATHS: &[&str] = &["tasks", "pyproject.toml", "uv.lock"];
+
+/// The release id of a commit: derived from the git object ids of the shipped paths, so
+/// an unchanged tree gives the same id. `None` when the commit ships none of them.
+///
+/// # Errors
+/// Git errors reading the commit.
+pub fn release_id(
+    repo: &Repository,
+    commit: &str,
+    paths: &[&str],
+) -> Result<Option<String>, SourceError> {
+    use sha2::{Digest, Sha256};
+    let commit = resolve_commit(repo, commit)?;
+    let tree = commit.tree()?;
+    let mut h = Sha256::new();
+    let mut any = false;
+    for p in paths {
+        if let Ok(entry) = tree.get_path(Path::new(p)) {
+            any = true;
+            h.update(p.as_bytes());
+            h.update([0]);
+            h.update(entry.id().as_bytes());
+        }
+    }
+    Ok(any.then(|| format!("r-{}", &format!("{:x}", h.finalize())[..12])))
+}
+
+/// The first line of a commit's message.
+///
+/// # Errors
+/// Unknown revision.
+pub fn commit_subject(repo: &Repository, rev: &str) -> Result<String, SourceError> {
+    Ok(resolve_commit(repo, rev)?
+        .summary()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Whether `descendant` has `ancestor` in its history (or is it).
+pub fn is_descendant(repo: &Repository, descendant: &str, ancestor: &str) -> Option<bool> {
+    let d = git2::Oid::from_str(descendant).ok()?;
+    let a = git2::Oid::from_str(ancestor).ok()?;
+    repo.find_commit(a).ok()?;
+    if d == a {
+        return Some(true);
+    }
+    repo.graph_descendant_of(d, a).ok()
+}
+
 /// The first 8 characters of a commit id.
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)

@@ -2,8 +2,10 @@
 
 mod common;
 mod test_diff;
+mod test_drift;
 mod test_init;
 mod test_invalid_corpus;
+mod test_reconcile;
 mod test_schema;
 mod test_usage;
 mod test_validate;

@@ -5,10 +5,14 @@ fn usage_errors_exit_1_not_2() {
     // 2 means "changes" for diff, so argument errors must not use clap's default of 2.
     let repo = TestRepo::empty();
     let mut cmd = repo.cmd();
-    cmd.args(["diff", "--to", "HEAD"]);
+    cmd.args(["diff", "--frm", "HEAD~1"]);
     let (out, code) = run(cmd);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("--from <FROM>"), "{out}");
+    assert!(out.contains("unexpected argument '--frm'"), "{out}");
+    assert!(
+        out.contains("--from"),
+        "clap suggests the right flag: {out}"
+    );
 }
 
 #[test]

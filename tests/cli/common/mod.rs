@@ -1,4 +1,7 @@
-//! Test environment: a real git repository in a temp dir, and the real binary.
+//! Test environment: a real git repository in a temp dir, the real binary, and a real
+//! redis-server per test.
+
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,10 @@ impl TestRepo {
             r.write(path, text);
         }
         r
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
     }
 
     pub fn write(&self, rel: &str, text: &str) {
@@ -98,7 +105,10 @@ pub fn celeroot_cmd(dir: &Path) -> Command {
         .env_remove("GITHUB_ACTIONS")
         .env_remove("CLICOLOR_FORCE")
         .env_remove("CELEROOT_REPO")
-        .env_remove("CELEROOT_PATH");
+        .env_remove("CELEROOT_PATH")
+        .env_remove("CELEROOT_FAULT")
+        .env("CELEROOT_REDIS_URL", "redis://127.0.0.1:1/0")
+        .env("CELEROOT_ACTOR", "tester@ci");
     c
 }
 

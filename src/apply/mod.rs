@@ -1,0 +1,509 @@
+//! Apply: one reconcile, from a compiled revision to the live state in Redis.
+//!
+//! Owns the reconcile sequence: lease → observe → guards (layout, rollback, mass
+//! delete) → plan → one atomic apply script → record (applied revision, history, event)
+//! → release. Classifies every write as intentional (a new revision) or corrective
+//! (healing out-of-band drift).
+//! Must not know: YAML, argument parsing, or output formats.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::manifest::{Kind, ObjectId};
+use crate::plan::keys::{plan_keys, KeyOp};
+use crate::plan::{self, Plan};
+use crate::state::{self, Image, KeyValue, Keys, LeaseInfo, Observed, Release, StateError, Store};
+use crate::Compiled;
+
+/// The annotation that keeps an object in the live state when it disappears from git.
+pub const PRUNE_ANNOTATION: &str = "celeroot.io/prune";
+
+/// Options of one reconcile.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dry_run: bool,
+    /// Remove objects that are no longer in git (default true).
+    pub prune: bool,
+    pub allow_mass_delete: bool,
+    pub allow_rollback: bool,
+    /// Also delete unknown keys under the cluster prefix (found with SCAN).
+    pub sweep: bool,
+    /// Who is reconciling (`user@host`), recorded in the lease, history and events.
+    pub actor: String,
+}
+
+/// What is known about the target revision beyond its compiled state.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub compiled: Compiled,
+    /// First line of the commit message.
+    pub subject: String,
+    pub release: Release,
+}
+
+/// How the target revision relates to the applied one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ancestry {
+    /// Nothing applied yet, or the same commit.
+    Same,
+    /// The applied commit is an ancestor of the target.
+    Forward,
+    /// The target is not a descendant of the applied commit (a rollback or another branch).
+    NotDescendant,
+    /// The applied commit is not in this repository.
+    Unknown,
+}
+
+/// Why a reconcile stopped without writing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("refusing to remove {removed} of {live} live {what} (more than half); pass --allow-mass-delete if this is intended (a wrong --path or an emptied commit looks like this)")]
+    MassDelete {
+        removed: usize,
+        live: usize,
+        what: &'static str,
+    },
+    #[error("refusing to apply {target}: it is not a descendant of the applied revision {applied}; pass --allow-rollback (or use `celeroot rollback`) if this is intended")]
+    Rollback { target: String, applied: String },
+    #[error("injected fault ({0}): nothing was written")]
+    Fault(String),
+}
+
+impl ApplyError {
+    /// A short label for events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApplyError::State(StateError::Locked(_)) => "locked",
+            ApplyError::State(StateError::Conflict(_)) => "conflict",
+            ApplyError::State(_) => "failed",
+            ApplyError::MassDelete { .. } => "refused",
+            ApplyError::Rollback { .. } => "refused",
+            ApplyError::Fault(_) => "failed",
+        }
+    }
+}
+
+/// What a reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Result {
+    /// Writes were applied.
+    Applied,
+    /// Nothing differed; only the event was written.
+    Noop,
+    /// `--dry-run`: nothing was written.
+    DryRun,
+}
+
+/// The outcome of a reconcile, for rendering.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub result: Result,
+    pub cluster: String,
+    pub revision: String,
+    pub previous_revision: Option<String>,
+    pub plan: Plan,
+    /// Key writes (Redis commands) in the apply script.
+    pub writes: usize,
+    /// Writes that heal keys edited or deleted out of band.
+    pub corrective_writes: usize,
+    /// Objects gone from git but kept (`--no-prune` or the prune annotation).
+    pub kept: Vec<String>,
+    pub generation: u64,
+    pub duration_ms: u64,
+    /// Redis round trips this reconcile made.
+    pub round_trips: u64,
+}
+
+/// The actor recorded in leases and events: `CELEROOT_ACTOR`, or `user@hostname`.
+pub fn actor() -> String {
+    if let Ok(a) = std::env::var("CELEROOT_ACTOR") {
+        if !a.is_empty() {
+            return a;
+        }
+    }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
+}
+
+fn lease_id() -> String {
+    use sha2::{Digest, Sha256};
+    let seed = format!(
+        "{}-{}-{:?}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        std::thread::current().id()
+    );
+    format!("{:x}", Sha256::digest(seed.as_bytes()))[..16].to_string()
+}
+
+/// The keys a desired state will write, so observe reads them in the same round trip.
+fn desired_keys(img: &Image) -> Vec<String> {
+    img.keys().cloned().collect()
+}
+
+/// Objects removed from git that stay live, and the desired image with their keys kept.
+fn keep_unpruned(
+    keys: &Keys,
+    desired: Image,
+    live: &Image,
+    removed: &[ObjectId],
+    opts: &Options,
+) -> (Image, Vec<ObjectId>) {
+    let live_objects = state::live_objects(keys, live);
+    let kept: Vec<ObjectId> = removed
+        .iter()
+        .filter(|id| {
+            !opts.prune
+                || live_objects.get(*id).is_some_and(|o| {
+                    o.object.normalized["metadata"]["annotations"][PRUNE_ANNOTATION].as_str()
+                        == Some("disabled")
+                })
+        })
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return (desired, kept);
+    }
+    let mut img = desired;
+    for id in &kept {
+        if let (Some(KeyValue::Hash(live_objs)), Some(KeyValue::Hash(want))) =
+            (live.get(&keys.objects()), img.get_mut(&keys.objects()))
+        {
+            if let Some(v) = live_objs.get(&id.to_string()) {
+                want.insert(id.to_string(), v.clone());
+            }
+        }
+        match id.kind {
+            Kind::Host => {
+                if let Some(v) = live.get(&keys.worker(&id.name)) {
+                    img.insert(keys.worker(&id.name), v.clone());
+                }
+                if let Some(KeyValue::Set(hosts)) = img.get_mut(&keys.hosts()) {
+                    hosts.insert(id.name.clone());
+                }
+                // Keep its membership in every role index it was in.
+                for (k, v) in live {
+                    if let (KeyValue::Set(members), true) =
+                        (v, k.ends_with(":hosts") && k.contains(":role:"))
+                    {
+                        if members.contains(&id.name) {
+                            if let Some(KeyValue::Set(want)) = img.get_mut(k) {
+                                want.insert(id.name.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::Role => {
+                if let Some(v) = live.get(&keys.role_hosts(&id.name)) {
+                    img.insert(keys.role_hosts(&id.name), v.clone());
+                }
+            }
+            Kind::Cluster | Kind::Schedule => {}
+        }
+    }
+    (state::with_digests(keys, img), kept)
+}
+
+/// Writes that restore keys whose live value differs from what celeroot last wrote.
+fn corrective(keys: &Keys, observed: &Observed, ops: &[KeyOp]) -> usize {
+    let empty = BTreeMap::new();
+    let digests = match observed.image.get(&keys.digests()) {
+        Some(KeyValue::Hash(d)) => d,
+        _ => &empty,
+    };
+    let drifted: BTreeSet<&String> = digests
+        .iter()
+        .filter(|(k, d)| observed.image.get(*k).map(KeyValue::digest).as_ref() != Some(*d))
+        .map(|(k, _)| k)
+        .collect();
+    // Writes to drifted keys, and deletions of keys celeroot never wrote (--sweep).
+    ops.iter()
+        .filter(|op| {
+            let key = op.key().to_string();
+            drifted.contains(&key)
+                || (matches!(op, KeyOp::Del { .. })
+                    && !digests.contains_key(&key)
+                    && !observed.image.contains_key(&key))
+        })
+        .count()
+}
+
+fn guard_mass_delete(
+    plan: &Plan,
+    live_side: &plan::Side,
+    kept: &[ObjectId],
+    opts: &Options,
+) -> std::result::Result<(), ApplyError> {
+    if opts.allow_mass_delete {
+        return Ok(());
+    }
+    let removed: Vec<&plan::Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == plan::Action::Remove && !kept.contains(&c.id()))
+        .collect();
+    let live_hosts = live_side
+        .objects
+        .keys()
+        .filter(|id| id.kind == Kind::Host)
+        .count();
+    let removed_hosts = removed.iter().filter(|c| c.kind == Kind::Host).count();
+    if live_hosts > 0 && removed_hosts * 2 > live_hosts {
+        return Err(ApplyError::MassDelete {
+            removed: removed_hosts,
+            live: live_hosts,
+            what: "hosts",
+        });
+    }
+    let live = live_side.objects.len();
+    if live > 0 && removed.len() * 2 > live {
+        return Err(ApplyError::MassDelete {
+            removed: removed.len(),
+            live,
+            what: "objects",
+        });
+    }
+    Ok(())
+}
+
+/// Reconciles the live state with `rev`. `ancestry` tells how `rev` relates to a
+/// given applied commit (the caller asks git).
+///
+/// # Guarantees
+/// Either every write of the plan is applied in one atomic script, or none is. Invalid
+/// manifests never reach this function (it takes a compiled revision).
+///
+/// # Errors
+/// [`ApplyError`]: Redis errors, the lease held by someone else, a concurrent change of the
+/// live state, the mass-delete and rollback guards.
+pub fn reconcile(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+) -> std::result::Result<Outcome, ApplyError> {
+    let started = Instant::now();
+    let target = rev
+        .compiled
+        .revision
+        .commit
+        .clone()
+        .unwrap_or_else(|| rev.compiled.revision.rev.clone());
+    let lease = LeaseInfo {
+        id: lease_id(),
+        holder: opts.actor.clone(),
+        revision: target.clone(),
+        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pid: std::process::id(),
+    };
+    if !opts.dry_run {
+        if let Err(e) = store.acquire_lease(&lease) {
+            // Record the refused attempt too: the stream is the audit log of every attempt.
+            let e = ApplyError::from(e);
+            let mut ev = event_base(opts, &target, rev, started);
+            ev.insert("kind".into(), "failed".into());
+            ev.insert("result".into(), e.label().into());
+            ev.insert("error".into(), e.to_string());
+            let _ = store.record_event(&ev);
+            return Err(e);
+        }
+    }
+    let mut result = reconcile_locked(store, rev, opts, ancestry, now, &lease, &target, started);
+    if !opts.dry_run {
+        if let Err(e) = &result {
+            let mut ev = event_base(opts, &target, rev, started);
+            ev.insert("kind".into(), "failed".into());
+            ev.insert("result".into(), e.label().into());
+            ev.insert("error".into(), e.to_string());
+            let _ = store.record_event(&ev);
+        }
+        let _ = store.release_lease(&lease.id);
+    }
+    if let Ok(o) = &mut result {
+        o.round_trips = store.round_trips();
+    }
+    result
+}
+
+fn event_base(
+    opts: &Options,
+    target: &str,
+    rev: &Revision,
+    started: Instant,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "ts".into(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        ("actor".into(), opts.actor.clone()),
+        ("revision".into(), target.to_string()),
+        ("rev".into(), rev.compiled.revision.rev.clone()),
+        (
+            "duration_ms".into(),
+            started.elapsed().as_millis().to_string(),
+        ),
+    ])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reconcile_locked(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    lease: &LeaseInfo,
+    target: &str,
+    started: Instant,
+) -> std::result::Result<Outcome, ApplyError> {
+    let keys = store.keys().clone();
+    let desired = state::desired_image(&keys, &rev.compiled.state, &rev.release);
+    let observed = store.observe(&desired_keys(&desired))?;
+    let previous = observed
+        .applied
+        .get("revision")
+        .cloned()
+        .filter(|s| !s.is_empty());
+    if let Some(applied) = &previous {
+        if !opts.allow_rollback
+            && matches!(
+                ancestry(applied),
+                Ancestry::NotDescendant | Ancestry::Unknown
+            )
+        {
+            return Err(ApplyError::Rollback {
+                target: rev.compiled.revision.describe(),
+                applied: applied.clone(),
+            });
+        }
+    }
+    let live_side = state::live_side(&keys, &observed.image);
+    let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
+    let removed: Vec<ObjectId> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == plan::Action::Remove)
+        .map(plan::Change::id)
+        .collect();
+    let (desired, kept) = keep_unpruned(&keys, desired, &observed.image, &removed, opts);
+    let plan = Plan {
+        changes: plan
+            .changes
+            .into_iter()
+            .filter(|c| !kept.contains(&c.id()))
+            .collect(),
+    };
+    guard_mass_delete(&plan, &live_side, &kept, opts)?;
+    let live_managed: Image = observed
+        .image
+        .iter()
+        .filter(|(k, _)| !keys.is_heartbeat(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut ops = plan_keys(&desired, &live_managed);
+    if opts.sweep {
+        let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
+        for key in store.scan_prefix()? {
+            if !known.contains(&key) && !keys.is_heartbeat(&key) && !live_managed.contains_key(&key)
+            {
+                ops.push(KeyOp::Del { key });
+            }
+        }
+    }
+    let corrective_writes = corrective(&keys, &observed, &ops);
+    let summary = plan.summary();
+    let mut outcome = Outcome {
+        result: Result::DryRun,
+        cluster: rev.compiled.state.cluster.clone(),
+        revision: target.to_string(),
+        previous_revision: previous.clone(),
+        plan,
+        writes: ops.len(),
+        corrective_writes,
+        kept: kept.iter().map(ToString::to_string).collect(),
+        generation: observed.generation,
+        duration_ms: 0,
+        round_trips: 0,
+    };
+    if opts.dry_run {
+        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        return Ok(outcome);
+    }
+    let same_revision = previous.as_deref() == Some(target);
+    let summary_json =
+        serde_json::json!({"add": summary.add, "change": summary.change, "remove": summary.remove})
+            .to_string();
+    let mut ev = event_base(opts, target, rev, started);
+    ev.insert("summary".into(), summary_json.clone());
+    ev.insert("writes".into(), ops.len().to_string());
+    ev.insert("corrective_writes".into(), corrective_writes.to_string());
+    if ops.is_empty() && same_revision && observed.layout.is_some() {
+        ev.insert("kind".into(), "noop".into());
+        ev.insert("result".into(), "noop".into());
+        store.record_event(&ev)?;
+        outcome.result = Result::Noop;
+        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        return Ok(outcome);
+    }
+    if let Ok(f) = std::env::var("CELEROOT_FAULT") {
+        if f == "before-apply" {
+            return Err(ApplyError::Fault(f));
+        }
+    }
+    let kind = if !same_revision || corrective_writes < ops.len() {
+        "intentional"
+    } else {
+        "corrective"
+    };
+    ev.insert("kind".into(), kind.into());
+    ev.insert("result".into(), "applied".into());
+    let applied_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let applied = BTreeMap::from([
+        ("revision".to_string(), target.to_string()),
+        ("rev".to_string(), rev.compiled.revision.rev.clone()),
+        ("subject".to_string(), rev.subject.clone()),
+        ("applied_at".to_string(), applied_at.clone()),
+        ("actor".to_string(), opts.actor.clone()),
+        (
+            "release".to_string(),
+            rev.release.clone().unwrap_or_default(),
+        ),
+        ("summary".to_string(), summary_json.clone()),
+    ]);
+    let history = serde_json::json!({
+        "revision": target,
+        "rev": rev.compiled.revision.rev,
+        "subject": rev.subject,
+        "applied_at": applied_at,
+        "actor": opts.actor,
+        "summary": {"add": summary.add, "change": summary.change, "remove": summary.remove},
+    });
+    outcome.generation = store.apply(
+        observed.generation,
+        &lease.id,
+        &ops,
+        &applied,
+        &history,
+        &ev,
+    )?;
+    outcome.result = Result::Applied;
+    outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(outcome)
+}

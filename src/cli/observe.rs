@@ -1,0 +1,403 @@
+//! `celeroot drift`, `status`, `history` and `unlock`: read-mostly views of the live state.
+
+use std::fmt::Write as _;
+
+use clap::{Args, ValueEnum};
+
+use super::{live, Cli, CliError, Ui, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::drift::{self, DriftReport};
+use crate::render::{render_markdown, PlanReport, RevisionInfo, Style};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Report drift: live keys edited out of band, hosts whose heartbeat disagrees with
+/// the live configuration, and changes in git not yet applied.
+///
+/// Exit status: 0 in sync, 2 drift, 1 error.
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// The revision git says should be live.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+}
+
+/// Show the applied revision, pending changes, hosts and the latest events.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The revision to compare the live state with.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// Output format (text or json).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+}
+
+/// List applied revisions, newest first.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many entries to show.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: usize,
+    /// Output format (text or json).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
+}
+
+/// Show who holds the reconcile lease, or release a stale one by its id.
+///
+/// Exit status: 0 no lease or released, 1 a lease is held (without ID) or the id does not match.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// The lease id to release (shown by `celeroot unlock` and in the lease error).
+    pub id: Option<String>,
+}
+
+fn compiled(ui: &Ui, cli: &Cli, rev: &str) -> Result<crate::Compiled, CliError> {
+    let (_, r) = live::revision(ui, cli, rev)?;
+    Ok(r.compiled)
+}
+
+pub fn run_drift(ui: &Ui, cli: &Cli, args: &DriftArgs) -> Result<u8, CliError> {
+    let now = super::now()?;
+    let target = compiled(ui, cli, &args.rev)?;
+    let mut store = live::connect(cli, &target.state.cluster)?;
+    let report = drift::detect(&mut store, &target, now).map_err(live::state_error)?;
+    let text = match args.output {
+        ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        ReportFormat::Text => drift_text(&report, &ui.stdout_style),
+        ReportFormat::Markdown => drift_markdown(&report),
+    };
+    out!("{text}");
+    Ok(if report.in_sync() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    })
+}
+
+fn drift_text(r: &DriftReport, s: &Style) -> String {
+    let mut out = String::new();
+    let applied = r
+        .applied_revision
+        .as_deref()
+        .map_or("nothing applied".to_string(), |c| {
+            crate::source::short(c).to_string()
+        });
+    let _ = writeln!(
+        out,
+        "{}",
+        s.paint(
+            s.bold(),
+            &format!(
+                "celeroot drift for cluster {}: live ({applied}) vs {}",
+                r.cluster,
+                r.target.describe()
+            )
+        )
+    );
+    if r.in_sync() {
+        let _ = writeln!(
+            out,
+            "\nIn sync: the live state matches {} and every host reports what it should run.",
+            r.target.describe()
+        );
+        return out;
+    }
+    let _ = writeln!(out, "\n1. Live state edited out of band: {}", r.live.len());
+    for d in &r.live {
+        let _ = writeln!(
+            out,
+            "   {} {} — {} (fix: {})",
+            s.paint(s.red(), "!"),
+            d.key,
+            d.detail,
+            d.fixed_by
+        );
+    }
+    let _ = writeln!(
+        out,
+        "2. Hosts that differ from the live configuration: {}",
+        r.hosts.len()
+    );
+    for d in &r.hosts {
+        let _ = writeln!(
+            out,
+            "   {} {}: {} (fix: {})",
+            s.paint(s.yellow(), "!"),
+            d.host,
+            d.detail,
+            d.fixed_by
+        );
+    }
+    let _ = writeln!(
+        out,
+        "3. Changes in git not yet applied: {}",
+        r.pending.changes.len()
+    );
+    for c in &r.pending.changes {
+        let _ = writeln!(out, "   {} {}", c.action.marker(), c.id());
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "`celeroot reconcile` heals class 1 and applies class 3; class 2 needs the host's agent or a deploy (see \"fix\")."
+    );
+    out
+}
+
+fn drift_markdown(r: &DriftReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### celeroot drift for `{}` vs `{}`\n",
+        r.cluster,
+        r.target.describe()
+    );
+    if r.in_sync() {
+        let _ = writeln!(out, "**In sync.**");
+        return out;
+    }
+    let _ = writeln!(out, "| Class | Count |\n|---|---|");
+    let _ = writeln!(out, "| Live state edited out of band | {} |", r.live.len());
+    let _ = writeln!(
+        out,
+        "| Hosts differing from the live configuration | {} |",
+        r.hosts.len()
+    );
+    let _ = writeln!(
+        out,
+        "| Changes in git not yet applied | {} |\n",
+        r.pending.changes.len()
+    );
+    for d in &r.live {
+        let _ = writeln!(out, "- `{}`: {} (fix: {})", d.key, d.detail, d.fixed_by);
+    }
+    for d in &r.hosts {
+        let _ = writeln!(
+            out,
+            "- host `{}`: {} (fix: {})",
+            d.host, d.detail, d.fixed_by
+        );
+    }
+    if !r.pending.is_empty() {
+        let report = PlanReport {
+            cluster: r.cluster.clone(),
+            from: RevisionInfo {
+                rev: "live".into(),
+                commit: r.applied_revision.clone(),
+            },
+            to: r.target.clone(),
+            plan: r.pending.clone(),
+            warnings: Vec::new(),
+        };
+        out.push('\n');
+        out.push_str(&render_markdown(&report));
+    }
+    out
+}
+
+pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CliError> {
+    let now = super::now()?;
+    let target = compiled(ui, cli, &args.rev)?;
+    let mut store = live::connect(cli, &target.state.cluster)?;
+    let url = live::redis_url(cli)?;
+    let st = drift::status(&mut store, url.redacted(), &target, now).map_err(live::state_error)?;
+    if args.output == ReportFormat::Json {
+        outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    let s = &ui.stdout_style;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}",
+        s.paint(
+            s.bold(),
+            &format!("cluster {} (live state in {})", st.cluster, st.redis)
+        )
+    );
+    match st.applied.get("revision") {
+        Some(rev) => {
+            let _ = writeln!(
+                out,
+                "applied:  {} {:?} at {} by {} (generation {})",
+                crate::source::short(rev),
+                st.applied.get("subject").cloned().unwrap_or_default(),
+                st.applied.get("applied_at").cloned().unwrap_or_default(),
+                st.applied.get("actor").cloned().unwrap_or_default(),
+                st.applied.get("generation").cloned().unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "applied:  nothing yet (run `celeroot reconcile`)");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{}: {}",
+        st.target.describe(),
+        if st.pending == 0 {
+            "in sync".to_string()
+        } else {
+            format!("{} change(s) pending (see `celeroot diff`)", st.pending)
+        }
+    );
+    let _ = writeln!(out);
+    let rows: Vec<[String; 5]> = st
+        .hosts
+        .iter()
+        .map(|h| {
+            [
+                h.host.clone(),
+                h.roles.join(","),
+                if h.release.is_empty() {
+                    "-".into()
+                } else {
+                    h.release.clone()
+                },
+                h.heartbeat_age.map_or("-".into(), |a| format!("{a}s ago")),
+                h.health.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["HOST", "ROLES", "RELEASE", "HEARTBEAT", "HEALTH"],
+        &rows,
+    ));
+    let _ = writeln!(out, "\nlatest events:");
+    if st.events.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for e in &st.events {
+        let f = |k: &str| e.fields.get(k).cloned().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}  {:<11} {:<8} {} by {}{}",
+            f("ts"),
+            f("kind"),
+            f("result"),
+            crate::source::short(&f("revision")),
+            f("actor"),
+            match e.fields.get("error") {
+                Some(err) => format!(": {err}"),
+                None => String::new(),
+            }
+        );
+    }
+    out!("{out}");
+    Ok(EXIT_OK)
+}
+
+/// A left-aligned table with two spaces between columns.
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn cluster_name(ui: &Ui, cli: &Cli) -> Result<String, CliError> {
+    Ok(compiled(ui, cli, "HEAD")?.state.cluster)
+}
+
+pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, CliError> {
+    let cluster = cluster_name(ui, cli)?;
+    let mut store = live::connect(cli, &cluster)?;
+    let entries = store.history(args.limit).map_err(live::state_error)?;
+    if args.output == ReportFormat::Json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+        return Ok(EXIT_OK);
+    }
+    if entries.is_empty() {
+        outln!("No revision has been applied to cluster {cluster} yet.");
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<[String; 6]> = entries
+        .iter()
+        .map(|e| {
+            let s = &e.summary;
+            [
+                e.generation.to_string(),
+                crate::source::short(&e.revision).to_string(),
+                e.applied_at.clone(),
+                e.actor.clone(),
+                format!("+{} ~{} -{}", s["add"], s["change"], s["remove"]),
+                e.subject.clone(),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        table(
+            &["GEN", "REVISION", "APPLIED AT", "BY", "CHANGES", "SUBJECT"],
+            &rows
+        )
+    );
+    outln!("\nReturn to one with `celeroot rollback REVISION`.");
+    Ok(EXIT_OK)
+}
+
+pub fn run_unlock(ui: &Ui, cli: &Cli, args: &UnlockArgs) -> Result<u8, CliError> {
+    let cluster = cluster_name(ui, cli)?;
+    let mut store = live::connect(cli, &cluster)?;
+    let lease = store.lease().map_err(live::state_error)?;
+    let Some(lease) = lease else {
+        outln!("No reconcile lease is held for cluster {cluster}.");
+        return Ok(EXIT_OK);
+    };
+    outln!(
+        "Lease {} held by {} (pid {}) since {} for revision {}.",
+        lease.id,
+        lease.holder,
+        lease.pid,
+        lease.since,
+        lease.revision
+    );
+    match &args.id {
+        None => {
+            outln!(
+                "If that reconcile is gone, release the lease with `celeroot unlock {}`.",
+                lease.id
+            );
+            Ok(EXIT_ERROR)
+        }
+        Some(id) if *id == lease.id => {
+            store.force_release(id).map_err(live::state_error)?;
+            outln!("Released.");
+            Ok(EXIT_OK)
+        }
+        Some(id) => Err(CliError::new(format!(
+            "lease id {id} does not match the held lease {}; nothing was released",
+            lease.id
+        ))),
+    }
+}

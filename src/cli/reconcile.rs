@@ -1,0 +1,148 @@
+//! `celeroot reconcile` and `celeroot rollback`.
+
+use clap::{Args, ValueEnum};
+
+use super::{live, Cli, CliError, Ui, EXIT_CHANGES, EXIT_OK};
+use crate::apply::{self, ApplyError, Options, Outcome};
+use crate::render::{render_text, PlanReport, RevisionInfo};
+
+/// Apply a revision to the live state in Redis: validate, compile, observe, plan, apply
+/// (one atomic transaction), record.
+///
+/// Exit status: 0 applied or nothing to do, 1 error or refused. With --dry-run: 0 no
+/// changes, 2 changes (like `diff`).
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The git revision to apply.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// Show the plan without writing anything (no lease, no event).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep objects that were removed from git in the live state.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Allow removing more than half of the live hosts or objects.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Allow applying a revision that is not a descendant of the applied one.
+    #[arg(long)]
+    pub allow_rollback: bool,
+    /// Also delete unknown keys under the cluster's prefix (reported by `celeroot drift`).
+    #[arg(long)]
+    pub sweep: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReconcileFormat::Text)]
+    pub output: ReconcileFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReconcileFormat {
+    Text,
+    Json,
+}
+
+/// Re-apply an earlier revision (a reconcile with --allow-rollback).
+///
+/// See `celeroot history` for the applied revisions.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The revision to return to.
+    pub rev: String,
+    /// Show the plan without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow removing more than half of the live hosts or objects.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReconcileFormat::Text)]
+    pub output: ReconcileFormat,
+}
+
+pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CliError> {
+    run(
+        ui,
+        cli,
+        &ReconcileArgs {
+            rev: a.rev.clone(),
+            dry_run: a.dry_run,
+            no_prune: false,
+            allow_mass_delete: a.allow_mass_delete,
+            allow_rollback: true,
+            sweep: false,
+            output: a.output,
+        },
+    )
+}
+
+pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
+    let now = super::now()?;
+    let (repo, rev) = live::revision(ui, cli, &args.rev)?;
+    let mut store = live::connect(cli, &rev.compiled.state.cluster)?;
+    let target = rev.compiled.revision.commit.clone().unwrap_or_default();
+    let opts = Options {
+        dry_run: args.dry_run,
+        prune: !args.no_prune,
+        allow_mass_delete: args.allow_mass_delete,
+        allow_rollback: args.allow_rollback,
+        sweep: args.sweep,
+        actor: apply::actor(),
+    };
+    let ancestry = live::ancestry(&repo, &target);
+    let outcome =
+        apply::reconcile(&mut store, &rev, &opts, &ancestry, now).map_err(|e| match e {
+            ApplyError::State(s) => live::state_error(s),
+            other => CliError::new(other.to_string()),
+        })?;
+    match args.output {
+        ReconcileFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        ),
+        ReconcileFormat::Text => out!(
+            "{}",
+            render_outcome(ui, &outcome, &rev.compiled.revision, &rev)
+        ),
+    }
+    Ok(match outcome.result {
+        apply::Result::DryRun if outcome.writes > 0 => EXIT_CHANGES,
+        _ => EXIT_OK,
+    })
+}
+
+fn render_outcome(ui: &Ui, o: &Outcome, to: &RevisionInfo, rev: &apply::Revision) -> String {
+    let s = &ui.stdout_style;
+    let report = PlanReport {
+        cluster: o.cluster.clone(),
+        from: RevisionInfo {
+            rev: "live".into(),
+            commit: o.previous_revision.clone(),
+        },
+        to: to.clone(),
+        plan: o.plan.clone(),
+        warnings: rev.compiled.warnings.clone(),
+    };
+    let mut text = render_text(&report, s);
+    text.push('\n');
+    for k in &o.kept {
+        text.push_str(&format!(
+            "kept {k}: removed from git, but pruning is disabled for it\n"
+        ));
+    }
+    let line = match o.result {
+        apply::Result::Applied => format!(
+            "Applied {} write(s) ({} corrective) in one transaction: live state is now {} (generation {}, {} ms).",
+            o.writes,
+            o.corrective_writes,
+            to.describe(),
+            o.generation,
+            o.duration_ms
+        ),
+        apply::Result::Noop => format!("Nothing to do: the live state already matches {}. Recorded a no-op event.", to.describe()),
+        apply::Result::DryRun => format!("Dry run: {} write(s) would be applied ({} corrective); nothing was written.", o.writes, o.corrective_writes),
+    };
+    text.push_str(&s.paint(s.bold(), &line));
+    text.push('\n');
+    text
+}

@@ -1,0 +1,344 @@
+//! Drift: what no longer matches git, in three classes, and the status overview.
+//!
+//! 1. live vs applied: keys edited or deleted out of band (their value no longer has the
+//!    digest celeroot recorded), objects whose stored hash does not match, and unknown keys
+//!    under the cluster prefix;
+//! 2. actual vs live: hosts with no or a stale heartbeat, hosts heartbeating that are not
+//!    in git, hosts running another release or consuming other queues;
+//! 3. desired vs live: changes in git not yet applied.
+//!
+//! Must not know: YAML, argument parsing, or output formats.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::plan::{self, Plan};
+use crate::state::{self, heartbeat::HEARTBEAT_TTL_SECS, Heartbeat, KeyValue, StateError, Store};
+use crate::Compiled;
+
+/// One live key (class 1) that differs from what celeroot wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyDrift {
+    pub key: String,
+    /// `edited`, `deleted`, `unknown` or `object-edited`.
+    pub kind: &'static str,
+    pub detail: String,
+    /// `celeroot reconcile` (or `celeroot reconcile` after removing it by hand, for unknown keys).
+    pub fixed_by: &'static str,
+}
+
+/// One host (class 2) whose reported state differs from the live configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostDrift {
+    pub host: String,
+    /// `no-heartbeat`, `stale-heartbeat`, `unmanaged`, `release`, `queues`, `worker-status`.
+    pub kind: &'static str,
+    pub detail: String,
+    /// What fixes it: `agent`, `deploy`, or `git` (add the host, or stop its agent).
+    pub fixed_by: &'static str,
+}
+
+/// The drift report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftReport {
+    pub cluster: String,
+    pub applied_revision: Option<String>,
+    pub target: crate::render::RevisionInfo,
+    pub live: Vec<KeyDrift>,
+    pub hosts: Vec<HostDrift>,
+    /// Changes in git not yet applied (the plan from live to the target revision).
+    pub pending: Plan,
+}
+
+impl DriftReport {
+    pub fn in_sync(&self) -> bool {
+        self.live.is_empty() && self.hosts.is_empty() && self.pending.is_empty()
+    }
+}
+
+fn now_unix(now: chrono::DateTime<chrono::Utc>) -> u64 {
+    u64::try_from(now.timestamp()).unwrap_or(0)
+}
+
+/// Compares live, actual and desired state.
+///
+/// # Errors
+/// Redis errors.
+pub fn detect(
+    store: &mut Store,
+    target: &Compiled,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<DriftReport, StateError> {
+    let keys = store.keys().clone();
+    let desired = state::desired_image(&keys, &target.state, &None);
+    let observed = store.observe(&desired.keys().cloned().collect::<Vec<_>>())?;
+    let mut live = Vec::new();
+
+    // Class 1: live vs what celeroot wrote.
+    let digests = match observed.image.get(&keys.digests()) {
+        Some(KeyValue::Hash(d)) => d.clone(),
+        _ => BTreeMap::new(),
+    };
+    for (key, digest) in &digests {
+        match observed.image.get(key) {
+            None => live.push(KeyDrift {
+                key: key.clone(),
+                kind: "deleted",
+                detail: "deleted out of band".into(),
+                fixed_by: "reconcile",
+            }),
+            Some(v) if &v.digest() != digest => live.push(KeyDrift {
+                key: key.clone(),
+                kind: "edited",
+                detail: format!(
+                    "edited out of band ({} differs from what celeroot wrote)",
+                    v.type_name()
+                ),
+                fixed_by: "reconcile",
+            }),
+            Some(_) => {}
+        }
+    }
+    for o in state::live_objects(&keys, &observed.image)
+        .values()
+        .filter(|o| !o.intact)
+    {
+        live.push(KeyDrift {
+            key: format!("{} {}", keys.objects(), o.id),
+            kind: "object-edited",
+            detail: format!("stored object {} does not match its hash", o.id),
+            fixed_by: "reconcile",
+        });
+    }
+    for (key, t) in &observed.foreign_types {
+        live.push(KeyDrift {
+            key: key.clone(),
+            kind: "edited",
+            detail: format!("has type {t}, which celeroot never writes"),
+            fixed_by: "reconcile",
+        });
+    }
+    let known: BTreeSet<String> = digests
+        .keys()
+        .cloned()
+        .chain(keys.fixed())
+        .chain([keys.digests()])
+        .collect();
+    for key in store.scan_prefix()? {
+        if !known.contains(&key) && !keys.is_heartbeat(&key) {
+            live.push(KeyDrift {
+                key: key.clone(),
+                kind: "unknown",
+                detail: "under celeroot's prefix but not written by celeroot".into(),
+                fixed_by: "reconcile --sweep",
+            });
+        }
+    }
+
+    // Class 2: actual (heartbeats) vs live worker configuration.
+    let workers: BTreeMap<String, BTreeMap<String, String>> = observed
+        .image
+        .iter()
+        .filter_map(|(k, v)| {
+            let host = k.strip_prefix(&format!("{}worker:", keys.prefix()))?;
+            match v {
+                KeyValue::Hash(m) if digests.contains_key(k) => Some((host.to_string(), m.clone())),
+                _ => None,
+            }
+        })
+        .collect();
+    let beats = store.heartbeats(&workers.keys().cloned().collect())?;
+    let now_s = now_unix(now);
+    let mut hosts = Vec::new();
+    for (host, w) in &workers {
+        hosts.extend(host_drift(host, w, beats.get(host), now_s));
+    }
+    for (host, hb) in &beats {
+        if !workers.contains_key(host) && hb.age(now_s) <= HEARTBEAT_TTL_SECS {
+            hosts.push(HostDrift {
+                host: host.clone(),
+                kind: "unmanaged",
+                detail: format!(
+                    "heartbeating (release {:?}) but not in the live configuration",
+                    hb.release
+                ),
+                fixed_by: "git",
+            });
+        }
+    }
+
+    // Class 3: desired vs live.
+    let side = state::live_side(&keys, &observed.image);
+    let pending = plan::diff_sides(&side, &target.state, now);
+    Ok(DriftReport {
+        cluster: target.state.cluster.clone(),
+        applied_revision: observed
+            .applied
+            .get("revision")
+            .cloned()
+            .filter(|s| !s.is_empty()),
+        target: target.revision.clone(),
+        live,
+        hosts,
+        pending,
+    })
+}
+
+/// Class-2 drift of one host.
+fn host_drift(
+    host: &str,
+    w: &BTreeMap<String, String>,
+    hb: Option<&Heartbeat>,
+    now: u64,
+) -> Vec<HostDrift> {
+    let d = |kind, detail: String, fixed_by| HostDrift {
+        host: host.to_string(),
+        kind,
+        detail,
+        fixed_by,
+    };
+    let Some(hb) = hb else {
+        return vec![d(
+            "no-heartbeat",
+            "no heartbeat: its agent is not running or cannot reach Redis".into(),
+            "agent",
+        )];
+    };
+    if hb.age(now) > HEARTBEAT_TTL_SECS {
+        return vec![d(
+            "stale-heartbeat",
+            format!("last heartbeat {}s ago", hb.age(now)),
+            "agent",
+        )];
+    }
+    let mut out = Vec::new();
+    let want_release = w.get("release").cloned().unwrap_or_default();
+    if !want_release.is_empty() && hb.release != want_release {
+        out.push(d(
+            "release",
+            format!("runs release {:?}, should run {want_release:?}", hb.release),
+            "deploy",
+        ));
+    }
+    let want_queues: BTreeSet<String> = w
+        .get("queues")
+        .and_then(|q| serde_json::from_str(q).ok())
+        .unwrap_or_default();
+    let got: BTreeSet<String> = hb.queues.iter().cloned().collect();
+    if got != want_queues {
+        out.push(d(
+            "queues",
+            format!(
+                "consumes {}, should consume {}",
+                got.into_iter().collect::<Vec<_>>().join(","),
+                want_queues.into_iter().collect::<Vec<_>>().join(",")
+            ),
+            "agent",
+        ));
+    }
+    if hb.status != "running" {
+        out.push(d(
+            "worker-status",
+            format!(
+                "worker is {}",
+                if hb.status.is_empty() {
+                    "unknown"
+                } else {
+                    &hb.status
+                }
+            ),
+            "agent",
+        ));
+    }
+    out
+}
+
+/// One row of the status host table.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    pub host: String,
+    pub roles: Vec<String>,
+    pub release: String,
+    /// Seconds since the last heartbeat, when there is one.
+    pub heartbeat_age: Option<u64>,
+    /// `ok`, or the first drift of the host.
+    pub health: String,
+}
+
+/// The status overview.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub cluster: String,
+    pub redis: String,
+    pub applied: BTreeMap<String, String>,
+    pub target: crate::render::RevisionInfo,
+    /// Objects that would change if `target` were reconciled.
+    pub pending: usize,
+    pub hosts: Vec<HostStatus>,
+    pub events: Vec<state::Event>,
+}
+
+/// Gathers the status overview.
+///
+/// # Errors
+/// Redis errors.
+pub fn status(
+    store: &mut Store,
+    redis: &str,
+    target: &Compiled,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Status, StateError> {
+    let keys = store.keys().clone();
+    let desired = state::desired_image(&keys, &target.state, &None);
+    let observed = store.observe(&desired.keys().cloned().collect::<Vec<_>>())?;
+    let side = state::live_side(&keys, &observed.image);
+    let pending = plan::diff_sides(&side, &target.state, now).changes.len();
+    let workers: BTreeMap<String, BTreeMap<String, String>> = observed
+        .image
+        .iter()
+        .filter_map(|(k, v)| match v {
+            KeyValue::Hash(m) => Some((
+                k.strip_prefix(&format!("{}worker:", keys.prefix()))?
+                    .to_string(),
+                m.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    let beats = store.heartbeats(&workers.keys().cloned().collect())?;
+    let now_s = now_unix(now);
+    let hosts = workers
+        .iter()
+        .map(|(h, w)| {
+            let hb = beats.get(h);
+            HostStatus {
+                host: h.clone(),
+                roles: w
+                    .get("roles")
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .unwrap_or_default(),
+                release: w.get("release").cloned().unwrap_or_default(),
+                heartbeat_age: hb.map(|b| b.age(now_s)),
+                health: host_drift(h, w, hb, now_s)
+                    .first()
+                    .map_or_else(|| "ok".to_string(), |d| d.kind.to_string()),
+            }
+        })
+        .collect();
+    let events = store.events(5)?;
+    Ok(Status {
+        cluster: target.state.cluster.clone(),
+        redis: redis.to_string(),
+        applied: observed.applied,
+        target: target.revision.clone(),
+        pending,
+        hosts,
+        events,
+    })
+}

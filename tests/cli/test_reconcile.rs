@@ -1,0 +1,582 @@
+use std::collections::BTreeMap;
+
+use crate::common::redis::RedisServer;
+use crate::common::{run, TestRepo};
+
+const PREFIX: &str = "celeroot:{production}:";
+
+fn committed_example() -> TestRepo {
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    repo
+}
+
+fn reconcile(repo: &TestRepo, redis: &str, args: &[&str]) -> (String, i32) {
+    let mut cmd = repo.cmd();
+    cmd.arg("reconcile")
+        .args(args)
+        .env("CELEROOT_REDIS_URL", redis);
+    run(cmd)
+}
+
+fn celeroot(repo: &TestRepo, redis: &str, args: &[&str]) -> (String, i32) {
+    let mut cmd = repo.cmd();
+    cmd.args(args).env("CELEROOT_REDIS_URL", redis);
+    run(cmd)
+}
+
+/// Every key under the cluster prefix with its value, except the event stream and the
+/// lease (which record attempts, not state).
+pub fn snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}*"))
+        .query(conn)
+        .expect("KEYS");
+    let mut out = BTreeMap::new();
+    for k in keys {
+        if k.ends_with(":events") || k.ends_with(":lock") {
+            continue;
+        }
+        let t: String = redis::cmd("TYPE").arg(&k).query(conn).expect("TYPE");
+        let v = match t.as_str() {
+            "hash" => format!(
+                "{:?}",
+                redis::cmd("HGETALL")
+                    .arg(&k)
+                    .query::<BTreeMap<String, String>>(conn)
+                    .expect("HGETALL")
+            ),
+            "set" => format!(
+                "{:?}",
+                redis::cmd("SMEMBERS")
+                    .arg(&k)
+                    .query::<std::collections::BTreeSet<String>>(conn)
+                    .expect("SMEMBERS")
+            ),
+            "list" => format!(
+                "{:?}",
+                redis::cmd("LRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .query::<Vec<String>>(conn)
+                    .expect("LRANGE")
+            ),
+            _ => format!(
+                "{:?}",
+                redis::cmd("GET")
+                    .arg(&k)
+                    .query::<Option<String>>(conn)
+                    .expect("GET")
+            ),
+        };
+        out.insert(k, v);
+    }
+    out
+}
+
+fn write_commands(conn: &mut redis::Connection) -> Vec<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO");
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split(':').next())
+        .filter(|c| {
+            [
+                "hset", "hdel", "sadd", "srem", "incr", "lpush", "ltrim", "rename", "expire",
+            ]
+            .contains(c)
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn first_reconcile_writes_the_documented_keys() {
+    let redis = RedisServer::start();
+    let repo = committed_example();
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Plan: 15 to add, 0 to change, 0 to remove."),
+        "{out}"
+    );
+    assert!(out.contains("Applied "), "{out}");
+    let mut c = redis.conn();
+    let worker: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}worker:web01"))
+        .query(&mut c)
+        .expect("worker");
+    assert_eq!(
+        worker["queues"],
+        r#"["app","webserver","celeroot.host.web01"]"#
+    );
+    assert_eq!(
+        worker["concurrency"], "8",
+        "the largest concurrency of its roles"
+    );
+    assert_eq!(worker["max_tasks_per_child"], "1000");
+    assert_eq!(worker["address"], "10.0.1.11");
+    let web: std::collections::BTreeSet<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{PREFIX}role:webserver:hosts"))
+        .query(&mut c)
+        .expect("role index");
+    assert_eq!(web.into_iter().collect::<Vec<_>>(), vec!["web01", "web02"]);
+    let layout: String = redis::cmd("GET")
+        .arg(format!("{PREFIX}layout"))
+        .query(&mut c)
+        .expect("layout");
+    assert_eq!(layout, "1");
+    let applied: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}applied"))
+        .query(&mut c)
+        .expect("applied");
+    assert_eq!(applied["actor"], "tester@ci");
+    assert_eq!(applied["subject"], "example");
+    assert_eq!(applied["generation"], "1");
+}
+
+#[test]
+fn reconciling_the_applied_revision_again_writes_nothing_but_the_event() {
+    let redis = RedisServer::start();
+    let repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let mut c = redis.conn();
+    let before = snapshot(&mut c);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut c)
+        .expect("RESETSTAT");
+    let (out, code) = reconcile(&repo, &redis.url(), &["-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let json = out.split("[exit status").next().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON outcome");
+    assert_eq!(v["result"], "noop");
+    assert_eq!(v["writes"], 0);
+    assert_eq!(snapshot(&mut c), before, "no key changed");
+    assert!(
+        write_commands(&mut c).is_empty(),
+        "no state writes: {:?}",
+        write_commands(&mut c)
+    );
+    let events: usize = redis::cmd("XLEN")
+        .arg(format!("{PREFIX}events"))
+        .query(&mut c)
+        .expect("XLEN");
+    assert_eq!(events, 2, "one event per attempt");
+}
+
+/// Adds `n` extra hosts to the example.
+fn grow(repo: &TestRepo, n: usize) {
+    for i in 0..n {
+        repo.write(
+            &format!("manifests/hosts/gen/w{i:04}.yaml"),
+            &format!("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: w{i:04}\n  labels: {{env: production, tier: batch}}\nspec:\n  address: 10.9.{}.{}\n  roles: [application]\n", i / 250, i % 250 + 1),
+        );
+    }
+}
+
+#[test]
+fn a_no_op_costs_the_same_round_trips_for_any_fleet_size() {
+    let mut trips = Vec::new();
+    for n in [0, 300] {
+        let redis = RedisServer::start();
+        let mut repo = TestRepo::with_example();
+        grow(&repo, n);
+        repo.commit("fleet");
+        assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+        let (out, code) = reconcile(&repo, &redis.url(), &["-o", "json"]);
+        assert_eq!(code, 0, "{out}");
+        let v: serde_json::Value =
+            serde_json::from_str(out.split("[exit status").next().unwrap_or_default())
+                .expect("JSON");
+        assert_eq!(v["result"], "noop");
+        trips.push(v["roundTrips"].as_u64().expect("roundTrips"));
+    }
+    assert_eq!(
+        trips[0], trips[1],
+        "round trips of a no-op must not grow with the fleet"
+    );
+    assert!(trips[0] <= 4, "lease, observe, event, release: {trips:?}");
+}
+
+#[test]
+fn invalid_manifests_write_nothing() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.edit(
+        "manifests/hosts/web01.yaml",
+        "roles: [webserver, application]",
+        "roles: [nope]",
+    );
+    repo.commit("broken");
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing was changed"), "{out}");
+    let n: usize = redis::cmd("DBSIZE")
+        .query(&mut redis.conn())
+        .expect("DBSIZE");
+    assert_eq!(n, 0, "not a single key, not even an event");
+}
+
+#[test]
+fn redis_down_is_a_clear_error_without_the_password() {
+    let repo = committed_example();
+    let (out, code) = reconcile(&repo, "redis://ops:Zebra-Secret-42@127.0.0.1:1/0", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot connect to Redis at redis://ops:***@127.0.0.1:1/0"),
+        "{out}"
+    );
+    assert!(!out.contains("Zebra-Secret-42"), "{out}");
+}
+
+#[test]
+fn requirepass_and_acl_users_work_and_passwords_never_show() {
+    let redis = RedisServer::with_password("Quokka-Pass-7");
+    let repo = committed_example();
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("Quokka-Pass-7"), "{out}");
+    // A wrong password: a clear error, no password in it.
+    let bad = format!("redis://:Wrong-Pass-9@127.0.0.1:{}/0", redis.port);
+    let (out, code) = reconcile(&repo, &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !out.contains("Wrong-Pass-9") && !out.contains("Quokka-Pass-7"),
+        "{out}"
+    );
+    assert!(out.contains("redis://:***@127.0.0.1"), "{out}");
+    // An ACL user limited to celeroot's keys.
+    let mut c = redis.conn();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("reconciler")
+        .arg("on")
+        .arg(">Ibex-Acl-3")
+        .arg("~celeroot:*")
+        .arg("+@all")
+        .query(&mut c)
+        .expect("ACL SETUSER");
+    let acl = format!("redis://reconciler:Ibex-Acl-3@127.0.0.1:{}/0", redis.port);
+    let (out, code) = reconcile(&repo, &acl, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Nothing to do"), "{out}");
+    let (out, code) = celeroot(&repo, &acl, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("Ibex-Acl-3"), "{out}");
+}
+
+#[test]
+fn a_fault_between_plan_and_apply_leaves_the_old_state() {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let mut c = redis.conn();
+    let old = snapshot(&mut c);
+    repo.edit(
+        "manifests/roles/webserver.yaml",
+        "concurrency: 4",
+        "concurrency: 6",
+    );
+    grow(&repo, 20);
+    repo.commit("change");
+    let mut cmd = repo.cmd();
+    cmd.arg("reconcile")
+        .env("CELEROOT_REDIS_URL", redis.url())
+        .env("CELEROOT_FAULT", "before-apply");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("injected fault"), "{out}");
+    assert_eq!(snapshot(&mut c), old, "entirely the old state");
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(format!("{PREFIX}lock"))
+        .query(&mut c)
+        .expect("GET");
+    assert!(lease.is_none(), "the lease is released after a failure");
+    assert_eq!(
+        reconcile(&repo, &redis.url(), &[]).1,
+        0,
+        "a rerun converges"
+    );
+    let (out, _) = reconcile(&repo, &redis.url(), &[]);
+    assert!(out.contains("Nothing to do"), "{out}");
+}
+
+#[test]
+fn killing_redis_during_apply_leaves_old_or_new_and_a_rerun_converges() {
+    let mut redis =
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"], None);
+    let mut repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let old = snapshot(&mut redis.conn());
+    grow(&repo, 1500);
+    repo.commit("big change");
+    // The new state, computed on a second server, to compare with.
+    let reference = RedisServer::start();
+    assert_eq!(reconcile(&repo, &reference.url(), &[]).1, 0);
+    let mut outcomes = Vec::new();
+    for delay_ms in [5u64, 30, 80, 150] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+        cmd.current_dir(repo_path(&repo))
+            .args(["reconcile", "--allow-rollback"])
+            .env("CELEROOT_REDIS_URL", redis.url())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn reconcile");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        redis.kill();
+        let _ = child.wait();
+        redis.restart();
+        let now = snapshot(&mut redis.conn());
+        let is_old = strip_meta(&now) == strip_meta(&old);
+        let is_new = strip_meta(&now) == strip_meta(&snapshot(&mut reference.conn()));
+        assert!(
+            is_old || is_new,
+            "after a crash at {delay_ms} ms the state is neither old nor new"
+        );
+        outcomes.push(if is_new { "new" } else { "old" });
+        if is_new {
+            break;
+        }
+    }
+    // Whatever happened, a rerun converges to the new state.
+    let (out, code) = reconcile(&repo, &redis.url(), &["--allow-rollback"]);
+    assert_eq!(code, 0, "{out} (crash outcomes: {outcomes:?})");
+    assert_eq!(
+        strip_meta(&snapshot(&mut redis.conn())),
+        strip_meta(&snapshot(&mut reference.conn()))
+    );
+}
+
+fn repo_path(repo: &TestRepo) -> std::path::PathBuf {
+    repo.root()
+}
+
+/// Drops what legitimately differs between two servers applying the same revision.
+fn strip_meta(s: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    s.iter()
+        .filter(|(k, _)| {
+            !k.ends_with(":applied") && !k.ends_with(":history") && !k.ends_with(":generation")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn the_mass_delete_guard_refuses_and_can_be_overridden() {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    for h in ["web01", "web02", "app01"] {
+        repo.remove(&format!("manifests/hosts/{h}.yaml"));
+    }
+    repo.commit("oops");
+    let before = snapshot(&mut redis.conn());
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refusing to remove 3 of 5 live hosts"),
+        "{out}"
+    );
+    assert_eq!(snapshot(&mut redis.conn()), before);
+    let (out, code) = reconcile(&repo, &redis.url(), &["--allow-mass-delete"]);
+    assert_eq!(code, 0, "{out}");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("{PREFIX}worker:web01"))
+        .query(&mut redis.conn())
+        .expect("EXISTS");
+    assert!(!exists);
+}
+
+#[test]
+fn the_rollback_guard_history_and_rollback() {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    repo.edit(
+        "manifests/roles/webserver.yaml",
+        "concurrency: 4",
+        "concurrency: 6",
+    );
+    repo.commit("more web workers");
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let (out, code) = reconcile(&repo, &redis.url(), &["--rev", "HEAD~1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is not a descendant of the applied revision"),
+        "{out}"
+    );
+    let (out, code) = celeroot(&repo, &redis.url(), &["history"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("more web workers"), "{out}");
+    assert!(out.contains("example"), "{out}");
+    let (out, code) = celeroot(&repo, &redis.url(), &["rollback", "HEAD~1"]);
+    assert_eq!(code, 0, "{out}");
+    let worker: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}worker:web02"))
+        .query(&mut redis.conn())
+        .expect("worker");
+    assert_eq!(
+        worker["concurrency"], "8",
+        "application's 8 again dominates webserver's 4"
+    );
+}
+
+#[test]
+fn pruning_no_prune_and_the_prune_annotation() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.edit(
+        "manifests/hosts/db02.yaml",
+        "  name: db02\n",
+        "  name: db02\n  annotations:\n    celeroot.io/prune: disabled\n",
+    );
+    repo.commit("example");
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    repo.remove("manifests/hosts/app01.yaml");
+    repo.commit("retire app01");
+    let exists = |k: &str| -> bool {
+        redis::cmd("EXISTS")
+            .arg(format!("{PREFIX}{k}"))
+            .query(&mut redis.conn())
+            .expect("EXISTS")
+    };
+    let (out, code) = reconcile(&repo, &redis.url(), &["--no-prune"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kept Host/app01"), "{out}");
+    assert!(exists("worker:app01"));
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!exists("worker:app01"), "pruned");
+    repo.remove("manifests/hosts/db02.yaml");
+    repo.edit(
+        "manifests/schedules/replica-check.yaml",
+        "    - selector:\n        matchLabels:\n          replica: \"true\"\n",
+        "",
+    );
+    repo.commit("retire db02");
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kept Host/db02"), "{out}");
+    assert!(
+        exists("worker:db02"),
+        "celeroot.io/prune: disabled keeps it"
+    );
+}
+
+#[test]
+fn a_held_lease_stops_a_second_reconciler_and_unlock_releases_it() {
+    let redis = RedisServer::start();
+    let repo = committed_example();
+    let lease = r#"{"id":"abc123","holder":"ops@bastion","revision":"deadbeef","since":"2026-11-23T10:00:00+00:00","pid":4242}"#;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}lock"))
+        .arg(lease)
+        .query(&mut redis.conn())
+        .expect("SET");
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "another reconcile holds the lease: ops@bastion since 2026-11-23T10:00:00+00:00"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("celeroot unlock abc123"), "{out}");
+    let n: usize = redis::cmd("DBSIZE")
+        .query(&mut redis.conn())
+        .expect("DBSIZE");
+    assert_eq!(n, 2, "only the lease and the event of the refused attempt");
+    let (out, code) = celeroot(&repo, &redis.url(), &["unlock"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ops@bastion") && out.contains("celeroot unlock abc123"),
+        "{out}"
+    );
+    let (out, code) = celeroot(&repo, &redis.url(), &["unlock", "abc123"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+}
+
+#[test]
+fn racing_reconcilers_never_interleave() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    grow(&repo, 400);
+    repo.commit("fleet");
+    let reference = RedisServer::start();
+    assert_eq!(reconcile(&repo, &reference.url(), &[]).1, 0);
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"))
+            .current_dir(repo_path(&repo))
+            .arg("reconcile")
+            .env("CELEROOT_REDIS_URL", redis.url())
+            .env("NO_COLOR", "1")
+            .output()
+    };
+    let outputs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(spawn)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("join").expect("run"))
+            .collect()
+    });
+    let applied = outputs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("Applied "))
+        .count();
+    assert_eq!(applied, 1, "exactly one reconciler applies the revision");
+    for o in &outputs {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ok = o.status.code() == Some(0);
+        let lost = o.status.code() == Some(1)
+            && (text.contains("holds the lease") || text.contains("live state changed"));
+        assert!(ok || lost, "unexpected outcome: {text}");
+    }
+    assert_eq!(
+        strip_meta(&snapshot(&mut redis.conn())),
+        strip_meta(&snapshot(&mut reference.conn()))
+    );
+    let mut c = redis.conn();
+    let generation: u64 = redis::cmd("GET")
+        .arg(format!("{PREFIX}generation"))
+        .query(&mut c)
+        .expect("GET");
+    assert_eq!(generation, 1, "one write transaction");
+}
+
+#[test]
+fn diff_against_live_and_dry_run() {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    let (out, code) = celeroot(&repo, &redis.url(), &["diff"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("live → HEAD ("), "{out}");
+    let (out, code) = reconcile(&repo, &redis.url(), &["--dry-run"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("nothing was written"), "{out}");
+    let n: usize = redis::cmd("DBSIZE")
+        .query(&mut redis.conn())
+        .expect("DBSIZE");
+    assert_eq!(n, 0, "a dry run writes nothing");
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let (out, code) = celeroot(&repo, &redis.url(), &["diff"]);
+    assert_eq!(code, 0, "{out}");
+    repo.edit(
+        "manifests/roles/database.yaml",
+        "concurrency: 1",
+        "concurrency: 2",
+    );
+    repo.commit("db");
+    let (out, code) = celeroot(&repo, &redis.url(), &["diff", "-o", "json"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("\"name\": \"database\""), "{out}");
+}
