@@ -206,20 +206,10 @@ pub fn apply_ops(mut img: Image, ops: &[KeyOp]) -> Image {
     img
 }
 
-/// Removes empty hashes and sets, which cannot exist in Redis.
-pub fn normalize(img: Image) -> Image {
-    img.into_iter()
-        .filter(|(_, v)| match v {
-            KeyValue::Hash(m) => !m.is_empty(),
-            KeyValue::Set(s) => !s.is_empty(),
-            KeyValue::String(_) => true,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::normalize;
     use proptest::prelude::*;
 
     fn value() -> impl Strategy<Value = KeyValue> {

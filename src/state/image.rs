@@ -134,8 +134,21 @@ pub fn object_entry(
     }
 }
 
-/// Adds (or replaces) the digests hash, computed over every other key of the image.
-pub fn with_digests(keys: &Keys, mut img: Image) -> Image {
+/// Removes empty hashes and sets, which cannot exist in Redis.
+pub fn normalize(img: Image) -> Image {
+    img.into_iter()
+        .filter(|(_, v)| match v {
+            KeyValue::Hash(m) => !m.is_empty(),
+            KeyValue::Set(s) => !s.is_empty(),
+            KeyValue::String(_) => true,
+        })
+        .collect()
+}
+
+/// Drops empty hashes and sets (Redis has no empty collections: the key just does not
+/// exist), then adds (or replaces) the digests hash over every other key.
+pub fn with_digests(keys: &Keys, img: Image) -> Image {
+    let mut img = normalize(img);
     img.remove(&keys.digests());
     let digests: BTreeMap<String, String> =
         img.iter().map(|(k, v)| (k.clone(), v.digest())).collect();

@@ -257,3 +257,21 @@ fn a_layout_version_mismatch_is_a_clear_error_and_writes_nothing() {
         .expect("GET");
     assert_eq!(gen, 1);
 }
+
+#[test]
+fn a_role_without_hosts_is_not_drift() {
+    // Found by the planner property test: an empty role index cannot exist in Redis.
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.write(
+        "manifests/roles/spare.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: spare\nspec: {}\n",
+    );
+    repo.commit("a role nobody runs yet");
+    assert_eq!(cmd(&repo, &redis, &["reconcile"]).1, 0);
+    healthy_fleet(&redis);
+    let (out, code) = cmd(&repo, &redis, &["drift"]);
+    assert_eq!(code, 0, "{out}");
+    let (out, _) = cmd(&repo, &redis, &["reconcile"]);
+    assert!(out.contains("Nothing to do"), "{out}");
+}
