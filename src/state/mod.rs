@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 pub use heartbeat::Heartbeat;
 pub use image::{
-    desired_image, object_entry, with_digests, worker_fields, Image, KeyValue, Release,
+    desired_image, normalize, object_entry, with_digests, worker_fields, Image, KeyValue, Release,
 };
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use store::{
