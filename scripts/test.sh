@@ -4,18 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Prerequisites. This milestone needs only the Rust toolchain and a C compiler (libgit2
-# is vendored). Later milestones add redis-server, openssh-server, rsync and a Python
-# venv with Celery here, so the same command keeps setting everything up.
-need() { command -v "$1" >/dev/null 2>&1; }
-missing=()
-need cc || missing+=(gcc)
-need pkg-config || missing+=(pkg-config)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}"; else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"; fi
-fi
-need cargo || { echo "error: cargo is not installed (install Rust with rustup: https://rustup.rs)" >&2; exit 1; }
+# Prerequisites: a C compiler (libgit2 is vendored) and redis-server (every Redis test
+# starts its own on a free loopback port). Later milestones add openssh-server, rsync and
+# a Python venv with Celery here, so the same command keeps setting everything up.
+. scripts/lib/prereqs.sh
+ensure_packages cc:gcc redis-server:redis-server redis-cli:redis-tools
+require_cargo
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
