@@ -67,8 +67,12 @@ pub enum ApplyError {
         live: usize,
         what: &'static str,
     },
-    #[error("refusing to apply {target}: it is not a descendant of the applied revision {applied}; pass --allow-rollback (or use `celeroot rollback`) if this is intended")]
-    Rollback { target: String, applied: String },
+    #[error("refusing to apply {target}: {reason} {applied}; pass --allow-rollback (or use `celeroot rollback`) if this is intended")]
+    Rollback {
+        target: String,
+        applied: String,
+        reason: &'static str,
+    },
     #[error("injected fault ({0}): nothing was written")]
     Fault(String),
 }
@@ -178,6 +182,18 @@ fn keep_unpruned(
     if kept.is_empty() {
         return (desired, kept);
     }
+    // Role indexes each live host is in, computed once (not once per kept host).
+    let role_prefix = format!("{}role:", keys.prefix());
+    let mut memberships: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for (k, v) in live {
+        if let (KeyValue::Set(members), true) =
+            (v, k.starts_with(&role_prefix) && k.ends_with(":hosts"))
+        {
+            for m in members {
+                memberships.entry(m.as_str()).or_default().push(k);
+            }
+        }
+    }
     let mut img = desired;
     for id in &kept {
         if let (Some(KeyValue::Hash(live_objs)), Some(KeyValue::Hash(want))) =
@@ -196,15 +212,9 @@ fn keep_unpruned(
                     hosts.insert(id.name.clone());
                 }
                 // Keep its membership in every role index it was in.
-                for (k, v) in live {
-                    if let (KeyValue::Set(members), true) =
-                        (v, k.ends_with(":hosts") && k.contains(":role:"))
-                    {
-                        if members.contains(&id.name) {
-                            if let Some(KeyValue::Set(want)) = img.get_mut(k) {
-                                want.insert(id.name.clone());
-                            }
-                        }
+                for role_key in memberships.get(id.name.as_str()).into_iter().flatten() {
+                    if let Some(KeyValue::Set(want)) = img.get_mut(*role_key) {
+                        want.insert(id.name.clone());
                     }
                 }
             }
@@ -382,15 +392,16 @@ fn reconcile_locked(
         .cloned()
         .filter(|s| !s.is_empty());
     if let Some(applied) = &previous {
-        if !opts.allow_rollback
-            && matches!(
-                ancestry(applied),
-                Ancestry::NotDescendant | Ancestry::Unknown
-            )
-        {
+        let reason = match ancestry(applied) {
+            Ancestry::Same | Ancestry::Forward => None,
+            Ancestry::NotDescendant => Some("it is not a descendant of the applied revision"),
+            Ancestry::Unknown => Some("this repository does not contain the applied revision"),
+        };
+        if let (Some(reason), false) = (reason, opts.allow_rollback) {
             return Err(ApplyError::Rollback {
                 target: rev.compiled.revision.describe(),
                 applied: applied.clone(),
+                reason,
             });
         }
     }

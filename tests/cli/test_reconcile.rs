@@ -580,3 +580,18 @@ fn diff_against_live_and_dry_run() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("\"name\": \"database\""), "{out}");
 }
+
+#[test]
+fn an_applied_revision_unknown_to_this_repository_is_guarded() {
+    let redis = RedisServer::start();
+    let repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    // Another repository describing the same cluster, with unrelated history.
+    let mut other = TestRepo::with_example();
+    other.edit("manifests/roles/database.yaml", "concurrency: 1", "concurrency: 2");
+    other.commit("unrelated history");
+    let (out, code) = reconcile(&other, &redis.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("this repository does not contain the applied revision"), "{out}");
+    assert_eq!(reconcile(&other, &redis.url(), &["--allow-rollback"]).1, 0);
+}
