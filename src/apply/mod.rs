@@ -240,6 +240,7 @@ fn corrective(keys: &Keys, observed: &Observed, ops: &[KeyOp]) -> usize {
         .iter()
         .filter(|(k, d)| observed.image.get(*k).map(KeyValue::digest).as_ref() != Some(*d))
         .map(|(k, _)| k)
+        .chain(observed.foreign_types.keys())
         .collect();
     // Writes to drifted keys, and deletions of keys celeroot never wrote (--sweep).
     ops.iter()
@@ -428,7 +429,14 @@ fn reconcile_locked(
         .filter(|(k, _)| !keys.is_heartbeat(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut ops = plan_keys(&desired, &live_managed);
+    // Keys celeroot manages whose type was changed out of band (a list where a hash
+    // belongs): delete them first, then write them afresh.
+    let mut ops: Vec<KeyOp> = observed
+        .foreign_types
+        .keys()
+        .map(|key| KeyOp::Del { key: key.clone() })
+        .collect();
+    ops.extend(plan_keys(&desired, &live_managed));
     if opts.sweep {
         let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
         for key in store.scan_prefix()? {

@@ -46,14 +46,11 @@ pub fn worker_fields(
     release: &Release,
 ) -> Option<BTreeMap<String, String>> {
     let h = d.hosts.get(host)?;
-    let role_of = |f: fn(&crate::desired::CompiledRole) -> Option<u32>| {
-        // A host with several roles runs one worker; it takes the largest setting.
-        h.roles
-            .iter()
-            .filter_map(|r| d.roles.get(r))
-            .filter_map(f)
-            .max()
-    };
+    let roles = || h.roles.iter().filter_map(|r| d.roles.get(r));
+    // One worker serves all of a host's roles: it gets the largest concurrency any role
+    // asks for, and the strictest recycling limit (roles that set none do not relax it).
+    let concurrency = roles().filter_map(|r| r.concurrency).max();
+    let max_tasks = roles().filter_map(|r| r.max_tasks_per_child).min();
     let mut m = BTreeMap::new();
     m.insert("address".into(), h.address.clone());
     m.insert(
@@ -66,15 +63,11 @@ pub fn worker_fields(
     );
     m.insert(
         "concurrency".into(),
-        role_of(|r| r.concurrency)
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
+        concurrency.map(|n| n.to_string()).unwrap_or_default(),
     );
     m.insert(
         "max_tasks_per_child".into(),
-        role_of(|r| r.max_tasks_per_child)
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
+        max_tasks.map(|n| n.to_string()).unwrap_or_default(),
     );
     m.insert("release".into(), release.clone().unwrap_or_default());
     Some(m)

@@ -33,7 +33,7 @@ impl Keys {
     pub fn layout(&self) -> String {
         self.key("layout")
     }
-    /// String: incremented by every applied write (the fencing counter).
+    /// String: incremented once by every applied reconcile (the fencing counter).
     pub fn generation(&self) -> String {
         self.key("generation")
     }
@@ -41,7 +41,8 @@ impl Keys {
     pub fn applied(&self) -> String {
         self.key("applied")
     }
-    /// Hash: `Kind/name` → `{"hash": ..., "object": ...}` of every applied object.
+    /// Hash: `Kind/name` → `{"hash", "object"[, "entries"]}` of every applied object
+    /// (`entries`: a schedule's resolved queues).
     pub fn objects(&self) -> String {
         self.key("objects")
     }

@@ -20,6 +20,7 @@ pub use image::{
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use store::{
     Event, HistoryEntry, LeaseInfo, Observed, Store, EVENTS_MAX, HISTORY_MAX, LEASE_TTL,
+    UNREADABLE_LEASE,
 };
 pub use url::RedisUrl;
 

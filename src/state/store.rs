@@ -24,6 +24,9 @@ pub const EVENTS_MAX: usize = 10_000;
 /// Applied revisions kept in the history list.
 pub const HISTORY_MAX: usize = 200;
 
+/// The id reported for a lease value that celeroot cannot read.
+pub const UNREADABLE_LEASE: &str = "unreadable";
+
 /// Who holds the reconcile lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {
@@ -243,8 +246,24 @@ impl Store {
         }
         match self.lease()? {
             Some(holder) => Err(StateError::Locked(Box::new(holder))),
-            // Released between our SET and GET: try once more.
-            None => self.acquire_lease(info),
+            // Released between our SET and GET: try once more, then give up.
+            None => {
+                let ok: Option<String> = self.query(
+                    redis::cmd("SET")
+                        .arg(self.keys.lock())
+                        .arg(serde_json::to_string(info).unwrap_or_default())
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX)),
+                )?;
+                match (ok, self.lease()?) {
+                    (Some(_), _) => Ok(()),
+                    (None, Some(holder)) => Err(StateError::Locked(Box::new(holder))),
+                    (None, None) => Err(StateError::Conflict(
+                        "the reconcile lease keeps changing hands; try again".into(),
+                    )),
+                }
+            }
         }
     }
 
@@ -262,10 +281,20 @@ impl Store {
     ///
     /// # Errors
     /// Redis errors.
+    /// A value that is not celeroot's JSON is reported with the id [`UNREADABLE_LEASE`],
+    /// which `celeroot unlock` accepts to remove it.
     pub fn lease(&mut self) -> Result<Option<LeaseInfo>, StateError> {
         let key = self.keys.lock();
         let v: Option<String> = self.query(redis::cmd("GET").arg(key))?;
-        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+        Ok(v.map(|s| {
+            serde_json::from_str(&s).unwrap_or_else(|_| LeaseInfo {
+                id: UNREADABLE_LEASE.into(),
+                holder: "an unknown writer (the lease value is not celeroot's JSON)".into(),
+                revision: "?".into(),
+                since: "?".into(),
+                pid: 0,
+            })
+        }))
     }
 
     /// Applies `writes` and records the revision atomically.
@@ -372,7 +401,8 @@ impl Store {
             .collect())
     }
 
-    /// Heartbeats of `hosts` and of every host in the heartbeat index, in one round trip.
+    /// Heartbeats of `hosts` and of every host in the heartbeat index, in two round trips
+    /// (the index, then one pipeline).
     ///
     /// # Errors
     /// Redis errors.

@@ -65,31 +65,48 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
+/// Hides the password in `user:password@` (or `:password@`) and in `pass=`/`password=`
+/// query parameters (unix-socket URLs). A bare `user@` is a user name, shown as it is.
 /// `redis://user:secret@host:6379/0` → (`redis://user:***@host:6379/0`, Some("secret")).
-/// A bare `redis://secret@host` (password only) is redacted the same way.
 fn redact(raw: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return (raw.to_string(), None);
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return (raw.to_string(), None);
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
     };
-    let (user, secret) = match userinfo.split_once(':') {
-        Some((u, p)) => (u, p),
-        None => ("", userinfo),
+    let mut secret = None;
+    let authority_end = main.find('/').unwrap_or(main.len());
+    let (authority, path) = main.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, pass)) => {
+                secret = Some(percent_decode(pass)).filter(|s| !s.is_empty());
+                format!("{user}:***@{host}")
+            }
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
     };
-    let shown = if user.is_empty() {
-        ":***".to_string()
-    } else {
-        format!("{user}:***")
-    };
-    let secret = percent_decode(secret);
-    (
-        format!("{scheme}://{shown}@{host}{tail}"),
-        Some(secret).filter(|s| !s.is_empty()),
-    )
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if k == "pass" || k == "password" => {
+                    secret = Some(percent_decode(v)).filter(|s| !s.is_empty());
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&q);
+    }
+    (out, secret)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -129,6 +146,16 @@ mod tests {
         assert_eq!(p.redacted(), "rediss://:***@cache.example:6379");
         let plain = RedisUrl::parse("redis://127.0.0.1:6379/0").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plain.redacted(), "redis://127.0.0.1:6379/0");
+        let user_only =
+            RedisUrl::parse("redis://ops@127.0.0.1:6379/0").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user_only.redacted(), "redis://ops@127.0.0.1:6379/0");
+        let unix = RedisUrl::parse("redis+unix:///run/redis.sock?db=1&pass=Hidden-1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            unix.redacted(),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
+        assert_eq!(unix.scrub("bad pass Hidden-1"), "bad pass ***");
     }
 
     #[test]

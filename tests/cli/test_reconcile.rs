@@ -117,7 +117,10 @@ fn first_reconcile_writes_the_documented_keys() {
         worker["concurrency"], "8",
         "the largest concurrency of its roles"
     );
-    assert_eq!(worker["max_tasks_per_child"], "1000");
+    assert_eq!(
+        worker["max_tasks_per_child"], "500",
+        "the strictest recycling limit of its roles"
+    );
     assert_eq!(worker["address"], "10.0.1.11");
     let web: std::collections::BTreeSet<String> = redis::cmd("SMEMBERS")
         .arg(format!("{PREFIX}role:webserver:hosts"))
@@ -588,10 +591,62 @@ fn an_applied_revision_unknown_to_this_repository_is_guarded() {
     assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
     // Another repository describing the same cluster, with unrelated history.
     let mut other = TestRepo::with_example();
-    other.edit("manifests/roles/database.yaml", "concurrency: 1", "concurrency: 2");
+    other.edit(
+        "manifests/roles/database.yaml",
+        "concurrency: 1",
+        "concurrency: 2",
+    );
     other.commit("unrelated history");
     let (out, code) = reconcile(&other, &redis.url(), &[]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("this repository does not contain the applied revision"), "{out}");
+    assert!(
+        out.contains("this repository does not contain the applied revision"),
+        "{out}"
+    );
     assert_eq!(reconcile(&other, &redis.url(), &["--allow-rollback"]).1, 0);
+}
+
+#[test]
+fn a_key_whose_type_was_changed_out_of_band_is_reported_and_rewritten() {
+    let redis = RedisServer::start();
+    let repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let mut c = redis.conn();
+    let key = format!("{PREFIX}worker:web02");
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut c).expect("DEL");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("surprise")
+        .query(&mut c)
+        .expect("RPUSH");
+    let (out, code) = celeroot(&repo, &redis.url(), &["drift"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("worker:web02 — has type list, which celeroot never writes"),
+        "{out}"
+    );
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    let t: String = redis::cmd("TYPE").arg(&key).query(&mut c).expect("TYPE");
+    assert_eq!(t, "hash");
+    let (out, _) = reconcile(&repo, &redis.url(), &[]);
+    assert!(out.contains("Nothing to do"), "{out}");
+}
+
+#[test]
+fn an_unreadable_lease_value_is_reported_and_can_be_removed() {
+    let redis = RedisServer::start();
+    let repo = committed_example();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}lock"))
+        .arg("not json")
+        .query(&mut redis.conn())
+        .expect("SET");
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("an unknown writer"), "{out}");
+    assert!(out.contains("celeroot unlock unreadable"), "{out}");
+    let (out, code) = celeroot(&repo, &redis.url(), &["unlock", "unreadable"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
 }

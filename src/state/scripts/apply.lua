@@ -8,10 +8,26 @@ if gen ~= tonumber(ARGV[1]) then
   return redis.error_reply('CONFLICT live state changed during the reconcile (generation ' .. gen .. ', expected ' .. ARGV[1] .. ')')
 end
 local lock = redis.call('GET', KEYS[2])
-if not lock or cjson.decode(lock)['id'] ~= ARGV[2] then
+local ok, lease = pcall(cjson.decode, lock or '')
+if not lock or not ok or type(lease) ~= 'table' or lease['id'] ~= ARGV[2] then
   return redis.error_reply('LEASE the reconcile lease was lost (expired or taken over); nothing was written')
 end
 local ops = cjson.decode(ARGV[3])
+-- Check every key's type before the first write: a script that fails halfway is not
+-- rolled back, so anything that could fail must fail here.
+local need = {hset = 'hash', hdel = 'hash', sadd = 'set', srem = 'set'}
+local deleted = {}
+for _, op in ipairs(ops) do
+  local kind = op['op']
+  if kind == 'del' or kind == 'set' then
+    deleted[op['key']] = true
+  elseif need[kind] and not deleted[op['key']] then
+    local t = redis.call('TYPE', op['key'])['ok']
+    if t ~= 'none' and t ~= need[kind] then
+      return redis.error_reply('CONFLICT key ' .. op['key'] .. ' has type ' .. t .. ', expected ' .. need[kind] .. '; nothing was written')
+    end
+  end
+end
 for _, op in ipairs(ops) do
   local kind = op['op']
   if kind == 'del' then
