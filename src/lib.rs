@@ -7,8 +7,10 @@
 //!   → validate → desired (compile) → plan (diff) → render
 //! ```
 //!
-//! Live state in Redis (`state`), applying plans (`apply`), drift reporting (`drift`)
-//! and the daemon (`daemon`) arrive with later milestones; see docs/architecture.md.
+//! The live path continues: `state` (observe Redis) → `apply` (one atomic script) →
+//! record (applied revision, history, events) → `drift`. The daemon, Celery Beat
+//! scheduling, SSH deploys and the agent arrive with later milestones; see
+//! docs/architecture.md.
 
 pub mod apply;
 pub mod cli;

@@ -1,8 +1,8 @@
 //! Apply: one reconcile, from a compiled revision to the live state in Redis.
 //!
-//! Owns the reconcile sequence: lease → observe → guards (layout, rollback, mass
-//! delete) → plan → one atomic apply script → record (applied revision, history, event)
-//! → release. Classifies every write as intentional (a new revision) or corrective
+//! Owns the reconcile sequence: lease → observe (layout check) → rollback guard → plan
+//! → mass-delete guard → one atomic apply script → record (applied revision, history,
+//! event) → release. Classifies every write as intentional (a new revision) or corrective
 //! (healing out-of-band drift).
 //! Must not know: YAML, argument parsing, or output formats.
 
@@ -107,6 +107,8 @@ pub enum Result {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
+    /// Version of this JSON structure (docs/cli.md).
+    pub format_version: u32,
     pub result: Result,
     pub cluster: String,
     pub revision: String,
@@ -449,6 +451,7 @@ fn reconcile_locked(
     let corrective_writes = corrective(&keys, &observed, &ops);
     let summary = plan.summary();
     let mut outcome = Outcome {
+        format_version: 1,
         result: Result::DryRun,
         cluster: rev.compiled.state.cluster.clone(),
         revision: target.to_string(),

@@ -2,7 +2,8 @@
 //! exit codes. No logic lives here that a test could not call through the library.
 //!
 //! Exit codes (docs/cli.md): 0 success / no changes, 1 error (invalid manifests, unknown
-//! revision, usage error, ...), 2 changes found (`diff`).
+//! revision, Redis unreachable, usage error, ...), 2 changes or drift found (`diff`,
+//! `drift`, `reconcile --dry-run`).
 
 /// `println!` that ignores a closed stdout (`celeroot ... | head`) instead of panicking.
 macro_rules! outln {

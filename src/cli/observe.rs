@@ -29,26 +29,35 @@ pub struct DriftArgs {
     pub output: ReportFormat,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Text,
+    Json,
+}
+
 /// Show the applied revision, pending changes, hosts and the latest events.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The revision to compare the live state with.
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
-    /// Output format (text or json).
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Text)]
-    pub output: ReportFormat,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Text)]
+    pub output: ListFormat,
 }
 
 /// List applied revisions, newest first.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// How many entries to show.
-    #[arg(short = 'n', long, default_value_t = 20)]
-    pub limit: usize,
-    /// Output format (text or json).
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = ReportFormat::Text)]
-    pub output: ReportFormat,
+    #[arg(short = 'n', long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub limit: u16,
+    /// The cluster (default: the name in the manifests at HEAD).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Text)]
+    pub output: ListFormat,
 }
 
 /// Show who holds the reconcile lease, or release a stale one by its id.
@@ -58,6 +67,9 @@ pub struct HistoryArgs {
 pub struct UnlockArgs {
     /// The lease id to release (shown by `celeroot unlock` and in the lease error).
     pub id: Option<String>,
+    /// The cluster (default: the name in the manifests at HEAD). Works when HEAD is invalid.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 fn compiled(ui: &Ui, cli: &Cli, rev: &str) -> Result<crate::Compiled, CliError> {
@@ -210,7 +222,7 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CliError>
     let mut store = live::connect(cli, &target.state.cluster)?;
     let url = live::redis_url(cli)?;
     let st = drift::status(&mut store, url.redacted(), &target, now).map_err(live::state_error)?;
-    if args.output == ReportFormat::Json {
+    if args.output == ListFormat::Json {
         outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return Ok(EXIT_OK);
     }
@@ -322,15 +334,23 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
-fn cluster_name(ui: &Ui, cli: &Cli) -> Result<String, CliError> {
-    Ok(compiled(ui, cli, "HEAD")?.state.cluster)
+/// `--cluster`, validated, or the cluster named by the manifests at HEAD.
+fn cluster_name(ui: &Ui, cli: &Cli, explicit: &Option<String>) -> Result<String, CliError> {
+    match explicit {
+        Some(c) => crate::validate::rules::rfc1123_label(c)
+            .map(|()| c.clone())
+            .map_err(|e| CliError::new(format!("invalid --cluster {c:?}: {e}"))),
+        None => Ok(compiled(ui, cli, "HEAD")?.state.cluster),
+    }
 }
 
 pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, CliError> {
-    let cluster = cluster_name(ui, cli)?;
+    let cluster = cluster_name(ui, cli, &args.cluster)?;
     let mut store = live::connect(cli, &cluster)?;
-    let entries = store.history(args.limit).map_err(live::state_error)?;
-    if args.output == ReportFormat::Json {
+    let entries = store
+        .history(usize::from(args.limit))
+        .map_err(live::state_error)?;
+    if args.output == ListFormat::Json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&entries).unwrap_or_default()
@@ -367,7 +387,7 @@ pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, CliErro
 }
 
 pub fn run_unlock(ui: &Ui, cli: &Cli, args: &UnlockArgs) -> Result<u8, CliError> {
-    let cluster = cluster_name(ui, cli)?;
+    let cluster = cluster_name(ui, cli, &args.cluster)?;
     let mut store = live::connect(cli, &cluster)?;
     let lease = store.lease().map_err(live::state_error)?;
     let Some(lease) = lease else {
@@ -391,9 +411,15 @@ pub fn run_unlock(ui: &Ui, cli: &Cli, args: &UnlockArgs) -> Result<u8, CliError>
             Ok(EXIT_ERROR)
         }
         Some(id) if *id == lease.id => {
-            store.force_release(id).map_err(live::state_error)?;
-            outln!("Released.");
-            Ok(EXIT_OK)
+            if store.force_release(id).map_err(live::state_error)? {
+                outln!("Released.");
+                Ok(EXIT_OK)
+            } else {
+                Err(CliError::new(
+                    "the lease changed hands before it could be released; nothing was released",
+                )
+                .hinted("run `celeroot unlock` again to see the new holder"))
+            }
         }
         Some(id) => Err(CliError::new(format!(
             "lease id {id} does not match the held lease {}; nothing was released",

@@ -9,8 +9,9 @@ use crate::render::{render_text, PlanReport, RevisionInfo};
 /// Apply a revision to the live state in Redis: validate, compile, observe, plan, apply
 /// (one atomic transaction), record.
 ///
-/// Exit status: 0 applied or nothing to do, 1 error or refused. With --dry-run: 0 no
-/// changes, 2 changes (like `diff`).
+/// Exit status: 0 applied or nothing to do, 1 error or refused. With --dry-run: 0 when a
+/// real run would write nothing but its event, 2 when it would write (changes, healing
+/// drift, or recording a new revision).
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
     /// The git revision to apply.
@@ -106,7 +107,12 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         ),
     }
     Ok(match outcome.result {
-        apply::Result::DryRun if outcome.writes > 0 => EXIT_CHANGES,
+        apply::Result::DryRun
+            if outcome.writes > 0
+                || outcome.previous_revision.as_deref() != Some(outcome.revision.as_str()) =>
+        {
+            EXIT_CHANGES
+        }
         _ => EXIT_OK,
     })
 }

@@ -25,7 +25,7 @@ pub struct KeyDrift {
     /// `edited`, `deleted`, `unknown` or `object-edited`.
     pub kind: &'static str,
     pub detail: String,
-    /// `celeroot reconcile` (or `celeroot reconcile` after removing it by hand, for unknown keys).
+    /// What fixes it: `reconcile`, or `reconcile --sweep` for unknown keys.
     pub fixed_by: &'static str,
 }
 
@@ -45,6 +45,8 @@ pub struct HostDrift {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftReport {
+    /// Version of this JSON structure (docs/cli.md).
+    pub format_version: u32,
     pub cluster: String,
     pub applied_revision: Option<String>,
     pub target: crate::render::RevisionInfo,
@@ -85,6 +87,8 @@ pub fn detect(
     };
     for (key, digest) in &digests {
         match observed.image.get(key) {
+            // A key of another type is reported once, below.
+            None if observed.foreign_types.contains_key(key) => {}
             None => live.push(KeyDrift {
                 key: key.clone(),
                 kind: "deleted",
@@ -175,6 +179,7 @@ pub fn detect(
     let side = state::live_side(&keys, &observed.image);
     let pending = plan::diff_sides(&side, &target.state, now);
     Ok(DriftReport {
+        format_version: 1,
         cluster: target.state.cluster.clone(),
         applied_revision: observed
             .applied

@@ -72,7 +72,8 @@ pub struct ObjectMeta {
     /// Keys are `[prefix/]name` as in Kubernetes; values are at most 63 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Located<BTreeMap<String, String>>>,
-    /// Free-form notes for humans and tools; celeroot does not interpret them.
+    /// Free-form notes for humans and tools. celeroot interprets one:
+    /// `celeroot.io/prune: disabled` keeps the object live when it is removed from git.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

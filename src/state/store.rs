@@ -335,7 +335,9 @@ impl Store {
             Ok(Value::Int(g)) => Ok(u64::try_from(g).unwrap_or(0)),
             Ok(other) => Err(StateError::Protocol(format!("apply returned {other:?}"))),
             Err(StateError::Redis(msg)) if msg.contains("CONFLICT") || msg.contains("LEASE") => {
-                Err(StateError::Conflict(msg))
+                // The client renders script errors as `"CODE": text`; keep the text.
+                let text = msg.rsplit_once("\": ").map_or(msg.as_str(), |(_, t)| t);
+                Err(StateError::Conflict(text.trim().to_string()))
             }
             Err(e) => Err(e),
         }

@@ -650,3 +650,38 @@ fn an_unreadable_lease_value_is_reported_and_can_be_removed() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
 }
+
+#[test]
+fn unlock_and_history_work_with_an_invalid_head_given_the_cluster() {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let lease = r#"{"id":"stale1","holder":"ci@runner","revision":"cafe","since":"2026-11-23T09:00:00Z","pid":7}"#;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}lock"))
+        .arg(lease)
+        .query(&mut redis.conn())
+        .expect("SET");
+    repo.edit(
+        "manifests/hosts/web01.yaml",
+        "roles: [webserver, application]",
+        "roles: []",
+    );
+    repo.commit("broken HEAD");
+    let (out, code) = celeroot(
+        &repo,
+        &redis.url(),
+        &["unlock", "stale1", "--cluster", "production"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Released."), "{out}");
+    let (out, code) = celeroot(
+        &repo,
+        &redis.url(),
+        &["history", "--cluster", "production", "-o", "json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"subject\": \"example\""), "{out}");
+    let (out, code) = celeroot(&repo, &redis.url(), &["history", "--cluster", "Bad_Name"]);
+    assert_eq!(code, 1, "{out}");
+}
