@@ -4,12 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Prerequisites: a C compiler (libgit2 is vendored) and redis-server (every Redis test
-# starts its own on a free loopback port). Later milestones add openssh-server, rsync and
-# a Python venv with Celery here, so the same command keeps setting everything up.
+# Prerequisites: a C compiler (libgit2 is vendored), redis-server (every Redis test starts
+# its own on a free loopback port) and Python 3 with venv (a cached virtualenv with
+# Celery). Later milestones add openssh-server and rsync here.
 . scripts/lib/prereqs.sh
+. scripts/lib/pyenv.sh
 ensure_packages cc:gcc redis-server:redis-server redis-cli:redis-tools
 require_cargo
+# A virtualenv with the pinned Celery stack (celery, celery-redbeat, redis) for the tests
+# that run real Celery workers and beat; exports CELEROOT_PYTHON.
+ensure_pyenv
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

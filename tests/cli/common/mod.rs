@@ -1,6 +1,7 @@
 //! Test environment: a real git repository in a temp dir, the real binary, and a real
 //! redis-server per test.
 
+pub mod celery;
 pub mod redis;
 
 use std::path::{Path, PathBuf};
