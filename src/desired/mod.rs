@@ -122,6 +122,11 @@ pub struct CompiledSchedule {
     pub timezone: String,
     pub mode: Mode,
     pub enabled: bool,
+    pub args: Vec<Json>,
+    pub kwargs: Map<String, Json>,
+    /// Seconds after which an unstarted task is discarded.
+    pub expires: Option<u64>,
+    pub priority: Option<u8>,
     /// Where the task is sent, sorted.
     pub entries: Vec<ScheduleEntry>,
 }
@@ -532,6 +537,18 @@ pub fn compile(m: &Manifests) -> DesiredState {
                 timezone: tz,
                 mode: s.mode.value,
                 enabled,
+                args: s.args.clone(),
+                kwargs: s.kwargs.clone(),
+                expires: s
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.expires.as_ref())
+                    .and_then(|e| parse_duration(&e.value).ok()),
+                priority: s
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.priority.as_ref())
+                    .map(|p| p.value),
                 entries,
             },
         );

@@ -41,6 +41,20 @@ pub enum KeyOp {
         key: String,
         args: Vec<String>,
     },
+    /// Field/value pairs written only where the field is absent.
+    Hsetnx {
+        key: String,
+        args: Vec<String>,
+    },
+    /// Score/member pairs.
+    Zadd {
+        key: String,
+        args: Vec<String>,
+    },
+    Zrem {
+        key: String,
+        args: Vec<String>,
+    },
 }
 
 impl KeyOp {
@@ -51,7 +65,10 @@ impl KeyOp {
             | KeyOp::Hset { key, .. }
             | KeyOp::Hdel { key, .. }
             | KeyOp::Sadd { key, .. }
-            | KeyOp::Srem { key, .. } => key,
+            | KeyOp::Srem { key, .. }
+            | KeyOp::Hsetnx { key, .. }
+            | KeyOp::Zadd { key, .. }
+            | KeyOp::Zrem { key, .. } => key,
         }
     }
 }
@@ -91,6 +108,38 @@ fn create(key: &str, v: &KeyValue, out: &mut Vec<KeyOp>) {
             |key, args| KeyOp::Sadd { key, args },
             out,
         ),
+        KeyValue::Fields { owned, init } => {
+            let flat: Vec<String> = owned
+                .iter()
+                .flat_map(|(f, v)| [f.clone(), v.clone()])
+                .collect();
+            chunked(
+                key,
+                flat,
+                CHUNK * 2,
+                |key, args| KeyOp::Hset { key, args },
+                out,
+            );
+            for (f, v) in init {
+                out.push(KeyOp::Hsetnx {
+                    key: key.into(),
+                    args: vec![f.clone(), v.clone()],
+                });
+            }
+        }
+        KeyValue::Members { members, now } => {
+            let flat: Vec<String> = members
+                .iter()
+                .flat_map(|m| [now.to_string(), m.clone()])
+                .collect();
+            chunked(
+                key,
+                flat,
+                CHUNK * 2,
+                |key, args| KeyOp::Zadd { key, args },
+                out,
+            );
+        }
     }
 }
 
@@ -127,6 +176,43 @@ fn update(key: &str, live: &KeyValue, want: &KeyValue, out: &mut Vec<KeyOp>) {
             chunked(key, add, CHUNK, |key, args| KeyOp::Sadd { key, args }, out);
             chunked(key, rem, CHUNK, |key, args| KeyOp::Srem { key, args }, out);
         }
+        (KeyValue::Fields { owned: l, .. }, KeyValue::Fields { owned: w, .. }) => {
+            // Only owned fields are written or removed (`l` holds only owned fields, see
+            // `state::project_owned`); fields owned by others are never touched.
+            let set: Vec<String> = w
+                .iter()
+                .filter(|(f, v)| l.get(*f) != Some(v))
+                .flat_map(|(f, v)| [f.clone(), v.clone()])
+                .collect();
+            let del: Vec<String> = l.keys().filter(|f| !w.contains_key(*f)).cloned().collect();
+            chunked(
+                key,
+                set,
+                CHUNK * 2,
+                |key, args| KeyOp::Hset { key, args },
+                out,
+            );
+            chunked(key, del, CHUNK, |key, args| KeyOp::Hdel { key, args }, out);
+        }
+        (KeyValue::Members { members: l, .. }, KeyValue::Members { members: w, now }) => {
+            if w.is_empty() {
+                out.push(KeyOp::Del { key: key.into() });
+                return;
+            }
+            let add: Vec<String> = w
+                .difference(l)
+                .flat_map(|m| [now.to_string(), m.clone()])
+                .collect();
+            let rem: Vec<String> = l.difference(w).cloned().collect();
+            chunked(
+                key,
+                add,
+                CHUNK * 2,
+                |key, args| KeyOp::Zadd { key, args },
+                out,
+            );
+            chunked(key, rem, CHUNK, |key, args| KeyOp::Zrem { key, args }, out);
+        }
         (_, want) => {
             out.push(KeyOp::Del { key: key.into() });
             create(key, want, out);
@@ -136,15 +222,41 @@ fn update(key: &str, live: &KeyValue, want: &KeyValue, out: &mut Vec<KeyOp>) {
 
 /// The writes that make `live` equal to `desired`. Keys in `live` but not in `desired`
 /// are deleted. Deterministic: ordered by key.
+///
+/// A changed `Fields` key that is a member of a desired `Members` set is re-added with the
+/// score `now` (RedBeat: re-index an updated entry, so a tighter schedule is not hidden
+/// behind an old, later due time; beat writes the exact score after the next run).
 pub fn plan_keys(desired: &Image, live: &Image) -> Vec<KeyOp> {
     let mut out = Vec::new();
+    let mut updated_fields: BTreeSet<&String> = BTreeSet::new();
     let keys: BTreeSet<&String> = desired.keys().chain(live.keys()).collect();
     for key in keys {
         match (live.get(key), desired.get(key)) {
             (None, Some(w)) => create(key, w, &mut out),
-            (Some(l), Some(w)) if l != w => update(key, l, w, &mut out),
+            (Some(l), Some(w)) if l != w => {
+                if matches!((l, w), (KeyValue::Fields { .. }, KeyValue::Fields { .. })) {
+                    updated_fields.insert(key);
+                }
+                update(key, l, w, &mut out);
+            }
             (Some(_), None) => out.push(KeyOp::Del { key: key.clone() }),
             _ => {}
+        }
+    }
+    for (key, v) in desired {
+        if let KeyValue::Members { members, now } = v {
+            let reindex: Vec<String> = members
+                .iter()
+                .filter(|m| updated_fields.contains(m))
+                .flat_map(|m| [now.to_string(), m.clone()])
+                .collect();
+            chunked(
+                key,
+                reindex,
+                CHUNK * 2,
+                |key, args| KeyOp::Zadd { key, args },
+                &mut out,
+            );
         }
     }
     out
@@ -165,7 +277,12 @@ pub fn apply_ops(mut img: Image, ops: &[KeyOp]) -> Image {
                 let entry = img
                     .entry(key.clone())
                     .or_insert_with(|| KeyValue::Hash(BTreeMap::new()));
-                if let KeyValue::Hash(m) = entry {
+                let m = match entry {
+                    KeyValue::Hash(m) => Some(m),
+                    KeyValue::Fields { owned, .. } => Some(owned),
+                    _ => None,
+                };
+                if let Some(m) = m {
                     for pair in args.chunks(2) {
                         if let [f, v] = pair {
                             m.insert(f.clone(), v.clone());
@@ -174,7 +291,14 @@ pub fn apply_ops(mut img: Image, ops: &[KeyOp]) -> Image {
                 }
             }
             KeyOp::Hdel { key, args } => {
-                if let Some(KeyValue::Hash(m)) = img.get_mut(key) {
+                if let Some(KeyValue::Fields { owned, .. }) = img.get_mut(key) {
+                    for f in args {
+                        owned.remove(f);
+                    }
+                    if owned.is_empty() {
+                        img.remove(key);
+                    }
+                } else if let Some(KeyValue::Hash(m)) = img.get_mut(key) {
                     for f in args {
                         m.remove(f);
                     }
@@ -201,6 +325,45 @@ pub fn apply_ops(mut img: Image, ops: &[KeyOp]) -> Image {
                     }
                 }
             }
+            KeyOp::Hsetnx { key, args } => {
+                // A created Fields key arrives here as a Hash: turn it into Fields.
+                let owned = match img.remove(key) {
+                    Some(KeyValue::Hash(h)) => h,
+                    Some(KeyValue::Fields { owned, .. }) => owned,
+                    Some(other) => {
+                        img.insert(key.clone(), other);
+                        continue;
+                    }
+                    None => BTreeMap::new(),
+                };
+                let init: BTreeMap<String, String> = args
+                    .chunks(2)
+                    .filter_map(|p| match p {
+                        [f, v] => Some((f.clone(), v.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                img.insert(key.clone(), KeyValue::Fields { owned, init });
+            }
+            KeyOp::Zadd { key, args } => {
+                let entry = img.entry(key.clone()).or_insert_with(|| KeyValue::Members {
+                    members: BTreeSet::new(),
+                    now: 0,
+                });
+                if let KeyValue::Members { members, .. } = entry {
+                    members.extend(args.chunks(2).filter_map(|p| p.get(1).cloned()));
+                }
+            }
+            KeyOp::Zrem { key, args } => {
+                if let Some(KeyValue::Members { members, .. }) = img.get_mut(key) {
+                    for m in args {
+                        members.remove(m);
+                    }
+                    if members.is_empty() {
+                        img.remove(key);
+                    }
+                }
+            }
         }
     }
     img
@@ -217,6 +380,14 @@ mod tests {
             "[a-c]{0,2}".prop_map(KeyValue::String),
             prop::collection::btree_map("[a-d]", "[x-z]{1,2}", 0..4).prop_map(KeyValue::Hash),
             prop::collection::btree_set("[a-d]", 0..4).prop_map(KeyValue::Set),
+            prop::collection::btree_map("[a-b]", "[x-z]{1,2}", 0..3).prop_map(|owned| {
+                KeyValue::Fields {
+                    owned,
+                    init: BTreeMap::from([("meta".to_string(), "m".to_string())]),
+                }
+            }),
+            prop::collection::btree_set("k[0-5]", 0..4)
+                .prop_map(|members| KeyValue::Members { members, now: 7 }),
         ]
     }
 

@@ -6,15 +6,43 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::keys::Keys;
-use crate::desired::DesiredState;
+use crate::desired::{CompiledSchedule, DesiredState, ScheduleEntry, Trigger};
 
-/// The value of one Redis key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The value of one Redis key, as far as celeroot owns it.
+#[derive(Debug, Clone, Eq, Serialize)]
 #[serde(tag = "type", content = "value", rename_all = "lowercase")]
 pub enum KeyValue {
     String(String),
     Hash(BTreeMap<String, String>),
     Set(BTreeSet<String>),
+    /// A hash of which celeroot owns only these fields (a RedBeat entry's `definition`);
+    /// `init` fields are written once, when the key is created (`HSETNX`), and belong to
+    /// someone else afterwards (beat's `meta`). Equality and digests see `owned` only.
+    Fields {
+        owned: BTreeMap<String, String>,
+        #[serde(skip)]
+        init: BTreeMap<String, String>,
+    },
+    /// A sorted set of which celeroot owns the membership; scores belong to someone else
+    /// (RedBeat's due-time index). New members get the score `now` (UNIX seconds).
+    Members {
+        members: BTreeSet<String>,
+        #[serde(skip)]
+        now: u64,
+    },
+}
+
+impl PartialEq for KeyValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KeyValue::String(a), KeyValue::String(b)) => a == b,
+            (KeyValue::Hash(a), KeyValue::Hash(b)) => a == b,
+            (KeyValue::Set(a), KeyValue::Set(b)) => a == b,
+            (KeyValue::Fields { owned: a, .. }, KeyValue::Fields { owned: b, .. }) => a == b,
+            (KeyValue::Members { members: a, .. }, KeyValue::Members { members: b, .. }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl KeyValue {
@@ -27,8 +55,9 @@ impl KeyValue {
     pub fn type_name(&self) -> &'static str {
         match self {
             KeyValue::String(_) => "string",
-            KeyValue::Hash(_) => "hash",
+            KeyValue::Hash(_) | KeyValue::Fields { .. } => "hash",
             KeyValue::Set(_) => "set",
+            KeyValue::Members { .. } => "zset",
         }
     }
 }
@@ -109,7 +138,107 @@ pub fn desired_image(keys: &Keys, d: &DesiredState, release: &Release) -> Image 
             KeyValue::Set(r.hosts.iter().cloned().collect()),
         );
     }
+    let now = chrono::Utc::now();
+    let mut members = BTreeSet::new();
+    for (name, s) in &d.schedules {
+        for e in &s.entries {
+            let entry = redbeat_entry_name(name, e);
+            let key = keys.redbeat_entry(&entry);
+            let owned = BTreeMap::from([(
+                "definition".to_string(),
+                redbeat_definition(&entry, s, &e.queue),
+            )]);
+            let init = BTreeMap::from([("meta".to_string(), redbeat_meta(now, &s.timezone))]);
+            img.insert(key.clone(), KeyValue::Fields { owned, init });
+            members.insert(key);
+        }
+    }
+    img.insert(
+        keys.redbeat_schedule(),
+        KeyValue::Members {
+            members,
+            now: u64::try_from(now.timestamp()).unwrap_or(0),
+        },
+    );
     with_digests(keys, img)
+}
+
+/// The RedBeat entry name of one schedule target: `<schedule>.host.<host>` or
+/// `<schedule>.role.<role>` (names are RFC 1123 labels, so this is unambiguous).
+pub fn redbeat_entry_name(schedule: &str, e: &ScheduleEntry) -> String {
+    format!("{schedule}.{}.{}", e.kind, e.name)
+}
+
+/// The `definition` JSON RedBeat reads: exactly its seven keys (any other key crashes
+/// beat), the name equal to the key suffix, routing through `options.queue`.
+pub fn redbeat_definition(entry: &str, s: &CompiledSchedule, queue: &str) -> String {
+    let schedule = match &s.trigger {
+        Trigger::Cron(c) => serde_json::json!({
+            "__type__": "crontab",
+            "minute": c.minute,
+            "hour": c.hour,
+            "day_of_week": c.day_of_week,
+            "day_of_month": c.day_of_month,
+            "month_of_year": c.month_of_year,
+        }),
+        Trigger::Every(secs) => {
+            serde_json::json!({"__type__": "interval", "every": *secs as f64, "relative": false})
+        }
+    };
+    let mut options = serde_json::Map::new();
+    options.insert("queue".into(), serde_json::json!(queue));
+    if let Some(e) = s.expires {
+        options.insert("expires".into(), serde_json::json!(e));
+    }
+    if let Some(p) = s.priority {
+        options.insert("priority".into(), serde_json::json!(p));
+    }
+    serde_json::json!({
+        "name": entry,
+        "task": s.task,
+        "args": s.args,
+        "kwargs": s.kwargs,
+        "options": options,
+        "schedule": schedule,
+        "enabled": s.enabled,
+    })
+    .to_string()
+}
+
+/// The `meta` written when an entry is created: last run = now, in the app time zone, so
+/// a new entry fires at its next schedule point rather than at once.
+pub fn redbeat_meta(now: chrono::DateTime<chrono::Utc>, timezone: &str) -> String {
+    use chrono::{Datelike, Timelike};
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    let t = now.with_timezone(&tz);
+    serde_json::json!({
+        "last_run_at": {
+            "__type__": "datetime",
+            "year": t.year(), "month": t.month(), "day": t.day(),
+            "hour": t.hour(), "minute": t.minute(), "second": t.second(),
+            "microsecond": 0,
+            "timezone": timezone,
+        },
+        "total_run_count": 0,
+    })
+    .to_string()
+}
+
+/// Restricts observed values to what celeroot owns: RedBeat entry hashes to their
+/// `definition` (beat owns `meta`).
+pub fn project_owned(keys: &Keys, img: Image) -> Image {
+    img.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                KeyValue::Hash(h) if keys.is_redbeat_entry(&k) => KeyValue::Fields {
+                    owned: h.into_iter().filter(|(f, _)| f == "definition").collect(),
+                    init: BTreeMap::new(),
+                },
+                other => other,
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 /// The JSON stored per object in the objects hash: its hash, its normalised form, and for
@@ -133,6 +262,8 @@ pub fn normalize(img: Image) -> Image {
         .filter(|(_, v)| match v {
             KeyValue::Hash(m) => !m.is_empty(),
             KeyValue::Set(s) => !s.is_empty(),
+            KeyValue::Fields { owned, .. } => !owned.is_empty(),
+            KeyValue::Members { members, .. } => !members.is_empty(),
             KeyValue::String(_) => true,
         })
         .collect()

@@ -83,9 +83,31 @@ impl Keys {
         self.key("lock")
     }
 
-    /// Keys celeroot manages outside the key image (never reported as unknown).
+    /// The RedBeat key prefix (`redbeat_key_prefix` of the workers and beat): RedBeat
+    /// entries share the cluster's hash tag, so they change in the same transaction.
+    pub fn redbeat_prefix(&self) -> String {
+        self.key("redbeat:")
+    }
+    /// Hash: one RedBeat entry (`definition` written by celeroot, `meta` by beat).
+    pub fn redbeat_entry(&self, name: &str) -> String {
+        format!("{}{name}", self.redbeat_prefix())
+    }
+    /// Sorted set: RedBeat's due-time index (members by celeroot, scores by beat).
+    pub fn redbeat_schedule(&self) -> String {
+        format!("{}:schedule", self.redbeat_prefix())
+    }
+    /// Whether `key` is a RedBeat entry hash (not one of RedBeat's own `::` keys).
+    pub fn is_redbeat_entry(&self, key: &str) -> bool {
+        key.strip_prefix(&self.redbeat_prefix())
+            .is_some_and(|n| !n.is_empty() && !n.starts_with(':'))
+    }
+
+    /// Keys celeroot manages outside the key image, and keys Celery Beat owns under the
+    /// prefix (never reported as unknown, never swept).
     pub fn fixed(&self) -> Vec<String> {
         vec![
+            format!("{}:lock", self.redbeat_prefix()),
+            format!("{}:statics", self.redbeat_prefix()),
             self.layout(),
             self.generation(),
             self.applied(),

@@ -212,6 +212,13 @@ impl Store {
                         .collect::<Result<_, _>>()?;
                     out.image.insert(key, KeyValue::Set(members));
                 }
+                "zset" => {
+                    let members: BTreeSet<String> = array(data)?
+                        .into_iter()
+                        .map(string)
+                        .collect::<Result<_, _>>()?;
+                    out.image.insert(key, KeyValue::Members { members, now: 0 });
+                }
                 "string" => {
                     let mut vals = array(data)?;
                     let v = vals.pop().map(string).transpose()?.unwrap_or_default();
@@ -223,6 +230,7 @@ impl Store {
                 }
             }
         }
+        out.image = super::image::project_owned(&self.keys, out.image);
         Ok(out)
     }
 

@@ -251,6 +251,9 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
         }
     }
 
+    if let Some(c) = clusters.first() {
+        check_schedule_timezones(c, &schedules, &mut diagnostics);
+    }
     check_queues(&roles, &mut diagnostics);
     check_host_references(&hosts, &roles, &undecoded, &mut diagnostics);
     check_schedule_references(&schedules, &hosts, &roles, &undecoded, &mut diagnostics);
@@ -420,6 +423,43 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
                     format!("invalid priority {}", p.value),
                     "expected 0 to 9 (Celery's Redis transport range)",
                 );
+            }
+        }
+    }
+}
+
+/// Celery Beat reads every crontab in the app's time zone, which celeroot sets to the
+/// cluster's; a cron schedule in another zone cannot be expressed faithfully.
+fn check_schedule_timezones(
+    cluster: &Entry<Cluster>,
+    schedules: &BTreeMap<String, Entry<Schedule>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let cluster_tz = cluster
+        .object
+        .spec
+        .timezone
+        .as_ref()
+        .map_or(crate::desired::DEFAULT_TIMEZONE, |t| t.value.as_str());
+    for (name, s) in schedules {
+        if let (Some(_), Some(tz)) = (&s.object.spec.cron, &s.object.spec.timezone) {
+            // An unknown zone is reported by the per-object check already.
+            if tz.value != cluster_tz && crate::desired::schedule::parse_timezone(&tz.value).is_ok()
+            {
+                let mut d = Diagnostic::error(
+                    &s.file,
+                    tz.pos,
+                    format!("schedule {name:?}: timezone {:?} differs from the cluster's {cluster_tz:?}", tz.value),
+                )
+                .help("Celery Beat reads every crontab in the app time zone, which is the cluster's: remove `timezone` and write the times in the cluster's zone");
+                if let Some(ctz) = &cluster.object.spec.timezone {
+                    d = d.related(
+                        cluster.file.clone(),
+                        ctz.pos,
+                        "the cluster's time zone is set here",
+                    );
+                }
+                diags.push(d);
             }
         }
     }

@@ -219,8 +219,8 @@ fn error_rendering() {
         "\"0 */6 * *\"",
     );
     repo.edit(
-        "manifests/schedules/db-backup.yaml",
-        "timezone: UTC",
+        "manifests/cluster.yaml",
+        "timezone: Europe/Berlin",
         "timezone: Europe/Berln",
     );
     repo.commit("four mistakes");

@@ -15,7 +15,7 @@ end
 local ops = cjson.decode(ARGV[3])
 -- Check every key's type before the first write: a script that fails halfway is not
 -- rolled back, so anything that could fail must fail here.
-local need = {hset = 'hash', hdel = 'hash', sadd = 'set', srem = 'set'}
+local need = {hset = 'hash', hdel = 'hash', hsetnx = 'hash', sadd = 'set', srem = 'set', zadd = 'zset', zrem = 'zset'}
 local deleted = {}
 for _, op in ipairs(ops) do
   local kind = op['op']
@@ -40,8 +40,14 @@ for _, op in ipairs(ops) do
     redis.call('HDEL', op['key'], unpack(op['args']))
   elseif kind == 'sadd' then
     redis.call('SADD', op['key'], unpack(op['args']))
-  elseif kind == 'srem' then
+    elseif kind == 'srem' then
     redis.call('SREM', op['key'], unpack(op['args']))
+  elseif kind == 'hsetnx' then
+    redis.call('HSETNX', op['key'], op['args'][1], op['args'][2])
+  elseif kind == 'zadd' then
+    redis.call('ZADD', op['key'], unpack(op['args']))
+  elseif kind == 'zrem' then
+    redis.call('ZREM', op['key'], unpack(op['args']))
   end
 end
 redis.call('SET', KEYS[6], ARGV[7])

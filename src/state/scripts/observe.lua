@@ -2,15 +2,18 @@
 -- KEYS[1] layout, KEYS[2] generation, KEYS[3] applied, KEYS[4] digests, KEYS[5] lock
 -- ARGV: further keys to read (the keys the desired state will write).
 -- Returns {layout, generation, applied (flat hash), lock, entries}, where each entry is
--- {key, type, data}: data is HGETALL for hashes, SMEMBERS for sets, {value} for strings.
+-- {key, type, data}: data is HGETALL for hashes, SMEMBERS for sets, {value} for strings,
+-- the members (without scores) for sorted sets.
 local function read(key)
   local t = redis.call('TYPE', key)['ok']
   if t == 'hash' then
     return {key, 'hash', redis.call('HGETALL', key)}
   elseif t == 'set' then
     return {key, 'set', redis.call('SMEMBERS', key)}
-  elseif t == 'string' then
+    elseif t == 'string' then
     return {key, 'string', {redis.call('GET', key)}}
+  elseif t == 'zset' then
+    return {key, 'zset', redis.call('ZRANGE', key, 0, -1)}
   else
     return {key, t, {}}
   end
