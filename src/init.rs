@@ -2,7 +2,9 @@
 //!
 //! Owns: the files a new config repository starts with: the bundled example manifests
 //! (the same files as `manifests/` in this repository, embedded at build time), the
-//! generated JSON Schemas, a README and a GitHub workflow for pull-request checks.
+//! generated JSON Schemas, a README, a GitHub workflow for pull-request checks, and the
+//! worker scaffold (the `tasks/` Celery package and its pinned `pyproject.toml`, from
+//! `templates/config-repo/`).
 //! Never overwrites a file that exists.
 //! Must not know: how manifests are validated or compiled.
 
@@ -35,6 +37,26 @@ pub const EXAMPLE_MANIFESTS: &[(&str, &str)] = embedded![
 
 const README: &str = include_str!("../templates/config-repo/README.md");
 const WORKFLOW: &str = include_str!("../templates/config-repo/celeroot.yml");
+
+/// The worker scaffold, as `(path in the new repository, contents)`.
+pub const WORKER_SCAFFOLD: &[(&str, &str)] = &[
+    (
+        "tasks/__init__.py",
+        include_str!("../templates/config-repo/tasks/__init__.py"),
+    ),
+    (
+        "tasks/app.py",
+        include_str!("../templates/config-repo/tasks/app.py"),
+    ),
+    (
+        "tasks/system.py",
+        include_str!("../templates/config-repo/tasks/system.py"),
+    ),
+    (
+        "pyproject.toml",
+        include_str!("../templates/config-repo/pyproject.toml"),
+    ),
+];
 
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +100,11 @@ pub fn files() -> Vec<(String, String)> {
     }
     out.push(("README.md".into(), README.into()));
     out.push((".github/workflows/celeroot.yml".into(), WORKFLOW.into()));
+    out.extend(
+        WORKER_SCAFFOLD
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string())),
+    );
     out
 }
 

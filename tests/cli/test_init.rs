@@ -14,9 +14,27 @@ fn init_creates_a_valid_repository() {
         "schemas/manifest.json",
         "README.md",
         ".github/workflows/celeroot.yml",
+        "tasks/__init__.py",
+        "tasks/app.py",
+        "tasks/system.py",
+        "pyproject.toml",
     ] {
         assert!(target.join(f).is_file(), "{f} missing");
         assert!(out.contains(&format!("+ {f}")), "{out}");
+    }
+    // The worker scaffold is written byte for byte from templates/config-repo.
+    let templates = crate::common::project_root().join("templates/config-repo");
+    for f in [
+        "tasks/__init__.py",
+        "tasks/app.py",
+        "tasks/system.py",
+        "pyproject.toml",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(target.join(f)).expect("read written file"),
+            std::fs::read_to_string(templates.join(f)).expect("read template"),
+            "{f} differs from templates/config-repo/{f}"
+        );
     }
     let mut validate = crate::common::celeroot_cmd(&target);
     validate.args(["validate", "--worktree"]);
@@ -29,6 +47,8 @@ fn init_never_overwrites() {
     let repo = TestRepo::empty();
     repo.write("manifests/cluster.yaml", "# mine\n");
     repo.write("README.md", "my readme\n");
+    repo.write("tasks/app.py", "# my app\n");
+    repo.write("pyproject.toml", "# my project\n");
     let mut cmd = repo.cmd();
     cmd.args(["init"]);
     let (out, code) = run(cmd);
@@ -43,6 +63,11 @@ fn init_never_overwrites() {
     );
     assert_eq!(repo.read("manifests/cluster.yaml"), "# mine\n");
     assert_eq!(repo.read("README.md"), "my readme\n");
+    assert!(out.contains("= tasks/app.py (exists, kept)"), "{out}");
+    assert!(out.contains("= pyproject.toml (exists, kept)"), "{out}");
+    assert!(out.contains("+ tasks/system.py"), "{out}");
+    assert_eq!(repo.read("tasks/app.py"), "# my app\n");
+    assert_eq!(repo.read("pyproject.toml"), "# my project\n");
     let mut again = repo.cmd();
     again.args(["init"]);
     let (out, _) = run(again);
@@ -79,6 +104,33 @@ fn the_embedded_example_is_exactly_manifests_dir() {
         .collect();
     embedded.sort();
     assert_eq!(embedded, on_disk, "update EXAMPLE_MANIFESTS in src/init.rs");
+}
+
+#[test]
+fn the_embedded_worker_scaffold_is_exactly_the_template() {
+    let root = crate::common::project_root().join("templates/config-repo");
+    let mut on_disk = vec![(
+        "pyproject.toml".to_string(),
+        std::fs::read_to_string(root.join("pyproject.toml")).expect("read"),
+    )];
+    for e in std::fs::read_dir(root.join("tasks")).expect("read tasks/") {
+        let p = e.expect("entry").path();
+        // Skip bytecode caches a local Python run may leave behind.
+        if p.is_file() && p.extension().is_some_and(|x| x == "py") {
+            let name = p.file_name().expect("name").to_string_lossy();
+            on_disk.push((
+                format!("tasks/{name}"),
+                std::fs::read_to_string(&p).expect("read"),
+            ));
+        }
+    }
+    on_disk.sort();
+    let mut embedded: Vec<(String, String)> = celeroot::init::WORKER_SCAFFOLD
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
+    embedded.sort();
+    assert_eq!(embedded, on_disk, "update WORKER_SCAFFOLD in src/init.rs");
 }
 
 #[test]

@@ -36,7 +36,8 @@ impl CeleryProcess {
         cmd.arg("-m").arg("celery").arg("-A").arg("tasks.app").args(args);
         cmd.current_dir(app_dir())
             .env("PYTHONPATH", format!("{}:{}", app_dir().display(), crate::common::project_root().join("tests/celery").display()))
-            .env("PYTHONUNBUFFERED", "1")
+                        .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
