@@ -30,6 +30,7 @@ pub const EXAMPLE_MANIFESTS: &[(&str, &str)] = embedded![
     "manifests/schedules/billing-sync.yaml",
     "manifests/schedules/cache-warmup.yaml",
     "manifests/schedules/db-backup.yaml",
+    "manifests/schedules/fleet-ping.yaml",
     "manifests/schedules/replica-check.yaml",
     "manifests/schedules/rotate-logs.yaml",
     "manifests/schedules/security-updates.yaml",

@@ -65,7 +65,7 @@ fn json_plan_after_init_and_two_commits() {
     assert_eq!(v["formatVersion"], 1);
     assert_eq!(
         v["summary"],
-        serde_json::json!({"add": 1, "change": 5, "remove": 1})
+        serde_json::json!({"add": 1, "change": 6, "remove": 1})
     );
     insta::assert_snapshot!("diff_json", out);
 }

@@ -113,7 +113,7 @@ fn first_reconcile_writes_the_documented_keys() {
     let (out, code) = reconcile(&repo, &redis.url(), &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("Plan: 15 to add, 0 to change, 0 to remove."),
+        out.contains("Plan: 16 to add, 0 to change, 0 to remove."),
         "{out}"
     );
     assert!(out.contains("Applied "), "{out}");

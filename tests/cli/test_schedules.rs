@@ -160,7 +160,7 @@ print(json.dumps({{
     let due = chrono::DateTime::parse_from_rfc3339(got["due_at"].as_str().expect("due_at")).expect("due_at time");
     let want = chrono::DateTime::parse_from_rfc3339(&predicted).expect("predicted time");
         let off = (due - want).num_milliseconds().abs();
-    assert!(off < 1000, "RedBeat due_at {due} vs celeroot's prediction {want}");
+    assert!(off < 5000, "RedBeat due_at {due} vs celeroot's prediction {want} ({off} ms apart)");
 }
 
 #[test]

@@ -10,7 +10,7 @@ fn the_bundled_example_is_valid() {
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(
-            "are valid: 15 file(s); cluster production, 3 role(s), 5 host(s), 6 schedule(s)"
+            "are valid: 16 file(s); cluster production, 3 role(s), 5 host(s), 7 schedule(s)"
         ),
         "{out}"
     );
