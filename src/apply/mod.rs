@@ -476,7 +476,8 @@ fn reconcile_locked(
     ev.insert("summary".into(), summary_json.clone());
     ev.insert("writes".into(), ops.len().to_string());
     ev.insert("corrective_writes".into(), corrective_writes.to_string());
-    if ops.is_empty() && same_revision && observed.layout.is_some() {
+    if ops.is_empty() && same_revision && observed.layout.as_deref() == Some(state::LAYOUT_VERSION)
+    {
         ev.insert("kind".into(), "noop".into());
         ev.insert("result".into(), "noop".into());
         store.record_event(&ev)?;

@@ -5,7 +5,12 @@
 //! Cluster, host and role names are RFC 1123 labels (validated), so they are safe in keys.
 
 /// Version of the key layout described in docs/state.md. Bump on incompatible changes.
-pub const LAYOUT_VERSION: &str = "1";
+/// 2: RedBeat entries and their index are managed keys.
+pub const LAYOUT_VERSION: &str = "2";
+
+/// Older layouts this celeroot reads and upgrades in place on the next applied reconcile
+/// (layout 1 lacks only the RedBeat keys, which reconcile then writes).
+pub const UPGRADABLE_LAYOUTS: &[&str] = &["1"];
 
 /// The keys of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

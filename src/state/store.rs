@@ -180,7 +180,7 @@ impl Store {
             .map_err(|_| StateError::Protocol("observe returned an unexpected shape".into()))?;
         let layout = Some(string(layout)?).filter(|s| !s.is_empty());
         if let Some(l) = &layout {
-            if l != LAYOUT_VERSION {
+            if l != LAYOUT_VERSION && !super::keys::UPGRADABLE_LAYOUTS.contains(&l.as_str()) {
                 return Err(StateError::Layout {
                     found: l.clone(),
                     expected: LAYOUT_VERSION.into(),

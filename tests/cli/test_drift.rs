@@ -247,7 +247,7 @@ fn a_layout_version_mismatch_is_a_clear_error_and_writes_nothing() {
         let (out, code) = cmd(&repo, &redis, &args);
         assert_eq!(code, 1, "{args:?}: {out}");
         assert!(
-            out.contains("uses layout version 99, this celeroot understands 1"),
+            out.contains("uses layout version 99, this celeroot understands 2"),
             "{out}"
         );
     }
@@ -274,4 +274,22 @@ fn a_role_without_hosts_is_not_drift() {
     assert_eq!(code, 0, "{out}");
     let (out, _) = cmd(&repo, &redis, &["reconcile"]);
     assert!(out.contains("Nothing to do"), "{out}");
+}
+
+#[test]
+fn a_layout_1_state_is_upgraded_in_place() {
+    let redis = RedisServer::start();
+    let repo = applied_example(&redis);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}layout"))
+        .arg("1")
+        .query(&mut redis.conn())
+        .expect("SET");
+    let (out, code) = cmd(&repo, &redis, &["reconcile"]);
+    assert_eq!(code, 0, "{out}");
+    let layout: String = redis::cmd("GET")
+        .arg(format!("{PREFIX}layout"))
+        .query(&mut redis.conn())
+        .expect("GET");
+    assert_eq!(layout, "2");
 }

@@ -144,7 +144,7 @@ fn first_reconcile_writes_the_documented_keys() {
         .arg(format!("{PREFIX}layout"))
         .query(&mut c)
         .expect("layout");
-    assert_eq!(layout, "1");
+    assert_eq!(layout, "2");
     let applied: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(format!("{PREFIX}applied"))
         .query(&mut c)
