@@ -13,6 +13,7 @@
 //! docs/architecture.md.
 
 pub mod apply;
+pub mod celery;
 pub mod cli;
 pub mod desired;
 pub mod diagnostic;

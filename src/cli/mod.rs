@@ -27,6 +27,7 @@ mod live;
 mod observe;
 mod reconcile;
 mod schema;
+mod task;
 mod validate;
 
 use std::io::IsTerminal;
@@ -96,6 +97,7 @@ pub enum Command {
     Unlock(observe::UnlockArgs),
     Schema(schema::SchemaArgs),
     Init(init::InitArgs),
+    Task(task::TaskArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -238,6 +240,7 @@ pub fn main() -> ExitCode {
         Command::Unlock(a) => observe::run_unlock(&ui, &cli, a),
         Command::Schema(a) => schema::run(a),
         Command::Init(a) => init::run(&ui, a),
+        Command::Task(a) => task::run(&ui, &cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -33,10 +33,21 @@ impl CeleryProcess {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(python());
-        cmd.arg("-m").arg("celery").arg("-A").arg("tasks.app").args(args);
+        cmd.arg("-m")
+            .arg("celery")
+            .arg("-A")
+            .arg("tasks.app")
+            .args(args);
         cmd.current_dir(app_dir())
-            .env("PYTHONPATH", format!("{}:{}", app_dir().display(), crate::common::project_root().join("tests/celery").display()))
-                        .env("PYTHONUNBUFFERED", "1")
+            .env(
+                "PYTHONPATH",
+                format!(
+                    "{}:{}",
+                    app_dir().display(),
+                    crate::common::project_root().join("tests/celery").display()
+                ),
+            )
+            .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(out)
@@ -57,7 +68,19 @@ impl CeleryProcess {
         let q = queues.join(",");
         let n = format!("{name}@%h");
         let p = Self::spawn(
-            &["worker", "-Q", &q, "-n", &n, "--pool", "solo", "--without-gossip", "--without-mingle", "-l", "info"],
+            &[
+                "worker",
+                "-Q",
+                &q,
+                "-n",
+                &n,
+                "--pool",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
+            ],
             env,
         );
         p.wait_for_log("ready.", Duration::from_secs(30));
@@ -69,7 +92,20 @@ impl CeleryProcess {
         let s = max_interval.to_string();
         let dir = tempfile::tempdir().expect("temp dir");
         let schedule = dir.path().join("beat-schedule").display().to_string();
-        let p = Self::spawn(&["beat", "-S", "redbeat.RedBeatScheduler", "--max-interval", &s, "-s", &schedule, "-l", "debug"], env);
+        let p = Self::spawn(
+            &[
+                "beat",
+                "-S",
+                "redbeat.RedBeatScheduler",
+                "--max-interval",
+                &s,
+                "-s",
+                &schedule,
+                "-l",
+                "debug",
+            ],
+            env,
+        );
         std::mem::forget(dir);
         p.wait_for_log("beat: Starting", Duration::from_secs(30));
         p
@@ -88,7 +124,10 @@ impl CeleryProcess {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("celery did not log {needle:?} within {timeout:?}:\n{}", self.log_text());
+        panic!(
+            "celery did not log {needle:?} within {timeout:?}:\n{}",
+            self.log_text()
+        );
     }
 }
 
@@ -111,7 +150,12 @@ impl Drop for CeleryProcess {
 }
 
 /// The environment the worker scaffold reads (docs/celery.md), for one host.
-pub fn worker_env(redis_url: &str, cluster: &str, host: &str, timezone: &str) -> Vec<(&'static str, String)> {
+pub fn worker_env(
+    redis_url: &str,
+    cluster: &str,
+    host: &str,
+    timezone: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("CELEROOT_BROKER_URL", redis_url.to_string()),
         ("CELEROOT_RESULT_BACKEND", redis_url.to_string()),

@@ -108,6 +108,8 @@ pub fn celeroot_cmd(dir: &Path) -> Command {
         .env_remove("CELEROOT_REPO")
         .env_remove("CELEROOT_PATH")
         .env_remove("CELEROOT_FAULT")
+        .env_remove("CELEROOT_BROKER_URL")
+        .env_remove("CELEROOT_RESULT_BACKEND")
         .env("CELEROOT_REDIS_URL", "redis://127.0.0.1:1/0")
         .env("CELEROOT_ACTOR", "tester@ci");
     c

@@ -1,0 +1,973 @@
+//! `celeroot task run|status|result|revoke`: send a task to Celery workers now, read its
+//! results from the result backend, revoke it. The wire formats live in `crate::celery`;
+//! this file resolves targets against the compiled manifests, checks input, and prints.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value as Json};
+
+use super::{Cli, CliError, Ui, EXIT_ERROR, EXIT_OK};
+use crate::celery::{
+    self, message, Broker, CeleryError, Endpoint, ResultBackend, TaskRequest, TaskResult,
+    TaskState, Waited,
+};
+use crate::desired::{host_queue, DesiredState};
+use crate::render::Style;
+use crate::source;
+use crate::state::RedisUrl;
+use crate::validate::rules;
+
+/// Lines of a traceback shown under a failed task in `task run --wait`.
+const TRACEBACK_TAIL: usize = 3;
+/// How often `--wait` reads the result backend.
+const POLL: Duration = Duration::from_millis(100);
+/// Results longer than this are cut in tables (`task result ID` prints them whole).
+const RESULT_WIDTH: usize = 120;
+/// Default for `--timeout`.
+const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
+/// kombu's default `visibility_timeout`: an ETA further away than this runs twice.
+const VISIBILITY_TIMEOUT_SECS: f64 = 3600.0;
+
+/// Send a task to Celery workers now, read results, revoke.
+///
+/// Messages go straight to the broker (Celery protocol v2 on the kombu Redis transport);
+/// results are read from Celery's Redis result backend. Both default to the live-state
+/// Redis (--redis). See docs/celery.md.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    #[command(subcommand)]
+    pub command: TaskCommand,
+    /// The Celery broker (the workers' CELEROOT_BROKER_URL). Default: the --redis URL.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "CELEROOT_BROKER_URL",
+        hide_env_values = true
+    )]
+    pub broker: Option<String>,
+    /// Celery's result backend (the workers' CELEROOT_RESULT_BACKEND). Default: the broker.
+    #[arg(
+        long = "result-backend",
+        global = true,
+        value_name = "URL",
+        env = "CELEROOT_RESULT_BACKEND",
+        hide_env_values = true
+    )]
+    pub result_backend: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    Run(RunArgs),
+    Status(StatusArgs),
+    Result(ResultArgs),
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunMode {
+    /// One message per matched host, on the host's own queue.
+    Each,
+    /// One message per role, on the role's queue: any one of its workers runs it.
+    Any,
+}
+
+/// Send a task now: one message per matched host (each) or per role (any).
+///
+/// Targets resolve against the compiled manifests at --rev; nothing is sent when the
+/// manifests are invalid, a target does not resolve, or the input is not valid.
+///
+/// Exit status: 0 sent (with --wait: every task succeeded), 1 error, a failed, revoked or
+/// unfinished task.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The registered Celery task name, e.g. celeroot.ping.
+    #[arg(value_name = "TASK")]
+    pub task: String,
+    /// Where to send it: role:NAME, host:NAME or label:KEY=VALUE. Repeat for several.
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    pub targets: Vec<String>,
+    /// each: one message per matched host (its host queue); any: one message per role
+    /// (the role queue; role targets only).
+    #[arg(long, value_enum, default_value_t = RunMode::Each)]
+    pub mode: RunMode,
+    /// Positional arguments, a JSON array, e.g. '[1, "a"]'.
+    #[arg(long = "args", value_name = "JSON")]
+    pub args_json: Option<String>,
+    /// Keyword arguments, a JSON object, e.g. '{"dry_run": true}'.
+    #[arg(long = "kwargs", value_name = "JSON")]
+    pub kwargs_json: Option<String>,
+    /// Run no earlier than this long from now: seconds (2.5) or a duration (90s, 5m).
+    #[arg(long, value_name = "S")]
+    pub countdown: Option<String>,
+    /// Discard the task (REVOKED, "expired") if it has not started this long from now.
+    #[arg(long, value_name = "S")]
+    pub expires: Option<String>,
+    /// Wait for the results and print them; exit 1 unless every task succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: how long to wait [default: 60].
+    #[arg(long, value_name = "S", requires = "wait")]
+    pub timeout: Option<String>,
+    /// The revision whose manifests the targets resolve against.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+}
+
+/// Show the state of tasks in the result backend.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Task ids, as `task run` prints them.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+}
+
+/// Print a task's result as JSON.
+///
+/// Exit status: 0 SUCCESS; 1 FAILURE (the traceback is printed), REVOKED, no result yet
+/// (PENDING) or not finished.
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    /// The task id.
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// Revoke tasks through Celery's remote control (a broadcast to every worker).
+///
+/// Workers that receive it skip the task (or, with --terminate, kill the process running
+/// it) and record it as REVOKED. Exit status: 0 delivered to at least one worker, 1 no
+/// worker listening or error.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Task ids.
+    #[arg(value_name = "ID", required = true)]
+    pub ids: Vec<String>,
+    /// Also terminate the task if it is running (SIGTERM; prefork pool only).
+    #[arg(long)]
+    pub terminate: bool,
+}
+
+pub fn run(ui: &Ui, cli: &Cli, args: &TaskArgs) -> Result<u8, CliError> {
+    match &args.command {
+        TaskCommand::Run(a) => run_task(ui, cli, args, a),
+        TaskCommand::Status(a) => run_status(ui, cli, args, a),
+        TaskCommand::Result(a) => run_result(ui, cli, args, a),
+        TaskCommand::Revoke(a) => run_revoke(cli, args, a),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// URLs and connections
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// The broker URL: --broker / CELEROOT_BROKER_URL, else --redis.
+fn broker_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CliError> {
+    let raw = non_empty(&args.broker).unwrap_or(&cli.redis);
+    RedisUrl::parse(raw).map_err(|e| CliError::new(format!("--broker: {e}")))
+}
+
+/// The result backend URL: --result-backend / CELEROOT_RESULT_BACKEND, else the broker.
+fn backend_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CliError> {
+    match non_empty(&args.result_backend) {
+        Some(raw) => {
+            RedisUrl::parse(raw).map_err(|e| CliError::new(format!("--result-backend: {e}")))
+        }
+        None => broker_url(cli, args),
+    }
+}
+
+fn celery_error(e: CeleryError, nothing_sent: bool) -> CliError {
+    let hint = match &e {
+        CeleryError::Connect {
+            endpoint: Endpoint::Broker,
+            ..
+        } => Some("check --broker / CELEROOT_BROKER_URL (default: --redis) and that the server is running"),
+        CeleryError::Connect {
+            endpoint: Endpoint::ResultBackend,
+            ..
+        } => Some("check --result-backend / CELEROOT_RESULT_BACKEND (default: the broker) and that the server is running"),
+        CeleryError::Redis { .. } => None,
+    };
+    let mut msg = e.to_string();
+    if nothing_sent {
+        msg.push_str("; nothing was sent");
+    }
+    let err = CliError::new(msg);
+    match hint {
+        Some(h) => err.hinted(h),
+        None => err,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Input
+
+/// A `--target`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Role(String),
+    Host(String),
+    Label(String, String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Role(n) => write!(f, "role:{n}"),
+            Target::Host(n) => write!(f, "host:{n}"),
+            Target::Label(k, v) => write!(f, "label:{k}={v}"),
+        }
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    const EXPECTED: &str = "expected role:NAME, host:NAME or label:KEY=VALUE";
+    let (kind, rest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("invalid target `{s}`: {EXPECTED}"))?;
+    if rest.is_empty() {
+        return Err(format!(
+            "invalid target `{s}`: the name is empty ({EXPECTED})"
+        ));
+    }
+    match kind {
+        "role" => Ok(Target::Role(rest.to_string())),
+        "host" => Ok(Target::Host(rest.to_string())),
+        "label" => {
+            let (k, v) = rest.split_once('=').ok_or_else(|| {
+                format!("invalid target `{s}`: a label target is label:KEY=VALUE")
+            })?;
+            rules::label_key(k).map_err(|e| format!("invalid target `{s}`: label key: {e}"))?;
+            rules::label_value(v).map_err(|e| format!("invalid target `{s}`: label value: {e}"))?;
+            Ok(Target::Label(k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "invalid target `{s}`: unknown kind `{kind}`; {EXPECTED}"
+        )),
+    }
+}
+
+/// Parses a JSON option, pointing at the offending column on error.
+fn json_option(option: &str, text: &str, example: &str) -> Result<Json, CliError> {
+    serde_json::from_str(text).map_err(|e| {
+        let mut msg = format!("{option} is not valid JSON: {e}");
+        // Show the line with a caret under the column serde_json reports.
+        if let Some(line) = text.lines().nth(e.line().saturating_sub(1)) {
+            let col = e.column().max(1);
+            let caret_pad: String = line
+                .chars()
+                .take(col - 1)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let _ = write!(msg, "\n  | {line}\n  | {caret_pad}^");
+        }
+        CliError::new(format!("{msg}\nnothing was sent")).hinted(format!(
+            "{option} takes a JSON {example}; quote it for the shell"
+        ))
+    })
+}
+
+fn parse_args_json(text: Option<&str>) -> Result<Vec<Json>, CliError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    match json_option("--args", text, "array, e.g. --args '[1, \"a\"]'")? {
+        Json::Array(a) => Ok(a),
+        other => Err(CliError::new(format!(
+            "--args must be a JSON array of positional arguments, not {}; nothing was sent",
+            json_kind(&other)
+        ))
+        .hinted("wrap a single argument in brackets: --args '[42]'")),
+    }
+}
+
+fn parse_kwargs_json(text: Option<&str>) -> Result<Map<String, Json>, CliError> {
+    let Some(text) = text else {
+        return Ok(Map::new());
+    };
+    match json_option(
+        "--kwargs",
+        text,
+        "object, e.g. --kwargs '{\"dry_run\": true}'",
+    )? {
+        Json::Object(m) => Ok(m),
+        other => Err(CliError::new(format!(
+            "--kwargs must be a JSON object of keyword arguments, not {}; nothing was sent",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Seconds: a number (`2.5`) or a duration (`90s`, `5m`, `1h30m`).
+fn parse_seconds(option: &str, text: &str) -> Result<f64, CliError> {
+    let t = text.trim();
+    let secs = match t.parse::<f64>() {
+        Ok(n) => n,
+        Err(_) => crate::desired::schedule::parse_duration(t)
+            .map(|n| n as f64)
+            .map_err(|e| {
+                CliError::new(format!(
+                    "{option} {text:?}: expected seconds (a number such as 30 or 2.5) or a duration; {e}"
+                ))
+            })?,
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(CliError::new(format!(
+            "{option} {text:?}: expected a number of seconds, zero or more"
+        )));
+    }
+    Ok(secs)
+}
+
+/// The producer name in the `origin` header: `celeroot@<hostname>`.
+fn origin() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("celeroot@{host}")
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+/// Where one message goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Destination {
+    /// `host/web01` or `role/webserver`.
+    label: String,
+    queue: String,
+}
+
+/// Resolves targets against the compiled state: hosts (mode each) or roles (mode any).
+fn resolve(
+    state: &DesiredState,
+    targets: &[Target],
+    mode: RunMode,
+    at: &str,
+) -> Result<Vec<Destination>, CliError> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut hints: BTreeSet<String> = BTreeSet::new();
+    let roles = || state.roles.keys().cloned().collect::<Vec<_>>().join(", ");
+    let hosts = || state.hosts.keys().cloned().collect::<Vec<_>>().join(", ");
+    let mut out: BTreeSet<Destination> = BTreeSet::new();
+    for t in targets {
+        match (mode, t) {
+            (RunMode::Any, Target::Role(name)) => match state.roles.get(name) {
+                None => {
+                    problems.push(format!("{t}: no Role `{name}`"));
+                    hints.insert(format!("roles at {at}: {}", roles()));
+                }
+                Some(r) if r.hosts.is_empty() => {
+                    problems.push(format!(
+                        "{t}: the role has no hosts, so no worker consumes its queue `{}`",
+                        r.queue
+                    ));
+                }
+                Some(r) => {
+                    out.insert(Destination {
+                        label: format!("role/{name}"),
+                        queue: r.queue.clone(),
+                    });
+                }
+            },
+            (RunMode::Any, _) => {
+                problems.push(format!(
+                    "{t}: --mode any sends one message per role queue, so it takes role targets only"
+                ));
+                hints.insert("use --mode each to send to hosts, or --target role:NAME".to_string());
+            }
+            (RunMode::Each, _) => {
+                let matched: Vec<&String> = match t {
+                    Target::Role(name) => match state.roles.get(name) {
+                        None => {
+                            problems.push(format!("{t}: no Role `{name}`"));
+                            hints.insert(format!("roles at {at}: {}", roles()));
+                            continue;
+                        }
+                        Some(r) => r.hosts.iter().collect(),
+                    },
+                    Target::Host(name) => match state.hosts.get_key_value(name) {
+                        None => {
+                            problems.push(format!("{t}: no Host `{name}`"));
+                            hints.insert(format!("hosts at {at}: {}", hosts()));
+                            continue;
+                        }
+                        Some((n, _)) => vec![n],
+                    },
+                    Target::Label(k, v) => state
+                        .hosts
+                        .iter()
+                        .filter(|(_, h)| h.labels.get(k) == Some(v))
+                        .map(|(n, _)| n)
+                        .collect(),
+                };
+                if matched.is_empty() {
+                    problems.push(format!("{t}: matches no host"));
+                    continue;
+                }
+                out.extend(matched.into_iter().map(|n| Destination {
+                    label: format!("host/{n}"),
+                    queue: host_queue(n),
+                }));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let mut err = CliError::new(format!(
+            "target{} not resolved at {at}: {}; nothing was sent",
+            if problems.len() == 1 { "" } else { "s" },
+            problems.join("; ")
+        ));
+        for h in hints {
+            err = err.hinted(h);
+        }
+        return Err(err);
+    }
+    Ok(out.into_iter().collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// task run
+
+fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, CliError> {
+    // 1. Everything that can be checked without git or Redis.
+    message::validate_task_name(&a.task)
+        .map_err(|e| CliError::new(format!("{e}; nothing was sent")))?;
+    let targets: Vec<Target> = a
+        .targets
+        .iter()
+        .map(|t| parse_target(t).map_err(|e| CliError::new(format!("{e}; nothing was sent"))))
+        .collect::<Result<_, _>>()?;
+    let args = parse_args_json(a.args_json.as_deref())?;
+    let kwargs = parse_kwargs_json(a.kwargs_json.as_deref())?;
+    for (name, v) in [
+        ("--args", Json::Array(args.clone())),
+        ("--kwargs", Json::Object(kwargs.clone())),
+    ] {
+        if let Some(path) = message::find_kombu_tagged(&v, "") {
+            return Err(CliError::new(format!(
+                "{name}: the object at {name}{path} has exactly the keys __type__ and __value__, which Celery's JSON decoder reads as a tagged value, not as data; nothing was sent"
+            )));
+        }
+    }
+    let countdown = a
+        .countdown
+        .as_deref()
+        .map(|t| parse_seconds("--countdown", t))
+        .transpose()?;
+    let expires = a
+        .expires
+        .as_deref()
+        .map(|t| parse_seconds("--expires", t))
+        .transpose()?;
+    if let Some(e) = expires {
+        if e <= countdown.unwrap_or(0.0) {
+            return Err(CliError::new(format!(
+                "--expires {e}s must be later than --countdown {}s: the task would expire before it may run; nothing was sent",
+                countdown.unwrap_or(0.0)
+            )));
+        }
+    }
+    let timeout = match a.timeout.as_deref() {
+        Some(t) => parse_seconds("--timeout", t)?,
+        None => DEFAULT_TIMEOUT_SECS,
+    };
+    let broker_url = broker_url(cli, targs)?;
+    let backend_url = backend_url(cli, targs)?;
+
+    // 2. Compile the manifests and resolve the targets.
+    let repo = source::open_repo(cli.repo.as_deref())?;
+    let snapshot = source::read_git(&repo, &a.rev, &cli.path)?;
+    let compiled = crate::compile_snapshot(snapshot).map_err(|e| {
+        let mut err = ui.compile_error(e);
+        err.message = err
+            .message
+            .replace("nothing was changed", "nothing was sent");
+        err
+    })?;
+    ui.diagnostics(&compiled.warnings);
+    let at = compiled.revision.describe();
+    let destinations = resolve(&compiled.state, &targets, a.mode, &at)?;
+
+    if let Some(c) = countdown.filter(|&c| c > VISIBILITY_TIMEOUT_SECS) {
+        let s = &ui.stderr_style;
+        eprintln!(
+            "{}: --countdown {c}s is longer than the broker's visibility timeout (1h by default): the worker may run the task twice unless broker_transport_options.visibility_timeout is raised",
+            s.paint(s.yellow(), "warning")
+        );
+    }
+
+    // 3. Connect (the result backend too, so an unreachable one stops us before sending).
+    let mut broker = Broker::connect(&broker_url).map_err(|e| celery_error(e, true))?;
+    let mut backend = if a.wait {
+        Some(ResultBackend::connect(&backend_url).map_err(|e| celery_error(e, true))?)
+    } else {
+        None
+    };
+
+    // 4. Build and send, all in one transaction.
+    let req = TaskRequest {
+        task: a.task.clone(),
+        args,
+        kwargs,
+        countdown,
+        expires,
+        origin: origin(),
+    };
+    let sent_at = chrono::Utc::now();
+    let messages: Vec<_> = destinations
+        .iter()
+        .map(|d| celery::build(&req, &d.queue, sent_at))
+        .collect();
+    broker.send(&messages).map_err(|e| celery_error(e, true))?;
+
+    let s = &ui.stdout_style;
+    let what = match a.mode {
+        RunMode::Each => plural(destinations.len(), "host"),
+        RunMode::Any => plural(destinations.len(), "role"),
+    };
+    outln!(
+        "{}",
+        s.paint(
+            s.bold(),
+            &format!(
+                "Sent {} to {what} (mode {}, targets at {at}) via {broker_url}:",
+                a.task,
+                match a.mode {
+                    RunMode::Each => "each",
+                    RunMode::Any => "any",
+                }
+            )
+        )
+    );
+    let rows: Vec<Vec<String>> = destinations
+        .iter()
+        .zip(&messages)
+        .map(|(d, m)| vec![d.label.clone(), m.id.clone(), d.queue.clone()])
+        .collect();
+    out!("{}", table(&["TARGET", "TASK ID", "QUEUE"], &rows, s));
+
+    let Some(backend) = backend.as_mut() else {
+        return Ok(EXIT_OK);
+    };
+
+    // 5. Wait.
+    outln!(
+        "\nWaiting up to {} for {} in {backend_url}...",
+        secs_text(timeout),
+        plural(messages.len(), "result")
+    );
+    let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+    let waited = backend
+        .wait(&ids, Duration::from_secs_f64(timeout), POLL)
+        .map_err(|e| celery_error(e, false))?;
+    let labels: Vec<String> = destinations.iter().map(|d| d.label.clone()).collect();
+    let (text, tally) = wait_table(&labels, &waited, sent_at, timeout, s);
+    outln!();
+    out!("{text}");
+    outln!("\n{}", tally.sentence());
+    if tally.all_succeeded() {
+        return Ok(EXIT_OK);
+    }
+    let mut err = CliError::new(format!(
+        "{} of {} did not succeed",
+        tally.total - tally.succeeded,
+        plural(tally.total, "task")
+    ))
+    .hinted("see a whole result with `celeroot task result ID`");
+    if tally.timed_out > 0 {
+        err = err.hinted("a task that timed out may still run: `celeroot task status ID` shows it later, `celeroot task revoke ID` cancels it");
+    }
+    Err(err)
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    total: usize,
+    succeeded: usize,
+    failed: usize,
+    revoked: usize,
+    timed_out: usize,
+    unreadable: usize,
+}
+
+impl Tally {
+    fn all_succeeded(&self) -> bool {
+        self.succeeded == self.total
+    }
+
+    fn sentence(&self) -> String {
+        let mut parts = vec![format!("{} succeeded", self.succeeded)];
+        for (n, what) in [
+            (self.failed, "failed"),
+            (self.revoked, "revoked"),
+            (self.timed_out, "timed out"),
+            (self.unreadable, "unreadable"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        format!("{}.", parts.join(", "))
+    }
+}
+
+/// The per-target table of `task run --wait`, with traceback tails under failures.
+fn wait_table(
+    labels: &[String],
+    waited: &[Waited],
+    sent_at: chrono::DateTime<chrono::Utc>,
+    timeout: f64,
+    s: &Style,
+) -> (String, Tally) {
+    let mut tally = Tally {
+        total: waited.len(),
+        ..Tally::default()
+    };
+    let mut rows = Vec::new();
+    let mut extra: Vec<Vec<String>> = Vec::new();
+    for (label, w) in labels.iter().zip(waited) {
+        let (state, time, result, tail) = match &w.result {
+            Err(e) => {
+                tally.unreadable += 1;
+                (
+                    "UNREADABLE".to_string(),
+                    "-".to_string(),
+                    e.clone(),
+                    Vec::new(),
+                )
+            }
+            Ok(r) if w.timed_out => {
+                tally.timed_out += 1;
+                (
+                    r.state.to_string(),
+                    "-".to_string(),
+                    format!("timed out after {}", secs_text(timeout)),
+                    Vec::new(),
+                )
+            }
+            Ok(r) => {
+                match r.state {
+                    TaskState::Success => tally.succeeded += 1,
+                    TaskState::Revoked => tally.revoked += 1,
+                    _ => tally.failed += 1,
+                }
+                let time = runtime(r, sent_at, w.seen_after);
+                let tail = if r.state == TaskState::Success {
+                    Vec::new()
+                } else {
+                    r.traceback_tail(TRACEBACK_TAIL)
+                };
+                (r.state.to_string(), time, cut(&r.summary()), tail)
+            }
+        };
+        rows.push(vec![label.clone(), state, time, result]);
+        extra.push(tail);
+    }
+    let headers = ["TARGET", "STATE", "TIME", "RESULT"];
+    let widths = column_widths(&headers, &rows);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {}",
+        s.paint(s.bold(), &row_text(&headers.map(String::from), &widths))
+    );
+    let indent = widths[..3].iter().map(|w| w + 2).sum::<usize>();
+    for (row, tail) in rows.iter().zip(extra) {
+        let line = row_text(row, &widths);
+        let painted = match row[1].as_str() {
+            "SUCCESS" => line.replacen("SUCCESS", &s.paint(s.green(), "SUCCESS"), 1),
+            "PENDING" | "STARTED" | "RETRY" => line,
+            other => line.replacen(other, &s.paint(s.red(), other), 1),
+        };
+        let _ = writeln!(out, "  {painted}");
+        for l in tail {
+            let _ = writeln!(
+                out,
+                "  {}{}",
+                " ".repeat(indent),
+                s.paint(s.dim(), &format!("| {l}"))
+            );
+        }
+    }
+    (out, tally)
+}
+
+/// From sending to `date_done` (when the worker's clock agrees), else to when celeroot
+/// saw the result.
+fn runtime(
+    r: &TaskResult,
+    sent_at: chrono::DateTime<chrono::Utc>,
+    seen_after: Option<Duration>,
+) -> String {
+    let from_done = r
+        .date_done
+        .map(|d| (d - sent_at).num_microseconds().unwrap_or(-1))
+        .filter(|&us| us >= 0)
+        .map(|us| us as f64 / 1e6);
+    match from_done.or(seen_after.map(|d| d.as_secs_f64())) {
+        Some(secs) => secs_text(secs),
+        None => "-".into(),
+    }
+}
+
+fn secs_text(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{}ms", (secs * 1000.0).round() as u64)
+    } else if secs < 60.0 {
+        let t = format!("{secs:.1}");
+        format!("{}s", t.strip_suffix(".0").unwrap_or(&t))
+    } else {
+        crate::desired::schedule::format_duration(secs.round() as u64)
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn cut(s: &str) -> String {
+    if s.chars().count() <= RESULT_WIDTH {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(RESULT_WIDTH - 1).collect();
+    t.push('…');
+    t
+}
+
+fn column_widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+fn row_text(row: &[String], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, cell) in row.iter().enumerate() {
+        if i + 1 == row.len() {
+            line.push_str(cell);
+        } else {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.push_str(cell);
+            line.push_str(&" ".repeat(pad + 2));
+        }
+    }
+    line.trim_end().to_string()
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>], s: &Style) -> String {
+    let widths = column_widths(headers, rows);
+    let head: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let mut out = format!("  {}\n", s.paint(s.bold(), &row_text(&head, &widths)));
+    for r in rows {
+        let _ = writeln!(out, "  {}", row_text(r, &widths));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// task status / result / revoke
+
+fn run_status(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &StatusArgs) -> Result<u8, CliError> {
+    let url = backend_url(cli, targs)?;
+    let mut backend = ResultBackend::connect(&url).map_err(|e| celery_error(e, false))?;
+    let results = backend
+        .get_many(&a.ids)
+        .map_err(|e| celery_error(e, false))?;
+    let rows: Vec<Vec<String>> = a
+        .ids
+        .iter()
+        .zip(results)
+        .map(|(id, r)| match r {
+            Ok(r) => vec![
+                id.clone(),
+                r.state.to_string(),
+                r.date_done
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_else(|| "-".into()),
+                r.worker.clone().unwrap_or_else(|| "-".into()),
+                cut(&r.summary()),
+            ],
+            Err(e) => vec![
+                id.clone(),
+                "UNREADABLE".into(),
+                "-".into(),
+                "-".into(),
+                cut(&e),
+            ],
+        })
+        .collect();
+    out!(
+        "{}",
+        table(
+            &["TASK ID", "STATE", "DONE", "WORKER", "RESULT"],
+            &rows,
+            &ui.stdout_style
+        )
+    );
+    Ok(EXIT_OK)
+}
+
+fn run_result(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8, CliError> {
+    let url = backend_url(cli, targs)?;
+    let mut backend = ResultBackend::connect(&url).map_err(|e| celery_error(e, false))?;
+    let r = backend
+        .get(&a.id)
+        .map_err(|e| celery_error(e, false))?
+        .map_err(CliError::new)?;
+    let id = &a.id;
+    match r.state {
+        TaskState::Success => {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&r.result).unwrap_or_default()
+            );
+            Ok(EXIT_OK)
+        }
+        TaskState::Failure => {
+            match &r.traceback {
+                Some(tb) => out!("{}{}", tb, if tb.ends_with('\n') { "" } else { "\n" }),
+                None => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&r.result).unwrap_or_default()
+                ),
+            }
+            let s = &ui.stderr_style;
+            eprintln!("{}: task {id} failed: {}", s.paint(s.red(), "error"), r.summary());
+            Ok(EXIT_ERROR)
+        }
+        TaskState::Revoked => Err(CliError::new(format!(
+            "task {id} was revoked: {}",
+            r.summary()
+        ))),
+        TaskState::Pending => Err(CliError::new(format!(
+            "task {id} has no result in {url}: PENDING (not run yet, an unknown id, a task that ignores its result, or a result older than the backend keeps it, 1 day by default)"
+        ))
+        .hinted("check the id, --result-backend, and that a worker consumes the task's queue")),
+        ref other => Err(CliError::new(format!(
+            "task {id} has not finished: {other}{}",
+            match r.summary() {
+                s if s.is_empty() => String::new(),
+                s => format!(" ({s})"),
+            }
+        ))),
+    }
+}
+
+fn run_revoke(cli: &Cli, targs: &TaskArgs, a: &RevokeArgs) -> Result<u8, CliError> {
+    let url = broker_url(cli, targs)?;
+    let mut broker = Broker::connect(&url).map_err(|e| celery_error(e, false))?;
+    let mut unheard = Vec::new();
+    for id in &a.ids {
+        let now = chrono::Utc::now();
+        let n = broker
+            .revoke(id, a.terminate, now)
+            .map_err(|e| celery_error(e, false))?;
+        outln!(
+            "Revoke{} of {id} broadcast to {} via {url}.",
+            if a.terminate { " (terminate)" } else { "" },
+            plural(usize::try_from(n).unwrap_or(0), "listening worker")
+        );
+        if n == 0 {
+            unheard.push(id.clone());
+        }
+    }
+    if unheard.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        Err(CliError::new(format!(
+            "no worker is listening for remote control on {url}: the revoke of {} reached nobody",
+            unheard.join(", ")
+        ))
+        .hinted("workers keep revoked ids in memory only: a worker started later runs the task; start the workers, then revoke again"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(parse_target("role:web"), Ok(Target::Role("web".into())));
+        assert_eq!(parse_target("host:web01"), Ok(Target::Host("web01".into())));
+        assert_eq!(
+            parse_target("label:zone=fra1-a"),
+            Ok(Target::Label("zone".into(), "fra1-a".into()))
+        );
+        for bad in [
+            "web01",
+            "role:",
+            "node:x",
+            "label:zone",
+            "label:-x=1",
+            "label:k=a b",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seconds_parse() {
+        let p = |t: &str| parse_seconds("--x", t).map_err(|e| e.message);
+        assert_eq!(p("2.5"), Ok(2.5));
+        assert_eq!(p("90s"), Ok(90.0));
+        assert_eq!(p("1h30m"), Ok(5400.0));
+        assert!(p("-1").is_err());
+        assert!(p("soon").is_err());
+        assert!(p("inf").is_err());
+    }
+
+    #[test]
+    fn json_errors_point_at_the_column() {
+        let e = parse_args_json(Some("[1, oops]")).err().map(|e| e.message);
+        let msg = e.unwrap_or_default();
+        assert!(msg.contains("line 1 column 5"), "{msg}");
+        assert!(msg.contains("  | [1, oops]\n  |     ^"), "{msg}");
+        let e = parse_args_json(Some("{\"a\": 1}")).err().map(|e| e.message);
+        assert!(e.unwrap_or_default().contains("must be a JSON array"));
+        let e = parse_kwargs_json(Some("[1]")).err().map(|e| e.message);
+        assert!(e.unwrap_or_default().contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(secs_text(0.0042), "4ms");
+        assert_eq!(secs_text(0.36), "360ms");
+        assert_eq!(secs_text(1.0), "1s");
+        assert_eq!(secs_text(2.46), "2.5s");
+        assert_eq!(secs_text(61.0), "1m1s");
+    }
+}
