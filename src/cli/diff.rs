@@ -77,7 +77,6 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
     };
     ui.diagnostics(&after.warnings);
     let plan = crate::plan::diff(&before.state, &after.state, now);
-    let changed = !plan.is_empty();
     let report = PlanReport {
         cluster: after.state.cluster.clone(),
         from: before.revision,
@@ -85,13 +84,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
         plan,
         warnings: after.warnings,
     };
-    let out = match args.output {
-        OutputFormat::Text => render_text(&report, &ui.stdout_style),
-        OutputFormat::Json => render_json(&report),
-        OutputFormat::Markdown => render_markdown(&report),
-    };
-    out!("{out}");
-    Ok(if changed { EXIT_CHANGES } else { EXIT_OK })
+    print_plan(ui, args.output, &report)
 }
 
 /// Desired state at --to (or the work tree) against the live state in Redis.
@@ -111,7 +104,6 @@ fn run_live(
     let observed = store.observe(&wanted).map_err(super::live::state_error)?;
     let side = crate::state::live_side(&keys, &observed.image);
     let plan = crate::plan::diff_sides(&side, &after.state, now);
-    let changed = !plan.is_empty();
     let report = PlanReport {
         cluster: after.state.cluster.clone(),
         from: crate::render::RevisionInfo {
@@ -126,11 +118,20 @@ fn run_live(
         plan,
         warnings: after.warnings,
     };
-    let out = match args.output {
-        OutputFormat::Text => render_text(&report, &ui.stdout_style),
-        OutputFormat::Json => render_json(&report),
-        OutputFormat::Markdown => render_markdown(&report),
+    print_plan(ui, args.output, &report)
+}
+
+/// Prints a plan in the chosen format; exit status 2 when it has changes, else 0.
+fn print_plan(ui: &Ui, format: OutputFormat, report: &PlanReport) -> Result<u8, CliError> {
+    let out = match format {
+        OutputFormat::Text => render_text(report, &ui.stdout_style),
+        OutputFormat::Json => render_json(report),
+        OutputFormat::Markdown => render_markdown(report),
     };
     out!("{out}");
-    Ok(if changed { EXIT_CHANGES } else { EXIT_OK })
+    Ok(if report.plan.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    })
 }
