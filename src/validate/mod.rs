@@ -577,6 +577,16 @@ fn unknown_ref<'a>(
     }
 }
 
+/// The role names a host lists.
+fn roles_of(host: &Entry<Host>) -> impl Iterator<Item = &str> {
+    host.object
+        .spec
+        .roles
+        .value
+        .iter()
+        .map(|r| r.value.as_str())
+}
+
 fn check_schedule_references(
     schedules: &BTreeMap<String, Entry<Schedule>>,
     hosts: &BTreeMap<String, Entry<Host>>,
@@ -586,7 +596,6 @@ fn check_schedule_references(
 ) {
     for (name, s) in schedules {
         let by = format!("schedule {name:?}");
-        let mut matched_hosts: BTreeSet<&str> = BTreeSet::new();
         let mut target_roles: BTreeSet<&str> = BTreeSet::new();
         for t in &s.object.spec.targets.value {
             if let Some(r) = &t.role {
@@ -606,22 +615,13 @@ fn check_schedule_references(
                             ),
                         ));
                     }
-                    matched_hosts.extend(n);
                 } else if !undecoded.contains(&id(Kind::Role, &r.value)) {
                     diags.push(unknown_ref(&s.file, r, Kind::Role, roles.keys(), &by));
                 }
             }
             if let Some(h) = &t.host {
-                if let Some((k, host)) = hosts.get_key_value(&h.value) {
-                    matched_hosts.insert(k);
-                    target_roles.extend(
-                        host.object
-                            .spec
-                            .roles
-                            .value
-                            .iter()
-                            .map(|r| r.value.as_str()),
-                    );
+                if let Some(host) = hosts.get(&h.value) {
+                    target_roles.extend(roles_of(host));
                 } else if !undecoded.contains(&id(Kind::Host, &h.value)) {
                     diags.push(unknown_ref(&s.file, h, Kind::Host, hosts.keys(), &by));
                 }
@@ -641,19 +641,9 @@ fn check_schedule_references(
                         .help("check the labels in `metadata.labels` of your hosts"),
                     );
                 }
-                for h in &n {
-                    if let Some(host) = hosts.get(*h) {
-                        target_roles.extend(
-                            host.object
-                                .spec
-                                .roles
-                                .value
-                                .iter()
-                                .map(|r| r.value.as_str()),
-                        );
-                    }
+                for host in n.iter().filter_map(|h| hosts.get(*h)) {
+                    target_roles.extend(roles_of(host));
                 }
-                matched_hosts.extend(n);
             }
         }
         check_task_provided(s, &target_roles, roles, diags);
