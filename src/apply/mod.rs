@@ -225,7 +225,30 @@ fn keep_unpruned(
                     img.insert(keys.role_hosts(&id.name), v.clone());
                 }
             }
-            Kind::Cluster | Kind::Schedule => {}
+            Kind::Schedule => {
+                // A kept schedule keeps firing: its RedBeat entries and index membership stay.
+                let entry_prefix = keys.redbeat_entry(&format!("{}.", id.name));
+                for (k, v) in live.range(entry_prefix.clone()..) {
+                    if !k.starts_with(&entry_prefix) {
+                        break;
+                    }
+                    img.insert(k.clone(), v.clone());
+                    if let Some(KeyValue::Members { members, .. }) =
+                        img.get_mut(&keys.redbeat_schedule())
+                    {
+                        members.insert(k.clone());
+                    } else {
+                        img.insert(
+                            keys.redbeat_schedule(),
+                            KeyValue::Members {
+                                members: BTreeSet::from([k.clone()]),
+                                now: u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+                            },
+                        );
+                    }
+                }
+            }
+            Kind::Cluster => {}
         }
     }
     (state::with_digests(keys, img), kept)

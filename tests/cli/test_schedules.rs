@@ -333,3 +333,36 @@ fn drift_reports_and_reconcile_heals_redbeat_entries() {
         "the rogue entry no longer fires: {members:?}"
     );
 }
+
+#[test]
+fn a_schedule_kept_by_no_prune_keeps_its_redbeat_entries() {
+    let redis = RedisServer::start();
+    let mut repo = fleet(Some(
+        "  every: 1h\n  task: tests.record\n  args: [kept]\n  targets:\n    - role: worker\n",
+    ));
+    repo.commit("hourly");
+    reconcile(&repo, &redis);
+    repo.remove("manifests/tick.yaml");
+    repo.commit("gone from git");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--no-prune"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kept Schedule/tick"), "{out}");
+    assert_eq!(
+        keys(&redis, &format!("{PREFIX}redbeat:tick.*")).len(),
+        2,
+        "still firing on both hosts"
+    );
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{PREFIX}redbeat::schedule"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.conn())
+        .expect("ZRANGE");
+    assert_eq!(members.len(), 2, "{members:?}");
+    // A plain reconcile then prunes it.
+    reconcile(&repo, &redis);
+    assert!(keys(&redis, &format!("{PREFIX}redbeat:tick.*")).is_empty());
+}
