@@ -143,28 +143,38 @@ fn create(key: &str, v: &KeyValue, out: &mut Vec<KeyOp>) {
     }
 }
 
+/// `HSET` the fields of `w` that differ from `l`, `HDEL` the fields only `l` has.
+fn field_changes(
+    key: &str,
+    l: &BTreeMap<String, String>,
+    w: &BTreeMap<String, String>,
+    out: &mut Vec<KeyOp>,
+) {
+    let set: Vec<String> = w
+        .iter()
+        .filter(|(f, v)| l.get(*f) != Some(v))
+        .flat_map(|(f, v)| [f.clone(), v.clone()])
+        .collect();
+    let del: Vec<String> = l.keys().filter(|f| !w.contains_key(*f)).cloned().collect();
+    chunked(
+        key,
+        set,
+        CHUNK * 2,
+        |key, args| KeyOp::Hset { key, args },
+        out,
+    );
+    chunked(key, del, CHUNK, |key, args| KeyOp::Hdel { key, args }, out);
+}
+
 /// Field-level changes between two values of the same type.
 fn update(key: &str, live: &KeyValue, want: &KeyValue, out: &mut Vec<KeyOp>) {
     match (live, want) {
         (KeyValue::Hash(l), KeyValue::Hash(w)) => {
-            let set: Vec<String> = w
-                .iter()
-                .filter(|(f, v)| l.get(*f) != Some(v))
-                .flat_map(|(f, v)| [f.clone(), v.clone()])
-                .collect();
-            let del: Vec<String> = l.keys().filter(|f| !w.contains_key(*f)).cloned().collect();
             if w.is_empty() {
                 out.push(KeyOp::Del { key: key.into() });
                 return;
             }
-            chunked(
-                key,
-                set,
-                CHUNK * 2,
-                |key, args| KeyOp::Hset { key, args },
-                out,
-            );
-            chunked(key, del, CHUNK, |key, args| KeyOp::Hdel { key, args }, out);
+            field_changes(key, l, w, out);
         }
         (KeyValue::Set(l), KeyValue::Set(w)) => {
             if w.is_empty() {
@@ -179,20 +189,7 @@ fn update(key: &str, live: &KeyValue, want: &KeyValue, out: &mut Vec<KeyOp>) {
         (KeyValue::Fields { owned: l, .. }, KeyValue::Fields { owned: w, .. }) => {
             // Only owned fields are written or removed (`l` holds only owned fields, see
             // `state::project_owned`); fields owned by others are never touched.
-            let set: Vec<String> = w
-                .iter()
-                .filter(|(f, v)| l.get(*f) != Some(v))
-                .flat_map(|(f, v)| [f.clone(), v.clone()])
-                .collect();
-            let del: Vec<String> = l.keys().filter(|f| !w.contains_key(*f)).cloned().collect();
-            chunked(
-                key,
-                set,
-                CHUNK * 2,
-                |key, args| KeyOp::Hset { key, args },
-                out,
-            );
-            chunked(key, del, CHUNK, |key, args| KeyOp::Hdel { key, args }, out);
+            field_changes(key, l, w, out);
         }
         (KeyValue::Members { members: l, .. }, KeyValue::Members { members: w, now }) => {
             if w.is_empty() {
