@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/prereqs.sh
-ensure_packages cc:gcc redis-server:redis-server redis-cli:redis-tools git:git
+ensure_packages cc:gcc pkg-config:pkg-config /usr/include/openssl/ssl.h:libssl-dev redis-server:redis-server redis-cli:redis-tools git:git
 require_cargo
 
 cargo build --release --locked --quiet

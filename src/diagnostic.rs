@@ -113,6 +113,14 @@ impl Diagnostic {
         })
     }
 
+    /// One line: `file:line:col: message` (or just the message for global problems).
+    pub fn headline(&self) -> String {
+        match self.location() {
+            Some(loc) => format!("{loc}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// Renders the diagnostic for a terminal, rustc style, with the source line.
     pub fn render_text(&self, style: &crate::render::Style) -> String {
         let mut out = String::new();

@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod celery;
 pub mod cli;
+pub mod daemon;
 pub mod desired;
 pub mod diagnostic;
 pub mod drift;

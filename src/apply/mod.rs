@@ -32,6 +32,9 @@ pub struct Options {
     pub sweep: bool,
     /// Who is reconciling (`user@host`), recorded in the lease, history and events.
     pub actor: String,
+    /// The `watch` daemon's leader token: the apply is refused (fenced) unless this token
+    /// still holds the leader lease. `None` for the CLI.
+    pub leader: Option<String>,
 }
 
 /// What is known about the target revision beyond its compiled state.
@@ -54,6 +57,40 @@ pub enum Ancestry {
     NotDescendant,
     /// The applied commit is not in this repository.
     Unknown,
+}
+
+/// Compiles `rev` of `repo` and gathers what reconcile records about it (commit subject,
+/// release). Nothing is written anywhere.
+///
+/// # Errors
+/// [`crate::CompileError`]: an unknown revision, unreadable files, invalid manifests.
+pub fn load_revision(
+    repo: &git2::Repository,
+    rev: &str,
+    path: &str,
+) -> std::result::Result<Revision, crate::CompileError> {
+    let snapshot = crate::source::read_git(repo, rev, path)?;
+    let commit = snapshot.commit.clone().unwrap_or_default();
+    let compiled = crate::compile_snapshot(snapshot)?;
+    let subject = crate::source::commit_subject(repo, &commit)?;
+    let release = crate::source::release_id(repo, &commit, crate::source::DEFAULT_RELEASE_PATHS)?;
+    Ok(Revision {
+        compiled,
+        subject,
+        release,
+    })
+}
+
+/// How `target` relates to the `applied` commit, according to `repo`.
+pub fn ancestry(repo: &git2::Repository, target: &str, applied: &str) -> Ancestry {
+    if applied == target {
+        return Ancestry::Same;
+    }
+    match crate::source::is_descendant(repo, target, applied) {
+        Some(true) => Ancestry::Forward,
+        Some(false) => Ancestry::NotDescendant,
+        None => Ancestry::Unknown,
+    }
 }
 
 /// Why a reconcile stopped without writing.
@@ -83,6 +120,7 @@ impl ApplyError {
         match self {
             ApplyError::State(StateError::Locked(_)) => "locked",
             ApplyError::State(StateError::Conflict(_)) => "conflict",
+            ApplyError::State(StateError::Fenced(_)) => "fenced",
             ApplyError::State(_) => "failed",
             ApplyError::MassDelete { .. } => "refused",
             ApplyError::Rollback { .. } => "refused",
@@ -347,6 +385,7 @@ pub fn reconcile(
         revision: target.clone(),
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         pid: std::process::id(),
+        leader: opts.leader.clone(),
     };
     if !opts.dry_run {
         if let Err(e) = store.acquire_lease(&lease) {
@@ -548,6 +587,7 @@ fn reconcile_locked(
         &applied,
         &history,
         &ev,
+        opts.leader.as_deref(),
     )?;
     outcome.result = Result::Applied;
     outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -4,7 +4,7 @@
 use git2::Repository;
 
 use super::{Cli, CliError, Ui};
-use crate::apply::{Ancestry, Revision};
+use crate::apply::{self, Ancestry, Revision};
 use crate::source;
 use crate::state::{RedisUrl, StateError, Store};
 
@@ -16,20 +16,9 @@ pub(super) fn redis_url(cli: &Cli) -> Result<RedisUrl, CliError> {
 /// Compiles `rev` and gathers what reconcile records about it.
 pub(super) fn revision(ui: &Ui, cli: &Cli, rev: &str) -> Result<(Repository, Revision), CliError> {
     let repo = source::open_repo(cli.repo.as_deref())?;
-    let snapshot = source::read_git(&repo, rev, &cli.path)?;
-    let commit = snapshot.commit.clone().unwrap_or_default();
-    let compiled = crate::compile_snapshot(snapshot).map_err(|e| ui.compile_error(e))?;
-    ui.diagnostics(&compiled.warnings);
-    let subject = source::commit_subject(&repo, &commit)?;
-    let release = source::release_id(&repo, &commit, source::DEFAULT_RELEASE_PATHS)?;
-    Ok((
-        repo,
-        Revision {
-            compiled,
-            subject,
-            release,
-        },
-    ))
+    let revision = apply::load_revision(&repo, rev, &cli.path).map_err(|e| ui.compile_error(e))?;
+    ui.diagnostics(&revision.compiled.warnings);
+    Ok((repo, revision))
 }
 
 /// Connects to the cluster's Redis.
@@ -41,16 +30,7 @@ pub(super) fn connect(cli: &Cli, cluster: &str) -> Result<Store, CliError> {
 /// How `target` relates to an applied commit, according to `repo`.
 pub(super) fn ancestry<'r>(repo: &'r Repository, target: &str) -> impl Fn(&str) -> Ancestry + 'r {
     let target = target.to_string();
-    move |applied: &str| {
-        if applied == target {
-            return Ancestry::Same;
-        }
-        match source::is_descendant(repo, &target, applied) {
-            Some(true) => Ancestry::Forward,
-            Some(false) => Ancestry::NotDescendant,
-            None => Ancestry::Unknown,
-        }
-    }
+    move |applied: &str| apply::ancestry(repo, &target, applied)
 }
 
 pub(super) fn state_error(e: StateError) -> CliError {

@@ -29,6 +29,7 @@ mod reconcile;
 mod schema;
 mod task;
 mod validate;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -55,7 +56,8 @@ pub const EXIT_CHANGES: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "celeroot", version, max_term_width = 100)]
 pub struct Cli {
-    /// The config repository (default: the repository containing the current directory).
+    /// The config repository (default: the repository containing the current directory);
+    /// `watch` also takes a URL.
     #[arg(long, global = true, value_name = "PATH", env = "CELEROOT_REPO")]
     pub repo: Option<PathBuf>,
     /// Directory of the manifests, relative to the repository root.
@@ -98,6 +100,7 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     Init(init::InitArgs),
     Task(task::TaskArgs),
+    Watch(watch::WatchArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -241,6 +244,7 @@ pub fn main() -> ExitCode {
         Command::Schema(a) => schema::run(a),
         Command::Init(a) => init::run(&ui, a),
         Command::Task(a) => task::run(&ui, &cli, a),
+        Command::Watch(a) => watch::run(&cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

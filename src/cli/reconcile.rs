@@ -89,6 +89,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         allow_rollback: args.allow_rollback,
         sweep: args.sweep,
         actor: apply::actor(),
+        leader: None,
     };
     let ancestry = live::ancestry(&repo, &target);
     let outcome =

@@ -5,6 +5,8 @@
 //! dirty work tree does not matter) or from the work tree (`--worktree`).
 //! Must not know: YAML, manifests, or what the files mean.
 
+pub mod remote;
+
 use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Repository, Tree};

@@ -87,6 +87,15 @@ impl Keys {
     pub fn lock(&self) -> String {
         self.key("lock")
     }
+    /// String with a TTL: the leader lease of the `watch` daemons (JSON `{token, holder,
+    /// epoch, since}`).
+    pub fn leader(&self) -> String {
+        self.key("leader")
+    }
+    /// String: incremented each time a daemon becomes leader (the leader epoch).
+    pub fn leader_epoch(&self) -> String {
+        self.key("leader-epoch")
+    }
 
     /// The RedBeat key prefix (`redbeat_key_prefix` of the workers and beat): RedBeat
     /// entries share the cluster's hash tag, so they change in the same transaction.
@@ -121,6 +130,8 @@ impl Keys {
             self.history(),
             self.events(),
             self.lock(),
+            self.leader(),
+            self.leader_epoch(),
         ]
     }
 

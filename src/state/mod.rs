@@ -20,8 +20,8 @@ pub use image::{
 };
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use store::{
-    Event, HistoryEntry, LeaseInfo, Observed, Store, EVENTS_MAX, HISTORY_MAX, LEASE_TTL,
-    UNREADABLE_LEASE,
+    Event, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store, EVENTS_MAX,
+    HISTORY_MAX, LEASE_TTL, UNREADABLE_LEASE,
 };
 pub use url::RedisUrl;
 
@@ -43,6 +43,9 @@ pub enum StateError {
     Locked(Box<LeaseInfo>),
     #[error("{0}")]
     Conflict(String),
+    /// A `watch` daemon lost its leader lease: the apply was refused (fencing).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// An applied object as stored in the objects hash.

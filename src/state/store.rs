@@ -37,6 +37,29 @@ pub struct LeaseInfo {
     /// RFC 3339.
     pub since: String,
     pub pid: u32,
+    /// The leader token when a `watch` daemon holds the lease (a lease held by a daemon
+    /// that is no longer the leader is void for the new leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// The leader lease of the `watch` daemons, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    pub token: String,
+    pub holder: String,
+    pub epoch: u64,
+    /// RFC 3339.
+    pub since: String,
+}
+
+/// The result of [`Store::lead`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// The caller leads, in this epoch (incremented at each change of leader).
+    Leading { epoch: u64 },
+    /// Another daemon leads (`None`: its value is not celeroot's JSON).
+    Standby(Option<LeaderInfo>),
 }
 
 /// The live state as read by [`Store::observe`].
@@ -234,45 +257,84 @@ impl Store {
         Ok(out)
     }
 
-    /// Takes the reconcile lease, or reports who holds it.
+    /// Takes the reconcile lease, or reports who holds it. A daemon's lease (with
+    /// `info.leader`) also takes over a lease left by a daemon that is no longer the leader.
     ///
     /// # Errors
     /// [`StateError::Locked`] with the holder's information.
     pub fn acquire_lease(&mut self, info: &LeaseInfo) -> Result<(), StateError> {
+        let k = self.keys.clone();
         let value = serde_json::to_string(info).unwrap_or_default();
-        let key = self.keys.lock();
-        let ok: Option<String> = self.query(
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX)),
-        )?;
-        if ok.is_some() {
-            return Ok(());
-        }
-        match self.lease()? {
-            Some(holder) => Err(StateError::Locked(Box::new(holder))),
-            // Released between our SET and GET: try once more, then give up.
-            None => {
-                let ok: Option<String> = self.query(
-                    redis::cmd("SET")
-                        .arg(self.keys.lock())
-                        .arg(serde_json::to_string(info).unwrap_or_default())
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX)),
-                )?;
-                match (ok, self.lease()?) {
-                    (Some(_), _) => Ok(()),
-                    (None, Some(holder)) => Err(StateError::Locked(Box::new(holder))),
-                    (None, None) => Err(StateError::Conflict(
-                        "the reconcile lease keeps changing hands; try again".into(),
-                    )),
-                }
+        let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let leader = info.leader.clone().unwrap_or_default();
+        match self.script(
+            include_str!("scripts/lock.lua"),
+            &[k.lock(), k.leader()],
+            &[value, ttl.to_string(), leader],
+        )? {
+            Value::Int(_) => Ok(()),
+            other => {
+                let held = string(other)?;
+                Err(StateError::Locked(Box::new(parse_lease(&held))))
             }
         }
+    }
+
+    /// Takes or renews the leader lease of the `watch` daemons for `ttl`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn lead(
+        &mut self,
+        token: &str,
+        ttl: Duration,
+        holder: &str,
+    ) -> Result<Leadership, StateError> {
+        let k = self.keys.clone();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let v = self.script(
+            include_str!("scripts/leader.lua"),
+            &[k.leader(), k.leader_epoch()],
+            &[token.to_string(), ttl.to_string(), holder.to_string(), now],
+        )?;
+        let parts = match v {
+            Value::Array(parts) if parts.len() == 2 => parts,
+            other => return Err(StateError::Protocol(format!("leader returned {other:?}"))),
+        };
+        let mut it = parts.into_iter();
+        let (flag, data) = (it.next(), it.next());
+        let data = string(data.unwrap_or(Value::Nil))?;
+        match flag {
+            Some(Value::Int(1)) => Ok(Leadership::Leading {
+                epoch: data.parse().unwrap_or(0),
+            }),
+            _ => Ok(Leadership::Standby(serde_json::from_str(&data).ok())),
+        }
+    }
+
+    /// Gives up the leader lease if `token` still holds it.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn resign(&mut self, token: &str) -> Result<bool, StateError> {
+        let k = self.keys.leader();
+        let v = self.script(
+            include_str!("scripts/leader_release.lua"),
+            &[k],
+            &[token.to_string()],
+        )?;
+        Ok(matches!(v, Value::Int(1)))
+    }
+
+    /// The current leader of the `watch` daemons, if any.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn leader(&mut self) -> Result<Option<LeaderInfo>, StateError> {
+        let key = self.keys.leader();
+        let v: Option<String> = self.query(redis::cmd("GET").arg(key))?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
     /// Releases the lease if it is still ours.
@@ -294,15 +356,7 @@ impl Store {
     pub fn lease(&mut self) -> Result<Option<LeaseInfo>, StateError> {
         let key = self.keys.lock();
         let v: Option<String> = self.query(redis::cmd("GET").arg(key))?;
-        Ok(v.map(|s| {
-            serde_json::from_str(&s).unwrap_or_else(|_| LeaseInfo {
-                id: UNREADABLE_LEASE.into(),
-                holder: "an unknown writer (the lease value is not celeroot's JSON)".into(),
-                revision: "?".into(),
-                since: "?".into(),
-                pid: 0,
-            })
-        }))
+        Ok(v.map(|s| parse_lease(&s)))
     }
 
     /// Applies `writes` and records the revision atomically.
@@ -318,6 +372,7 @@ impl Store {
         applied: &BTreeMap<String, String>,
         history: &serde_json::Value,
         event: &BTreeMap<String, String>,
+        fence: Option<&str>,
     ) -> Result<u64, StateError> {
         let k = self.keys.clone();
         let args = vec![
@@ -330,6 +385,7 @@ impl Store {
             LAYOUT_VERSION.to_string(),
             EVENTS_MAX.to_string(),
             HISTORY_MAX.to_string(),
+            fence.unwrap_or_default().to_string(),
         ];
         let keys = [
             k.generation(),
@@ -338,10 +394,15 @@ impl Store {
             k.history(),
             k.events(),
             k.layout(),
+            k.leader(),
         ];
         match self.script(include_str!("scripts/apply.lua"), &keys, &args) {
             Ok(Value::Int(g)) => Ok(u64::try_from(g).unwrap_or(0)),
             Ok(other) => Err(StateError::Protocol(format!("apply returned {other:?}"))),
+            Err(StateError::Redis(msg)) if msg.contains("FENCED") => {
+                let text = msg.rsplit_once("\": ").map_or(msg.as_str(), |(_, t)| t);
+                Err(StateError::Fenced(text.trim().to_string()))
+            }
             Err(StateError::Redis(msg)) if msg.contains("CONFLICT") || msg.contains("LEASE") => {
                 // The client renders script errors as `"CODE": text`; keep the text.
                 let text = msg.rsplit_once("\": ").map_or(msg.as_str(), |(_, t)| t);
@@ -537,4 +598,17 @@ fn pairs(v: Value) -> Result<BTreeMap<String, String>, StateError> {
         out.insert(string(k)?, string(v)?);
     }
     Ok(out)
+}
+
+/// A lease value; one that is not celeroot's JSON is reported with the id
+/// [`UNREADABLE_LEASE`].
+fn parse_lease(s: &str) -> LeaseInfo {
+    serde_json::from_str(s).unwrap_or_else(|_| LeaseInfo {
+        id: UNREADABLE_LEASE.into(),
+        holder: "an unknown writer (the lease value is not celeroot's JSON)".into(),
+        revision: "?".into(),
+        since: "?".into(),
+        pid: 0,
+        leader: None,
+    })
 }

@@ -12,3 +12,4 @@ mod test_schema;
 mod test_task;
 mod test_usage;
 mod test_validate;
+mod test_watch;

@@ -1,8 +1,10 @@
 -- Applies one reconcile atomically: either every write happens or none does.
--- KEYS[1] generation, KEYS[2] lock, KEYS[3] applied, KEYS[4] history, KEYS[5] events, KEYS[6] layout
+-- KEYS[1] generation, KEYS[2] lock, KEYS[3] applied, KEYS[4] history, KEYS[5] events, KEYS[6] layout,
+-- KEYS[7] leader
 -- ARGV[1] expected generation, ARGV[2] lease id, ARGV[3] writes (JSON list),
 -- ARGV[4] applied fields (JSON object), ARGV[5] history entry (JSON), ARGV[6] event fields
--- (JSON object), ARGV[7] layout version, ARGV[8] events max length, ARGV[9] history max length
+-- (JSON object), ARGV[7] layout version, ARGV[8] events max length, ARGV[9] history max length,
+-- ARGV[10] the watch daemon's leader token ('' when not a daemon): the fencing check
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
 if gen ~= tonumber(ARGV[1]) then
   return redis.error_reply('CONFLICT live state changed during the reconcile (generation ' .. gen .. ', expected ' .. ARGV[1] .. ')')
@@ -11,6 +13,12 @@ local lock = redis.call('GET', KEYS[2])
 local ok, lease = pcall(cjson.decode, lock or '')
 if not lock or not ok or type(lease) ~= 'table' or lease['id'] ~= ARGV[2] then
   return redis.error_reply('LEASE the reconcile lease was lost (expired or taken over); nothing was written')
+end
+if ARGV[10] ~= '' then
+  local ok2, leader = pcall(cjson.decode, redis.call('GET', KEYS[7]) or '')
+  if not ok2 or type(leader) ~= 'table' or leader['token'] ~= ARGV[10] then
+    return redis.error_reply('FENCED this daemon is no longer the leader; nothing was written')
+  end
 end
 local ops = cjson.decode(ARGV[3])
 -- Check every key's type before the first write: a script that fails halfway is not

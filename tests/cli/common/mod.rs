@@ -2,6 +2,7 @@
 //! redis-server per test.
 
 pub mod celery;
+pub mod daemon;
 pub mod redis;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,207 @@
+//! `celeroot watch`: arguments of the reconciler daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{Cli, CliError, EXIT_OK};
+use crate::daemon::{self, Config, DriftMode};
+use crate::source::remote::{Credentials, Origin};
+
+/// Run the reconciler daemon: follow a branch, apply each new revision, heal drift.
+///
+/// The repository (--repo / CELEROOT_REPO) is a local path (watched for changes) or a
+/// URL (https://, ssh://, git@host:path, file://) mirrored into --cache-dir and fetched
+/// every --interval and at once on a webhook. Several replicas may run against one
+/// Redis: one leads and applies, the others stand by (docs/operations.md).
+///
+/// Runs until SIGTERM or SIGINT; exits 1 when it cannot start.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The branch to follow.
+    #[arg(long, default_value = "main", env = "CELEROOT_BRANCH")]
+    pub branch: String,
+    /// How often to fetch (poll) the repository.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "CELEROOT_INTERVAL")]
+    pub interval: Duration,
+    /// How often to check the live state for drift (and heal it with --drift heal).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "CELEROOT_RESYNC")]
+    pub resync: Duration,
+    /// What to do with drift found on a resync.
+    #[arg(long, value_enum, default_value_t = DriftArg::Heal, env = "CELEROOT_DRIFT")]
+    pub drift: DriftArg,
+    /// Address for webhooks, /healthz, /readyz, /status and /metrics (`off` for none).
+    #[arg(long, default_value = "127.0.0.1:9470", env = "CELEROOT_LISTEN")]
+    pub listen: String,
+    /// File holding the webhook secret (HMAC key; GitLab: the token). Without it,
+    /// webhooks are refused with 403.
+    #[arg(long, value_name = "FILE", env = "CELEROOT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Read the manifests from the local work tree (uncommitted files) instead of the branch.
+    #[arg(long)]
+    pub worktree: bool,
+    /// The cluster this daemon manages (default: the cluster of the first valid revision).
+    #[arg(long, env = "CELEROOT_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Where remote repositories are mirrored.
+    #[arg(long, value_name = "DIR", env = "CELEROOT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// File holding an HTTPS token for fetching (or set CELEROOT_GIT_TOKEN).
+    #[arg(long, value_name = "FILE", env = "CELEROOT_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// SSH private key for fetching (default: the SSH agent).
+    #[arg(long, value_name = "FILE", env = "CELEROOT_SSH_KEY")]
+    pub ssh_key: Option<PathBuf>,
+    /// Leader lease duration; renewed every third of it. Failover takes at most this
+    /// plus a third of it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "CELEROOT_LEASE_TTL")]
+    pub lease_ttl: Duration,
+    /// How long file changes of a local repository settle before it is re-read.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, env = "CELEROOT_DEBOUNCE")]
+    pub debounce: Duration,
+    /// Keep objects removed from git in the live state.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Apply a head that is not a descendant of the applied revision (force pushes).
+    #[arg(long, env = "CELEROOT_ALLOW_ROLLBACK")]
+    pub allow_rollback: bool,
+    /// Log format (logs go to stderr; RUST_LOG filters, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CELEROOT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriftArg {
+    Heal,
+    Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `500ms`, `30s`, `5m`, `1h30m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Some(ms) = s.trim().strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("invalid duration `{s}`: expected e.g. 500ms, 30s, 5m, 1h30m"));
+    }
+    crate::desired::schedule::parse_duration(s).map(Duration::from_secs)
+}
+
+fn read_secret(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::new(format!(
+            "cannot read the {what} file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let trimmed = bytes.trim_ascii().to_vec();
+    if trimmed.is_empty() {
+        return Err(CliError::new(format!(
+            "the {what} file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(trimmed)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("celeroot")
+        .join("repos")
+}
+
+pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CliError> {
+    init_logging(a.log_format);
+    let origin = match &cli.repo {
+        Some(r) => Origin::parse(&r.to_string_lossy()),
+        None => Origin::Local(PathBuf::from(".")),
+    };
+    let listen: Option<SocketAddr> = match a.listen.as_str() {
+        "off" | "" => None,
+        s => Some(s.parse().map_err(|e| {
+            CliError::new(format!("invalid --listen {s:?}: {e}"))
+                .hinted("use HOST:PORT, e.g. 127.0.0.1:9470 or 0.0.0.0:9470, or `off`")
+        })?),
+    };
+    let webhook_secret = match &a.webhook_secret_file {
+        Some(p) => Some(read_secret(p, "webhook secret")?),
+        None => None,
+    };
+    let token = match &a.git_token_file {
+        Some(p) => Some(String::from_utf8_lossy(&read_secret(p, "git token")?).into_owned()),
+        None => std::env::var("CELEROOT_GIT_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    if let Some(c) = &a.cluster {
+        crate::validate::rules::rfc1123_label(c)
+            .map_err(|e| CliError::new(format!("invalid --cluster {c:?}: {e}")))?;
+    }
+    let cfg = Config {
+        origin,
+        branch: a.branch.clone(),
+        path: crate::source::normalize_path(&cli.path)?,
+        worktree: a.worktree,
+        interval: a.interval,
+        resync: a.resync,
+        debounce: a.debounce,
+        drift: match a.drift {
+            DriftArg::Heal => DriftMode::Heal,
+            DriftArg::Report => DriftMode::Report,
+        },
+        listen,
+        webhook_secret,
+        redis: super::live::redis_url(cli)?,
+        cluster: a.cluster.clone(),
+        cache_dir: a.cache_dir.clone().unwrap_or_else(default_cache_dir),
+        credentials: Credentials {
+            token,
+            ssh_key: a.ssh_key.clone(),
+        },
+        lease_ttl: a.lease_ttl,
+        prune: !a.no_prune,
+        allow_rollback: a.allow_rollback,
+        identity: crate::apply::actor(),
+    };
+    daemon::run(cfg).map_err(|e| CliError::new(e.to_string()))?;
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0ms").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The daemon's Prometheus metrics (OpenMetrics text on `/metrics`).
+//!
+//! One registry per daemon (no global state), so tests can run several daemons in one
+//! process. Metric names are documented in docs/operations.md.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub revision: String,
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub provider: String,
+    pub result: String,
+}
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    applied_revision: Family<RevisionLabels, Gauge>,
+    since_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Unix milliseconds of the last successful reconcile (0: none yet).
+    last_success_ms: AtomicI64,
+    drift_objects: Gauge,
+    leader: Gauge,
+    fetch_duration: Histogram,
+    fetch_errors: Counter,
+    webhooks: Family<WebhookLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("celeroot");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconcile attempts by result (applied, noop, drift, invalid, refused, locked, conflict, fenced, failed)",
+            reconciles.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles, from compile to recorded result",
+            reconcile_duration.clone(),
+        );
+        let applied_revision = Family::<RevisionLabels, Gauge>::default();
+        registry.register(
+            "applied_revision_info",
+            "The revision this daemon last applied or confirmed (value 1)",
+            applied_revision.clone(),
+        );
+        let since_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "seconds_since_last_successful_reconcile",
+            "Seconds since the last reconcile that applied or confirmed the live state (-1: none yet)",
+            since_success.clone(),
+        );
+        let drift_objects = Gauge::default();
+        registry.register(
+            "drift_objects",
+            "Live keys that differed from git at the last check (healed or reported)",
+            drift_objects.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 when this daemon holds the leader lease",
+            leader.clone(),
+        );
+        let fetch_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "git_fetch_duration_seconds",
+            "Duration of git fetches (and ref reads of local repositories)",
+            fetch_duration.clone(),
+        );
+        let fetch_errors = Counter::default();
+        registry.register(
+            "git_fetch_errors",
+            "Failed git fetches",
+            fetch_errors.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by provider and result (accepted, duplicate, ignored, ping, unauthorized, bad_request, disabled)",
+            webhooks.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            applied_revision,
+            since_success,
+            last_success_ms: AtomicI64::new(0),
+            drift_objects,
+            leader,
+            fetch_duration,
+            fetch_errors,
+            webhooks,
+        }
+    }
+
+    pub fn reconciled(&self, result: &str, seconds: f64) {
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// Records a reconcile that left the live state at `revision`.
+    pub fn succeeded(&self, cluster: &str, revision: &str) {
+        self.last_success_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        let labels = RevisionLabels {
+            revision: revision.to_string(),
+            cluster: cluster.to_string(),
+        };
+        if self.applied_revision.get(&labels).is_none() {
+            self.applied_revision.clear();
+        }
+        self.applied_revision.get_or_create(&labels).set(1);
+    }
+
+    pub fn drift(&self, objects: usize) {
+        self.drift_objects
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn fetched(&self, seconds: f64, ok: bool) {
+        self.fetch_duration.observe(seconds);
+        if !ok {
+            self.fetch_errors.inc();
+        }
+    }
+
+    pub fn webhook(&self, provider: &str, result: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                provider: provider.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let last = self.last_success_ms.load(Ordering::Relaxed);
+        let since = if last == 0 {
+            -1.0
+        } else {
+            // Milliseconds to seconds; precision loss is irrelevant at these magnitudes.
+            #[allow(clippy::cast_precision_loss)]
+            let s = (chrono::Utc::now().timestamp_millis() - last) as f64 / 1000.0;
+            s
+        };
+        self.since_success.set(since);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric() {
+        let m = Metrics::new();
+        m.reconciled("applied", 0.02);
+        m.succeeded("prod", "abc");
+        m.succeeded("prod", "def");
+        m.webhook("github", "accepted");
+        m.fetched(0.01, false);
+        m.set_leader(true);
+        m.drift(3);
+        let text = m.render();
+        for needle in [
+            "celeroot_reconciles_total{result=\"applied\"} 1",
+            "celeroot_reconcile_duration_seconds_bucket",
+            "celeroot_applied_revision_info{revision=\"def\",cluster=\"prod\"} 1",
+            "celeroot_seconds_since_last_successful_reconcile ",
+            "celeroot_drift_objects 3",
+            "celeroot_leader 1",
+            "celeroot_git_fetch_duration_seconds_count 1",
+            "celeroot_git_fetch_errors_total 1",
+            "celeroot_webhook_requests_total{provider=\"github\",result=\"accepted\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("revision=\"abc\""),
+            "the previous revision's info series is dropped"
+        );
+    }
+}

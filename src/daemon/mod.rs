@@ -1,0 +1,372 @@
+//! The reconciler daemon (`celeroot watch`): turns pushes into applied revisions, heals
+//! drift, and runs safely as several replicas.
+//!
+//! Owns: the sources of change (polling, webhooks, file watching), leader election and
+//! fencing tokens, the reconcile loop with its back-off, and the HTTP endpoints
+//! (`/hooks/*`, `/healthz`, `/readyz`, `/status`, `/metrics`).
+//! Must not know: YAML, the key layout, or how a plan is computed. It calls
+//! [`crate::apply::reconcile`] and [`crate::drift::detect`] like the CLI does.
+//!
+//! Threads: an HTTP server and signal handling on a small tokio runtime; the reconcile
+//! loop and the leader election each on their own OS thread with their own synchronous
+//! Redis connection (git2 and the store are synchronous). They talk through a channel of
+//! [`Trigger`]s and the [`Shared`] state.
+
+mod http;
+mod leader;
+pub mod metrics;
+pub mod webhook;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::source::remote::{Credentials, Mirror, Origin};
+use crate::source::SourceError;
+use crate::state::RedisUrl;
+
+pub use metrics::Metrics;
+
+/// What to do with drift found on a resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// Reconcile: write the keys back to what git says.
+    Heal,
+    /// Record it (event, metric, `/status`) and write nothing.
+    Report,
+}
+
+/// Everything `celeroot watch` is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin: Origin,
+    pub branch: String,
+    /// The manifests directory inside the repository.
+    pub path: String,
+    /// Read the manifests from the local work tree instead of commits.
+    pub worktree: bool,
+    /// How often remote repositories are fetched (and local refs re-read).
+    pub interval: Duration,
+    /// How often the live state is checked for drift.
+    pub resync: Duration,
+    /// How long file events settle before a local repository is re-read.
+    pub debounce: Duration,
+    pub drift: DriftMode,
+    pub listen: Option<SocketAddr>,
+    /// The webhook secret (HMAC key, or GitLab's token). Webhooks are refused without it.
+    pub webhook_secret: Option<Vec<u8>>,
+    pub redis: RedisUrl,
+    /// The cluster to lead; default: the cluster of the first valid revision.
+    pub cluster: Option<String>,
+    pub cache_dir: PathBuf,
+    pub credentials: Credentials,
+    /// Leader lease duration; renewed every third of it.
+    pub lease_ttl: Duration,
+    pub prune: bool,
+    pub allow_rollback: bool,
+    /// Who this daemon is in leases, events and logs.
+    pub identity: String,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {reason}")]
+    Watch { path: String, reason: String },
+    #[error("cannot start: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// What wakes the reconcile loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A webhook or a poll: fetch now.
+    Fetch,
+    /// Files of a local repository changed: settle, then re-read.
+    Changed,
+    /// This daemon just became the leader: reconcile the head even if it was seen.
+    Led,
+    /// Shut down.
+    Stop,
+}
+
+/// The last reconcile attempt, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastResult {
+    /// applied, noop, drift, invalid, refused, locked, conflict, fenced or failed.
+    pub result: String,
+    pub revision: String,
+    /// RFC 3339.
+    pub at: String,
+    pub writes: usize,
+    pub corrective_writes: usize,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Drift found by the last resync.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftSummary {
+    /// RFC 3339.
+    pub checked_at: String,
+    /// Live keys that differ from what celeroot wrote (healable).
+    pub live_keys: usize,
+    /// Unknown keys under the prefix (removed only by `reconcile --sweep`).
+    pub unknown_keys: usize,
+    /// Hosts whose heartbeat disagrees with git.
+    pub hosts: usize,
+    /// Objects whose change in git is not applied.
+    pub pending: usize,
+}
+
+/// The daemon's view, served on `/status` (version 1 of this JSON, docs/operations.md).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub format_version: u32,
+    pub identity: String,
+    pub repo: String,
+    pub branch: String,
+    pub cluster: Option<String>,
+    pub leader: bool,
+    /// Who holds the leader lease (this daemon or another).
+    pub leader_holder: Option<String>,
+    pub leader_epoch: Option<u64>,
+    /// `ok` or `unreachable`.
+    pub redis: String,
+    /// The branch head last fetched.
+    pub seen_revision: Option<String>,
+    /// The revision this daemon last applied or confirmed live.
+    pub applied_revision: Option<String>,
+    pub last_result: Option<LastResult>,
+    pub last_success_at: Option<String>,
+    /// The branch head when it is invalid (the last good revision stays live).
+    pub invalid_revision: Option<InvalidRevision>,
+    pub drift: Option<DriftSummary>,
+    pub last_fetch_error: Option<String>,
+}
+
+/// An invalid head, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvalidRevision {
+    pub revision: String,
+    pub errors: usize,
+    /// The first error, as `file:line:col: message`.
+    pub first_error: String,
+}
+
+/// State shared by the HTTP handlers, the election and the reconcile loop.
+#[derive(Debug)]
+pub struct Shared {
+    status: Mutex<Status>,
+    pub metrics: Metrics,
+    deliveries: Mutex<webhook::Deliveries>,
+    triggers: mpsc::Sender<Trigger>,
+    webhook_secret: Option<Vec<u8>>,
+    branch: String,
+    /// The cluster name, once known (flag or first valid revision).
+    cluster: OnceLock<String>,
+    /// This daemon's leader token (never changes for the life of the process).
+    token: String,
+    leading: AtomicBool,
+    /// When the lease runs out unless renewed (measured from before the renewal was sent).
+    lease_until: Mutex<Option<std::time::Instant>>,
+    redis_ok: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut lock(&self.status));
+    }
+
+    fn trigger(&self, t: Trigger) {
+        // The loop is gone only during shutdown.
+        let _ = self.triggers.send(t);
+    }
+
+    /// Leading, and the lease has not run out by this daemon's clock.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+            && lock(&self.lease_until).is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+        self.metrics.set_leader(leading);
+        self.update(|s| s.leader = leading);
+    }
+
+    fn set_redis_ok(&self, ok: bool) {
+        self.redis_ok.store(ok, Ordering::SeqCst);
+        self.update(|s| s.redis = if ok { "ok" } else { "unreachable" }.into());
+    }
+
+    /// Ready: Redis answered the last election round, and the cluster is known.
+    pub fn ready(&self) -> bool {
+        self.redis_ok.load(Ordering::SeqCst) && self.cluster.get().is_some()
+    }
+}
+
+fn random_token() -> String {
+    use sha2::{Digest, Sha256};
+    // Unique per process and start: pid, wall clock, and a stack address (ASLR).
+    let marker = 0u8;
+    let seed = format!(
+        "{}-{}-{:p}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        &marker
+    );
+    format!("{:x}", Sha256::digest(seed.as_bytes()))[..24].to_string()
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// [`DaemonError`] when it cannot start (bad repository, address in use, ...). Once
+/// running, failures are retried with back-off and reported, never returned.
+pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> Result<(), DaemonError> {
+    let mirror = Mirror::open(
+        cfg.origin.clone(),
+        &cfg.branch,
+        &cfg.cache_dir,
+        cfg.credentials.clone(),
+    )?;
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        status: Mutex::new(Status {
+            format_version: 1,
+            identity: cfg.identity.clone(),
+            repo: cfg.origin.redacted(),
+            branch: cfg.branch.clone(),
+            redis: "unknown".into(),
+            ..Status::default()
+        }),
+        metrics: Metrics::new(),
+        deliveries: Mutex::new(webhook::Deliveries::new(1024)),
+        triggers: tx.clone(),
+        webhook_secret: cfg.webhook_secret.clone(),
+        branch: cfg.branch.clone(),
+        cluster: OnceLock::new(),
+        token: random_token(),
+        leading: AtomicBool::new(false),
+        lease_until: Mutex::new(None),
+        redis_ok: AtomicBool::new(false),
+    });
+    if let Some(c) = &cfg.cluster {
+        let _ = shared.cluster.set(c.clone());
+    }
+    let listener = match cfg.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
+    let watcher = worker::watch_files(&mirror, &cfg, tx.clone())?;
+    tracing::info!(
+        repo = %cfg.origin.redacted(),
+        branch = %cfg.branch,
+        identity = %cfg.identity,
+        listen = ?listener.as_ref().and_then(|l| l.local_addr().ok()),
+        "celeroot watch started"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let election = {
+        let (shared, cfg, stop) = (shared.clone(), cfg.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("election".into())
+            .spawn(move || leader::run(&shared, &cfg, &stop))?
+    };
+    let reconciler = {
+        let (shared, cfg) = (shared.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || worker::Worker::new(cfg, mirror, shared, rx).run())?
+    };
+
+    match listener {
+        Some(l) => {
+            let app = http::router(shared.clone());
+            if let Err(e) = axum::serve(l, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }
+        None => shutdown_signal().await,
+    }
+    tracing::info!("shutting down: finishing the current reconcile");
+    drop(watcher);
+    let _ = tx.send(Trigger::Stop);
+    stop.store(true, Ordering::SeqCst);
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = reconciler.join();
+        let _ = election.join();
+    })
+    .await;
+    if joined.is_err() {
+        tracing::error!("a daemon thread panicked");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,586 @@
+//! The reconcile loop: wait for a trigger or a timer, fetch, compile the branch head, and
+//! (when leading) reconcile it; on resync, check drift and heal or report it.
+//!
+//! Failures of Redis or git back off exponentially with jitter and recover by themselves.
+//! An invalid head is reported once and never applied; the last good revision stays live.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{
+    Config, DaemonError, DriftMode, DriftSummary, InvalidRevision, LastResult, Shared, Trigger,
+};
+use crate::apply::{self, ApplyError, Options, Revision};
+use crate::source::remote::Mirror;
+use crate::source::SourceError;
+use crate::state::{StateError, Store};
+use crate::CompileError;
+
+/// First retry delay after a failure; doubled up to [`BACKOFF_MAX`], with ±20 % jitter.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// The longest delay between retries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct Backoff {
+    current: Option<Duration>,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let d = self
+            .current
+            .map_or(BACKOFF_BASE, |c| (c * 2).min(BACKOFF_MAX));
+        self.current = Some(d);
+        // Jitter from the clock's low bits: enough to spread replicas apart.
+        let nanos = chrono::Utc::now().timestamp_subsec_nanos();
+        let factor = 0.8 + f64::from(nanos % 400) / 1000.0;
+        d.mul_f64(factor)
+    }
+
+    fn reset(&mut self) {
+        self.current = None;
+    }
+}
+
+/// A compiled head, or why it cannot be applied.
+enum Head {
+    Valid(Box<Revision>),
+    Invalid(InvalidRevision),
+}
+
+pub(super) struct Worker {
+    cfg: Config,
+    mirror: Mirror,
+    shared: Arc<Shared>,
+    rx: Receiver<Trigger>,
+    store: Option<Store>,
+    /// The last compiled head, by revision key.
+    compiled: Option<(String, Head)>,
+    /// The last valid revision this daemon applied or confirmed live.
+    last_good: Option<Box<Revision>>,
+    /// The head last handled (applied, confirmed, refused or reported invalid).
+    handled: Option<String>,
+    next_fetch: Instant,
+    next_resync: Instant,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Worker {
+    pub(super) fn new(
+        cfg: Config,
+        mirror: Mirror,
+        shared: Arc<Shared>,
+        rx: Receiver<Trigger>,
+    ) -> Self {
+        let now = Instant::now();
+        Worker {
+            next_resync: now + cfg.resync,
+            cfg,
+            mirror,
+            shared,
+            rx,
+            store: None,
+            compiled: None,
+            last_good: None,
+            handled: None,
+            next_fetch: now,
+            retry_at: None,
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let now = Instant::now();
+            let wake = [Some(self.next_fetch), Some(self.next_resync), self.retry_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now);
+            let mut led = false;
+            match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(Trigger::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Trigger::Changed) => std::thread::sleep(self.cfg.debounce),
+                Ok(Trigger::Led) => led = true,
+                Ok(Trigger::Fetch) | Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Coalesce a burst of triggers into one fetch.
+            while let Ok(t) = self.rx.try_recv() {
+                match t {
+                    Trigger::Stop => return,
+                    Trigger::Led => led = true,
+                    Trigger::Fetch | Trigger::Changed => {}
+                }
+            }
+            self.tick(led);
+        }
+    }
+
+    fn tick(&mut self, led: bool) {
+        let head = match self.fetch_head() {
+            Ok(h) => h,
+            Err(e) => {
+                let delay = self.backoff.next();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "git fetch failed");
+                self.shared
+                    .update(|s| s.last_fetch_error = Some(e.to_string()));
+                self.next_fetch = Instant::now() + delay;
+                return;
+            }
+        };
+        self.next_fetch = Instant::now() + self.cfg.interval;
+        self.shared.update(|s| {
+            s.seen_revision = Some(head.clone());
+            s.last_fetch_error = None;
+        });
+        self.compile(&head);
+        if !self.shared.is_leader() {
+            return;
+        }
+        let now = Instant::now();
+        let retry_due = self.retry_at.is_some_and(|t| now >= t);
+        if led || retry_due || self.handled.as_deref() != Some(head.as_str()) {
+            self.reconcile_head(&head);
+        } else if now >= self.next_resync {
+            self.resync();
+        }
+    }
+
+    /// Fetches and returns the revision key of the branch head (the commit, or for
+    /// `--worktree` a digest of the files).
+    fn fetch_head(&self) -> Result<String, SourceError> {
+        let started = Instant::now();
+        let result = self.mirror.fetch().and_then(|()| {
+            if self.cfg.worktree {
+                self.worktree_key()
+            } else {
+                self.mirror.head()
+            }
+        });
+        self.shared
+            .metrics
+            .fetched(started.elapsed().as_secs_f64(), result.is_ok());
+        result
+    }
+
+    fn worktree_key(&self) -> Result<String, SourceError> {
+        use sha2::{Digest, Sha256};
+        let root = self
+            .mirror
+            .workdir()
+            .ok_or_else(|| SourceError::NotARepository {
+                path: self.mirror.dir.display().to_string(),
+            })?;
+        let snap = crate::source::read_worktree(&root, &self.cfg.path)?;
+        let mut h = Sha256::new();
+        for f in &snap.files {
+            h.update(f.path.as_bytes());
+            h.update([0]);
+            h.update(f.text.as_bytes());
+            h.update([0]);
+        }
+        Ok(format!("worktree-{}", &format!("{:x}", h.finalize())[..12]))
+    }
+
+    fn load(&self, head: &str) -> Result<Revision, CompileError> {
+        let repo = self.mirror.repo()?;
+        if !self.cfg.worktree {
+            return apply::load_revision(&repo, head, &self.cfg.path);
+        }
+        let root = self
+            .mirror
+            .workdir()
+            .ok_or_else(|| SourceError::NotARepository {
+                path: self.mirror.dir.display().to_string(),
+            })?;
+        let mut snapshot = crate::source::read_worktree(&root, &self.cfg.path)?;
+        snapshot.label = head.to_string();
+        let compiled = crate::compile_snapshot(snapshot)?;
+        let release =
+            crate::source::release_id(&repo, "HEAD", crate::source::DEFAULT_RELEASE_PATHS)
+                .ok()
+                .flatten();
+        Ok(Revision {
+            compiled,
+            subject: "work tree".into(),
+            release,
+        })
+    }
+
+    /// Compiles `head` once (standbys too, so they know the cluster and stay warm).
+    fn compile(&mut self, head: &str) {
+        if self.compiled.as_ref().is_some_and(|(k, _)| k == head) {
+            return;
+        }
+        let compiled = match self.load(head) {
+            Ok(rev) => match (&self.cfg.cluster, &rev.compiled.state.cluster) {
+                (Some(want), got) if want != got => Head::Invalid(InvalidRevision {
+                    revision: head.to_string(),
+                    errors: 1,
+                    first_error: format!(
+                        "the Cluster is named {got:?}, this daemon manages {want:?} (--cluster)"
+                    ),
+                }),
+                _ => Head::Valid(Box::new(rev)),
+            },
+            Err(CompileError::Invalid { diagnostics, .. }) => {
+                let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();
+                Head::Invalid(InvalidRevision {
+                    revision: head.to_string(),
+                    errors: errors.len(),
+                    first_error: errors.first().map(|d| d.headline()).unwrap_or_default(),
+                })
+            }
+            Err(CompileError::Source(e)) => Head::Invalid(InvalidRevision {
+                revision: head.to_string(),
+                errors: 1,
+                first_error: e.to_string(),
+            }),
+        };
+        if let Head::Valid(rev) = &compiled {
+            let cluster = &rev.compiled.state.cluster;
+            if self.shared.cluster.get().is_none() {
+                let _ = self.shared.cluster.set(cluster.clone());
+                self.shared.update(|s| s.cluster = Some(cluster.clone()));
+            } else if self.shared.cluster.get() != Some(cluster) {
+                let want = self.shared.cluster.get().cloned().unwrap_or_default();
+                self.compiled = Some((
+                    head.to_string(),
+                    Head::Invalid(InvalidRevision {
+                        revision: head.to_string(),
+                        errors: 1,
+                        first_error: format!(
+                            "the Cluster was renamed from {want:?} to {cluster:?}; restart the daemon to manage the new cluster"
+                        ),
+                    }),
+                ));
+                return;
+            }
+        }
+        self.compiled = Some((head.to_string(), compiled));
+    }
+
+    fn store(&mut self) -> Result<&mut Store, StateError> {
+        let cluster = self.shared.cluster.get().cloned().unwrap_or_default();
+        if self.store.is_none() {
+            self.store = Some(Store::connect(&self.cfg.redis, &cluster)?);
+        }
+        self.store
+            .as_mut()
+            .ok_or_else(|| StateError::Protocol("no connection".into()))
+    }
+
+    fn options(&self, dry_run: bool) -> Options {
+        Options {
+            dry_run,
+            prune: self.cfg.prune,
+            allow_mass_delete: false,
+            allow_rollback: self.cfg.allow_rollback,
+            sweep: false,
+            actor: self.cfg.identity.clone(),
+            leader: Some(self.shared.token.clone()),
+        }
+    }
+
+    fn reconcile_head(&mut self, head: &str) {
+        let rev = match self.compiled.take() {
+            Some((k, Head::Valid(rev))) if k == head => {
+                let r = rev.clone();
+                self.compiled = Some((k, Head::Valid(rev)));
+                r
+            }
+            Some((k, Head::Invalid(inv))) if k == head => {
+                self.compiled = Some((k, Head::Invalid(inv.clone())));
+                self.report_invalid(head, &inv);
+                return;
+            }
+            other => {
+                self.compiled = other;
+                return;
+            }
+        };
+        self.apply(head, &rev);
+    }
+
+    /// Reconciles `rev`, recording the outcome in metrics, `/status` and logs.
+    fn apply(&mut self, head: &str, rev: &Revision) {
+        let started = Instant::now();
+        let opts = self.options(false);
+        let target = rev
+            .compiled
+            .revision
+            .commit
+            .clone()
+            .unwrap_or_else(|| head.to_string());
+        let repo = self.mirror.repo().ok();
+        let worktree = self.cfg.worktree;
+        let ancestry = move |applied: &str| match (&repo, worktree) {
+            (Some(repo), false) => apply::ancestry(repo, &target, applied),
+            _ => apply::Ancestry::Same,
+        };
+        let result = self
+            .store()
+            .map_err(ApplyError::from)
+            .and_then(|s| apply::reconcile(s, rev, &opts, &ancestry, chrono::Utc::now()));
+        let secs = started.elapsed().as_secs_f64();
+        let cluster = rev.compiled.state.cluster.clone();
+        match result {
+            Ok(o) => {
+                let label = match o.result {
+                    apply::Result::Applied => "applied",
+                    _ => "noop",
+                };
+                tracing::info!(
+                    revision = %o.revision,
+                    result = label,
+                    writes = o.writes,
+                    corrective = o.corrective_writes,
+                    generation = o.generation,
+                    duration_ms = o.duration_ms,
+                    "reconciled"
+                );
+                self.shared.metrics.reconciled(label, secs);
+                self.shared.metrics.succeeded(&cluster, &o.revision);
+                let at = now_rfc3339();
+                self.shared.update(|s| {
+                    s.applied_revision = Some(o.revision.clone());
+                    s.last_success_at = Some(at.clone());
+                    s.invalid_revision = None;
+                    s.last_result = Some(LastResult {
+                        result: label.into(),
+                        revision: o.revision.clone(),
+                        at,
+                        writes: o.writes,
+                        corrective_writes: o.corrective_writes,
+                        duration_ms: o.duration_ms,
+                        error: None,
+                    });
+                });
+                self.shared.set_redis_ok(true);
+                self.handled = Some(head.to_string());
+                self.last_good = Some(Box::new(rev.clone()));
+                self.retry_at = None;
+                self.backoff.reset();
+                self.next_resync = Instant::now() + self.cfg.resync;
+            }
+            Err(e) => self.failed(head, &e, secs),
+        }
+    }
+
+    fn failed(&mut self, head: &str, e: &ApplyError, secs: f64) {
+        let label = e.label();
+        self.shared.metrics.reconciled(label, secs);
+        let error = e.to_string();
+        self.shared.update(|s| {
+            s.last_result = Some(LastResult {
+                result: label.into(),
+                revision: head.to_string(),
+                at: now_rfc3339(),
+                duration_ms: u64::try_from((secs * 1000.0) as i64).unwrap_or(0),
+                error: Some(error.clone()),
+                ..LastResult::default()
+            });
+        });
+        match e {
+            ApplyError::MassDelete { .. } | ApplyError::Rollback { .. } => {
+                // Refused by a guard: retrying cannot help; the next push or an operator can.
+                tracing::error!(
+                    revision = head,
+                    error,
+                    "reconcile refused; the live state is unchanged"
+                );
+                self.handled = Some(head.to_string());
+                self.retry_at = None;
+            }
+            ApplyError::State(StateError::Fenced(_)) => {
+                tracing::warn!(
+                    revision = head,
+                    error,
+                    "fenced: this daemon lost the leader lease; nothing was written"
+                );
+                self.shared.set_leading(false);
+            }
+            _ => {
+                if matches!(
+                    e,
+                    ApplyError::State(StateError::Connect { .. } | StateError::Redis(_))
+                ) {
+                    self.store = None;
+                    self.shared.set_redis_ok(false);
+                }
+                let delay = self.backoff.next();
+                tracing::warn!(
+                    revision = head,
+                    error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "reconcile failed; retrying"
+                );
+                self.retry_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn report_invalid(&mut self, head: &str, inv: &InvalidRevision) {
+        self.handled = Some(head.to_string());
+        self.retry_at = None;
+        tracing::error!(
+            revision = head,
+            errors = inv.errors,
+            first_error = %inv.first_error,
+            "the branch head is invalid and was not applied; the last good revision stays live"
+        );
+        self.shared.metrics.reconciled("invalid", 0.0);
+        self.shared.update(|s| {
+            s.invalid_revision = Some(inv.clone());
+            s.last_result = Some(LastResult {
+                result: "invalid".into(),
+                revision: head.to_string(),
+                at: now_rfc3339(),
+                error: Some(inv.first_error.clone()),
+                ..LastResult::default()
+            });
+        });
+        let fields = BTreeMap::from([
+            ("ts".to_string(), now_rfc3339()),
+            ("actor".to_string(), self.cfg.identity.clone()),
+            ("revision".to_string(), head.to_string()),
+            ("rev".to_string(), self.cfg.branch.clone()),
+            ("kind".to_string(), "failed".to_string()),
+            ("result".to_string(), "invalid".to_string()),
+            (
+                "error".to_string(),
+                format!("{} error(s); first: {}", inv.errors, inv.first_error),
+            ),
+        ]);
+        if let Err(e) = self.store().and_then(|s| s.record_event(&fields)) {
+            tracing::warn!(error = %e, "could not record the invalid revision as an event");
+            self.store = None;
+        }
+    }
+
+    /// Checks the live state against the last good revision; heals or reports drift.
+    fn resync(&mut self) {
+        self.next_resync = Instant::now() + self.cfg.resync;
+        let Some(rev) = self.last_good.clone() else {
+            return;
+        };
+        let report = match self
+            .store()
+            .and_then(|s| crate::drift::detect(s, &rev.compiled, chrono::Utc::now()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "drift check failed");
+                self.store = None;
+                self.shared.set_redis_ok(false);
+                self.next_resync = Instant::now() + self.backoff.next();
+                return;
+            }
+        };
+        let healable = report
+            .live
+            .iter()
+            .filter(|d| d.fixed_by == "reconcile")
+            .count();
+        let summary = DriftSummary {
+            checked_at: now_rfc3339(),
+            live_keys: healable,
+            unknown_keys: report.live.len() - healable,
+            hosts: report.hosts.len(),
+            pending: report.pending.changes.len(),
+        };
+        self.shared.metrics.drift(healable);
+        self.shared.update(|s| s.drift = Some(summary.clone()));
+        if healable == 0 && report.pending.is_empty() {
+            return;
+        }
+        match self.cfg.drift {
+            DriftMode::Heal => {
+                tracing::info!(keys = healable, pending = summary.pending, "healing drift");
+                let head = self.handled.clone().unwrap_or_default();
+                self.apply(&head, &rev);
+            }
+            DriftMode::Report => {
+                tracing::warn!(
+                    keys = healable,
+                    pending = summary.pending,
+                    "drift found (--drift report: not healed)"
+                );
+                self.shared.metrics.reconciled("drift", 0.0);
+                let keys: Vec<&str> = report
+                    .live
+                    .iter()
+                    .map(|d| d.key.as_str())
+                    .take(20)
+                    .collect();
+                let fields = BTreeMap::from([
+                    ("ts".to_string(), now_rfc3339()),
+                    ("actor".to_string(), self.cfg.identity.clone()),
+                    (
+                        "revision".to_string(),
+                        rev.compiled.revision.commit.clone().unwrap_or_default(),
+                    ),
+                    ("kind".to_string(), "drift".to_string()),
+                    ("result".to_string(), "reported".to_string()),
+                    ("drifted_keys".to_string(), healable.to_string()),
+                    ("keys".to_string(), keys.join(" ")),
+                ]);
+                if let Err(e) = self.store().and_then(|s| s.record_event(&fields)) {
+                    tracing::warn!(error = %e, "could not record drift");
+                    self.store = None;
+                }
+            }
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Watches a local repository's refs (and with `--worktree` its manifests) and sends
+/// [`Trigger::Changed`]. Remote repositories are polled and woken by webhooks instead.
+///
+/// # Errors
+/// [`DaemonError::Watch`] when a path cannot be watched.
+pub(super) fn watch_files(
+    mirror: &Mirror,
+    cfg: &Config,
+    tx: Sender<Trigger>,
+) -> Result<Option<notify::RecommendedWatcher>, DaemonError> {
+    use notify::{RecursiveMode, Watcher};
+    let paths = mirror.watch_paths(cfg.worktree, &cfg.path);
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !ev.kind.is_access() {
+                let _ = tx.send(Trigger::Changed);
+            }
+        }
+    })
+    .map_err(|e| DaemonError::Watch {
+        path: mirror.dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    for (path, recursive) in paths {
+        if !path.exists() {
+            continue;
+        }
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        watcher.watch(&path, mode).map_err(|e| DaemonError::Watch {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(Some(watcher))
+}
