@@ -8,9 +8,9 @@
 //! ```
 //!
 //! The live path continues: `state` (observe Redis) → `apply` (one atomic script) →
-//! record (applied revision, history, events) → `drift`. The daemon, Celery Beat
-//! scheduling, SSH deploys and the agent arrive with later milestones; see
-//! docs/architecture.md.
+//! record (applied revision, history, events) → `drift`. The `daemon` (`celeroot watch`)
+//! runs that path on every push and resync. SSH deploys and the host agent arrive with
+//! later milestones; see docs/architecture.md.
 
 pub mod apply;
 pub mod celery;

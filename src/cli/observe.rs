@@ -252,6 +252,13 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CliError>
             let _ = writeln!(out, "applied:  nothing yet (run `celeroot reconcile`)");
         }
     }
+    if let Some(l) = &st.daemon_leader {
+        let _ = writeln!(
+            out,
+            "daemon:   {} leads `celeroot watch` (epoch {}, since {})",
+            l.holder, l.epoch, l.since
+        );
+    }
     let _ = writeln!(
         out,
         "{}: {}",

@@ -287,6 +287,17 @@ pub struct Status {
     pub pending: usize,
     pub hosts: Vec<HostStatus>,
     pub events: Vec<state::Event>,
+    /// The `celeroot watch` daemon holding the leader lease, if any.
+    pub daemon_leader: Option<DaemonLeader>,
+}
+
+/// Who leads the `celeroot watch` daemons (the token is left out).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonLeader {
+    pub holder: String,
+    pub epoch: u64,
+    pub since: String,
 }
 
 /// Gathers the status overview.
@@ -337,6 +348,11 @@ pub fn status(
         })
         .collect();
     let events = store.events(5)?;
+    let daemon_leader = store.leader()?.map(|l| DaemonLeader {
+        holder: l.holder,
+        epoch: l.epoch,
+        since: l.since,
+    });
     Ok(Status {
         cluster: target.state.cluster.clone(),
         redis: redis.to_string(),
@@ -345,5 +361,6 @@ pub fn status(
         pending,
         hosts,
         events,
+        daemon_leader,
     })
 }

@@ -539,6 +539,14 @@ fn two_daemons_one_leader_and_failover_after_sigkill() {
         .query(&mut redis.conn())
         .expect("GET leader");
     assert!(leader.contains("\"holder\":\"b@ci\""), "{leader}");
+    let mut cmd = repo.cmd();
+    cmd.arg("status").env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("daemon:   b@ci leads `celeroot watch` (epoch 2,"),
+        "celeroot status names the leading daemon:\n{out}"
+    );
 }
 
 #[test]
@@ -688,7 +696,10 @@ fn fencing_refuses_an_apply_with_a_stale_leader_token() {
         now,
     )
     .expect("the leader takes over a lease left by a former leader");
-    assert!(!store.resign("token-a").expect("resign"), "not a's lease any more");
+    assert!(
+        !store.resign("token-a").expect("resign"),
+        "not a's lease any more"
+    );
     assert!(store.resign("token-b").expect("resign"));
 }
 
