@@ -40,7 +40,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "FILE", env = "CELEROOT_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// Read the manifests from the local work tree (uncommitted files) instead of the branch.
-    #[arg(long)]
+    #[arg(long, env = "CELEROOT_WORKTREE")]
     pub worktree: bool,
     /// The cluster this daemon manages (default: the cluster of the first valid revision).
     #[arg(long, env = "CELEROOT_CLUSTER")]
@@ -62,7 +62,7 @@ pub struct WatchArgs {
     #[arg(long, default_value = "100ms", value_parser = parse_duration, env = "CELEROOT_DEBOUNCE")]
     pub debounce: Duration,
     /// Keep objects removed from git in the live state.
-    #[arg(long)]
+    #[arg(long, env = "CELEROOT_NO_PRUNE")]
     pub no_prune: bool,
     /// Apply a head that is not a descendant of the applied revision (force pushes).
     #[arg(long, env = "CELEROOT_ALLOW_ROLLBACK")]

@@ -24,7 +24,25 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_large))
         .with_state(shared)
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it
+/// (`DefaultBodyLimit` still stops chunked bodies that grow past it).
+async fn refuse_large(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    next.run(req).await
 }
 
 fn reply(code: StatusCode, text: impl Into<String>) -> Response {

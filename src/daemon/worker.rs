@@ -584,3 +584,23 @@ pub(super) fn watch_files(
     }
     Ok(Some(watcher))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        let within = |d: Duration, base: Duration| d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2);
+        let mut expected = BACKOFF_BASE;
+        for _ in 0..10 {
+            let d = b.next();
+            assert!(within(d, expected), "{d:?} not within 20 % of {expected:?}");
+            expected = (expected * 2).min(BACKOFF_MAX);
+        }
+        assert!(within(b.next(), BACKOFF_MAX), "capped");
+        b.reset();
+        assert!(within(b.next(), BACKOFF_BASE), "reset");
+    }
+}
