@@ -167,15 +167,20 @@ impl Worker {
         result
     }
 
-    fn worktree_key(&self) -> Result<String, SourceError> {
-        use sha2::{Digest, Sha256};
+    /// The manifests as they are on disk (`--worktree`).
+    fn worktree_snapshot(&self) -> Result<crate::source::Snapshot, SourceError> {
         let root = self
             .mirror
             .workdir()
             .ok_or_else(|| SourceError::NotARepository {
                 path: self.mirror.dir.display().to_string(),
             })?;
-        let snap = crate::source::read_worktree(&root, &self.cfg.path)?;
+        crate::source::read_worktree(&root, &self.cfg.path)
+    }
+
+    fn worktree_key(&self) -> Result<String, SourceError> {
+        use sha2::{Digest, Sha256};
+        let snap = self.worktree_snapshot()?;
         let mut h = Sha256::new();
         for f in &snap.files {
             h.update(f.path.as_bytes());
@@ -191,13 +196,7 @@ impl Worker {
         if !self.cfg.worktree {
             return apply::load_revision(&repo, head, &self.cfg.path);
         }
-        let root = self
-            .mirror
-            .workdir()
-            .ok_or_else(|| SourceError::NotARepository {
-                path: self.mirror.dir.display().to_string(),
-            })?;
-        let mut snapshot = crate::source::read_worktree(&root, &self.cfg.path)?;
+        let mut snapshot = self.worktree_snapshot()?;
         snapshot.label = head.to_string();
         let compiled = crate::compile_snapshot(snapshot)?;
         let release =

@@ -18,6 +18,26 @@ fn committed_example() -> TestRepo {
     repo
 }
 
+/// A Redis, a work repository with the example committed (`first`), and a bare
+/// repository it was pushed to as `main`.
+fn fleet() -> (RedisServer, TestRepo, String, BareRepo) {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    let first = repo.commit("first");
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    (redis, repo, first, bare)
+}
+
+/// A daemon following the bare repository, once it has applied `first`.
+fn started(bare: &BareRepo, redis: &RedisServer, first: &str, args: &[&str]) -> Daemon {
+    let mut d = Daemon::start(&bare.url(), &redis.url(), args);
+    d.wait_for("the first revision applied", WAIT, |d| {
+        d.applied().as_deref() == Some(first)
+    });
+    d
+}
+
 fn secret_file(dir: &std::path::Path) -> String {
     let p = dir.join("secret");
     std::fs::write(&p, format!("{SECRET}\n")).expect("write secret");
@@ -71,11 +91,7 @@ fn events(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>
 
 #[test]
 fn a_signed_github_push_is_applied_and_a_bad_signature_changes_nothing() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (redis, mut repo, first, bare) = fleet();
     let tmp = tempfile::tempdir().expect("tmp");
     let secret = secret_file(tmp.path());
     // Polling every hour: only webhooks can make it fetch.
@@ -209,21 +225,15 @@ fn a_signed_github_push_is_applied_and_a_bad_signature_changes_nothing() {
 
 #[test]
 fn gitea_gitlab_and_generic_webhooks_are_verified() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (redis, mut repo, first, bare) = fleet();
     let tmp = tempfile::tempdir().expect("tmp");
     let secret = secret_file(tmp.path());
-    let mut d = Daemon::start(
-        &bare.url(),
-        &redis.url(),
+    let mut d = started(
+        &bare,
+        &redis,
+        &first,
         &["--interval", "1h", "--webhook-secret-file", &secret],
     );
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
 
     let body = br#"{"ref":"refs/heads/main"}"#;
     let sig = sign(SECRET.as_bytes(), body);
@@ -291,15 +301,8 @@ fn gitea_gitlab_and_generic_webhooks_are_verified() {
 
 #[test]
 fn webhooks_without_a_secret_are_refused() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let mut d = Daemon::start(&bare.url(), &redis.url(), &["--interval", "1h"]);
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
+    let (redis, _repo, first, bare) = fleet();
+    let d = started(&bare, &redis, &first, &["--interval", "1h"]);
     let (code, body) = github_push(&d, "refs/heads/main", "x", SECRET);
     assert_eq!(code, 403);
     assert!(body.contains("--webhook-secret-file"), "{body}");
@@ -307,15 +310,8 @@ fn webhooks_without_a_secret_are_refused() {
 
 #[test]
 fn polling_picks_up_a_push_without_a_webhook() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let mut d = Daemon::start(&bare.url(), &redis.url(), &["--interval", "300ms"]);
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
+    let (redis, mut repo, first, bare) = fleet();
+    let mut d = started(&bare, &redis, &first, &["--interval", "300ms"]);
     repo.edit(
         "manifests/roles/webserver.yaml",
         "concurrency: 4",
@@ -360,15 +356,8 @@ fn a_local_repository_is_followed_through_file_events() {
 
 #[test]
 fn an_invalid_commit_is_not_applied_and_the_next_valid_one_is() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let mut d = Daemon::start(&bare.url(), &redis.url(), &["--interval", "200ms"]);
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
+    let (redis, mut repo, first, bare) = fleet();
+    let mut d = started(&bare, &redis, &first, &["--interval", "200ms"]);
 
     repo.edit(
         "manifests/roles/webserver.yaml",
@@ -426,21 +415,15 @@ fn an_invalid_commit_is_not_applied_and_the_next_valid_one_is() {
 
 #[test]
 fn drift_is_healed_on_resync_or_only_reported() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (redis, _repo, first, bare) = fleet();
     let key = "celeroot:{production}:worker:web01";
 
-    let mut heal = Daemon::start(
-        &bare.url(),
-        &redis.url(),
+    let mut heal = started(
+        &bare,
+        &redis,
+        &first,
         &["--interval", "1h", "--resync", "300ms"],
     );
-    heal.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
     let want: String = redis::cmd("HGET")
         .arg(key)
         .arg("concurrency")
@@ -497,11 +480,7 @@ fn drift_is_healed_on_resync_or_only_reported() {
 
 #[test]
 fn two_daemons_one_leader_and_failover_after_sigkill() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (redis, mut repo, first, bare) = fleet();
     let args = ["--interval", "200ms", "--lease-ttl", "2s"];
     let mut a = Daemon::start_as(&bare.url(), &redis.url(), &args, "a@ci");
     a.wait_for("a applied", WAIT, |d| {
@@ -561,11 +540,7 @@ fn two_daemons_one_leader_and_failover_after_sigkill() {
 
 #[test]
 fn a_paused_former_leader_cannot_apply() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (redis, mut repo, first, bare) = fleet();
     let args = ["--interval", "200ms", "--lease-ttl", "2s"];
     let mut a = Daemon::start_as(&bare.url(), &redis.url(), &args, "a@ci");
     a.wait_for("a applied", WAIT, |d| {
@@ -715,19 +690,13 @@ fn fencing_refuses_an_apply_with_a_stale_leader_token() {
 
 #[test]
 fn redis_restarted_under_a_running_daemon_recovers() {
-    let mut redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let mut d = Daemon::start(
-        &bare.url(),
-        &redis.url(),
+    let (mut redis, mut repo, first, bare) = fleet();
+    let mut d = started(
+        &bare,
+        &redis,
+        &first,
         &["--interval", "200ms", "--lease-ttl", "2s"],
     );
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
 
     redis.kill();
     d.wait_for("Redis seen as down", WAIT, |d| {
@@ -757,19 +726,13 @@ fn redis_restarted_under_a_running_daemon_recovers() {
 
 #[test]
 fn sigterm_stops_cleanly_and_releases_the_lease() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let mut d = Daemon::start(
-        &bare.url(),
-        &redis.url(),
+    let (redis, _repo, first, bare) = fleet();
+    let mut d = started(
+        &bare,
+        &redis,
+        &first,
         &["--interval", "1h", "--log-format", "json"],
     );
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0), "{}", d.log());
     let leader: Option<String> = redis::cmd("GET")
@@ -844,21 +807,15 @@ fn worktree_mode_applies_uncommitted_files() {
 
 #[test]
 fn a_burst_of_webhooks_is_coalesced_into_fewer_fetches() {
-    let redis = RedisServer::start();
-    let mut repo = committed_example();
-    let first = repo.commit("first");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (redis, mut repo, first, bare) = fleet();
     let tmp = tempfile::tempdir().expect("tmp");
     let secret = secret_file(tmp.path());
-    let mut d = Daemon::start(
-        &bare.url(),
-        &redis.url(),
+    let mut d = started(
+        &bare,
+        &redis,
+        &first,
         &["--interval", "1h", "--webhook-secret-file", &secret],
     );
-    d.wait_for("applied", WAIT, |d| {
-        d.applied().as_deref() == Some(first.as_str())
-    });
     let fetches = |d: &Daemon| -> u64 {
         let (_, m) = d.get("/metrics");
         m.lines()
