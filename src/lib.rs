@@ -16,6 +16,7 @@ pub mod apply;
 pub mod celery;
 pub mod cli;
 pub mod daemon;
+pub mod deploy;
 pub mod desired;
 pub mod diagnostic;
 pub mod drift;

@@ -22,6 +22,7 @@ macro_rules! out {
 }
 
 mod diff;
+mod hosts;
 mod init;
 mod live;
 mod observe;
@@ -101,6 +102,7 @@ pub enum Command {
     Init(init::InitArgs),
     Task(task::TaskArgs),
     Watch(watch::WatchArgs),
+    Hosts(hosts::HostsArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -245,6 +247,7 @@ pub fn main() -> ExitCode {
         Command::Init(a) => init::run(&ui, a),
         Command::Task(a) => task::run(&ui, &cli, a),
         Command::Watch(a) => watch::run(&cli, a),
+        Command::Hosts(a) => hosts::run(&ui, &cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,6 +3,7 @@
 mod common;
 mod test_diff;
 mod test_drift;
+mod test_hosts;
 mod test_init;
 mod test_invalid_corpus;
 mod test_reconcile;

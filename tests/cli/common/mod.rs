@@ -4,6 +4,7 @@
 pub mod celery;
 pub mod daemon;
 pub mod redis;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,321 @@
+//! Running commands on hosts through the system `ssh` (which honours `~/.ssh/config`,
+//! agents, ProxyJump and certificates).
+//!
+//! Every value from the manifests reaches `ssh` as its own argv entry, and was validated
+//! before (addresses, user names, ports). The remote command is the one place where a
+//! string is interpreted by a shell (sshd hands it to the user's login shell), so every
+//! remote argument is quoted on its own with [`shell_quote`], never concatenated raw.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::desired::CompiledHost;
+
+/// How celeroot connects, beyond each host's own SSH settings.
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    /// The known_hosts file host keys are checked against (default: ssh's own,
+    /// `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// Accept and record the key of a host never seen before (`StrictHostKeyChecking
+    /// accept-new`). A changed key is refused either way.
+    pub accept_new_host_keys: bool,
+}
+
+/// Quotes one argument for a POSIX shell: `'...'`, with `'` written as `'\''`. Any byte
+/// string comes out as exactly one word, with nothing expanded or executed.
+pub fn shell_quote(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len() + 2);
+    out.push('\'');
+    for c in arg.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The argv (without the program) of `ssh` running `remote` (an argv list) on `host`.
+pub fn ssh_args(host: &CompiledHost, opts: &SshOptions, remote: &[String]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut opt = |k: &str, v: String| {
+        a.push("-o".into());
+        a.push(format!("{k}={v}").into());
+    };
+    opt("BatchMode", "yes".into());
+    opt(
+        "StrictHostKeyChecking",
+        if opts.accept_new_host_keys {
+            "accept-new"
+        } else {
+            "yes"
+        }
+        .into(),
+    );
+    opt(
+        "ConnectTimeout",
+        host.ssh.connect_timeout_secs.max(1).to_string(),
+    );
+    opt("ServerAliveInterval", "10".into());
+    opt("ServerAliveCountMax", "3".into());
+    opt("LogLevel", "ERROR".into());
+    if let Some(k) = &opts.known_hosts {
+        opt("UserKnownHostsFile", k.display().to_string());
+    }
+    a.push("-p".into());
+    a.push(host.ssh.port.to_string().into());
+    if let Some(key) = &host.ssh.identity_file {
+        a.push("-i".into());
+        a.push(expand_home(key));
+        a.push("-o".into());
+        a.push("IdentitiesOnly=yes".into());
+    }
+    a.push("-l".into());
+    a.push(host.ssh.user.clone().into());
+    // `--` ends ssh's options: the destination can never be read as one.
+    a.push("--".into());
+    a.push(host.address.clone().into());
+    if !remote.is_empty() {
+        let quoted: Vec<String> = remote.iter().map(|r| shell_quote(r)).collect();
+        a.push(quoted.join(" ").into());
+    }
+    a
+}
+
+fn expand_home(path: &str) -> OsString {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest).into_os_string(),
+        _ => path.into(),
+    }
+}
+
+/// What a remote command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteOutput {
+    /// The exit status; `None` when it was killed for taking longer than the timeout.
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Why `ssh` could not run a command (as opposed to the command failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    Unreachable,
+    AuthFailed,
+    HostKeyUnknown,
+    HostKeyChanged,
+    Timeout,
+    Other,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Unreachable => "unreachable",
+            Failure::AuthFailed => "auth-failed",
+            Failure::HostKeyUnknown => "host-key-unknown",
+            Failure::HostKeyChanged => "host-key-changed",
+            Failure::Timeout => "timeout",
+            Failure::Other => "ssh-error",
+        }
+    }
+
+    /// Whether retrying may help (a network hiccup, not a key or credential problem).
+    pub fn transient(self) -> bool {
+        matches!(self, Failure::Unreachable | Failure::Timeout)
+    }
+}
+
+impl RemoteOutput {
+    /// Classifies an `ssh` failure (exit status 255) from its message.
+    pub fn failure(&self) -> Option<Failure> {
+        match self.status {
+            None => Some(Failure::Timeout),
+            Some(255) => {
+                let e = &self.stderr;
+                Some(if e.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+                    Failure::HostKeyChanged
+                } else if e.contains("Host key verification failed")
+                    || e.contains("No ED25519 host key is known")
+                    || e.contains("host key is known")
+                {
+                    Failure::HostKeyUnknown
+                } else if e.contains("Permission denied")
+                    || e.contains("Too many authentication failures")
+                {
+                    Failure::AuthFailed
+                } else if e.contains("Connection refused")
+                    || e.contains("timed out")
+                    || e.contains("No route to host")
+                    || e.contains("Could not resolve")
+                    || e.contains("Network is unreachable")
+                    || e.contains("Connection closed")
+                    || e.contains("Connection reset")
+                {
+                    Failure::Unreachable
+                } else {
+                    Failure::Other
+                })
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+/// Runs `ssh` with `args`, killing it after `timeout`.
+///
+/// # Errors
+/// When `ssh` cannot be started (not installed).
+pub fn run(args: &[OsString], timeout: Duration) -> std::io::Result<RemoteOutput> {
+    let started = Instant::now();
+    let mut child = Command::new("ssh")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read both pipes on threads so a chatty command cannot fill one and stall.
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st.code();
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(RemoteOutput {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{EffectiveDeployment, EffectiveSsh};
+
+    fn host() -> CompiledHost {
+        CompiledHost {
+            address: "10.0.0.1".into(),
+            roles: vec![],
+            queues: vec![],
+            labels: Default::default(),
+            ssh: EffectiveSsh {
+                user: "deploy".into(),
+                port: 2222,
+                identity_file: Some("/keys/id".into()),
+                connect_timeout_secs: 5,
+            },
+            deployment: EffectiveDeployment {
+                target_dir: "/opt/celeroot".into(),
+                service_name: "celeroot-worker".into(),
+                restart_command: vec![],
+                health_check_command: vec![],
+                health_check_timeout_secs: 30,
+            },
+        }
+    }
+
+    #[test]
+    fn quoting_makes_one_inert_word() {
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf /); `id`\n"), "'$(rm -rf /); `id`\n'");
+    }
+
+    #[test]
+    fn argv_keeps_values_apart_and_checks_host_keys() {
+        let args: Vec<String> = ssh_args(
+            &host(),
+            &SshOptions {
+                known_hosts: Some("/k/known".into()),
+                accept_new_host_keys: false,
+            },
+            &["echo".into(), "a b".into()],
+        )
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+        for want in [
+            "BatchMode=yes",
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/k/known",
+            "ConnectTimeout=5",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+        }
+        assert_eq!(
+            args[args.len() - 5..],
+            ["-l", "deploy", "--", "10.0.0.1", "'echo' 'a b'"]
+        );
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let out = |status, stderr: &str| RemoteOutput {
+            status,
+            stdout: String::new(),
+            stderr: stderr.into(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(out(Some(0), "").failure(), None);
+        assert_eq!(
+            out(Some(3), "boom").failure(),
+            None,
+            "the command failed, not ssh"
+        );
+        assert_eq!(out(None, "").failure(), Some(Failure::Timeout));
+        assert_eq!(
+            out(
+                Some(255),
+                "ssh: connect to host 127.0.1.9 port 22: Connection refused"
+            )
+            .failure(),
+            Some(Failure::Unreachable)
+        );
+        assert_eq!(
+            out(Some(255), "root@127.0.1.2: Permission denied (publickey).").failure(),
+            Some(Failure::AuthFailed)
+        );
+        assert_eq!(
+            out(Some(255), "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\nHost key verification failed.").failure(),
+            Some(Failure::HostKeyChanged)
+        );
+        assert_eq!(
+            out(Some(255), "No ED25519 host key is known for [127.0.1.2]:2222 and you have requested strict checking.\nHost key verification failed.").failure(),
+            Some(Failure::HostKeyUnknown)
+        );
+        assert!(Failure::Unreachable.transient() && !Failure::HostKeyChanged.transient());
+    }
+}
