@@ -150,7 +150,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CliError> {
         })?),
     };
     let webhook_secret = match &a.webhook_secret_file {
-        Some(p) => Some(read_secret(p, "webhook secret")?),
+        Some(p) => Some(daemon::Secret::new(read_secret(p, "webhook secret")?)),
         None => None,
     };
     let token = match &a.git_token_file {

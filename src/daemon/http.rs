@@ -72,7 +72,7 @@ async fn hook(
         );
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Err(e) = webhook::verify(p, header, &body, secret) {
+    if let Err(e) = webhook::verify(p, header, &body, secret.expose()) {
         m.webhook(p.label(), "unauthorized");
         tracing::warn!(provider = p.label(), error = %e, "webhook refused");
         return reply(StatusCode::UNAUTHORIZED, e.to_string());

@@ -32,6 +32,26 @@ use crate::state::RedisUrl;
 
 pub use metrics::Metrics;
 
+/// A secret (the webhook key): its `Debug` form never shows it.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// What to do with drift found on a resync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,7 +80,7 @@ pub struct Config {
     pub drift: DriftMode,
     pub listen: Option<SocketAddr>,
     /// The webhook secret (HMAC key, or GitLab's token). Webhooks are refused without it.
-    pub webhook_secret: Option<Vec<u8>>,
+    pub webhook_secret: Option<Secret>,
     pub redis: RedisUrl,
     /// The cluster to lead; default: the cluster of the first valid revision.
     pub cluster: Option<String>,
@@ -180,7 +200,7 @@ pub struct Shared {
     pub metrics: Metrics,
     deliveries: Mutex<webhook::Deliveries>,
     triggers: mpsc::Sender<Trigger>,
-    webhook_secret: Option<Vec<u8>>,
+    webhook_secret: Option<Secret>,
     branch: String,
     /// The cluster name, once known (flag or first valid revision).
     cluster: OnceLock<String>,
