@@ -73,7 +73,14 @@ pub fn load_revision(
     let commit = snapshot.commit.clone().unwrap_or_default();
     let compiled = crate::compile_snapshot(snapshot)?;
     let subject = crate::source::commit_subject(repo, &commit)?;
-    let release = crate::source::release_id(repo, &commit, crate::source::DEFAULT_RELEASE_PATHS)?;
+    let paths: Vec<&str> = compiled
+        .state
+        .deploy
+        .paths
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let release = crate::source::release_id(repo, &commit, &paths)?;
     Ok(Revision {
         compiled,
         subject,

@@ -199,10 +199,16 @@ impl Worker {
         let mut snapshot = self.worktree_snapshot()?;
         snapshot.label = head.to_string();
         let compiled = crate::compile_snapshot(snapshot)?;
-        let release =
-            crate::source::release_id(&repo, "HEAD", crate::source::DEFAULT_RELEASE_PATHS)
-                .ok()
-                .flatten();
+        let paths: Vec<&str> = compiled
+            .state
+            .deploy
+            .paths
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let release = crate::source::release_id(&repo, "HEAD", &paths)
+            .ok()
+            .flatten();
         Ok(Revision {
             compiled,
             subject: "work tree".into(),

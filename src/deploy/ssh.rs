@@ -242,6 +242,8 @@ mod tests {
                 restart_command: vec![],
                 health_check_command: vec![],
                 health_check_timeout_secs: 30,
+                setup_command: vec![],
+                keep_releases: 5,
             },
         }
     }

@@ -70,7 +70,38 @@ pub struct EffectiveDeployment {
     pub restart_command: Vec<String>,
     pub health_check_command: Vec<String>,
     pub health_check_timeout_secs: u64,
+    pub setup_command: Vec<String>,
+    pub keep_releases: u32,
 }
+
+/// Deployment settings of the whole cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploySettings {
+    /// Repository paths shipped to hosts (those present at a revision form the release).
+    pub paths: Vec<String>,
+    pub max_parallel: u32,
+    pub canary: u32,
+    pub failure_budget: u32,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            paths: DEFAULT_DEPLOY_PATHS.iter().map(|p| p.to_string()).collect(),
+            max_parallel: DEFAULT_MAX_PARALLEL,
+            canary: 0,
+            failure_budget: 0,
+        }
+    }
+}
+
+/// Paths shipped by default (each when present).
+pub const DEFAULT_DEPLOY_PATHS: &[&str] = &["tasks", "pyproject.toml", "uv.lock"];
+/// Hosts deployed at once by default.
+pub const DEFAULT_MAX_PARALLEL: u32 = 5;
+/// Releases kept per host by default.
+pub const DEFAULT_KEEP_RELEASES: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompiledHost {
@@ -139,6 +170,7 @@ pub struct DesiredState {
     pub roles: BTreeMap<String, CompiledRole>,
     pub hosts: BTreeMap<String, CompiledHost>,
     pub schedules: BTreeMap<String, CompiledSchedule>,
+    pub deploy: DeploySettings,
 }
 
 /// Names of hosts that have `role`.
@@ -266,6 +298,39 @@ fn deployment_json(d: &DeploymentConfig) -> Json {
         );
         m.insert("healthCheck".into(), Json::Object(hc));
     }
+    put(
+        &mut m,
+        "setupCommand",
+        d.setup_command.as_ref().map(|v| &v.value),
+    );
+    put(
+        &mut m,
+        "keepReleases",
+        d.keep_releases.as_ref().map(|v| v.value),
+    );
+    if let Some(p) = &d.paths {
+        let list: Vec<&str> = p
+            .value
+            .iter()
+            .map(|v| v.value.trim_end_matches('/'))
+            .collect();
+        m.insert("paths".into(), json!(list));
+    }
+    if let Some(st) = &d.strategy {
+        let mut sm = Map::new();
+        put(
+            &mut sm,
+            "maxParallel",
+            st.max_parallel.as_ref().map(|v| v.value),
+        );
+        put(&mut sm, "canary", st.canary.as_ref().map(|v| v.value));
+        put(
+            &mut sm,
+            "failureBudget",
+            st.failure_budget.as_ref().map(|v| v.value),
+        );
+        m.insert("strategy".into(), Json::Object(sm));
+    }
     Json::Object(m)
 }
 
@@ -327,6 +392,17 @@ fn effective_deployment(
             DEFAULT_HEALTH_TIMEOUT,
         ),
         service_name: service,
+        setup_command: host
+            .and_then(|d| d.setup_command.as_ref())
+            .or_else(|| cluster.and_then(|d| d.setup_command.as_ref()))
+            .map_or_else(
+                || vec!["uv".into(), "sync".into(), "--frozen".into()],
+                |v| v.value.clone(),
+            ),
+        keep_releases: host
+            .and_then(|d| d.keep_releases.as_ref())
+            .or_else(|| cluster.and_then(|d| d.keep_releases.as_ref()))
+            .map_or(DEFAULT_KEEP_RELEASES, |v| v.value),
     }
 }
 
@@ -344,6 +420,23 @@ pub fn compile(m: &Manifests) -> DesiredState {
         ..DesiredState::default()
     };
     let c = &m.cluster.object;
+    if let Some(d) = &c.spec.deployment {
+        let st = d.strategy.clone().unwrap_or_default();
+        out.deploy = DeploySettings {
+            paths: d.paths.as_ref().map_or_else(
+                || DeploySettings::default().paths,
+                |p| {
+                    p.value
+                        .iter()
+                        .map(|v| v.value.trim_end_matches('/').to_string())
+                        .collect()
+                },
+            ),
+            max_parallel: st.max_parallel.map_or(DEFAULT_MAX_PARALLEL, |v| v.value),
+            canary: st.canary.map_or(0, |v| v.value),
+            failure_budget: st.failure_budget.map_or(0, |v| v.value),
+        };
+    }
     let cluster_tz = c
         .spec
         .timezone

@@ -148,6 +148,38 @@ pub struct DeploymentConfig {
     /// Default: `[systemctl, is-active, --quiet, <serviceName>]` with a `30s` timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Command run in the new release directory before it becomes current, as an argv
+    /// list (no shell). Default: `[uv, sync, --frozen]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_command: Option<Located<Vec<String>>>,
+    /// Releases kept on each host (the current one included), 1-100. Default: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_releases: Option<Located<u32>>,
+    /// Repository paths shipped to hosts (files or directories, relative to the
+    /// repository root). Cluster only. Default: `[tasks, pyproject.toml, uv.lock]`, each
+    /// when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Located<Vec<Located<String>>>>,
+    /// How a rollout proceeds across hosts. Cluster only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+}
+
+/// A rolling rollout: canaries first, then batches of hosts, stopped by failures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Strategy {
+    /// Hosts deployed at the same time, 1-100. Default: 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<Located<u32>>,
+    /// Hosts deployed and verified first, one at a time; a failing canary stops the
+    /// rollout. Default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Located<u32>>,
+    /// Failed hosts tolerated before the rollout stops (the remaining hosts are skipped).
+    /// Default: 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<Located<u32>>,
 }
 
 /// The cluster: defaults shared by every host and schedule. Exactly one per repository.

@@ -268,9 +268,6 @@ fn collect_dir(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<()
     Ok(())
 }
 
-/// Paths shipped to hosts as worker code (until deployments make this configurable).
-pub const DEFAULT_RELEASE_PATHS: &[&str] = &["tasks", "pyproject.toml", "uv.lock"];
-
 /// The release id of a commit: derived from the git object ids of the shipped paths, so
 /// an unchanged tree gives the same id. `None` when the commit ships none of them.
 ///

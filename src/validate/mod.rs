@@ -153,6 +153,68 @@ impl Checker<'_> {
             self.argv("health check command", &h.command);
             self.duration("health check timeout", &h.timeout);
         }
+        if let Some(c) = &d.setup_command {
+            self.argv("setup command", c);
+        }
+        if let Some(k) = &d.keep_releases {
+            if !(1..=100).contains(&k.value) {
+                self.error(k.pos, "invalid keepReleases", "expected 1 to 100 releases");
+            }
+        }
+        if let Some(paths) = &d.paths {
+            if paths.value.is_empty() {
+                self.error(
+                    paths.pos,
+                    "invalid deployment paths",
+                    "expected at least one repository path, such as `tasks`",
+                );
+            }
+            for p in &paths.value {
+                self.rule("deployment path", &p.value, p.pos, rules::repo_path);
+            }
+        }
+        if let Some(st) = &d.strategy {
+            for (what, v, min) in [
+                ("maxParallel", &st.max_parallel, 1),
+                ("canary", &st.canary, 0),
+                ("failureBudget", &st.failure_budget, 0),
+            ] {
+                if let Some(v) = v {
+                    if v.value < min || v.value > 100 {
+                        self.error(
+                            v.pos,
+                            format!("invalid {what}"),
+                            format!("expected {min} to 100"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Settings that only make sense for the whole cluster.
+    fn cluster_only(&mut self, d: &DeploymentConfig) {
+        if let Some(p) = &d.paths {
+            self.error(
+                p.pos,
+                "`paths` is a cluster setting",
+                "set deployment.paths in the Cluster: every host runs the same release",
+            );
+        }
+        if let Some(st) = &d.strategy {
+            let pos = st
+                .max_parallel
+                .as_ref()
+                .or(st.canary.as_ref())
+                .or(st.failure_budget.as_ref())
+                .map(|v| v.pos)
+                .unwrap_or_default();
+            self.error(
+                pos,
+                "`strategy` is a cluster setting",
+                "set deployment.strategy in the Cluster",
+            );
+        }
     }
 }
 
@@ -337,6 +399,7 @@ fn check_host(c: &mut Checker<'_>, o: &Host) {
     }
     if let Some(d) = &o.spec.deployment {
         c.deployment(d);
+        c.cluster_only(d);
     }
 }
 

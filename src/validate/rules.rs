@@ -144,6 +144,24 @@ pub fn absolute_path(s: &str) -> Result<(), String> {
     }
 }
 
+/// A path inside the repository (`tasks`, `pyproject.toml`, `src/app`): relative, of
+/// safe characters, without `.`, `..` or empty segments.
+pub fn repo_path(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 1024
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+' | b'@')
+        })
+        && s.trim_end_matches('/')
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err("expected a relative path inside the repository such as `tasks` or `pyproject.toml` (letters, digits, `/._-+@`; no `..`)".into())
+    }
+}
+
 /// A local file path (identity file): non-empty, no control characters.
 pub fn local_path(s: &str) -> Result<(), String> {
     if s.is_empty() || s.chars().any(char::is_control) {
