@@ -98,6 +98,7 @@ fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, Cli
     let opts = SshOptions {
         known_hosts: a.known_hosts.clone(),
         accept_new_host_keys: a.accept_new_host_keys,
+        control_dir: None,
     };
     let probes = deploy::probe_all(&selected, &opts, usize::from(a.parallel));
     let failed = probes.iter().filter(|p| !p.ok()).count();

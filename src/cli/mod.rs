@@ -21,6 +21,7 @@ macro_rules! out {
     }};
 }
 
+mod deploy;
 mod diff;
 mod hosts;
 mod init;
@@ -103,6 +104,7 @@ pub enum Command {
     Task(task::TaskArgs),
     Watch(watch::WatchArgs),
     Hosts(hosts::HostsArgs),
+    Deploy(deploy::DeployArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -248,6 +250,7 @@ pub fn main() -> ExitCode {
         Command::Task(a) => task::run(&ui, &cli, a),
         Command::Watch(a) => watch::run(&cli, a),
         Command::Hosts(a) => hosts::run(&ui, &cli, a),
+        Command::Deploy(a) => deploy::run(&ui, &cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

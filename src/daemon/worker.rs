@@ -308,7 +308,41 @@ impl Worker {
                 return;
             }
         };
+        if self.cfg.drift == DriftMode::Report && self.is_live(&rev) {
+            // Not a new revision (a restart, or a new leader): with --drift report, any
+            // difference is drift to report, not to write.
+            let target = rev
+                .compiled
+                .revision
+                .commit
+                .clone()
+                .unwrap_or_else(|| head.to_string());
+            self.shared
+                .metrics
+                .succeeded(&rev.compiled.state.cluster, &target);
+            self.shared.update(|s| {
+                s.applied_revision = Some(target.clone());
+                s.invalid_revision = None;
+            });
+            self.handled = Some(head.to_string());
+            self.last_good = Some(rev);
+            self.retry_at = None;
+            self.resync();
+            return;
+        }
         self.apply(head, &rev);
+    }
+
+    /// Whether `rev` is the applied revision in Redis (false when Redis cannot tell).
+    fn is_live(&mut self, rev: &Revision) -> bool {
+        let target = rev.compiled.revision.commit.clone();
+        match self.store().and_then(|s| s.observe(&[])) {
+            Ok(o) => target.is_some() && o.applied.get("revision") == target.as_ref(),
+            Err(_) => {
+                self.store = None;
+                false
+            }
+        }
     }
 
     /// Reconciles `rev`, recording the outcome in metrics, `/status` and logs.

@@ -1,16 +1,19 @@
 //! Deploy: reaching hosts over SSH.
 //!
-//! Owns: building `ssh` invocations from each host's effective SSH settings (argv only,
-//! every remote argument quoted on its own), classifying connection failures, and probing
-//! hosts (`celeroot hosts test-connection`).
-//! Must not know: YAML, Redis, or output formats.
-//!
-//! Status: connections and facts are built; shipping releases (rsync with `--link-dest`,
-//! the atomic `current` switch, restart, health checks, rollback, rolling and canary
-//! strategies) is not built yet. See docs/deploy.md.
+//! Owns: building `ssh` and `rsync` invocations from each host's effective SSH settings
+//! (argv only, every remote argument quoted on its own), classifying connection failures,
+//! probing hosts (`celeroot hosts test-connection`), staging releases from git objects,
+//! and rolling them out (transfer, setup, atomic switch, restart, health check, rollback,
+//! pruning; canaries, batches and a failure budget). See docs/deploy.md.
+//! Must not know: YAML, the Redis protocol, or output formats.
 
 pub mod facts;
+pub mod host;
+pub mod release;
+pub mod rollout;
 pub mod ssh;
 
 pub use facts::{probe, probe_all, Facts, Probe};
+pub use host::{HostResult, Outcome};
+pub use rollout::{rollout, Report};
 pub use ssh::{shell_quote, Failure, SshOptions};

@@ -23,6 +23,8 @@ pub struct SshOptions {
     /// Accept and record the key of a host never seen before (`StrictHostKeyChecking
     /// accept-new`). A changed key is refused either way.
     pub accept_new_host_keys: bool,
+    /// Directory for connection-sharing sockets (`ControlMaster`); `None`: no sharing.
+    pub control_dir: Option<PathBuf>,
 }
 
 /// Quotes one argument for a POSIX shell: `'...'`, with `'` written as `'\''`. Any byte
@@ -43,6 +45,47 @@ pub fn shell_quote(arg: &str) -> String {
 
 /// The argv (without the program) of `ssh` running `remote` (an argv list) on `host`.
 pub fn ssh_args(host: &CompiledHost, opts: &SshOptions, remote: &[String]) -> Vec<OsString> {
+    args(host, opts, remote, false)
+}
+
+/// The argv asking the shared connection (ControlMaster) to `host` to exit.
+pub fn exit_master_args(host: &CompiledHost, opts: &SshOptions) -> Vec<OsString> {
+    let mut a = args(host, opts, &[], true);
+    a.extend([
+        "-O".into(),
+        "exit".into(),
+        "--".into(),
+        host.address.clone().into(),
+    ]);
+    a
+}
+
+/// rsync's `-e` value: `ssh` with the same options as [`ssh_args`] (rsync adds the
+/// destination). rsync splits it on spaces and honours single quotes, so each part is
+/// single-quoted; a value containing `'` is refused.
+///
+/// # Errors
+/// A message when a path contains a single quote.
+pub fn rsync_rsh(host: &CompiledHost, opts: &SshOptions) -> Result<String, String> {
+    let mut parts = vec!["ssh".to_string()];
+    for a in args(host, opts, &[], true) {
+        let a = a.to_string_lossy().into_owned();
+        if a.contains('\'') {
+            return Err(format!(
+                "rsync cannot pass {a:?} to ssh: it contains a single quote"
+            ));
+        }
+        parts.push(format!("'{a}'"));
+    }
+    Ok(parts.join(" "))
+}
+
+fn args(
+    host: &CompiledHost,
+    opts: &SshOptions,
+    remote: &[String],
+    for_rsync: bool,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut opt = |k: &str, v: String| {
         a.push("-o".into());
@@ -68,6 +111,11 @@ pub fn ssh_args(host: &CompiledHost, opts: &SshOptions, remote: &[String]) -> Ve
     if let Some(k) = &opts.known_hosts {
         opt("UserKnownHostsFile", k.display().to_string());
     }
+    if let Some(dir) = &opts.control_dir {
+        opt("ControlMaster", "auto".into());
+        opt("ControlPath", dir.join("%C").display().to_string());
+        opt("ControlPersist", "30".into());
+    }
     a.push("-p".into());
     a.push(host.ssh.port.to_string().into());
     if let Some(key) = &host.ssh.identity_file {
@@ -78,6 +126,9 @@ pub fn ssh_args(host: &CompiledHost, opts: &SshOptions, remote: &[String]) -> Ve
     }
     a.push("-l".into());
     a.push(host.ssh.user.clone().into());
+    if for_rsync {
+        return a;
+    }
     // `--` ends ssh's options: the destination can never be read as one.
     a.push("--".into());
     a.push(host.address.clone().into());
@@ -138,9 +189,19 @@ impl Failure {
 impl RemoteOutput {
     /// Classifies an `ssh` failure (exit status 255) from its message.
     pub fn failure(&self) -> Option<Failure> {
+        self.failure_of(&[255])
+    }
+
+    /// The same for rsync, whose transport failures exit with 255, 12 (connection closed),
+    /// 30 (timeout) or 35 (daemon timeout).
+    pub fn rsync_failure(&self) -> Option<Failure> {
+        self.failure_of(&[255, 12, 30, 35])
+    }
+
+    fn failure_of(&self, transport: &[i32]) -> Option<Failure> {
         match self.status {
             None => Some(Failure::Timeout),
-            Some(255) => {
+            Some(c) if transport.contains(&c) => {
                 let e = &self.stderr;
                 Some(if e.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
                     Failure::HostKeyChanged
@@ -176,8 +237,20 @@ impl RemoteOutput {
 /// # Errors
 /// When `ssh` cannot be started (not installed).
 pub fn run(args: &[OsString], timeout: Duration) -> std::io::Result<RemoteOutput> {
+    run_program("ssh", args, timeout)
+}
+
+/// Runs `program` with `args` (no shell), killing it after `timeout`.
+///
+/// # Errors
+/// When the program cannot be started.
+pub fn run_program(
+    program: &str,
+    args: &[OsString],
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
     let started = Instant::now();
-    let mut child = Command::new("ssh")
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -263,6 +336,7 @@ mod tests {
             &SshOptions {
                 known_hosts: Some("/k/known".into()),
                 accept_new_host_keys: false,
+                control_dir: None,
             },
             &["echo".into(), "a b".into()],
         )

@@ -87,6 +87,10 @@ impl Keys {
     pub fn lock(&self) -> String {
         self.key("lock")
     }
+    /// Hash: host → JSON `{release, outcome, previous, at}` of its last deploy.
+    pub fn deployed(&self) -> String {
+        self.key("deployed")
+    }
     /// String with a TTL: the leader lease of the `watch` daemons (JSON `{token, holder,
     /// epoch, since}`).
     pub fn leader(&self) -> String {
@@ -132,6 +136,7 @@ impl Keys {
             self.lock(),
             self.leader(),
             self.leader_epoch(),
+            self.deployed(),
         ]
     }
 

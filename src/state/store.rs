@@ -427,6 +427,32 @@ impl Store {
         Ok(())
     }
 
+    /// Records deploy results (host → JSON) in the `deployed` hash.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn record_deploys(&mut self, entries: &BTreeMap<String, String>) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.deployed());
+        for (h, v) in entries {
+            cmd.arg(h).arg(v);
+        }
+        let _: i64 = self.query(&mut cmd)?;
+        Ok(())
+    }
+
+    /// The `deployed` hash: host → JSON of its last deploy.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn deployed(&mut self) -> Result<BTreeMap<String, String>, StateError> {
+        let key = self.keys.deployed();
+        self.query(redis::cmd("HGETALL").arg(key))
+    }
+
     /// The newest `n` events, newest first.
     ///
     /// # Errors

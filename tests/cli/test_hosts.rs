@@ -140,6 +140,7 @@ fn hostile_remote_arguments_arrive_verbatim_and_execute_nothing() {
     let opts = SshOptions {
         known_hosts: Some(lab.known_hosts.clone()),
         accept_new_host_keys: false,
+        control_dir: None,
     };
     let out = ssh_run(&ssh_args(host, &opts, &remote), Duration::from_secs(30)).expect("ssh");
     assert_eq!(out.status, Some(0), "{}", out.stderr);

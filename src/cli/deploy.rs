@@ -1,0 +1,325 @@
+//! `celeroot deploy`: ship the worker code of a revision to hosts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{live, Cli, CliError, Ui, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use crate::apply::Revision;
+use crate::deploy::{self, HostResult, Outcome, Report, SshOptions};
+
+/// Ship the worker code of a revision to hosts over SSH: a release per tree, only changed
+/// files sent (rsync), an atomic switch, restart and health check, automatic rollback,
+/// canaries and a failure budget (docs/deploy.md).
+///
+/// Exit status: 0 every host deployed or up to date; 1 a host failed, was rolled back or
+/// skipped, or an error. With --check: 0 all up to date, 2 some out of date, 1 a host
+/// could not be inspected.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Deploy these hosts.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Deploy the hosts that run these roles.
+    #[arg(long = "role", value_name = "NAME")]
+    pub roles: Vec<String>,
+    /// Deploy every host (the default when no --host or --role is given).
+    #[arg(long, conflicts_with_all = ["hosts", "roles"])]
+    pub all: bool,
+    /// Report which hosts are out of date without changing anything.
+    #[arg(long)]
+    pub check: bool,
+    /// The revision to deploy.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+/// How to reach hosts.
+#[derive(Debug, Clone, Args)]
+pub struct SshArgs {
+    /// known_hosts file to check host keys against (default: ssh's, ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE", env = "CELEROOT_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+    /// Accept and record the key of a host seen for the first time (a changed key is
+    /// refused regardless).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+}
+
+impl SshArgs {
+    pub fn options(&self) -> SshOptions {
+        SshOptions {
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            control_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(ui: &Ui, cli: &Cli, a: &DeployArgs) -> Result<u8, CliError> {
+    let (repo, rev) = live::revision(ui, cli, &a.rev)?;
+    let hosts = select(&rev, &a.hosts, &a.roles)?;
+    let Some(release) = rev.release.clone() else {
+        outln!(
+            "Nothing to deploy: {} ships none of {} (deployment.paths).",
+            rev.compiled.revision.describe(),
+            rev.compiled.state.deploy.paths.join(", ")
+        );
+        return Ok(EXIT_OK);
+    };
+    let report = ship(
+        cli,
+        &repo,
+        &rev,
+        &release,
+        &hosts,
+        &a.ssh.options(),
+        a.check,
+    )?;
+    match a.output {
+        Format::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Format::Text => out!("{}", summary(&report)),
+    }
+    Ok(exit_code(&report))
+}
+
+/// The exit status of a rollout (or a check).
+pub(super) fn exit_code(r: &Report) -> u8 {
+    let bad = r.count(Outcome::Failed) + r.count(Outcome::RolledBack) + r.count(Outcome::Skipped);
+    if bad > 0 {
+        EXIT_ERROR
+    } else if r.check && r.count(Outcome::OutOfDate) > 0 {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    }
+}
+
+fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<String>, CliError> {
+    let state = &rev.compiled.state;
+    if hosts.is_empty() && roles.is_empty() {
+        return Ok(state.hosts.keys().cloned().collect());
+    }
+    let mut out = BTreeSet::new();
+    for h in hosts {
+        if !state.hosts.contains_key(h) {
+            let mut e = CliError::new(format!(
+                "no host named {h:?} at {}",
+                rev.compiled.revision.describe()
+            ));
+            if let Some(s) =
+                crate::manifest::did_you_mean(h, state.hosts.keys().map(String::as_str))
+            {
+                e = e.hinted(format!("did you mean {s:?}?"));
+            }
+            return Err(e);
+        }
+        out.insert(h.clone());
+    }
+    for r in roles {
+        let Some(role) = state.roles.get(r) else {
+            let mut e = CliError::new(format!(
+                "no role named {r:?} at {}",
+                rev.compiled.revision.describe()
+            ));
+            if let Some(s) =
+                crate::manifest::did_you_mean(r, state.roles.keys().map(String::as_str))
+            {
+                e = e.hinted(format!("did you mean {s:?}?"));
+            }
+            return Err(e);
+        };
+        out.extend(role.hosts.iter().cloned());
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Runs the rollout with a progress line per host on stderr, and records the results in
+/// Redis (best effort: a deploy does not need Redis, but drift and status read it).
+pub(super) fn ship(
+    cli: &Cli,
+    repo: &git2::Repository,
+    rev: &Revision,
+    release: &str,
+    hosts: &[String],
+    ssh: &SshOptions,
+    check: bool,
+) -> Result<Report, CliError> {
+    let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
+    let progress = |r: &HostResult| {
+        let detail = r
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        eprintln!(
+            "{}: {}{} ({} file(s), {} byte(s) sent, {} ms){detail}",
+            r.host,
+            r.outcome.label(),
+            r.current
+                .as_deref()
+                .map(|c| format!(" {c}"))
+                .unwrap_or_default(),
+            r.files_sent,
+            r.bytes_sent,
+            r.duration_ms
+        );
+    };
+    let report = deploy::rollout(
+        repo,
+        &commit,
+        release,
+        &rev.compiled.state,
+        hosts,
+        ssh,
+        check,
+        &progress,
+    )
+    .map_err(|e| CliError::new(format!("cannot stage release {release}: {e}")))?;
+    if !check {
+        record(cli, &rev.compiled.state.cluster, &report);
+    }
+    Ok(report)
+}
+
+fn record(cli: &Cli, cluster: &str, report: &Report) {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let entries: BTreeMap<String, String> = report
+        .hosts
+        .iter()
+        .filter(|h| h.outcome != Outcome::Skipped)
+        .map(|h| {
+            (
+                h.host.clone(),
+                serde_json::json!({
+                    "release": h.current,
+                    "outcome": h.outcome.label(),
+                    "previous": h.previous,
+                    "wanted": report.release,
+                    "at": at,
+                })
+                .to_string(),
+            )
+        })
+        .collect();
+    let counts = |o: Outcome| report.count(o).to_string();
+    let event = BTreeMap::from([
+        ("ts".to_string(), at.clone()),
+        ("actor".to_string(), crate::apply::actor()),
+        ("kind".to_string(), "deploy".to_string()),
+        ("revision".to_string(), report.revision.clone()),
+        ("release".to_string(), report.release.clone()),
+        (
+            "result".to_string(),
+            if exit_code(report) == EXIT_OK {
+                "ok"
+            } else {
+                "failed"
+            }
+            .to_string(),
+        ),
+        ("deployed".to_string(), counts(Outcome::Deployed)),
+        ("failed".to_string(), counts(Outcome::Failed)),
+        ("rolled_back".to_string(), counts(Outcome::RolledBack)),
+        ("skipped".to_string(), counts(Outcome::Skipped)),
+    ]);
+    let result = live::redis_url(cli)
+        .map_err(|e| e.message)
+        .and_then(|url| crate::state::Store::connect(&url, cluster).map_err(|e| e.to_string()))
+        .and_then(|mut s| {
+            s.record_deploys(&entries)
+                .and_then(|()| s.record_event(&event))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        eprintln!("warning: the deploy was not recorded in Redis: {e}");
+    }
+}
+
+pub(super) fn summary(r: &Report) -> String {
+    let mut out = String::new();
+    let head = [
+        "HOST", "RESULT", "RELEASE", "PREVIOUS", "FILES", "BYTES", "TIME",
+    ];
+    let rows: Vec<[String; 7]> = r
+        .hosts
+        .iter()
+        .map(|h| {
+            [
+                if h.canary {
+                    format!("{} (canary)", h.host)
+                } else {
+                    h.host.clone()
+                },
+                h.outcome.label().to_string(),
+                h.current.clone().unwrap_or_else(|| "-".into()),
+                h.previous.clone().unwrap_or_else(|| "-".into()),
+                h.files_sent.to_string(),
+                h.bytes_sent.to_string(),
+                format!("{} ms", h.duration_ms),
+            ]
+        })
+        .collect();
+    let mut w = head.map(str::len);
+    for row in &rows {
+        for (w, c) in w.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let fmt = |cells: &[String]| {
+        let mut l = String::new();
+        for (c, w) in cells.iter().zip(w) {
+            let _ = write!(l, "{c:<w$}  ");
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", fmt(&head.map(String::from)));
+    for row in &rows {
+        let _ = writeln!(out, "{}", fmt(row));
+    }
+    for h in r.hosts.iter().filter(|h| h.detail.is_some()) {
+        let _ = writeln!(out, "{}: {}", h.host, h.detail.clone().unwrap_or_default());
+    }
+    let _ = writeln!(out);
+    if let Some(why) = &r.stopped {
+        let _ = writeln!(out, "The rollout stopped: {why}.");
+    }
+    let _ = if r.check {
+        writeln!(
+            out,
+            "Release {}: {} up to date, {} out of date, {} failed to answer.",
+            r.release,
+            r.count(Outcome::UpToDate),
+            r.count(Outcome::OutOfDate),
+            r.count(Outcome::Failed)
+        )
+    } else {
+        writeln!(
+            out,
+            "Release {}: {} deployed, {} up to date, {} rolled back, {} failed, {} skipped.",
+            r.release,
+            r.count(Outcome::Deployed),
+            r.count(Outcome::UpToDate),
+            r.count(Outcome::RolledBack),
+            r.count(Outcome::Failed),
+            r.count(Outcome::Skipped)
+        )
+    };
+    out
+}

@@ -1,0 +1,205 @@
+//! Releases: the shipped paths of one revision, exported from git objects into a local
+//! staging directory (once per release), plus the files rendered for each host.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Repository, Tree};
+
+use crate::desired::DesiredState;
+use crate::source::SourceError;
+
+/// The modification time of shipped files: 2000-01-01T00:00:00Z.
+pub const SHIPPED_MTIME: u64 = 946_684_800;
+
+/// A release staged on this machine, ready to be sent with rsync.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// `r-<12 hex>` (see [`crate::source::release_id`]).
+    pub id: String,
+    /// The directory holding the release's files.
+    pub root: PathBuf,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Exports the shipped `paths` of `commit` into `<stage_dir>/<id>/`. An existing complete
+/// export is reused (the id names the content).
+///
+/// # Errors
+/// Git or I/O errors.
+pub fn stage(
+    repo: &Repository,
+    commit: &str,
+    id: &str,
+    paths: &[String],
+    stage_dir: &Path,
+) -> Result<Staged, SourceError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| SourceError::Io { path, source }
+    };
+    let root = stage_dir.join(id);
+    let done = stage_dir.join(format!("{id}.complete"));
+    let tree = crate::source::resolve_commit(repo, commit)?.tree()?;
+    let mut files = 0;
+    let mut bytes = 0;
+    if !done.exists() {
+        let tmp = stage_dir.join(format!("{id}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        for p in paths {
+            if let Ok(entry) = tree.get_path(Path::new(p)) {
+                let obj = entry.to_object(repo)?;
+                let dest = tmp.join(p);
+                match entry.kind() {
+                    Some(ObjectType::Tree) => {
+                        let t = obj.peel_to_tree()?;
+                        export_tree(repo, &t, &dest)?;
+                    }
+                    Some(ObjectType::Blob) => {
+                        if let Some(parent) = dest.parent() {
+                            std::fs::create_dir_all(parent).map_err(io(parent))?;
+                        }
+                        write_blob(repo, entry.id(), entry.filemode(), &dest)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::rename(&tmp, &root).map_err(io(&root))?;
+        std::fs::write(&done, id).map_err(io(&done))?;
+    }
+    count(&root, &mut files, &mut bytes);
+    Ok(Staged {
+        id: id.to_string(),
+        root,
+        files,
+        bytes,
+    })
+}
+
+fn count(dir: &Path, files: &mut usize, bytes: &mut u64) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => count(&e.path(), files, bytes),
+                Ok(_) => {
+                    *files += 1;
+                    *bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn write_blob(repo: &Repository, id: git2::Oid, mode: i32, dest: &Path) -> Result<(), SourceError> {
+    let io = |source| SourceError::Io {
+        path: dest.display().to_string(),
+        source,
+    };
+    let blob = repo.find_blob(id)?;
+    if mode == 0o120_000 {
+        // A symbolic link: its target is the blob's content.
+        let target = String::from_utf8_lossy(blob.content()).into_owned();
+        std::os::unix::fs::symlink(target, dest).map_err(io)?;
+        return Ok(());
+    }
+    std::fs::write(dest, blob.content()).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt;
+    let perm = if mode == 0o100_755 { 0o755 } else { 0o644 };
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(perm)).map_err(io)?;
+    // One fixed modification time for every shipped file: an unchanged file then has the
+    // same content, size, mode and time as in the previous release, so rsync hard-links it
+    // (`--link-dest`) instead of copying it. Changed content is found by `--checksum`.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(dest)
+        .map_err(io)?;
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(SHIPPED_MTIME))
+        .map_err(io)?;
+    Ok(())
+}
+
+fn export_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> Result<(), SourceError> {
+    std::fs::create_dir_all(dest).map_err(|source| SourceError::Io {
+        path: dest.display().to_string(),
+        source,
+    })?;
+    for entry in tree.iter() {
+        let Ok(name) = entry.name() else { continue };
+        let path = dest.join(name);
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let t = repo.find_tree(entry.id())?;
+                export_tree(repo, &t, &path)?;
+            }
+            Some(ObjectType::Blob) => write_blob(repo, entry.id(), entry.filemode(), &path)?,
+            // Submodules (commits) are not shipped.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The files rendered for one host, written to `<target>/shared/` on it: the worker's
+/// environment file and its systemd unit.
+pub fn host_files(
+    state: &DesiredState,
+    host: &str,
+    release: &str,
+) -> Option<BTreeMap<String, String>> {
+    let h = state.hosts.get(host)?;
+    // The release is not written into these files (`current` says which one runs), so
+    // they change only when the worker's configuration does.
+    let fields = crate::state::worker_fields(state, host, &Some(release.to_string()))?;
+    let queues = h.queues.join(",");
+    let mut env =
+        String::from("# Rendered by celeroot deploy from the compiled state; do not edit.\n");
+    let line = |k: &str, v: &str| format!("{k}={v}\n");
+    env.push_str(&line("CELEROOT_CLUSTER", &state.cluster));
+    env.push_str(&line("CELEROOT_HOST", host));
+    env.push_str(&line("CELEROOT_QUEUES", &queues));
+    env.push_str(&line(
+        "CELEROOT_CONCURRENCY",
+        fields.get("concurrency").map_or("", String::as_str),
+    ));
+    env.push_str(&line(
+        "CELEROOT_MAX_TASKS_PER_CHILD",
+        fields.get("max_tasks_per_child").map_or("", String::as_str),
+    ));
+    let d = &h.deployment;
+    let mut args = vec![
+        format!("{}/current/.venv/bin/celery", d.target_dir),
+        "-A".into(),
+        "tasks".into(),
+        "worker".into(),
+        "-Q".into(),
+        queues,
+        "-n".into(),
+        format!("{host}@%%h"),
+    ];
+    if let Some(c) = fields.get("concurrency").filter(|c| !c.is_empty()) {
+        args.extend(["-c".into(), c.clone()]);
+    }
+    if let Some(m) = fields.get("max_tasks_per_child").filter(|m| !m.is_empty()) {
+        args.extend(["--max-tasks-per-child".into(), m.clone()]);
+    }
+    let unit = format!(
+        "# Rendered by celeroot deploy; enable once with `systemctl enable {target}/shared/{service}.service`.\n\
+         [Unit]\nDescription=Celery worker of {host} (celeroot cluster {cluster})\nAfter=network-online.target\n\n\
+         [Service]\nType=simple\nWorkingDirectory={target}/current\nEnvironmentFile={target}/shared/worker.env\n\
+         ExecStart={exec}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        target = d.target_dir,
+        service = d.service_name,
+        cluster = state.cluster,
+        exec = args.join(" "),
+    );
+    Some(BTreeMap::from([
+        ("worker.env".to_string(), env),
+        (format!("{}.service", d.service_name), unit),
+    ]))
+}

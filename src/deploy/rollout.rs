@@ -1,0 +1,205 @@
+//! A rollout: one release to many hosts, canaries first, then batches of `maxParallel`,
+//! stopped when a canary fails or the failure budget is spent. One failing host never
+//! breaks the others: each host is its own job with its own result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::host::{HostResult, Job, Outcome};
+use super::release::{self, Staged};
+use super::ssh::SshOptions;
+use crate::desired::{CompiledHost, DeploySettings, DesiredState};
+use crate::source::SourceError;
+
+/// The result of a rollout.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Version of this JSON structure (docs/deploy.md).
+    pub format_version: u32,
+    pub cluster: String,
+    pub revision: String,
+    pub release: String,
+    pub check: bool,
+    /// Why the rollout stopped early, if it did.
+    pub stopped: Option<String>,
+    pub hosts: Vec<HostResult>,
+}
+
+impl Report {
+    pub fn count(&self, o: Outcome) -> usize {
+        self.hosts.iter().filter(|h| h.outcome == o).count()
+    }
+}
+
+/// A scratch directory removed on drop (staging, connection sockets).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> std::io::Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!(
+            "celeroot-{what}-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Ships `release_id` (the shipped paths of `commit`) to `hosts`, or with `check_only`
+/// reports which are out of date. `progress` is called as each host finishes.
+///
+/// # Errors
+/// Only when the release cannot be staged locally (git or disk); host failures are results.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout(
+    repo: &git2::Repository,
+    commit: &str,
+    release_id: &str,
+    state: &DesiredState,
+    hosts: &[String],
+    ssh: &SshOptions,
+    check_only: bool,
+    progress: &(dyn Fn(&HostResult) + Sync),
+) -> Result<Report, SourceError> {
+    let io = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| SourceError::Io { path, source }
+    };
+    let scratch = Scratch::new("deploy").map_err(io(&std::env::temp_dir()))?;
+    let staged: Staged = release::stage(
+        repo,
+        commit,
+        release_id,
+        &state.deploy.paths,
+        &scratch.0.join("releases"),
+    )?;
+    let sockets = Scratch::new("ssh").map_err(io(&std::env::temp_dir()))?;
+    let opts = SshOptions {
+        control_dir: Some(sockets.0.clone()),
+        ..ssh.clone()
+    };
+    // Rendered files per host, written where rsync can send them from.
+    let mut shared: BTreeMap<String, (BTreeMap<String, String>, PathBuf)> = BTreeMap::new();
+    for name in hosts {
+        let files = release::host_files(state, name, release_id).unwrap_or_default();
+        let dir = scratch.0.join("hosts").join(name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for (f, text) in &files {
+            let p = dir.join(f);
+            std::fs::write(&p, text).map_err(io(&p))?;
+        }
+        shared.insert(name.clone(), (files, dir));
+    }
+    let jobs: Vec<(&String, &CompiledHost)> = hosts
+        .iter()
+        .filter_map(|n| state.hosts.get(n).map(|h| (n, h)))
+        .collect();
+    let run = |(name, host): (&String, &CompiledHost), canary: bool| -> HostResult {
+        let (files, dir) = &shared[name.as_str()];
+        let mut r = Job {
+            name,
+            host,
+            release_id,
+            release_dir: &staged.root,
+            shared: files,
+            shared_dir: dir,
+            opts: &opts,
+            check_only,
+        }
+        .run();
+        r.canary = canary;
+        progress(&r);
+        r
+    };
+    let DeploySettings {
+        max_parallel,
+        canary,
+        failure_budget,
+        ..
+    } = state.deploy.clone();
+    let mut results: Vec<HostResult> = Vec::new();
+    let mut stopped: Option<String> = None;
+    let canaries = if check_only {
+        0
+    } else {
+        (canary as usize).min(jobs.len())
+    };
+    for job in &jobs[..canaries] {
+        let r = run(*job, true);
+        let failed = r.outcome.is_failure();
+        let name = r.host.clone();
+        results.push(r);
+        if failed {
+            stopped = Some(format!("canary {name} failed"));
+            break;
+        }
+    }
+    let mut rest = jobs[results.len()..].iter().copied();
+    if stopped.is_none() {
+        let batch = (max_parallel as usize).max(1);
+        loop {
+            let chunk: Vec<_> = rest.by_ref().take(batch).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let out: Vec<HostResult> = std::thread::scope(|s| {
+                let handles: Vec<_> = chunk.iter().map(|j| s.spawn(|| run(*j, false))).collect();
+                handles
+                    .into_iter()
+                    .zip(&chunk)
+                    .map(|(h, (name, _))| {
+                        h.join().unwrap_or_else(|_| {
+                            let mut r = HostResult::new(name, Outcome::Failed);
+                            r.detail = Some("the deploy thread panicked".into());
+                            r
+                        })
+                    })
+                    .collect()
+            });
+            results.extend(out);
+            let failures = results.iter().filter(|r| r.outcome.is_failure()).count();
+            if !check_only && failures > failure_budget as usize {
+                stopped = Some(format!(
+                    "{failures} host(s) failed, more than the failure budget ({failure_budget})"
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(why) = &stopped {
+        for (name, _) in rest {
+            let mut r = HostResult::new(name, Outcome::Skipped);
+            r.detail = Some(format!("not attempted: {why}"));
+            progress(&r);
+            results.push(r);
+        }
+    }
+    // Close the shared connections now rather than when ControlPersist runs out.
+    for (_, host) in &jobs {
+        let args = super::ssh::exit_master_args(host, &opts);
+        let _ = super::ssh::run(&args, std::time::Duration::from_secs(5));
+    }
+    Ok(Report {
+        format_version: 1,
+        cluster: state.cluster.clone(),
+        revision: commit.to_string(),
+        release: release_id.to_string(),
+        check: check_only,
+        stopped,
+        hosts: results,
+    })
+}

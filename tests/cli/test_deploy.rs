@@ -1,0 +1,439 @@
+//! `celeroot deploy` against real sshd hosts (tests/cli/common/sshd.rs): each host has its
+//! own address, host key and target directory; transfers are real rsync over real ssh.
+
+use std::path::PathBuf;
+
+use crate::common::redis::RedisServer;
+use crate::common::sshd::SshLab;
+use crate::common::{run, TestRepo};
+
+/// The lab's hosts with a deployment each into its own target directory, commands that
+/// need no systemd or uv, and `extra` lines appended to the Cluster's `deployment`.
+fn repo_for(lab: &SshLab, cluster_extra: &str, host_extra: &dyn Fn(usize) -> String) -> TestRepo {
+    let mut repo = TestRepo::empty();
+    let setup = if cluster_extra.contains("setupCommand:") {
+        ""
+    } else {
+        "    setupCommand: [\"true\"]\n"
+    };
+    repo.write(
+        "manifests/cluster.yaml",
+        &format!(
+            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  ssh:\n    user: {}\n    identityFile: {}\n    connectTimeout: 3s\n  deployment:\n{setup}    restartCommand: [\"true\"]\n    healthCheck:\n      command: [\"true\"]\n      timeout: 10s\n{cluster_extra}",
+            SshLab::user(),
+            lab.key.display()
+        ),
+    );
+    repo.write(
+        "manifests/roles/worker.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec:\n  concurrency: 3\n",
+    );
+    for (i, h) in lab.hosts.iter().enumerate() {
+        repo.write(
+            &format!("manifests/hosts/{}.yaml", h.name),
+            &format!(
+                "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: {}\nspec:\n  address: {}\n  roles: [worker]\n  ssh:\n    port: {}\n  deployment:\n    targetDir: {}\n{}",
+                h.name,
+                h.address,
+                h.port,
+                target(lab, i).display(),
+                host_extra(i)
+            ),
+        );
+    }
+    for i in 0..20 {
+        repo.write(&format!("tasks/mod{i:02}.py"), &format!("VALUE = {i}\n"));
+    }
+    repo.write("tasks/__init__.py", "");
+    repo.write(
+        "pyproject.toml",
+        "[project]\nname = \"lab-tasks\"\nversion = \"0\"\n",
+    );
+    repo.write("README.md", "not shipped\n");
+    repo.commit("lab");
+    repo
+}
+
+fn target(lab: &SshLab, i: usize) -> PathBuf {
+    lab.dir.path().join(format!("target-{}", i + 1))
+}
+
+fn deploy(repo: &TestRepo, lab: &SshLab, args: &[&str]) -> (serde_json::Value, i32, String) {
+    let mut cmd = repo.cmd();
+    cmd.arg("deploy")
+        .args(args)
+        .args(["-o", "json", "--known-hosts"])
+        .arg(&lab.known_hosts);
+    let out = cmd.output().expect("run celeroot deploy");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (
+        v,
+        out.status.code().unwrap_or(-1),
+        format!("{stdout}\n{stderr}"),
+    )
+}
+
+fn current(lab: &SshLab, i: usize) -> Option<String> {
+    std::fs::read_link(target(lab, i).join("current"))
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+}
+
+fn releases(lab: &SshLab, i: usize) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(target(lab, i).join("releases"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn outcome<'a>(v: &'a serde_json::Value, host: &str) -> &'a serde_json::Value {
+    v["hosts"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h["host"] == host))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(d: &std::path::Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let meta = std::fs::symlink_metadata(&p).map(|m| (m.len(), m.modified().ok()));
+                out.push(format!("{} {meta:?}", p.display()));
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&p, out);
+                }
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn first_deploy_then_a_one_file_change_sends_only_that_file() {
+    let lab = SshLab::start(3);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    let redis = RedisServer::start();
+    let mut cmd = repo.cmd();
+    cmd.args(["deploy", "--known-hosts"])
+        .arg(&lab.known_hosts)
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (text, code) = run(cmd);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("3 deployed, 0 up to date, 0 rolled back, 0 failed, 0 skipped"),
+        "{text}"
+    );
+    let first = current(&lab, 0).expect("current release");
+    assert!(first.starts_with("r-"), "{first}");
+    for i in 0..3 {
+        assert_eq!(current(&lab, i).as_deref(), Some(first.as_str()));
+        let rel = target(&lab, i).join("current");
+        assert_eq!(
+            std::fs::read_to_string(rel.join("tasks/mod07.py")).expect("shipped"),
+            "VALUE = 7\n"
+        );
+        assert!(rel.join("pyproject.toml").is_file());
+        assert!(
+            !rel.join("README.md").exists(),
+            "only deployment.paths are shipped"
+        );
+        let env = std::fs::read_to_string(target(&lab, i).join("shared/worker.env")).expect("env");
+        assert!(
+            env.contains(&format!(
+                "CELEROOT_QUEUES=worker,celeroot.host.host-{}\n",
+                i + 1
+            )),
+            "{env}"
+        );
+        assert!(env.contains("CELEROOT_CONCURRENCY=3\n"), "{env}");
+        let unit = std::fs::read_to_string(target(&lab, i).join("shared/celeroot-worker.service"))
+            .expect("unit");
+        assert!(unit.contains(" -Q worker,celeroot.host.host-"), "{unit}");
+    }
+    let deployed: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("celeroot:{lab}:deployed")
+        .query(&mut redis.conn())
+        .expect("HGETALL");
+    assert_eq!(deployed.len(), 3);
+    assert!(
+        deployed["host-2"].contains(&format!("\"release\":\"{first}\"")),
+        "{deployed:?}"
+    );
+
+    // Nothing changed: every host is up to date and nothing is sent.
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    for i in 1..=3 {
+        let h = outcome(&v, &format!("host-{i}"));
+        assert_eq!(h["outcome"], "up-to-date", "{out}");
+        assert_eq!(h["bytesSent"], 0);
+    }
+
+    // One file changes: one file crosses the network per host; the rest is hard-linked.
+    repo.write("tasks/mod13.py", "VALUE = 1300\n");
+    repo.commit("mod13");
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    let second = current(&lab, 0).expect("current");
+    assert_ne!(second, first);
+    for i in 0..3 {
+        let h = outcome(&v, &format!("host-{}", i + 1));
+        assert_eq!(h["outcome"], "deployed", "{out}");
+        assert_eq!(h["filesSent"], 1, "only the changed file: {out}");
+        assert_eq!(h["previous"], first.as_str());
+        let t = target(&lab, i);
+        assert_eq!(
+            std::fs::read_to_string(t.join("current/tasks/mod13.py")).expect("new"),
+            "VALUE = 1300\n"
+        );
+        use std::os::unix::fs::MetadataExt;
+        let ino = |rel: &str| {
+            std::fs::metadata(t.join(rel))
+                .map(|m| m.ino())
+                .expect("inode")
+        };
+        assert_eq!(
+            ino(&format!("releases/{first}/tasks/mod01.py")),
+            ino(&format!("releases/{second}/tasks/mod01.py")),
+            "unchanged files are hard links to the previous release"
+        );
+        assert_eq!(releases(&lab, i), {
+            let mut r = vec![first.clone(), second.clone()];
+            r.sort();
+            r
+        });
+    }
+}
+
+#[test]
+fn a_failing_health_check_rolls_that_host_back_and_the_others_proceed() {
+    let lab = SshLab::start(3);
+    let broken_check = |i: usize| {
+        if i == 1 {
+            "    healthCheck:\n      command: [test, \"!\", -e, tasks/broken.py]\n".to_string()
+        } else {
+            String::new()
+        }
+    };
+    let mut repo = repo_for(
+        &lab,
+        "    strategy:\n      failureBudget: 1\n",
+        &broken_check,
+    );
+    let (_, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    let first = current(&lab, 1).expect("current");
+
+    repo.write("tasks/broken.py", "raise SystemExit(1)\n");
+    let new_commit = repo.commit("break host-2's health check");
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    let h2 = outcome(&v, "host-2");
+    assert_eq!(h2["outcome"], "rolled-back", "{out}");
+    assert!(
+        h2["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("health check failed"),
+        "{out}"
+    );
+    assert_eq!(
+        current(&lab, 1).as_deref(),
+        Some(first.as_str()),
+        "host-2 is back on the previous release"
+    );
+    for (i, name) in [(0, "host-1"), (2, "host-3")] {
+        assert_eq!(outcome(&v, name)["outcome"], "deployed", "{out}");
+        assert_ne!(current(&lab, i).as_deref(), Some(first.as_str()));
+    }
+    assert!(
+        v["stopped"].is_null(),
+        "one failure is within the budget: {out}"
+    );
+    assert_eq!(v["revision"], new_commit.as_str());
+}
+
+#[test]
+fn a_failing_canary_stops_the_rollout() {
+    let lab = SshLab::start(3);
+    let canary_check = |i: usize| {
+        if i == 0 {
+            "    healthCheck:\n      command: [test, \"!\", -e, tasks/broken.py]\n".to_string()
+        } else {
+            String::new()
+        }
+    };
+    let mut repo = repo_for(
+        &lab,
+        "    strategy:\n      canary: 1\n      maxParallel: 1\n      failureBudget: 5\n",
+        &canary_check,
+    );
+    let (_, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    let first: Vec<Option<String>> = (0..3).map(|i| current(&lab, i)).collect();
+
+    repo.write("tasks/broken.py", "raise SystemExit(1)\n");
+    repo.commit("broken");
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(outcome(&v, "host-1")["outcome"], "rolled-back", "{out}");
+    assert_eq!(outcome(&v, "host-1")["canary"], true);
+    for name in ["host-2", "host-3"] {
+        assert_eq!(outcome(&v, name)["outcome"], "skipped", "{out}");
+    }
+    assert_eq!(v["stopped"], "canary host-1 failed");
+    let after: Vec<Option<String>> = (0..3).map(|i| current(&lab, i)).collect();
+    assert_eq!(after, first, "every host still runs the previous release");
+}
+
+#[test]
+fn unreachable_hosts_and_changed_host_keys_are_isolated() {
+    let mut lab = SshLab::start(3);
+    let repo = repo_for(&lab, "    strategy:\n      failureBudget: 2\n", &|_| {
+        String::new()
+    });
+    lab.hosts[1].stop();
+    lab.hosts[2].change_host_key();
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(outcome(&v, "host-1")["outcome"], "deployed", "{out}");
+    let h2 = outcome(&v, "host-2");
+    assert_eq!(h2["outcome"], "failed");
+    assert!(
+        h2["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unreachable"),
+        "{out}"
+    );
+    assert!(
+        h2["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("after 3 attempts"),
+        "{out}"
+    );
+    let h3 = outcome(&v, "host-3");
+    assert_eq!(h3["outcome"], "failed");
+    assert!(
+        h3["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("host-key-changed"),
+        "{out}"
+    );
+    assert!(
+        !target(&lab, 2).exists(),
+        "nothing was written on the host with the changed key"
+    );
+    assert!(current(&lab, 0).is_some());
+}
+
+#[test]
+fn old_releases_are_pruned() {
+    let lab = SshLab::start(1);
+    let mut repo = repo_for(&lab, "    keepReleases: 2\n", &|_| String::new());
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        repo.write("tasks/mod00.py", &format!("VALUE = {n}\n"));
+        repo.commit(&format!("change {n}"));
+        let (v, code, out) = deploy(&repo, &lab, &[]);
+        assert_eq!(code, 0, "{out}");
+        ids.push(current(&lab, 0).expect("current"));
+        if n >= 2 {
+            assert_eq!(
+                outcome(&v, "host-1")["pruned"].as_array().map(Vec::len),
+                Some(1),
+                "{out}"
+            );
+        }
+    }
+    let mut want = ids[2..].to_vec();
+    want.sort();
+    assert_eq!(releases(&lab, 0), want);
+}
+
+#[test]
+fn check_reports_without_changing_anything() {
+    let lab = SshLab::start(2);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    let (v, code, out) = deploy(&repo, &lab, &["--check"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(outcome(&v, "host-1")["outcome"], "out-of-date");
+    assert!(!target(&lab, 0).exists(), "--check wrote nothing: {out}");
+    let (_, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    repo.write("tasks/mod05.py", "VALUE = 55\n");
+    repo.commit("change");
+    let before = (listing(&target(&lab, 0)), listing(&target(&lab, 1)));
+    let (v, code, out) = deploy(&repo, &lab, &["--check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        outcome(&v, "host-2")["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("git wants"),
+        "{out}"
+    );
+    assert_eq!(
+        (listing(&target(&lab, 0)), listing(&target(&lab, 1))),
+        before,
+        "--check changed nothing"
+    );
+    let (_, code, out) = deploy(&repo, &lab, &["--host", "host-1"]);
+    assert_eq!(code, 0, "{out}");
+    let (v, code, out) = deploy(&repo, &lab, &["--check"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(outcome(&v, "host-1")["outcome"], "up-to-date");
+    assert_eq!(outcome(&v, "host-2")["outcome"], "out-of-date");
+}
+
+#[test]
+fn hostile_command_arguments_are_passed_verbatim() {
+    let lab = SshLab::start(1);
+    // No `/` in it: cp creates it in the release directory, where the command runs.
+    let weird = "name with 'quotes'; touch pwned; $(touch pwned) `touch pwned` \"x\"".to_string();
+    let yaml_weird = weird.replace('\\', "\\\\").replace('"', "\\\"");
+    let repo = repo_for(
+        &lab,
+        &format!("    setupCommand: [cp, /dev/null, \"{yaml_weird}\"]\n"),
+        &|_| String::new(),
+    );
+    let (_, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        target(&lab, 0).join("current").join(&weird).is_file(),
+        "the argument arrived as one file name"
+    );
+    assert!(
+        !target(&lab, 0).join("current/pwned").exists(),
+        "nothing was executed"
+    );
+}
+
+#[test]
+fn selecting_hosts_and_roles_is_checked() {
+    let lab = SshLab::start(1);
+    let repo = repo_for(&lab, "", &|_| String::new());
+    let (_, code, out) = deploy(&repo, &lab, &["--host", "host-9"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no host named \"host-9\""), "{out}");
+    assert!(out.contains("did you mean \"host-1\"?"), "{out}");
+    let (_, code, out) = deploy(&repo, &lab, &["--role", "workers"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did you mean \"worker\"?"), "{out}");
+    let (v, code, out) = deploy(&repo, &lab, &["--role", "worker", "--check"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(1));
+}
