@@ -169,6 +169,10 @@ pub struct Outcome {
     pub duration_ms: u64,
     /// Redis round trips this reconcile made.
     pub round_trips: u64,
+    /// The deploy that followed the transaction (`celeroot reconcile` without
+    /// `--skip-deploy`, when the revision ships a release).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<crate::deploy::Report>,
 }
 
 /// The actor recorded in leases and events: `CELEROOT_ACTOR`, or `user@hostname`.
@@ -532,6 +536,7 @@ fn reconcile_locked(
         generation: observed.generation,
         duration_ms: 0,
         round_trips: 0,
+        deploy: None,
     };
     if opts.dry_run {
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

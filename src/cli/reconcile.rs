@@ -32,6 +32,11 @@ pub struct ReconcileArgs {
     /// Also delete unknown keys under the cluster's prefix (reported by `celeroot drift`).
     #[arg(long)]
     pub sweep: bool,
+    /// Do not deploy the release to out-of-date hosts after the transaction.
+    #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
+    pub skip_deploy: bool,
+    #[command(flatten)]
+    pub ssh: super::deploy::SshArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ReconcileFormat::Text)]
     pub output: ReconcileFormat,
@@ -56,6 +61,11 @@ pub struct RollbackArgs {
     /// Allow removing more than half of the live hosts or objects.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Do not deploy the release to out-of-date hosts after the transaction.
+    #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
+    pub skip_deploy: bool,
+    #[command(flatten)]
+    pub ssh: super::deploy::SshArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = ReconcileFormat::Text)]
     pub output: ReconcileFormat,
@@ -72,6 +82,8 @@ pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CliError
             allow_mass_delete: a.allow_mass_delete,
             allow_rollback: true,
             sweep: false,
+            skip_deploy: a.skip_deploy,
+            ssh: a.ssh.clone(),
             output: a.output,
         },
     )
@@ -92,20 +104,49 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         leader: None,
     };
     let ancestry = live::ancestry(&repo, &target);
-    let outcome =
+    let mut outcome =
         apply::reconcile(&mut store, &rev, &opts, &ancestry, now).map_err(|e| match e {
             ApplyError::State(s) => live::state_error(s),
             other => CliError::new(other.to_string()),
         })?;
+    // After the transaction: ship the release to the hosts that do not run it yet.
+    let mut deploy_failed = false;
+    if !args.dry_run && !args.skip_deploy {
+        if let Some(release) = rev.release.clone() {
+            let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
+            let report = super::deploy::ship(
+                cli,
+                &repo,
+                &rev,
+                &release,
+                &hosts,
+                &args.ssh.options(),
+                false,
+            )?;
+            deploy_failed = super::deploy::exit_code(&report) != EXIT_OK;
+            outcome.deploy = Some(report);
+        }
+    }
     match args.output {
         ReconcileFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&outcome).unwrap_or_default()
         ),
-        ReconcileFormat::Text => out!(
-            "{}",
-            render_outcome(ui, &outcome, &rev.compiled.revision, &rev)
-        ),
+        ReconcileFormat::Text => {
+            out!(
+                "{}",
+                render_outcome(ui, &outcome, &rev.compiled.revision, &rev)
+            );
+            if let Some(d) = &outcome.deploy {
+                out!("\n{}", super::deploy::summary(d));
+            }
+        }
+    }
+    if deploy_failed {
+        return Err(CliError::new(
+            "the live state was applied, but the deploy failed on some hosts (see above)",
+        )
+        .hinted("fix the hosts, then run `celeroot deploy` (or reconcile again)"));
     }
     Ok(match outcome.result {
         apply::Result::DryRun

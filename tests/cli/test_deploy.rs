@@ -437,3 +437,48 @@ fn selecting_hosts_and_roles_is_checked() {
     assert_eq!(code, 2, "{out}");
     assert_eq!(v["hosts"].as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn reconcile_brings_a_new_host_up_and_skip_deploy_opts_out() {
+    let lab = SshLab::start(2);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    let redis = RedisServer::start();
+    let host2 = repo.read("manifests/hosts/host-2.yaml");
+    repo.remove("manifests/hosts/host-2.yaml");
+    repo.commit("only host-1");
+    let reconcile = |repo: &TestRepo, extra: &[&str]| {
+        let mut cmd = repo.cmd();
+        cmd.arg("reconcile")
+            .args(extra)
+            .arg("--known-hosts")
+            .arg(&lab.known_hosts)
+            .env("CELEROOT_REDIS_URL", redis.url());
+        run(cmd)
+    };
+    let (out, code) = reconcile(&repo, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Applied "), "{out}");
+    assert!(out.contains("1 deployed, 0 up to date"), "{out}");
+    assert!(current(&lab, 0).is_some());
+    assert!(!target(&lab, 1).exists());
+
+    // A new Host manifest: one reconcile registers it and ships the release to it.
+    repo.write("manifests/hosts/host-2.yaml", &host2);
+    repo.commit("add host-2");
+    let (out, code) = reconcile(&repo, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 deployed, 1 up to date"), "{out}");
+    assert_eq!(current(&lab, 1), current(&lab, 0));
+
+    // --skip-deploy: Redis moves, hosts do not.
+    let before = current(&lab, 0);
+    repo.write("tasks/mod03.py", "VALUE = 33\n");
+    repo.commit("change");
+    let (out, code) = reconcile(&repo, &["--skip-deploy", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("\"deploy\""), "{out}");
+    assert_eq!(current(&lab, 0), before);
+    let (v, code, out) = deploy(&repo, &lab, &["--check"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(outcome(&v, "host-1")["outcome"], "out-of-date");
+}
