@@ -24,13 +24,20 @@ for f in "$t"/shared/*; do if [ -f "$f" ]; then echo "shared=$(sha256sum "$f" | 
 exit 0
 "#;
 
-/// Creates the directories and removes transfers that never completed.
+/// Creates the directories, removes transfers that never completed, then reports like
+/// [`INSPECT`] (one session instead of two).
 const PREPARE: &str = r#"t=$1
-mkdir -p "$t/releases" "$t/shared" && rm -rf "$t"/releases/*.partial
+mkdir -p "$t/releases" "$t/shared" && rm -rf "$t"/releases/*.partial || exit 11
+cur=$(readlink "$t/current" 2>/dev/null || true)
+echo "current=${cur##*/}"
+for d in "$t"/releases/r-*; do if [ -d "$d" ]; then echo "release=${d##*/}"; fi; done
+for f in "$t"/shared/*; do if [ -f "$f" ]; then echo "shared=$(sha256sum "$f" | cut -d' ' -f1) ${f##*/}"; fi; done
+exit 0
 "#;
 
-/// Moves a transferred release into place and runs the setup command in it. A release
-/// that fails its setup is removed unless it is the current one.
+/// Moves a transferred release into place, runs the setup command in it and, when that
+/// succeeds, switches `current` to it (a new symlink renamed over the old one: atomic).
+/// A release that fails its setup is removed unless it is the current one.
 const ACTIVATE: &str = r#"t=$1; id=$2; shift 2
 cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
 cd "$t/releases" || exit 11
@@ -47,6 +54,7 @@ if [ "$s" -ne 0 ]; then
   echo "the setup command exited with status $s" >&2
   exit 10
 fi
+ln -sfn "releases/$id" "$t/current.tmp" && mv -Tf "$t/current.tmp" "$t/current" || exit 12
 "#;
 
 /// Points `current` at a release: a new symlink renamed over the old one (atomic).
@@ -58,6 +66,27 @@ ln -sfn "releases/$id" "$t/current.tmp" && mv -Tf "$t/current.tmp" "$t/current"
 /// Runs a command in a directory.
 const RUN_IN: &str = r#"cd "$1" || exit 11
 shift
+exec "$@"
+"#;
+
+/// Restarts, then health-checks, in one session: `DIR N TIMEOUT RESTART... HEALTH...`,
+/// where the first N arguments are the restart command. The restart runs in a subshell
+/// that rebuilds its argv from the first N arguments (POSIX sh has no arrays). Exit 20:
+/// the restart failed; 124: the health check timed out; other: its status.
+const VERIFY: &str = r#"cd "$1" || exit 11
+n=$2; hto=$3; shift 3
+total=$#
+(
+  i=0
+  for a do
+    i=$((i + 1))
+    if [ "$i" -le "$n" ]; then set -- "$@" "$a"; fi
+  done
+  shift "$total"
+  exec "$@"
+) || { echo "the restart command failed" >&2; exit 20; }
+shift "$n"
+if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 "$hto" "$@"; fi
 exec "$@"
 "#;
 
@@ -350,7 +379,13 @@ impl Job<'_> {
             });
             r
         };
-        let ins = match self.step("inspect", INSPECT, std::slice::from_ref(&t)) {
+        // `--check` only reads; a deploy prepares the directories in the same session.
+        let (what, script) = if self.check_only {
+            ("inspect", INSPECT)
+        } else {
+            ("prepare", PREPARE)
+        };
+        let ins = match self.step(what, script, std::slice::from_ref(&t)) {
             Ok(out) => parse_inspect(&out.stdout),
             Err(e) => return fail(r, e),
         };
@@ -381,9 +416,7 @@ impl Job<'_> {
             });
             return r;
         }
-        if let Err(e) = self.step("prepare", PREPARE, std::slice::from_ref(&t)) {
-            return fail(r, e);
-        }
+
         if !release_ok {
             let link = ins.current.as_ref().map(|c| format!("{t}/releases/{c}"));
             match self.rsync(
@@ -414,23 +447,11 @@ impl Job<'_> {
             if let Err(e) = self.step("setup", ACTIVATE, &args) {
                 return fail(r, e);
             }
-            if let Err(e) = self.step("switch", SWITCH, &[t.clone(), id.clone()]) {
-                return fail(r, e);
-            }
             r.current = Some(id.clone());
         }
         // Restart and verify; on failure, switch back and restart the previous release.
         let current_dir = format!("{t}/current");
-        let verify = self
-            .run_in("restart", &current_dir, &d.restart_command, self.timeout())
-            .and_then(|()| {
-                self.run_in(
-                    "health check",
-                    &current_dir,
-                    &d.health_check_command,
-                    Duration::from_secs(d.health_check_timeout_secs.max(1)),
-                )
-            });
+        let verify = self.verify(&current_dir);
         if let Err(why) = verify {
             match ins.current.as_ref().filter(|p| **p != id) {
                 Some(prev) => {
@@ -461,6 +482,11 @@ impl Job<'_> {
             return r;
         }
         r.outcome = Outcome::Deployed;
+        // Prune only when there can be something to prune (saves a session).
+        let count = ins.releases.len() + usize::from(!ins.releases.contains(&id));
+        if count <= d.keep_releases.max(1) as usize {
+            return r;
+        }
         match self.step("prune", PRUNE, &[t, d.keep_releases.max(1).to_string()]) {
             Ok(out) => {
                 r.pruned = out
@@ -473,6 +499,38 @@ impl Job<'_> {
             Err(e) => r.detail = Some(format!("deployed, but pruning failed: {}", e.message)),
         }
         r
+    }
+
+    /// Restart, then health check, in one session.
+    fn verify(&self, dir: &str) -> Result<(), String> {
+        let d = &self.host.deployment;
+        let hto = d.health_check_timeout_secs.max(1);
+        let mut args = vec![
+            dir.to_string(),
+            d.restart_command.len().to_string(),
+            hto.to_string(),
+        ];
+        args.extend(d.restart_command.iter().cloned());
+        args.extend(d.health_check_command.iter().cloned());
+        let out = self
+            .script(VERIFY, &args, self.timeout() + Duration::from_secs(hto))
+            .map_err(|e| format!("cannot run ssh: {e}"))?;
+        let msg = last_line(&out.stderr);
+        match (out.failure(), out.status) {
+            (_, Some(0)) => Ok(()),
+            (Some(Failure::Timeout), _) => Err("restart and health check timed out".into()),
+            (Some(f), _) => Err(format!("restart and health check: {} ({msg})", f.label())),
+            (None, Some(20)) => Err(format!("restart failed: {msg}")),
+            (None, Some(124)) => Err(format!("health check timed out after {hto}s")),
+            (None, code) => Err(if msg.is_empty() {
+                format!("health check failed (exit status {})", code.unwrap_or(-1))
+            } else {
+                format!(
+                    "health check failed (exit status {}): {msg}",
+                    code.unwrap_or(-1)
+                )
+            }),
+        }
     }
 
     fn run_in(
@@ -557,7 +615,7 @@ mod tests {
     #[test]
     fn scripts_hold_no_interpolation_points() {
         // Values arrive as "$1", "$2", "$@" only; nothing is spliced into the text.
-        for s in [INSPECT, PREPARE, ACTIVATE, SWITCH, RUN_IN, PRUNE] {
+        for s in [INSPECT, PREPARE, ACTIVATE, SWITCH, RUN_IN, VERIFY, PRUNE] {
             assert!(!s.contains("{}"), "{s}");
             assert!(!s.contains("eval"), "{s}");
         }

@@ -80,13 +80,23 @@ pub fn rollout(
         move |source| SourceError::Io { path, source }
     };
     let scratch = Scratch::new("deploy").map_err(io(&std::env::temp_dir()))?;
-    let staged: Staged = release::stage(
-        repo,
-        commit,
-        release_id,
-        &state.deploy.paths,
-        &scratch.0.join("releases"),
-    )?;
+    // `--check` compares ids only: nothing to stage.
+    let staged: Staged = if check_only {
+        Staged {
+            id: release_id.to_string(),
+            root: scratch.0.join("releases").join(release_id),
+            files: 0,
+            bytes: 0,
+        }
+    } else {
+        release::stage(
+            repo,
+            commit,
+            release_id,
+            &state.deploy.paths,
+            &scratch.0.join("releases"),
+        )?
+    };
     let sockets = Scratch::new("ssh").map_err(io(&std::env::temp_dir()))?;
     let opts = SshOptions {
         control_dir: Some(sockets.0.clone()),

@@ -34,7 +34,8 @@ pub struct KeyDrift {
 #[serde(rename_all = "camelCase")]
 pub struct HostDrift {
     pub host: String,
-    /// `no-heartbeat`, `stale-heartbeat`, `unmanaged`, `release`, `queues`, `worker-status`.
+    /// `no-heartbeat`, `stale-heartbeat`, `unmanaged`, `release`, `queues`, `worker-status`,
+    /// `not-deployed`.
     pub kind: &'static str,
     pub detail: String,
     /// What fixes it: `agent`, `deploy`, or `git` (add the host, or stop its agent).
@@ -157,9 +158,33 @@ pub fn detect(
         .collect();
     let beats = store.heartbeats(&workers.keys().cloned().collect())?;
     let now_s = now_unix(now);
+    let deployed = store.deployed()?;
     let mut hosts = Vec::new();
     for (host, w) in &workers {
         hosts.extend(host_drift(host, w, beats.get(host), now_s));
+        // What `celeroot deploy` last left on the host, when it recorded a deploy there.
+        let want = w.get("release").filter(|r| !r.is_empty());
+        let got = deployed
+            .get(host)
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .map(|v| v["release"].as_str().unwrap_or_default().to_string());
+        if let (Some(want), Some(got)) = (want, got) {
+            if &got != want {
+                hosts.push(HostDrift {
+                    host: host.clone(),
+                    kind: "not-deployed",
+                    detail: format!(
+                        "the last deploy left {} current, the live configuration wants {want}",
+                        if got.is_empty() {
+                            "no release"
+                        } else {
+                            got.as_str()
+                        }
+                    ),
+                    fixed_by: "deploy",
+                });
+            }
+        }
     }
     for (host, hb) in &beats {
         if !workers.contains_key(host) && hb.age(now_s) <= HEARTBEAT_TTL_SECS {

@@ -481,4 +481,62 @@ fn reconcile_brings_a_new_host_up_and_skip_deploy_opts_out() {
     let (v, code, out) = deploy(&repo, &lab, &["--check"]);
     assert_eq!(code, 2, "{out}");
     assert_eq!(outcome(&v, "host-1")["outcome"], "out-of-date");
+    // Drift shows it too: the last recorded deploy is not what the live state wants.
+    let mut cmd = repo.cmd();
+    cmd.args(["drift", "-o", "json"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 2, "{out}");
+    let json = out.split("[exit status").next().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json).expect("drift JSON");
+    let kinds: Vec<(String, String)> = v["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap_or_default().to_string(),
+                h["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for host in ["host-1", "host-2"] {
+        assert!(
+            kinds.contains(&(host.to_string(), "not-deployed".to_string())),
+            "{kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn a_health_check_that_hangs_times_out_and_rolls_back() {
+    let lab = SshLab::start(1);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    let (_, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    let first = current(&lab, 0);
+    repo.edit(
+        "manifests/hosts/host-1.yaml",
+        "  deployment:\n",
+        "  deployment:\n    healthCheck:\n      command: [sleep, \"30\"]\n      timeout: 1s\n",
+    );
+    repo.write("tasks/mod00.py", "VALUE = -1\n");
+    repo.commit("a health check that hangs");
+    let started = std::time::Instant::now();
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 1, "{out}");
+    let h = outcome(&v, "host-1");
+    assert_eq!(h["outcome"], "rolled-back", "{out}");
+    assert!(
+        h["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out after 1s"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the timeout was enforced"
+    );
+    assert_eq!(current(&lab, 0), first);
 }
