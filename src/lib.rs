@@ -12,6 +12,7 @@
 //! runs that path on every push and resync. SSH deploys and the host agent arrive with
 //! later milestones; see docs/architecture.md.
 
+pub mod agent;
 pub mod apply;
 pub mod celery;
 pub mod cli;

@@ -18,6 +18,25 @@ pub struct HostsArgs {
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     TestConnection(TestConnectionArgs),
+    Credentials(CredentialsArgs),
+}
+
+/// Create (or rotate) the Redis ACL user of a host's agent, and print its Redis URL once.
+///
+/// The user may read its host's worker configuration, write its own heartbeat and listen
+/// for changes; nothing else (docs/agent.md). The password is printed once and stored
+/// nowhere else (Redis keeps only its hash). Needs a --redis user allowed to run
+/// `ACL SETUSER`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// The host.
+    pub host: String,
+    /// Replace the password of an existing user (the old one stops working).
+    #[arg(long)]
+    pub rotate: bool,
+    /// The revision whose manifests name the cluster and its hosts.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
 }
 
 /// Check that celeroot can reach each host over SSH: reachability, authentication, the
@@ -61,7 +80,42 @@ pub enum Format {
 pub fn run(ui: &Ui, cli: &Cli, a: &HostsArgs) -> Result<u8, CliError> {
     match &a.command {
         HostsCommand::TestConnection(t) => test_connection(ui, cli, t),
+        HostsCommand::Credentials(c) => credentials(ui, cli, c),
     }
+}
+
+fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> {
+    let (_, rev) = live::revision(ui, cli, &a.rev)?;
+    let state = &rev.compiled.state;
+    if !state.hosts.contains_key(&a.host) {
+        let mut err = CliError::new(format!("no host named {:?} at {}", a.host, a.rev));
+        if let Some(s) =
+            crate::manifest::did_you_mean(&a.host, state.hosts.keys().map(String::as_str))
+        {
+            err = err.hinted(format!("did you mean {s:?}?"));
+        }
+        return Err(err);
+    }
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| CliError::new(format!("cannot read /dev/urandom: {e}")))?;
+    let password = hex::encode(bytes);
+    let mut store = live::connect(cli, &state.cluster)?;
+    let user = store
+        .set_agent_credentials(&a.host, &password, a.rotate)
+        .map_err(live::state_error)?;
+    let url = live::redis_url(cli)?;
+    let agent_url = url.with_credentials(&user, &password);
+    outln!(
+        "Created ACL user {user} for the agent of {} (cluster {}).",
+        a.host,
+        state.cluster
+    );
+    outln!("Put this in the host's agent environment (it is shown only now):");
+    outln!();
+    outln!("CELEROOT_REDIS_URL={agent_url}");
+    Ok(EXIT_OK)
 }
 
 fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, CliError> {

@@ -21,6 +21,7 @@ macro_rules! out {
     }};
 }
 
+mod agent;
 mod deploy;
 mod diff;
 mod hosts;
@@ -105,6 +106,7 @@ pub enum Command {
     Watch(watch::WatchArgs),
     Hosts(hosts::HostsArgs),
     Deploy(deploy::DeployArgs),
+    Agent(agent::AgentArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -251,6 +253,7 @@ pub fn main() -> ExitCode {
         Command::Watch(a) => watch::run(&cli, a),
         Command::Hosts(a) => hosts::run(&ui, &cli, a),
         Command::Deploy(a) => deploy::run(&ui, &cli, a),
+        Command::Agent(a) => agent::run(&cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -85,7 +85,7 @@ pub enum LogFormat {
 }
 
 /// `500ms`, `30s`, `5m`, `1h30m`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Some(ms) = s.trim().strip_suffix("ms") {
         return ms
             .parse::<u64>()

@@ -67,6 +67,7 @@ pub fn stage(
                 }
             }
         }
+        write_checksums(&tmp)?;
         let _ = std::fs::remove_dir_all(&root);
         std::fs::rename(&tmp, &root).map_err(io(&root))?;
         std::fs::write(&done, id).map_err(io(&done))?;
@@ -78,6 +79,72 @@ pub fn stage(
         files,
         bytes,
     })
+}
+
+/// Where a release lists the sha256 of every shipped file (`sha256sum -c` format), so the
+/// agent can report local modifications.
+pub const CHECKSUMS: &str = ".celeroot/checksums.sha256";
+
+pub fn write_checksums(root: &Path) -> Result<(), SourceError> {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    list_files(root, root, &mut files);
+    files.sort();
+    let mut out = String::new();
+    for rel in &files {
+        let p = root.join(rel);
+        let bytes = std::fs::read(&p).map_err(|source| SourceError::Io {
+            path: p.display().to_string(),
+            source,
+        })?;
+        out.push_str(&format!("{:x}  {rel}\n", Sha256::digest(&bytes)));
+    }
+    let dest = root.join(CHECKSUMS);
+    let io = |source| SourceError::Io {
+        path: dest.display().to_string(),
+        source,
+    };
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(&dest, out).map_err(io)
+}
+
+/// Regular files under `dir`, relative to `root` (symbolic links are not followed).
+pub fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => list_files(root, &p, out),
+                Ok(t) if t.is_file() => {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        out.push(rel.to_string_lossy().into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Files of the release at `root` that differ from its checksum list: changed or missing
+/// (files added locally, like `__pycache__` or `.venv`, are not reported). `None` when the
+/// release has no checksum list.
+pub fn verify_checksums(root: &Path) -> Option<Vec<String>> {
+    use sha2::{Digest, Sha256};
+    let list = std::fs::read_to_string(root.join(CHECKSUMS)).ok()?;
+    let mut bad = Vec::new();
+    for line in list.lines() {
+        let Some((sum, rel)) = line.split_once("  ") else {
+            continue;
+        };
+        match std::fs::read(root.join(rel)) {
+            Ok(bytes) if format!("{:x}", Sha256::digest(&bytes)) == sum => {}
+            _ => bad.push(rel.to_string()),
+        }
+    }
+    Some(bad)
 }
 
 fn count(dir: &Path, files: &mut usize, bytes: &mut u64) {
@@ -171,32 +238,19 @@ pub fn host_files(
         fields.get("max_tasks_per_child").map_or("", String::as_str),
     ));
     let d = &h.deployment;
-    let mut args = vec![
-        format!("{}/current/.venv/bin/celery", d.target_dir),
-        "-A".into(),
-        "tasks".into(),
-        "worker".into(),
-        "-Q".into(),
-        queues,
-        "-n".into(),
-        format!("{host}@%%h"),
-    ];
-    if let Some(c) = fields.get("concurrency").filter(|c| !c.is_empty()) {
-        args.extend(["-c".into(), c.clone()]);
-    }
-    if let Some(m) = fields.get("max_tasks_per_child").filter(|m| !m.is_empty()) {
-        args.extend(["--max-tasks-per-child".into(), m.clone()]);
-    }
+    // The unit runs the agent, which runs and supervises the worker with the live
+    // configuration (docs/agent.md); /etc/celeroot/agent.env holds its Redis URL
+    // (`celeroot hosts credentials`).
     let unit = format!(
         "# Rendered by celeroot deploy; enable once with `systemctl enable {target}/shared/{service}.service`.\n\
-         [Unit]\nDescription=Celery worker of {host} (celeroot cluster {cluster})\nAfter=network-online.target\n\n\
-         [Service]\nType=simple\nWorkingDirectory={target}/current\nEnvironmentFile={target}/shared/worker.env\n\
-         ExecStart={exec}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\n\
+         [Unit]\nDescription=celeroot agent and Celery worker of {host} (cluster {cluster})\nAfter=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nType=simple\nWorkingDirectory={target}\nEnvironmentFile={target}/shared/worker.env\nEnvironmentFile=-/etc/celeroot/agent.env\n\
+         ExecStart=/usr/local/bin/celeroot agent --host {host} --cluster {cluster} --release-dir {target}/current\n\
+         Restart=always\nRestartSec=2\nKillMode=control-group\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         target = d.target_dir,
         service = d.service_name,
         cluster = state.cluster,
-        exec = args.join(" "),
     );
     Some(BTreeMap::from([
         ("worker.env".to_string(), env),

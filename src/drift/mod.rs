@@ -35,7 +35,7 @@ pub struct KeyDrift {
 pub struct HostDrift {
     pub host: String,
     /// `no-heartbeat`, `stale-heartbeat`, `unmanaged`, `release`, `queues`, `worker-status`,
-    /// `not-deployed`.
+    /// `not-deployed`, `modified-files`.
     pub kind: &'static str,
     pub detail: String,
     /// What fixes it: `agent`, `deploy`, or `git` (add the host, or stop its agent).
@@ -268,6 +268,18 @@ fn host_drift(
                 want_queues.into_iter().collect::<Vec<_>>().join(",")
             ),
             "agent",
+        ));
+    }
+    if hb.modified_count > 0 {
+        out.push(d(
+            "modified-files",
+            format!(
+                "{} file(s) of release {} differ from what was deployed: {}",
+                hb.modified_count,
+                hb.release,
+                hb.modified.join(", ")
+            ),
+            "deploy",
         ));
     }
     if hb.status != "running" {

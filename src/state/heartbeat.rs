@@ -4,7 +4,9 @@
 //! [`HEARTBEAT_INTERVAL_SECS`] with a TTL of [`HEARTBEAT_TTL_SECS`], plus
 //! `SADD celeroot:{<cluster>}:heartbeats <host>`. Fields (all strings):
 //! `ts` (UNIX seconds), `release`, `queues` (JSON list), `status` (`running`,
-//! `restarting`, `crash-looping`, `stopped`), `pid`, `agent_version`, `restart_reason`.
+//! `restarting`, `crash-looping`, `stopped`), `pid`, `agent_version`, `restart_reason`,
+//! and from agent 0.2 on `modified` (JSON list), `modified_count`, `os`, `kernel`,
+//! `python`, `uv`.
 //! docs/state.md is the reference.
 
 use std::collections::BTreeMap;
@@ -26,7 +28,20 @@ pub struct Heartbeat {
     pub pid: Option<u32>,
     pub agent_version: String,
     pub restart_reason: String,
+    /// Host facts (`os`, `kernel`, `python`, `uv`), empty when not reported.
+    pub facts: BTreeMap<String, String>,
+    /// Files of the running release that differ from its checksum list (changed or
+    /// missing), at most [`MODIFIED_LISTED`] of them.
+    pub modified: Vec<String>,
+    /// How many files differ in all (may exceed `modified.len()`).
+    pub modified_count: u64,
 }
+
+/// At most this many modified files are listed in a heartbeat.
+pub const MODIFIED_LISTED: usize = 20;
+
+/// Fact fields a heartbeat may carry.
+pub const FACT_FIELDS: &[&str] = &["os", "kernel", "python", "uv"];
 
 impl Heartbeat {
     pub fn from_fields(m: &BTreeMap<String, String>) -> Heartbeat {
@@ -39,6 +54,12 @@ impl Heartbeat {
             pid: get("pid").parse().ok(),
             agent_version: get("agent_version"),
             restart_reason: get("restart_reason"),
+            facts: FACT_FIELDS
+                .iter()
+                .filter_map(|f| m.get(*f).map(|v| (f.to_string(), v.clone())))
+                .collect(),
+            modified: serde_json::from_str(&get("modified")).unwrap_or_default(),
+            modified_count: get("modified_count").parse().unwrap_or(0),
         }
     }
 
@@ -58,7 +79,15 @@ impl Heartbeat {
             ),
             ("agent_version".into(), self.agent_version.clone()),
             ("restart_reason".into(), self.restart_reason.clone()),
+            (
+                "modified".into(),
+                serde_json::to_string(&self.modified).unwrap_or_default(),
+            ),
+            ("modified_count".into(), self.modified_count.to_string()),
         ])
+        .into_iter()
+        .chain(self.facts.clone())
+        .collect()
     }
 
     /// Seconds since the heartbeat was written.

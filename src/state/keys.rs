@@ -87,6 +87,11 @@ impl Keys {
     pub fn lock(&self) -> String {
         self.key("lock")
     }
+    /// Pub/sub channel (not a key): every applied reconcile publishes its generation, so
+    /// agents re-read their configuration at once.
+    pub fn changes(&self) -> String {
+        self.key("changes")
+    }
     /// Hash: host → JSON `{release, outcome, previous, at}` of its last deploy.
     pub fn deployed(&self) -> String {
         self.key("deployed")

@@ -24,6 +24,23 @@ pub const EVENTS_MAX: usize = 10_000;
 /// Applied revisions kept in the history list.
 pub const HISTORY_MAX: usize = 200;
 
+/// The commands an agent's ACL user may run (docs/agent.md).
+pub const AGENT_COMMANDS: &[&str] = &[
+    "+ping",
+    "+hello",
+    "+auth",
+    "+select",
+    "+client|setname",
+    "+hgetall",
+    "+hset",
+    "+expire",
+    "+sadd",
+    "+multi",
+    "+exec",
+    "+subscribe",
+    "+unsubscribe",
+];
+
 /// The id reported for a lease value that celeroot cannot read.
 pub const UNREADABLE_LEASE: &str = "unreadable";
 
@@ -386,6 +403,7 @@ impl Store {
             EVENTS_MAX.to_string(),
             HISTORY_MAX.to_string(),
             fence.unwrap_or_default().to_string(),
+            k.changes(),
         ];
         let keys = [
             k.generation(),
@@ -425,6 +443,50 @@ impl Store {
         }
         let _: String = self.query(&mut cmd)?;
         Ok(())
+    }
+
+    /// Creates (or with `rotate`, replaces) the ACL user of one host's agent: it may read
+    /// its `worker:<host>` hash, write its own heartbeat and the heartbeats index, and
+    /// listen on the changes channel; nothing else. Returns the user name.
+    ///
+    /// # Errors
+    /// [`StateError::Conflict`] when the user exists and `rotate` is false; Redis errors
+    /// (for example when the connection's user may not run `ACL SETUSER`).
+    pub fn set_agent_credentials(
+        &mut self,
+        host: &str,
+        password: &str,
+        rotate: bool,
+    ) -> Result<String, StateError> {
+        let k = self.keys.clone();
+        let cluster = k
+            .prefix()
+            .trim_start_matches("celeroot:{")
+            .trim_end_matches("}:")
+            .to_string();
+        let user = format!("celeroot-{cluster}-{host}");
+        if !rotate {
+            let existing: Option<Value> =
+                self.query(redis::cmd("ACL").arg("GETUSER").arg(&user))?;
+            if existing.is_some_and(|v| v != Value::Nil) {
+                return Err(StateError::Conflict(format!(
+                    "the ACL user {user} exists already; pass --rotate to replace its password"
+                )));
+            }
+        }
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER")
+            .arg(&user)
+            .arg("reset")
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg(format!("%R~{}", k.worker(host)))
+            .arg(format!("%W~{}", k.heartbeat(host)))
+            .arg(format!("%W~{}", k.heartbeats()))
+            .arg(format!("&{}", k.changes()))
+            .arg(AGENT_COMMANDS);
+        let _: String = self.query(&mut cmd)?;
+        Ok(user)
     }
 
     /// Records deploy results (host → JSON) in the `deployed` hash.

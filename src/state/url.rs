@@ -43,6 +43,16 @@ impl RedisUrl {
         &self.raw
     }
 
+    /// The same server and database with another user and password (for agents).
+    pub fn with_credentials(&self, user: &str, password: &str) -> String {
+        let (scheme, rest) = self
+            .raw
+            .split_once("://")
+            .unwrap_or(("redis", self.raw.as_str()));
+        let hostpart = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        format!("{scheme}://{user}:{password}@{hostpart}")
+    }
+
     /// `text` with any occurrence of the password (or the raw URL) replaced.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.replace(&self.raw, &self.redacted);

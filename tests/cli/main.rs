@@ -1,6 +1,7 @@
 //! Integration tests: the real `celeroot` binary against real git repositories in temp dirs.
 
 mod common;
+mod test_agent;
 mod test_deploy;
 mod test_diff;
 mod test_drift;

@@ -159,7 +159,13 @@ fn first_deploy_then_a_one_file_change_sends_only_that_file() {
         assert!(env.contains("CELEROOT_CONCURRENCY=3\n"), "{env}");
         let unit = std::fs::read_to_string(target(&lab, i).join("shared/celeroot-worker.service"))
             .expect("unit");
-        assert!(unit.contains(" -Q worker,celeroot.host.host-"), "{unit}");
+        assert!(
+            unit.contains(&format!(
+                "ExecStart=/usr/local/bin/celeroot agent --host host-{} --cluster lab --release-dir ",
+                i + 1
+            )),
+            "{unit}"
+        );
     }
     let deployed: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg("celeroot:{lab}:deployed")
@@ -190,7 +196,10 @@ fn first_deploy_then_a_one_file_change_sends_only_that_file() {
     for i in 0..3 {
         let h = outcome(&v, &format!("host-{}", i + 1));
         assert_eq!(h["outcome"], "deployed", "{out}");
-        assert_eq!(h["filesSent"], 1, "only the changed file: {out}");
+        assert_eq!(
+            h["filesSent"], 2,
+            "only the changed file and the checksum list: {out}"
+        );
         assert_eq!(h["previous"], first.as_str());
         let t = target(&lab, i);
         assert_eq!(

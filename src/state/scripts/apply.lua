@@ -4,7 +4,8 @@
 -- ARGV[1] expected generation, ARGV[2] lease id, ARGV[3] writes (JSON list),
 -- ARGV[4] applied fields (JSON object), ARGV[5] history entry (JSON), ARGV[6] event fields
 -- (JSON object), ARGV[7] layout version, ARGV[8] events max length, ARGV[9] history max length,
--- ARGV[10] the watch daemon's leader token ('' when not a daemon): the fencing check
+-- ARGV[10] the watch daemon's leader token ('' when not a daemon): the fencing check,
+-- ARGV[11] the pub/sub channel told about every applied generation (agents listen)
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
 if gen ~= tonumber(ARGV[1]) then
   return redis.error_reply('CONFLICT live state changed during the reconcile (generation ' .. gen .. ', expected ' .. ARGV[1] .. ')')
@@ -79,4 +80,5 @@ for k, v in pairs(ev) do
   table.insert(evflat, v)
 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', unpack(evflat))
+redis.call('PUBLISH', ARGV[11], tostring(newgen))
 return newgen

@@ -1,0 +1,580 @@
+//! The host agent (`celeroot agent`): runs on each host, reads the host's worker
+//! configuration from Redis, runs and supervises the Celery worker with exactly that
+//! configuration, and heartbeats what really runs.
+//!
+//! Owns: the worker process (start, graceful restart on a configuration change, restart
+//! with back-off when it dies, crash-loop detection), the heartbeat (docs/state.md), host
+//! facts, and checking the running release's files against its checksum list.
+//! Must not know: git, manifests, plans, or anything about other hosts. It reads one
+//! hash (`worker:<host>`), writes its own heartbeat and listens on the `changes` channel,
+//! which is all a per-host ACL user allows (`celeroot hosts credentials`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::state::{Heartbeat, Keys, RedisUrl};
+
+/// The agent's version, reported in heartbeats.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A worker that exits this many times within [`CRASH_WINDOW`] is crash-looping.
+pub const CRASH_LIMIT: usize = 5;
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// First restart delay after the worker died; doubled up to [`RESTART_MAX`].
+pub const RESTART_BASE: Duration = Duration::from_secs(1);
+pub const RESTART_MAX: Duration = Duration::from_secs(30);
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub cluster: String,
+    pub redis: RedisUrl,
+    /// The release the worker runs from (normally `<targetDir>/current`, a symlink).
+    pub release_dir: PathBuf,
+    /// The Celery app (`-A`).
+    pub app: String,
+    /// The celery program; default: `<release_dir>/.venv/bin/celery`, else `celery`.
+    pub celery: Option<PathBuf>,
+    /// Extra worker arguments, appended as given.
+    pub worker_args: Vec<String>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_ttl: Duration,
+    /// Configuration is re-read at least this often (besides change notifications).
+    pub reread_interval: Duration,
+    /// How long a worker gets to stop after SIGTERM before SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+/// What the worker should run, from `worker:<host>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkerSpec {
+    pub queues: Vec<String>,
+    pub concurrency: Option<String>,
+    pub max_tasks_per_child: Option<String>,
+}
+
+impl WorkerSpec {
+    fn from_hash(m: &BTreeMap<String, String>) -> Option<WorkerSpec> {
+        let queues: Vec<String> = serde_json::from_str(m.get("queues")?).ok()?;
+        let nonempty = |k: &str| m.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(WorkerSpec {
+            queues,
+            concurrency: nonempty("concurrency"),
+            max_tasks_per_child: nonempty("max_tasks_per_child"),
+        })
+    }
+}
+
+/// The worker's argv: program and arguments (no shell).
+pub fn worker_command(cfg: &Config, spec: &WorkerSpec) -> (PathBuf, Vec<String>) {
+    let program = cfg.celery.clone().unwrap_or_else(|| {
+        let venv = cfg.release_dir.join(".venv/bin/celery");
+        if venv.is_file() {
+            venv
+        } else {
+            PathBuf::from("celery")
+        }
+    });
+    let mut args = vec![
+        "-A".to_string(),
+        cfg.app.clone(),
+        "worker".into(),
+        "-Q".into(),
+        spec.queues.join(","),
+        "-n".into(),
+        format!("{}@%h", cfg.host),
+    ];
+    if let Some(c) = &spec.concurrency {
+        args.extend(["-c".into(), c.clone()]);
+    }
+    if let Some(m) = &spec.max_tasks_per_child {
+        args.extend(["--max-tasks-per-child".into(), m.clone()]);
+    }
+    args.extend(cfg.worker_args.iter().cloned());
+    (program, args)
+}
+
+/// The release the worker runs: the name `release_dir` points to (`r-...`), or its own
+/// name when it is not a symlink.
+pub fn current_release(release_dir: &Path) -> String {
+    let target = std::fs::read_link(release_dir).unwrap_or_else(|_| release_dir.to_path_buf());
+    target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// OS release, kernel, Python and uv versions of this host.
+pub fn host_facts() -> BTreeMap<String, String> {
+    let run = |prog: &str, args: &[&str]| -> String {
+        Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let python = run(
+        "python3",
+        &[
+            "-c",
+            "import sys; print('.'.join(map(str, sys.version_info[:3])))",
+        ],
+    );
+    let uv = run("uv", &["--version"])
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    BTreeMap::from([
+        ("os".to_string(), os),
+        ("kernel".to_string(), run("uname", &["-sr"])),
+        (
+            "python".to_string(),
+            if python.is_empty() {
+                "none".into()
+            } else {
+                python
+            },
+        ),
+        ("uv".to_string(), uv),
+    ])
+}
+
+/// The supervised worker.
+struct Worker {
+    child: Option<Child>,
+    /// What the running worker was started with.
+    running: Option<(WorkerSpec, String)>,
+    exits: VecDeque<Instant>,
+    next_start: Option<Instant>,
+    backoff: Duration,
+    started_at: Option<Instant>,
+    status: &'static str,
+    reason: String,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Worker {
+            child: None,
+            running: None,
+            exits: VecDeque::new(),
+            next_start: None,
+            backoff: RESTART_BASE,
+            started_at: None,
+            status: "stopped",
+            reason: "starting".into(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn start(&mut self, cfg: &Config, spec: &WorkerSpec, release: &str) {
+        let (program, args) = worker_command(cfg, spec);
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
+            .current_dir(&cfg.release_dir)
+            .stdin(Stdio::null())
+            .env("CELEROOT_HOST", &cfg.host)
+            .env("CELEROOT_CLUSTER", &cfg.cluster);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM
+            // to the worker when the agent dies, so a killed agent leaves no orphan.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                tracing::info!(pid = child.id(), program = %program.display(), queues = %spec.queues.join(","), "worker started");
+                self.child = Some(child);
+                self.running = Some((spec.clone(), release.to_string()));
+                self.started_at = Some(Instant::now());
+                self.status = "running";
+            }
+            Err(e) => {
+                self.reason = format!("cannot start {}: {e}", program.display());
+                tracing::error!(reason = %self.reason, "worker not started");
+                self.exited();
+            }
+        }
+    }
+
+    /// Records an exit (or a failed start) and schedules the next start.
+    fn exited(&mut self) {
+        let now = Instant::now();
+        if self
+            .started_at
+            .is_some_and(|t| now.duration_since(t) > CRASH_WINDOW)
+        {
+            self.backoff = RESTART_BASE;
+        }
+        self.exits.push_back(now);
+        while self
+            .exits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.exits.pop_front();
+        }
+        self.child = None;
+        self.running = None;
+        self.next_start = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(RESTART_MAX);
+        self.status = if self.exits.len() >= CRASH_LIMIT {
+            "crash-looping"
+        } else {
+            "restarting"
+        };
+    }
+
+    /// Notices a worker that died.
+    fn poll(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.reason = format!("the worker exited ({st})");
+                tracing::warn!(reason = %self.reason, "worker died; restarting with back-off");
+                self.exited();
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`.
+    fn stop(&mut self, timeout: Duration) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + timeout;
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    tracing::warn!("the worker did not stop in time; killing it");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.running = None;
+        self.status = "stopped";
+    }
+}
+
+fn connect(url: &RedisUrl) -> Option<redis::Connection> {
+    let client = redis::Client::open(url.expose()).ok()?;
+    let conn = client
+        .get_connection_with_timeout(Duration::from_secs(3))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(conn)
+}
+
+/// Listens on the changes channel and raises `changed`; reconnects by itself.
+fn listen(cfg: &Config, changed: &AtomicBool, stop: &AtomicBool) {
+    let channel = Keys::new(&cfg.cluster).changes();
+    while !stop.load(Ordering::SeqCst) {
+        let Some(mut conn) = connect(&cfg.redis) else {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut ps = conn.as_pubsub();
+        if ps.subscribe(&channel).is_err() {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        // A reconnect may have missed a message: re-read once.
+        changed.store(true, Ordering::SeqCst);
+        while !stop.load(Ordering::SeqCst) {
+            match ps.get_message() {
+                Ok(_) => changed.store(true, Ordering::SeqCst),
+                Err(e) if e.is_timeout() => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Runs the agent until `stop` is raised; then stops the worker gracefully.
+pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
+    let keys = Keys::new(&cfg.cluster);
+    let changed = Arc::new(AtomicBool::new(true));
+    let listener = {
+        let (cfg, changed, stop) = (cfg.clone(), changed.clone(), stop.clone());
+        std::thread::spawn(move || listen(&cfg, &changed, &stop))
+    };
+    let facts = host_facts();
+    let mut conn: Option<redis::Connection> = None;
+    let mut spec: Option<WorkerSpec> = None;
+    let mut worker = Worker::new();
+    let mut next_read = Instant::now();
+    let mut next_beat = Instant::now();
+    let mut next_verify = Instant::now();
+    let mut modified: Vec<String> = Vec::new();
+    let mut verified_release = String::new();
+    tracing::info!(host = %cfg.host, cluster = %cfg.cluster, release_dir = %cfg.release_dir.display(), "celeroot agent started");
+
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        // 1. Configuration: on a notification, or every reread interval.
+        if changed.swap(false, Ordering::SeqCst) || now >= next_read {
+            next_read = now + cfg.reread_interval;
+            if conn.is_none() {
+                conn = connect(&cfg.redis);
+            }
+            if let Some(c) = conn.as_mut() {
+                let got: redis::RedisResult<BTreeMap<String, String>> =
+                    redis::cmd("HGETALL").arg(keys.worker(&cfg.host)).query(c);
+                match got {
+                    Ok(m) if m.is_empty() => {
+                        if spec.is_some() {
+                            tracing::warn!("this host has no configuration in Redis any more; stopping the worker");
+                        }
+                        spec = None;
+                    }
+                    Ok(m) => spec = WorkerSpec::from_hash(&m),
+                    Err(e) => {
+                        tracing::warn!(error = %cfg.redis.scrub(&e.to_string()), "cannot read the configuration; keeping the last one");
+                        conn = None;
+                    }
+                }
+            }
+        }
+        // 2. The worker matches the configuration and the current release.
+        worker.poll();
+        let release = current_release(&cfg.release_dir);
+        match &spec {
+            None => {
+                if worker.child.is_some() {
+                    worker.stop(cfg.stop_timeout);
+                }
+                worker.reason = "no configuration for this host in Redis".into();
+            }
+            Some(want) => {
+                let matches = worker
+                    .running
+                    .as_ref()
+                    .is_some_and(|(s, r)| s == want && *r == release);
+                if worker.child.is_some() && !matches {
+                    let why = match &worker.running {
+                        Some((s, _)) if s != want => format!(
+                            "configuration changed (queues {}, concurrency {}, max tasks per child {})",
+                            want.queues.join(","),
+                            want.concurrency.as_deref().unwrap_or("default"),
+                            want.max_tasks_per_child.as_deref().unwrap_or("none")
+                        ),
+                        _ => format!("release changed to {release}"),
+                    };
+                    tracing::info!(reason = %why, "restarting the worker");
+                    worker.status = "restarting";
+                    worker.stop(cfg.stop_timeout);
+                    worker.reason = why;
+                    worker.next_start = None;
+                }
+                if worker.child.is_none() && worker.next_start.is_none_or(|t| now >= t) {
+                    worker.next_start = None;
+                    worker.start(cfg, want, &release);
+                }
+            }
+        }
+        // 3. The release's files, against its checksum list (on release changes and
+        //    every minute).
+        if release != verified_release || now >= next_verify {
+            next_verify = now + Duration::from_secs(60);
+            verified_release = release.clone();
+            modified =
+                crate::deploy::release::verify_checksums(&cfg.release_dir).unwrap_or_default();
+            if !modified.is_empty() {
+                tracing::warn!(
+                    count = modified.len(),
+                    "files of the running release were modified locally"
+                );
+            }
+        }
+        // 4. Heartbeat.
+        if now >= next_beat {
+            next_beat = now + cfg.heartbeat_interval;
+            let hb = Heartbeat {
+                ts: u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+                release: release.clone(),
+                queues: worker
+                    .running
+                    .as_ref()
+                    .map(|(s, _)| s.queues.clone())
+                    .unwrap_or_default(),
+                status: if worker.child.is_some() {
+                    "running"
+                } else {
+                    worker.status
+                }
+                .to_string(),
+                pid: worker.pid(),
+                agent_version: AGENT_VERSION.to_string(),
+                restart_reason: worker.reason.clone(),
+                facts: facts.clone(),
+                modified: modified
+                    .iter()
+                    .take(crate::state::heartbeat::MODIFIED_LISTED)
+                    .cloned()
+                    .collect(),
+                modified_count: modified.len() as u64,
+            };
+            if conn.is_none() {
+                conn = connect(&cfg.redis);
+            }
+            if let Some(c) = conn.as_mut() {
+                if let Err(e) = write_heartbeat(c, &keys, &cfg.host, &hb, cfg.heartbeat_ttl) {
+                    tracing::warn!(error = %cfg.redis.scrub(&e.to_string()), "cannot write the heartbeat; retrying");
+                    conn = None;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping the worker");
+    worker.stop(cfg.stop_timeout);
+    worker.reason = "the agent stopped".into();
+    if let Some(c) = conn.as_mut() {
+        let hb = Heartbeat {
+            ts: u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+            release: current_release(&cfg.release_dir),
+            queues: Vec::new(),
+            status: "stopped".into(),
+            pid: None,
+            agent_version: AGENT_VERSION.to_string(),
+            restart_reason: worker.reason.clone(),
+            facts,
+            modified: Vec::new(),
+            modified_count: 0,
+        };
+        let _ = write_heartbeat(c, &keys, &cfg.host, &hb, cfg.heartbeat_ttl);
+    }
+    let _ = listener.join();
+}
+
+fn write_heartbeat(
+    c: &mut redis::Connection,
+    keys: &Keys,
+    host: &str,
+    hb: &Heartbeat,
+    ttl: Duration,
+) -> redis::RedisResult<()> {
+    let key = keys.heartbeat(host);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("HSET")
+        .arg(&key)
+        .arg(hb.to_fields())
+        .ignore()
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(ttl.as_secs().max(1))
+        .ignore()
+        .cmd("SADD")
+        .arg(keys.heartbeats())
+        .arg(host)
+        .ignore();
+    pipe.query(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            host: "web01".into(),
+            cluster: "prod".into(),
+            redis: RedisUrl::parse("redis://127.0.0.1:1/0").expect("url"),
+            release_dir: PathBuf::from("/nonexistent/current"),
+            app: "tasks.app".into(),
+            celery: None,
+            worker_args: vec!["--without-gossip".into()],
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_ttl: Duration::from_secs(30),
+            reread_interval: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn the_worker_command_follows_the_configuration() {
+        let spec = WorkerSpec::from_hash(&BTreeMap::from([
+            (
+                "queues".to_string(),
+                r#"["web","celeroot.host.web01"]"#.to_string(),
+            ),
+            ("concurrency".to_string(), "4".to_string()),
+            ("max_tasks_per_child".to_string(), String::new()),
+        ]))
+        .expect("spec");
+        let (program, args) = worker_command(&cfg(), &spec);
+        assert_eq!(program, PathBuf::from("celery"));
+        assert_eq!(
+            args,
+            [
+                "-A",
+                "tasks.app",
+                "worker",
+                "-Q",
+                "web,celeroot.host.web01",
+                "-n",
+                "web01@%h",
+                "-c",
+                "4",
+                "--without-gossip"
+            ]
+        );
+        assert_eq!(WorkerSpec::from_hash(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn crash_loops_are_detected_and_backoff_grows() {
+        let mut w = Worker::new();
+        let mut delays = Vec::new();
+        for _ in 0..CRASH_LIMIT {
+            let before = Instant::now();
+            w.exited();
+            delays.push(
+                w.next_start
+                    .map(|t| t.duration_since(before))
+                    .unwrap_or_default(),
+            );
+        }
+        assert_eq!(w.status, "crash-looping");
+        assert!(delays.windows(2).all(|p| p[1] >= p[0]), "{delays:?}");
+        assert!(delays
+            .iter()
+            .all(|d| *d <= RESTART_MAX + Duration::from_millis(50)));
+    }
+}

@@ -1,0 +1,108 @@
+//! `celeroot agent`: arguments of the host agent.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{live, Cli, CliError, EXIT_OK};
+use crate::agent::{self, Config};
+
+/// Run the host agent: read this host's worker configuration from Redis, run and
+/// supervise the Celery worker with it, and heartbeat what really runs (docs/agent.md).
+///
+/// Runs until SIGTERM or SIGINT, then stops the worker gracefully. Exit status: 0, or 1
+/// when it cannot start (invalid arguments).
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This host's name (as in its Host manifest).
+    #[arg(long, env = "CELEROOT_HOST")]
+    pub host: String,
+    /// The cluster.
+    #[arg(long, env = "CELEROOT_CLUSTER")]
+    pub cluster: String,
+    /// The release the worker runs from.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/opt/celeroot/current",
+        env = "CELEROOT_RELEASE_DIR"
+    )]
+    pub release_dir: PathBuf,
+    /// The Celery app.
+    #[arg(long, default_value = "tasks.app", env = "CELEROOT_APP")]
+    pub app: String,
+    /// The celery program (default: <release-dir>/.venv/bin/celery, else `celery`).
+    #[arg(long, value_name = "PATH", env = "CELEROOT_CELERY")]
+    pub celery: Option<PathBuf>,
+    /// An extra worker argument (repeatable), appended as given.
+    #[arg(long = "worker-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub worker_args: Vec<String>,
+    /// How often to heartbeat.
+    #[arg(long, default_value = "5s", value_parser = super::watch::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// The heartbeat's TTL (docs/state.md: 30 s).
+    #[arg(long, default_value = "30s", value_parser = super::watch::parse_duration)]
+    pub heartbeat_ttl: Duration,
+    /// Re-read the configuration at least this often (changes are also pushed).
+    #[arg(long, default_value = "10s", value_parser = super::watch::parse_duration)]
+    pub reread_interval: Duration,
+    /// How long the worker gets to stop after SIGTERM before SIGKILL.
+    #[arg(long, default_value = "30s", value_parser = super::watch::parse_duration)]
+    pub stop_timeout: Duration,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CliError> {
+    for (what, v) in [("--host", &a.host), ("--cluster", &a.cluster)] {
+        crate::validate::rules::rfc1123_label(v)
+            .map_err(|e| CliError::new(format!("invalid {what} {v:?}: {e}")))?;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let cfg = Config {
+        host: a.host.clone(),
+        cluster: a.cluster.clone(),
+        redis: live::redis_url(cli)?,
+        release_dir: a.release_dir.clone(),
+        app: a.app.clone(),
+        celery: a.celery.clone(),
+        worker_args: a.worker_args.clone(),
+        heartbeat_interval: a.heartbeat_interval,
+        heartbeat_ttl: a.heartbeat_ttl,
+        reread_interval: a.reread_interval,
+        stop_timeout: a.stop_timeout,
+    };
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !STOP.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    agent::run(&cfg, &stop);
+    stop.store(true, Ordering::SeqCst);
+    let _ = relay.join();
+    Ok(EXIT_OK)
+}
