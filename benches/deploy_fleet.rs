@@ -9,6 +9,7 @@
 #[path = "../tests/cli/common/sshd.rs"]
 #[allow(dead_code)]
 mod sshd;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -26,22 +27,6 @@ fn write(root: &Path, rel: &str, text: &str) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::write(p, text).expect("write");
-}
-
-fn commit(repo: &git2::Repository, msg: &str) {
-    let mut index = repo.index().expect("index");
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .expect("add");
-    index.write().expect("write index");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("tree");
-    let sig = git2::Signature::now("Bench", "bench@example.com").expect("sig");
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents)
-        .expect("commit");
 }
 
 /// (busy, total) jiffies of all CPUs, from /proc/stat.
@@ -167,13 +152,13 @@ fn main() {
         "pyproject.toml",
         "[project]\nname = \"bench\"\nversion = \"0\"\n",
     );
-    commit(&repo, "fleet");
+    support::commit_all(&repo, "fleet");
 
     let known = &lab.known_hosts;
     let (first, first_bytes, first_files, o1) = deploy(&work, known, &[]);
     let (check, _, _, o2) = deploy(&work, known, &["--check"]);
     write(&work, "tasks/pkg07/mod0007.py", "VALUE = 'changed'\n");
-    commit(&repo, "one file");
+    support::commit_all(&repo, "one file");
     let (change, change_bytes, change_files, o3) = deploy(&work, known, &[]);
     println!(
         "deploy_fleet: {n_hosts} hosts, {n_files} files, maxParallel {parallel}\n\

@@ -109,49 +109,22 @@ pub fn current_release(release_dir: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// OS release, kernel, Python and uv versions of this host.
+/// OS release, kernel, Python and uv versions of this host: the same script as
+/// `celeroot hosts test-connection` runs over SSH, run locally.
 pub fn host_facts() -> BTreeMap<String, String> {
-    let run = |prog: &str, args: &[&str]| -> String {
-        Command::new(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let os = std::fs::read_to_string("/etc/os-release")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let python = run(
-        "python3",
-        &[
-            "-c",
-            "import sys; print('.'.join(map(str, sys.version_info[:3])))",
-        ],
-    );
-    let uv = run("uv", &["--version"])
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let out = Command::new("sh")
+        .args(["-c", crate::deploy::facts::FACTS_SCRIPT])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let f = crate::deploy::facts::parse_facts(&out);
     BTreeMap::from([
-        ("os".to_string(), os),
-        ("kernel".to_string(), run("uname", &["-sr"])),
-        (
-            "python".to_string(),
-            if python.is_empty() {
-                "none".into()
-            } else {
-                python
-            },
-        ),
-        ("uv".to_string(), uv),
+        ("os".to_string(), f.os),
+        ("kernel".to_string(), f.kernel),
+        ("python".to_string(), f.python),
+        ("uv".to_string(), f.uv),
     ])
 }
 

@@ -73,14 +73,7 @@ pub fn load_revision(
     let commit = snapshot.commit.clone().unwrap_or_default();
     let compiled = crate::compile_snapshot(snapshot)?;
     let subject = crate::source::commit_subject(repo, &commit)?;
-    let paths: Vec<&str> = compiled
-        .state
-        .deploy
-        .paths
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let release = crate::source::release_id(repo, &commit, &paths)?;
+    let release = crate::source::release_id(repo, &commit, &compiled.state.deploy.paths)?;
     Ok(Revision {
         compiled,
         subject,

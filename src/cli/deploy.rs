@@ -276,23 +276,7 @@ pub(super) fn summary(r: &Report) -> String {
             ]
         })
         .collect();
-    let mut w = head.map(str::len);
-    for row in &rows {
-        for (w, c) in w.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let fmt = |cells: &[String]| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(w) {
-            let _ = write!(l, "{c:<w$}  ");
-        }
-        l.trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", fmt(&head.map(String::from)));
-    for row in &rows {
-        let _ = writeln!(out, "{}", fmt(row));
-    }
+    out.push_str(&super::observe::table(&head, &rows));
     for h in r.hosts.iter().filter(|h| h.detail.is_some()) {
         let _ = writeln!(out, "{}: {}", h.host, h.detail.clone().unwrap_or_default());
     }

@@ -189,29 +189,10 @@ fn table(probes: &[deploy::Probe], failed: usize) -> String {
             ]
         })
         .collect();
-    let head = ["HOST", "SSH", "STATUS", "OS", "KERNEL", "PYTHON", "UV"];
-    let mut widths = head.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: &[String]| -> String {
-        let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ");
-            }
-        }
-        l.trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", line(&head.map(String::from)));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line(r));
-    }
+    let mut out = super::observe::table(
+        &["HOST", "SSH", "STATUS", "OS", "KERNEL", "PYTHON", "UV"],
+        &rows,
+    );
     for p in probes.iter().filter(|p| !p.ok()) {
         let _ = writeln!(out, "{}: {}", p.host, p.error.clone().unwrap_or_default());
     }

@@ -199,14 +199,7 @@ impl Worker {
         let mut snapshot = self.worktree_snapshot()?;
         snapshot.label = head.to_string();
         let compiled = crate::compile_snapshot(snapshot)?;
-        let paths: Vec<&str> = compiled
-            .state
-            .deploy
-            .paths
-            .iter()
-            .map(String::as_str)
-            .collect();
-        let release = crate::source::release_id(&repo, "HEAD", &paths)
+        let release = crate::source::release_id(&repo, "HEAD", &compiled.state.deploy.paths)
             .ok()
             .flatten();
         Ok(Revision {
@@ -311,12 +304,7 @@ impl Worker {
         if self.cfg.drift == DriftMode::Report && self.is_live(&rev) {
             // Not a new revision (a restart, or a new leader): with --drift report, any
             // difference is drift to report, not to write.
-            let target = rev
-                .compiled
-                .revision
-                .commit
-                .clone()
-                .unwrap_or_else(|| head.to_string());
+            let target = target_of(&rev, head);
             self.shared
                 .metrics
                 .succeeded(&rev.compiled.state.cluster, &target);
@@ -336,8 +324,8 @@ impl Worker {
     /// Whether `rev` is the applied revision in Redis (false when Redis cannot tell).
     fn is_live(&mut self, rev: &Revision) -> bool {
         let target = rev.compiled.revision.commit.clone();
-        match self.store().and_then(|s| s.observe(&[])) {
-            Ok(o) => target.is_some() && o.applied.get("revision") == target.as_ref(),
+        match self.store().and_then(Store::applied_revision) {
+            Ok(applied) => target.is_some() && applied == target,
             Err(_) => {
                 self.store = None;
                 false
@@ -349,12 +337,7 @@ impl Worker {
     fn apply(&mut self, head: &str, rev: &Revision) {
         let started = Instant::now();
         let opts = self.options(false);
-        let target = rev
-            .compiled
-            .revision
-            .commit
-            .clone()
-            .unwrap_or_else(|| head.to_string());
+        let target = target_of(rev, head);
         let repo = self.mirror.repo().ok();
         let worktree = self.cfg.worktree;
         let ancestry = move |applied: &str| match (&repo, worktree) {
@@ -575,6 +558,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// The revision recorded for `rev`: its commit, or for the work tree the head key.
+fn target_of(rev: &Revision, head: &str) -> String {
+    rev.compiled
+        .revision
+        .commit
+        .clone()
+        .unwrap_or_else(|| head.to_string())
 }
 
 fn now_rfc3339() -> String {

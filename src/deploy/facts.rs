@@ -8,8 +8,9 @@ use serde::Serialize;
 use super::ssh::{self, Failure, SshOptions};
 use crate::desired::CompiledHost;
 
-/// The fixed script run on each host. It contains no value from the manifests.
-const FACTS_SCRIPT: &str = r#"if [ -r /etc/os-release ]; then . /etc/os-release; fi
+/// The fixed script run on each host (over SSH by `test-connection`, locally by the agent).
+/// It contains no value from the manifests.
+pub(crate) const FACTS_SCRIPT: &str = r#"if [ -r /etc/os-release ]; then . /etc/os-release; fi
 echo "os=${PRETTY_NAME:-unknown}"
 echo "kernel=$(uname -sr)"
 echo "python=$(python3 -c 'import sys; print(".".join(map(str, sys.version_info[:3])))' 2>/dev/null || echo none)"
@@ -51,7 +52,7 @@ impl Probe {
     }
 }
 
-fn parse_facts(stdout: &str) -> Facts {
+pub(crate) fn parse_facts(stdout: &str) -> Facts {
     let mut f = Facts::default();
     for line in stdout.lines() {
         if let Some((k, v)) = line.split_once('=') {

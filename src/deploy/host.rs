@@ -15,25 +15,29 @@ use serde::Serialize;
 use super::ssh::{self, Failure, RemoteOutput, SshOptions};
 use crate::desired::CompiledHost;
 
-/// Reads what is on the host; changes nothing.
-const INSPECT: &str = r#"t=$1
-cur=$(readlink "$t/current" 2>/dev/null || true)
+/// The report of what is on the host (`$t` is the target directory); changes nothing.
+macro_rules! report_script {
+    () => {
+        r#"cur=$(readlink "$t/current" 2>/dev/null || true)
 echo "current=${cur##*/}"
 for d in "$t"/releases/r-*; do if [ -d "$d" ]; then echo "release=${d##*/}"; fi; done
 for f in "$t"/shared/*; do if [ -f "$f" ]; then echo "shared=$(sha256sum "$f" | cut -d' ' -f1) ${f##*/}"; fi; done
 exit 0
-"#;
+"#
+    };
+}
+
+/// Reads what is on the host; changes nothing.
+const INSPECT: &str = concat!("t=$1\n", report_script!());
 
 /// Creates the directories, removes transfers that never completed, then reports like
 /// [`INSPECT`] (one session instead of two).
-const PREPARE: &str = r#"t=$1
-mkdir -p "$t/releases" "$t/shared" && rm -rf "$t"/releases/*.partial || exit 11
-cur=$(readlink "$t/current" 2>/dev/null || true)
-echo "current=${cur##*/}"
-for d in "$t"/releases/r-*; do if [ -d "$d" ]; then echo "release=${d##*/}"; fi; done
-for f in "$t"/shared/*; do if [ -f "$f" ]; then echo "shared=$(sha256sum "$f" | cut -d' ' -f1) ${f##*/}"; fi; done
-exit 0
-"#;
+const PREPARE: &str = concat!(
+    "t=$1\n",
+    r#"mkdir -p "$t/releases" "$t/shared" && rm -rf "$t"/releases/*.partial || exit 11"#,
+    "\n",
+    report_script!()
+);
 
 /// Moves a transferred release into place, runs the setup command in it and, when that
 /// succeeds, switches `current` to it (a new symlink renamed over the old one: atomic).

@@ -276,7 +276,7 @@ fn collect_dir(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<()
 pub fn release_id(
     repo: &Repository,
     commit: &str,
-    paths: &[&str],
+    paths: &[String],
 ) -> Result<Option<String>, SourceError> {
     use sha2::{Digest, Sha256};
     let commit = resolve_commit(repo, commit)?;

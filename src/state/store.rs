@@ -506,6 +506,16 @@ impl Store {
         Ok(())
     }
 
+    /// The applied revision (one `HGET`), if any.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn applied_revision(&mut self) -> Result<Option<String>, StateError> {
+        let key = self.keys.applied();
+        let v: Option<String> = self.query(redis::cmd("HGET").arg(key).arg("revision"))?;
+        Ok(v.filter(|r| !r.is_empty()))
+    }
+
     /// The `deployed` hash: host → JSON of its last deploy.
     ///
     /// # Errors
