@@ -21,6 +21,7 @@ pub mod deploy;
 pub mod desired;
 pub mod diagnostic;
 pub mod drift;
+pub mod edit;
 pub mod init;
 pub mod manifest;
 pub mod plan;

@@ -75,6 +75,16 @@ fn is_marker(line: &str, marker: &str) -> bool {
 }
 
 fn split_documents(text: &str) -> Vec<(u32, &str)> {
+    document_chunks(text)
+        .into_iter()
+        .map(|(line, range)| (line, &text[range]))
+        .collect()
+}
+
+/// The documents of `text` that have content, as `(first line, byte range)`: a range
+/// starts at its `---` marker (or the start of the file) and ends where the next
+/// document's marker starts.
+pub fn document_chunks(text: &str) -> Vec<(u32, std::ops::Range<usize>)> {
     let mut docs = Vec::new();
     let mut start = 0usize;
     let mut start_line = 1u32;
@@ -82,15 +92,15 @@ fn split_documents(text: &str) -> Vec<(u32, &str)> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if is_marker(line, "---") && offset > start {
-            docs.push((start_line, &text[start..offset]));
+            docs.push((start_line, start..offset));
             start = offset;
             start_line = line_no;
         }
         offset += line.len();
     }
-    docs.push((start_line, &text[start..]));
+    docs.push((start_line, start..text.len()));
     docs.into_iter()
-        .filter(|(_, chunk)| has_content(chunk))
+        .filter(|(_, range)| has_content(&text[range.clone()]))
         .collect()
 }
 

@@ -1,0 +1,456 @@
+//! Editing the manifests in a work tree: the library behind `celeroot hosts|roles|
+//! schedules add/update/rm`, `config edit` and `import`.
+//!
+//! Owns: finding an object's document in the work tree, turning a change to its value
+//! into the smallest text change (`text`, comments and layout kept), writing new objects
+//! one per file (`emit`), checking the whole repository with the change applied before
+//! anything is written, atomic writes, unified diffs for `--dry-run`, and committing
+//! exactly the changed files.
+//! Must not know: Redis, hosts, or how a revision is applied. Git stays the source of
+//! truth: nothing here talks to the live state.
+
+pub mod emit;
+pub mod ops;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::manifest::yaml::{document_chunks, parse_documents};
+use crate::manifest::Kind;
+use crate::source::{self, Snapshot, SourceError, SourceFile};
+use crate::{compile_snapshot, CompileError, Compiled};
+
+/// Why an edit could not be made. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The repository would not validate with the change applied.
+    #[error("the change would make the manifests invalid")]
+    Invalid(#[source] Box<CompileError>),
+    #[error("{kind} {name:?} does not exist")]
+    NotFound {
+        kind: Kind,
+        name: String,
+        /// Names of that kind, for suggestions.
+        known: Vec<String>,
+    },
+    #[error("{kind} {name:?} already exists in {file}:{line}")]
+    Exists {
+        kind: Kind,
+        name: String,
+        file: String,
+        line: u32,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{path}: {message}")]
+    Layout { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+}
+
+/// One file's change: its text before (`None`: new file) and after (`None`: deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Path relative to the repository root, with `/`.
+    pub path: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+impl Change {
+    /// A unified diff of the change (`--- a/path`, `+++ b/path`), empty when unchanged.
+    pub fn unified_diff(&self) -> String {
+        let before = self.before.as_deref().unwrap_or("");
+        let after = self.after.as_deref().unwrap_or("");
+        if self.before == self.after {
+            return String::new();
+        }
+        let old = match self.before {
+            Some(_) => format!("a/{}", self.path),
+            None => "/dev/null".into(),
+        };
+        let new = match self.after {
+            Some(_) => format!("b/{}", self.path),
+            None => "/dev/null".into(),
+        };
+        similar::TextDiff::from_lines(before, after)
+            .unified_diff()
+            .context_radius(3)
+            .header(&old, &new)
+            .to_string()
+    }
+}
+
+/// One object's document in the work tree.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// File path relative to the repository root.
+    pub file: String,
+    /// Byte range of the document in its file.
+    pub range: std::ops::Range<usize>,
+    /// 1-based line where the document starts.
+    pub line: u32,
+    /// The document's value, untyped.
+    pub value: Json,
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// The manifests of a work tree, read once.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    /// The repository's work tree root.
+    pub root: PathBuf,
+    /// The manifests directory, relative to the root (normalised, may be empty).
+    pub dir: String,
+    /// Every manifest file under `dir`: repository-relative path → text.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Workspace {
+    /// Reads the manifest files of the work tree at `root`.
+    ///
+    /// # Errors
+    /// A missing manifests directory, unreadable or non-UTF-8 files.
+    pub fn open(root: &Path, dir: &str) -> Result<Workspace, EditError> {
+        let dir = source::normalize_path(dir)?;
+        let snapshot = source::read_worktree(root, &dir)?;
+        Ok(Workspace {
+            root: root.to_path_buf(),
+            dir,
+            files: snapshot
+                .files
+                .into_iter()
+                .map(|f| (f.path, f.text))
+                .collect(),
+        })
+    }
+
+    /// Every document that names its kind and name, in file order. Documents that do
+    /// not parse are skipped here (validation reports them).
+    pub fn docs(&self) -> Vec<Doc> {
+        let mut out = Vec::new();
+        for (file, text) in &self.files {
+            for (line, range) in document_chunks(text) {
+                let Some(Ok(doc)) = parse_documents(&text[range.clone()]).into_iter().next() else {
+                    continue;
+                };
+                let value = text::node_to_json(&doc.root);
+                let kind = value
+                    .get("kind")
+                    .and_then(Json::as_str)
+                    .and_then(Kind::parse);
+                let name = value
+                    .pointer("/metadata/name")
+                    .and_then(Json::as_str)
+                    .map(str::to_string);
+                if let (Some(kind), Some(name)) = (kind, name) {
+                    out.push(Doc {
+                        file: file.clone(),
+                        range,
+                        line,
+                        value,
+                        kind,
+                        name,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The document of `kind/name`.
+    ///
+    /// # Errors
+    /// [`EditError::NotFound`] with the known names of that kind.
+    pub fn find(&self, kind: Kind, name: &str) -> Result<Doc, EditError> {
+        let docs = self.docs();
+        let known: Vec<String> = docs
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.name.clone())
+            .collect();
+        docs.into_iter()
+            .find(|d| d.kind == kind && d.name == name)
+            .ok_or_else(|| EditError::NotFound {
+                kind,
+                name: name.to_string(),
+                known,
+            })
+    }
+
+    /// The path a new object of `kind` is written to: `<dir>/<kinds>/<name>.yaml`
+    /// (`<dir>/cluster.yaml` for the cluster). `name` must already be a valid name.
+    pub fn new_path(&self, kind: Kind, name: &str) -> String {
+        let rel = match kind {
+            Kind::Cluster => "cluster.yaml".to_string(),
+            Kind::Role => format!("roles/{name}.yaml"),
+            Kind::Host => format!("hosts/{name}.yaml"),
+            Kind::Schedule => format!("schedules/{name}.yaml"),
+        };
+        if self.dir.is_empty() {
+            rel
+        } else {
+            format!("{}/{rel}", self.dir)
+        }
+    }
+
+    /// A change that gives the existing document `doc` the value `new`, editing only
+    /// the lines that differ.
+    ///
+    /// # Errors
+    /// [`EditError::Layout`] when the document's layout cannot be edited in place.
+    pub fn update(&self, doc: &Doc, new: &Json) -> Result<Change, EditError> {
+        let before = self.files.get(&doc.file).cloned().unwrap_or_default();
+        let chunk = &before[doc.range.clone()];
+        let edited =
+            text::edit_document(chunk, &doc.value, new).map_err(|e| EditError::Layout {
+                path: format!("{}:{}", doc.file, doc.line),
+                message: format!(
+                    "{}; edit it by hand or with `celeroot config edit {}/{}`",
+                    e.0,
+                    doc.kind.as_str().to_ascii_lowercase(),
+                    doc.name
+                ),
+            })?;
+        let mut after = String::with_capacity(before.len() + 64);
+        after.push_str(&before[..doc.range.start]);
+        after.push_str(&edited);
+        after.push_str(&before[doc.range.end..]);
+        Ok(Change {
+            path: doc.file.clone(),
+            before: Some(before),
+            after: Some(after),
+        })
+    }
+
+    /// A change that writes the new object `value` of `kind/name` to its own file.
+    ///
+    /// # Errors
+    /// [`EditError::Exists`] when the object exists; [`EditError::Refused`] when its
+    /// file exists with other content.
+    pub fn create(&self, kind: Kind, name: &str, value: &Json) -> Result<Change, EditError> {
+        if let Some(doc) = self
+            .docs()
+            .into_iter()
+            .find(|d| d.kind == kind && d.name == name)
+        {
+            return Err(EditError::Exists {
+                kind,
+                name: name.to_string(),
+                file: doc.file,
+                line: doc.line,
+            });
+        }
+        let path = self.new_path(kind, name);
+        if self.files.contains_key(&path) || self.root.join(&path).exists() {
+            return Err(EditError::Refused(format!(
+                "{path} exists and does not hold {kind} {name:?}; move it away or edit it"
+            )));
+        }
+        let mut text = String::new();
+        if let Some(modeline) = self.schema_modeline(&path) {
+            text.push_str(&modeline);
+        }
+        text.push_str(&emit::document(value));
+        Ok(Change {
+            path,
+            before: None,
+            after: Some(text),
+        })
+    }
+
+    /// A change that removes `doc`: its file when it is the file's only document,
+    /// otherwise just its document.
+    pub fn delete(&self, doc: &Doc) -> Change {
+        let before = self.files.get(&doc.file).cloned().unwrap_or_default();
+        let others = document_chunks(&before)
+            .into_iter()
+            .filter(|(_, r)| *r != doc.range)
+            .count();
+        let after = if others == 0 {
+            None
+        } else {
+            let mut rest = String::new();
+            rest.push_str(&before[..doc.range.start]);
+            rest.push_str(&before[doc.range.end..]);
+            Some(rest)
+        };
+        Change {
+            path: doc.file.clone(),
+            before: Some(before),
+            after,
+        }
+    }
+
+    /// `# yaml-language-server: $schema=…` for a new file, when the repository keeps the
+    /// schemas that `celeroot init` writes.
+    fn schema_modeline(&self, path: &str) -> Option<String> {
+        if !self.root.join("schemas/manifest.json").is_file() {
+            return None;
+        }
+        let depth = path.matches('/').count();
+        Some(format!(
+            "# yaml-language-server: $schema={}schemas/manifest.json\n",
+            "../".repeat(depth)
+        ))
+    }
+
+    /// The work tree's files with `changes` applied, as a snapshot.
+    pub fn snapshot_with(&self, changes: &[Change]) -> Snapshot {
+        let mut files = self.files.clone();
+        for c in changes {
+            match &c.after {
+                Some(text) => files.insert(c.path.clone(), text.clone()),
+                None => files.remove(&c.path),
+            };
+        }
+        Snapshot {
+            label: "worktree".into(),
+            commit: None,
+            files: files
+                .into_iter()
+                .map(|(path, text)| SourceFile { path, text })
+                .collect(),
+        }
+    }
+
+    /// Validates and compiles the whole repository with `changes` applied. Nothing is
+    /// written.
+    ///
+    /// # Errors
+    /// [`EditError::Invalid`] with every diagnostic.
+    pub fn check(&self, changes: &[Change]) -> Result<Compiled, EditError> {
+        compile_snapshot(self.snapshot_with(changes)).map_err(|e| EditError::Invalid(Box::new(e)))
+    }
+
+    /// Writes `changes` to the work tree, each file atomically (a temporary file in the
+    /// same directory, then a rename). Call [`Workspace::check`] first.
+    ///
+    /// # Errors
+    /// I/O errors; files written before the failing one stay written.
+    pub fn write(&self, changes: &[Change]) -> Result<(), EditError> {
+        for c in changes {
+            let path = self.root.join(&c.path);
+            match &c.after {
+                Some(text) => write_atomic(&path, text).map_err(|source| EditError::Io {
+                    path: c.path.clone(),
+                    source,
+                })?,
+                None => std::fs::remove_file(&path).map_err(|source| EditError::Io {
+                    path: c.path.clone(),
+                    source,
+                })?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits exactly the changed files on top of `HEAD` (other staged or modified
+    /// files are left as they are) and stages them in the index. Returns the new
+    /// commit id.
+    ///
+    /// # Errors
+    /// git errors (no repository, a detached or unborn `HEAD` is fine).
+    pub fn commit(&self, changes: &[Change], message: &str) -> Result<String, EditError> {
+        let repo = git2::Repository::open(&self.root)?;
+        let parent = match repo.head() {
+            Ok(h) => Some(h.peel_to_commit()?),
+            Err(_) => None,
+        };
+        let mut index = git2::Index::new()?;
+        if let Some(p) = &parent {
+            index.read_tree(&p.tree()?)?;
+        }
+        let mut real = repo.index()?;
+        for c in changes {
+            let path = Path::new(&c.path);
+            match &c.after {
+                Some(text) => {
+                    let blob = repo.blob(text.as_bytes())?;
+                    let entry = index_entry(&c.path, blob, text.len());
+                    index.add(&entry)?;
+                    real.add_path(path)?;
+                }
+                None => {
+                    index.remove_path(path)?;
+                    let _ = real.remove_path(path);
+                }
+            }
+        }
+        real.write()?;
+        let tree_id = index.write_tree_to(&repo)?;
+        let tree = repo.find_tree(tree_id)?;
+        let sig = repo
+            .signature()
+            .or_else(|_| git2::Signature::now("celeroot", "celeroot@localhost"))?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let id = repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)?;
+        Ok(id.to_string())
+    }
+}
+
+fn index_entry(path: &str, id: git2::Oid, len: usize) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        file_size: u32::try_from(len).unwrap_or(u32::MAX),
+        id,
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, flushed, then renamed
+/// over it. Creates missing parent directories.
+///
+/// # Errors
+/// I/O errors; `path` is then unchanged.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.celeroot-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The work tree root of the repository at (or containing) `path`.
+///
+/// # Errors
+/// No repository, or a bare one.
+pub fn worktree_root(path: Option<&Path>) -> Result<PathBuf, EditError> {
+    let repo = source::open_repo(path)?;
+    repo.workdir()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| EditError::Refused("the repository is bare: edits need a work tree".into()))
+}
