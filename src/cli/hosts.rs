@@ -1,14 +1,21 @@
-//! `celeroot hosts`: commands about hosts (for now: `test-connection`).
+//! `celeroot hosts`: list, show, add, update and remove hosts in the manifests, test SSH
+//! connections, and create agent credentials.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use serde_json::{json, Value as Json};
+
+use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
 use super::{live, Cli, CliError, Ui, EXIT_ERROR, EXIT_OK};
 use crate::deploy::{self, SshOptions};
+use crate::edit::ops::{self, HostFields};
+use crate::manifest::Kind;
 
-/// Commands about hosts.
+/// Hosts: list, show, add, update and remove them in the manifests; test SSH; agent
+/// credentials.
 #[derive(Debug, Args)]
 pub struct HostsArgs {
     #[command(subcommand)]
@@ -17,8 +24,103 @@ pub struct HostsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
+    /// List the hosts in the manifests (the work tree, or --rev).
+    #[command(alias = "list")]
+    Ls(ReadArgs),
+    /// Show a host: its file, fields, effective SSH and deployment settings, queues and
+    /// the schedules that reach it.
+    Show(ShowArgs),
+    Add(AddArgs),
+    Update(UpdateArgs),
+    /// Remove a host's manifest. Refused while a schedule targets it by name.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
     TestConnection(TestConnectionArgs),
     Credentials(CredentialsArgs),
+}
+
+/// Show one object: its file, its fields, and what they resolve to.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The name.
+    pub name: String,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// Remove an object's manifest (its file, or its document in a multi-document file).
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The name.
+    pub name: String,
+    #[command(flatten)]
+    pub edit: EditArgs,
+}
+
+/// Add a host: writes `<path>/hosts/NAME.yaml`, after checking the whole repository with it.
+///
+/// Ends by printing what brings the host up (`celeroot reconcile`, then `celeroot deploy`).
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The host's name (an RFC 1123 label, e.g. web03).
+    pub name: String,
+    /// IPv4/IPv6 address or DNS name used to reach the host.
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: String,
+    /// A role the host runs (repeat for several; each must exist).
+    #[arg(long = "role", value_name = "ROLE", required = true)]
+    pub roles: Vec<String>,
+    #[command(flatten)]
+    pub fields: HostOptions,
+    #[command(flatten)]
+    pub edit: EditArgs,
+}
+
+/// Options shared by `hosts add` and `hosts update`.
+#[derive(Debug, Clone, Args)]
+pub struct HostOptions {
+    /// Set a label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = ops::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// SSH user (overrides the cluster default).
+    #[arg(long, value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// SSH port (overrides the cluster default).
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// SSH private key on the machine running celeroot (overrides the cluster default).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<String>,
+    /// Set any field under spec (or metadata.*), e.g. deployment.targetDir=/srv/celeroot;
+    /// the value is read as YAML (`null` removes the field). Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = ops::parse_set)]
+    pub set: Vec<(Vec<String>, Json)>,
+}
+
+/// Change fields of a host in place, keeping the file's comments and layout.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The host.
+    pub name: String,
+    /// New address.
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+    /// Replace the host's roles (repeat for several).
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+    /// Add a role.
+    #[arg(long = "add-role", value_name = "ROLE")]
+    pub add_roles: Vec<String>,
+    /// Remove a role.
+    #[arg(long = "remove-role", value_name = "ROLE")]
+    pub remove_roles: Vec<String>,
+    /// Remove a label.
+    #[arg(long = "remove-label", value_name = "KEY")]
+    pub remove_labels: Vec<String>,
+    #[command(flatten)]
+    pub fields: HostOptions,
+    #[command(flatten)]
+    pub edit: EditArgs,
 }
 
 /// Create (or rotate) the Redis ACL user of a host's agent, and print its Redis URL once.
@@ -79,9 +181,247 @@ pub enum Format {
 
 pub fn run(ui: &Ui, cli: &Cli, a: &HostsArgs) -> Result<u8, CliError> {
     match &a.command {
+        HostsCommand::Ls(r) => list(cli, r),
+        HostsCommand::Show(s) => show(ui, cli, s),
+        HostsCommand::Add(a) => add(ui, cli, a),
+        HostsCommand::Update(u) => update(ui, cli, u),
+        HostsCommand::Rm(r) => remove(ui, cli, Kind::Host, &r.name, &r.edit),
         HostsCommand::TestConnection(t) => test_connection(ui, cli, t),
         HostsCommand::Credentials(c) => credentials(ui, cli, c),
     }
+}
+
+fn fields(o: &HostOptions) -> HostFields {
+    HostFields {
+        labels: o.labels.clone(),
+        ssh_user: o.ssh_user.clone(),
+        ssh_port: o.ssh_port,
+        ssh_key: o.ssh_key.clone(),
+        set: o.set.clone(),
+        ..HostFields::default()
+    }
+}
+
+fn add(ui: &Ui, cli: &Cli, a: &AddArgs) -> Result<u8, CliError> {
+    let ws = e::workspace(cli)?;
+    let f = HostFields {
+        address: Some(a.address.clone()),
+        roles: Some(a.roles.clone()),
+        ..fields(&a.fields)
+    };
+    let change = ops::add_host(&ws, &a.name, &f).map_err(|err| e::error(Some(ui), err))?;
+    let code = e::finish(
+        ui,
+        &ws,
+        &[change],
+        &a.edit,
+        &format!("hosts: add {}", a.name),
+    )?;
+    if !a.edit.dry_run {
+        next_steps(ui, &a.name, &a.address, a.edit.commit);
+    }
+    Ok(code)
+}
+
+/// What the operator does next to bring a new host up.
+fn next_steps(ui: &Ui, name: &str, address: &str, committed: bool) {
+    let s = &ui.stdout_style;
+    outln!();
+    outln!("{}", s.paint(s.bold(), "Next steps"));
+    if !committed {
+        outln!("  1. Commit the change: git add -A && git commit -m \"hosts: add {name}\" (or pass --commit).");
+    } else {
+        outln!("  1. Push the commit (a running `celeroot watch` applies it).");
+    }
+    outln!(
+        "  2. On {name} ({address}): an SSH user for celeroot with your key, python3, uv, rsync,"
+    );
+    outln!("     GNU coreutils, and systemd (docs/deploy.md). Check with: celeroot hosts test-connection {name}");
+    outln!(
+        "  3. Register it and deploy the worker code: celeroot reconcile (it deploys new hosts),"
+    );
+    outln!("     or celeroot reconcile --skip-deploy then celeroot deploy --host {name}.");
+    outln!("  4. Give its agent Redis credentials: celeroot hosts credentials {name}");
+}
+
+fn update(ui: &Ui, cli: &Cli, u: &UpdateArgs) -> Result<u8, CliError> {
+    let ws = e::workspace(cli)?;
+    let f = HostFields {
+        address: u.address.clone(),
+        roles: (!u.roles.is_empty()).then(|| u.roles.clone()),
+        add_roles: u.add_roles.clone(),
+        remove_roles: u.remove_roles.clone(),
+        remove_labels: u.remove_labels.clone(),
+        ..fields(&u.fields)
+    };
+    let change = ops::update_host(&ws, &u.name, &f).map_err(|err| e::error(Some(ui), err))?;
+    e::finish(
+        ui,
+        &ws,
+        &[change],
+        &u.edit,
+        &format!("hosts: update {}", u.name),
+    )
+}
+
+/// `hosts|roles|schedules rm`.
+pub(super) fn remove(
+    ui: &Ui,
+    cli: &Cli,
+    kind: Kind,
+    name: &str,
+    edit: &EditArgs,
+) -> Result<u8, CliError> {
+    let ws = e::workspace(cli)?;
+    match ops::remove(&ws, kind, name).map_err(|err| e::error(Some(ui), err))? {
+        Ok(change) => {
+            let what = kind.as_str().to_ascii_lowercase();
+            e::finish(ui, &ws, &[change], edit, &format!("{what}s: remove {name}"))
+        }
+        Err(in_use) => {
+            let mut err = CliError::new(in_use.message);
+            err.hints = in_use.hints;
+            Err(err)
+        }
+    }
+}
+
+fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+    let ws = e::read_workspace(cli, &r.rev)?;
+    let docs: Vec<_> = ws
+        .docs()
+        .into_iter()
+        .filter(|d| d.kind == Kind::Host)
+        .collect();
+    if r.output != ListFormat::Table {
+        e::print_documents(r.output, &docs.iter().map(|d| &d.value).collect::<Vec<_>>());
+        return Ok(EXIT_OK);
+    }
+    let mut docs = docs;
+    docs.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<[String; 5]> = docs
+        .iter()
+        .map(|d| {
+            [
+                d.name.clone(),
+                e::scalar_text(d.value.pointer("/spec/address").unwrap_or(&Json::Null)),
+                e::list_or_dash(&e::strings(d.value.pointer("/spec/roles"))),
+                labels_text(d.value.pointer("/metadata/labels")),
+                format!("{}:{}", d.file, d.line),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        super::observe::table(&["NAME", "ADDRESS", "ROLES", "LABELS", "FILE"], &rows)
+    );
+    Ok(EXIT_OK)
+}
+
+/// `k=v,k=v`, or `-`.
+pub(super) fn labels_text(v: Option<&Json>) -> String {
+    let pairs: Vec<String> = v
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", e::scalar_text(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if pairs.is_empty() {
+        "-".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
+fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
+    let ws = e::read_workspace(cli, &a.read.rev)?;
+    let doc = ws
+        .find(Kind::Host, &a.name)
+        .map_err(|err| e::error(Some(ui), err))?;
+    let compiled = ws.check(&[]).ok();
+    let host = compiled.as_ref().and_then(|c| c.state.hosts.get(&a.name));
+    let schedules: Vec<String> = compiled
+        .as_ref()
+        .map(|c| {
+            c.state
+                .schedules
+                .iter()
+                .filter(|(_, s)| {
+                    s.entries.iter().any(|en| match en.kind {
+                        crate::desired::EntryKind::Host => en.name == a.name,
+                        crate::desired::EntryKind::Role => {
+                            host.is_some_and(|h| h.roles.contains(&en.name))
+                        }
+                    })
+                })
+                .map(|(n, _)| n.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if a.read.output != ListFormat::Table {
+        let value = json!({
+            "file": doc.file,
+            "line": doc.line,
+            "manifest": doc.value,
+            "effective": host,
+            "schedules": schedules,
+        });
+        e::print_value(a.read.output, &value);
+        return Ok(EXIT_OK);
+    }
+    let s = &ui.stdout_style;
+    outln!(
+        "{} {}  ({}:{})",
+        s.paint(s.bold(), "Host"),
+        a.name,
+        doc.file,
+        doc.line
+    );
+    let v = &doc.value;
+    let row = |k: &str, v: String| outln!("  {k:<12} {v}");
+    row(
+        "address",
+        e::scalar_text(v.pointer("/spec/address").unwrap_or(&Json::Null)),
+    );
+    row(
+        "roles",
+        e::list_or_dash(&e::strings(v.pointer("/spec/roles"))),
+    );
+    row("labels", labels_text(v.pointer("/metadata/labels")));
+    match host {
+        Some(h) => {
+            row("queues", h.queues.join(", "));
+            row(
+                "ssh",
+                format!(
+                    "{}@{}:{}{} (connect timeout {}s)",
+                    h.ssh.user,
+                    h.address,
+                    h.ssh.port,
+                    h.ssh
+                        .identity_file
+                        .as_ref()
+                        .map(|k| format!(", key {k}"))
+                        .unwrap_or_default(),
+                    h.ssh.connect_timeout_secs
+                ),
+            );
+            row(
+                "deployment",
+                format!(
+                    "{} (service {}, keep {} releases)",
+                    h.deployment.target_dir, h.deployment.service_name, h.deployment.keep_releases
+                ),
+            );
+            row("schedules", e::list_or_dash(&schedules));
+        }
+        None => outln!(
+            "  (the manifests do not validate, so effective settings are not shown: run `celeroot validate --worktree`)"
+        ),
+    }
+    Ok(EXIT_OK)
 }
 
 fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> {

@@ -22,13 +22,18 @@ macro_rules! out {
 }
 
 mod agent;
+mod config;
 mod deploy;
 mod diff;
+mod edit;
+mod generate;
 mod hosts;
 mod init;
 mod live;
 mod observe;
 mod reconcile;
+mod roles;
+mod schedules;
 mod schema;
 mod task;
 mod validate;
@@ -105,8 +110,13 @@ pub enum Command {
     Task(task::TaskArgs),
     Watch(watch::WatchArgs),
     Hosts(hosts::HostsArgs),
+    Roles(roles::RolesArgs),
+    Schedules(schedules::SchedulesArgs),
+    Config(config::ConfigArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -252,6 +262,11 @@ pub fn main() -> ExitCode {
         Command::Task(a) => task::run(&ui, &cli, a),
         Command::Watch(a) => watch::run(&cli, a),
         Command::Hosts(a) => hosts::run(&ui, &cli, a),
+        Command::Roles(a) => roles::run(&ui, &cli, a),
+        Command::Schedules(a) => schedules::run(&ui, &cli, a),
+        Command::Config(a) => config::run(&ui, &cli, a),
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
         Command::Deploy(a) => deploy::run(&ui, &cli, a),
         Command::Agent(a) => agent::run(&cli, a),
     };

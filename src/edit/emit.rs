@@ -58,7 +58,7 @@ pub fn mapping(map: &Map<String, Json>, indent: usize, out: &mut String) {
 pub fn entry(key: &str, value: &Json, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
     let key = string(key);
-    match inline(value) {
+    match block_inline(value) {
         Some(text) => out.push_str(&format!("{pad}{key}: {text}\n")),
         None => {
             out.push_str(&format!("{pad}{key}:\n"));
@@ -87,7 +87,7 @@ pub fn block(value: &Json, indent: usize, out: &mut String) {
                         block(&Json::Array(inner.clone()), indent + 2, out);
                     }
                     scalar => {
-                        let text = inline(scalar).unwrap_or_else(|| "null".into());
+                        let text = block_inline(scalar).unwrap_or_else(|| "null".into());
                         out.push_str(&format!("{pad}- {text}\n"));
                     }
                 }
@@ -98,6 +98,33 @@ pub fn block(value: &Json, indent: usize, out: &mut String) {
             out.push_str(&format!("{pad}{text}\n"));
         }
     }
+}
+
+/// [`inline`], but a string may use the wider plain style of block context (commas,
+/// brackets and quotes inside the text), as a hand-written `description:` does.
+pub fn block_inline(value: &Json) -> Option<String> {
+    match value {
+        Json::String(s) if is_block_plain_safe(s) => Some(s.clone()),
+        other => inline(other),
+    }
+}
+
+fn is_block_plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    let first_ok = first.is_ascii_alphanumeric()
+        || "/_(".contains(first)
+        || (first == '~' && s.len() > 1)
+        || (first == '-' && s.len() > 1 && !s[1..].starts_with(' '));
+    first_ok
+        && s.chars().all(|c| !c.is_control() && c != '\t')
+        && !s.ends_with(' ')
+        && !s.ends_with(':')
+        && !s.contains(": ")
+        && !s.contains(" #")
+        && !RESERVED.contains(&s.to_ascii_lowercase().as_str())
+        && !looks_numeric(s)
 }
 
 /// A string as a YAML scalar: plain when YAML reads it back as the same string,

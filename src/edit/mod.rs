@@ -138,6 +138,20 @@ impl Workspace {
         })
     }
 
+    /// The manifests of a snapshot (a git revision), read-only in practice: writes would
+    /// go to `root`.
+    pub fn from_snapshot(root: &Path, dir: &str, snapshot: Snapshot) -> Workspace {
+        Workspace {
+            root: root.to_path_buf(),
+            dir: source::normalize_path(dir).unwrap_or_default(),
+            files: snapshot
+                .files
+                .into_iter()
+                .map(|f| (f.path, f.text))
+                .collect(),
+        }
+    }
+
     /// Every document that names its kind and name, in file order. Documents that do
     /// not parse are skipped here (validation reports them).
     pub fn docs(&self) -> Vec<Doc> {
@@ -264,7 +278,18 @@ impl Workspace {
         if let Some(modeline) = self.schema_modeline(&path) {
             text.push_str(&modeline);
         }
-        text.push_str(&emit::document(value));
+        let body = emit::document(value);
+        let reads_back = match parse_documents(&body).as_slice() {
+            [Ok(doc)] => text::node_to_json(&doc.root) == *value,
+            _ => false,
+        };
+        if !reads_back {
+            return Err(EditError::Layout {
+                path,
+                message: "internal: the new document does not read back as written".into(),
+            });
+        }
+        text.push_str(&body);
         Ok(Change {
             path,
             before: None,

@@ -25,6 +25,8 @@ pub struct HostFields {
     pub ssh_user: Option<String>,
     pub ssh_port: Option<u16>,
     pub ssh_key: Option<String>,
+    /// `--set PATH=VALUE` assignments, applied last.
+    pub set: Vec<(Vec<String>, Json)>,
 }
 
 impl HostFields {
@@ -38,6 +40,7 @@ impl HostFields {
             && self.ssh_user.is_none()
             && self.ssh_port.is_none()
             && self.ssh_key.is_none()
+            && self.set.is_empty()
     }
 }
 
@@ -52,6 +55,8 @@ pub struct RoleFields {
     pub tasks: Option<Vec<String>>,
     pub add_tasks: Vec<String>,
     pub remove_tasks: Vec<String>,
+    /// `--set PATH=VALUE` assignments, applied last.
+    pub set: Vec<(Vec<String>, Json)>,
 }
 
 impl RoleFields {
@@ -63,6 +68,7 @@ impl RoleFields {
             && self.tasks.is_none()
             && self.add_tasks.is_empty()
             && self.remove_tasks.is_empty()
+            && self.set.is_empty()
     }
 }
 
@@ -80,6 +86,70 @@ pub struct ScheduleFields {
     pub args: Option<Json>,
     pub kwargs: Option<Json>,
     pub enabled: Option<bool>,
+    /// `options.expires`.
+    pub expires: Option<String>,
+    /// `options.priority`.
+    pub priority: Option<u8>,
+    /// `--set PATH=VALUE` assignments, applied last.
+    pub set: Vec<(Vec<String>, Json)>,
+}
+
+/// Parses a `--set` value as YAML (`22` is a number, `[a, b]` a list, `"22"` a string).
+pub fn yaml_value(text: &str) -> Json {
+    match crate::manifest::yaml::parse_documents(text).as_slice() {
+        [Ok(doc)] => super::text::node_to_json(&doc.root),
+        _ => Json::String(text.to_string()),
+    }
+}
+
+/// Parses `--set PATH=VALUE` (PATH dotted, relative to `spec` unless it starts with
+/// `metadata.`).
+pub fn parse_set(text: &str) -> Result<(Vec<String>, Json), String> {
+    let Some((path, value)) = text.split_once('=') else {
+        return Err(format!(
+            "--set {text:?}: expected PATH=VALUE (e.g. ssh.port=2222)"
+        ));
+    };
+    let mut keys: Vec<String> = path.split('.').map(str::to_string).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err(format!("--set {text:?}: the path has an empty segment"));
+    }
+    if keys.first().map(String::as_str) != Some("metadata") {
+        keys.insert(0, "spec".into());
+    }
+    if keys.len() == 2 && keys[0] == "metadata" && keys[1] == "name" {
+        return Err(
+            "--set cannot rename an object; remove it and add it under the new name".into(),
+        );
+    }
+    Ok((keys, yaml_value(value)))
+}
+
+/// Sets `path` in `doc` to `value`, creating mappings on the way (`Json::Null` removes).
+pub fn set_path(doc: &mut Json, path: &[String], value: Json) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = doc;
+    for key in parents {
+        if !at.is_object() {
+            *at = Json::Object(serde_json::Map::new());
+        }
+        let Json::Object(map) = at else { return };
+        at = map
+            .entry(key.clone())
+            .or_insert_with(|| Json::Object(serde_json::Map::new()));
+    }
+    if !at.is_object() {
+        *at = Json::Object(serde_json::Map::new());
+    }
+    if let Json::Object(map) = at {
+        if value.is_null() {
+            map.remove(last);
+        } else {
+            map.insert(last.clone(), value);
+        }
+    }
 }
 
 /// Checks a name given on the command line before it becomes part of a file path.
@@ -234,6 +304,14 @@ fn apply_host(value: &mut Json, f: &HostFields) {
             }
         }
     });
+    apply_set(value, &f.set);
+}
+
+/// Applies `--set` assignments in order.
+pub fn apply_set(value: &mut Json, set: &[(Vec<String>, Json)]) {
+    for (path, v) in set {
+        set_path(value, path, v.clone());
+    }
 }
 
 /// `hosts add`: a new `Host` in `<dir>/hosts/<name>.yaml`.
@@ -300,6 +378,7 @@ fn apply_role(value: &mut Json, f: &RoleFields) {
             }
         }
     });
+    apply_set(value, &f.set);
 }
 
 /// `roles add`: a new `Role` in `<dir>/roles/<name>.yaml`.
@@ -379,9 +458,21 @@ pub fn add_schedule(ws: &Workspace, name: &str, f: &ScheduleFields) -> Result<Ch
     if let Some(e) = f.enabled {
         spec.insert("enabled".into(), json!(e));
     }
+    let mut options = Map::new();
+    if let Some(e) = &f.expires {
+        options.insert("expires".into(), json!(e));
+    }
+    if let Some(p) = f.priority {
+        options.insert("priority".into(), json!(p));
+    }
+    if !options.is_empty() {
+        spec.insert("options".into(), Json::Object(options));
+    }
     let mut value = object(Kind::Schedule, name);
     value.insert("spec".into(), Json::Object(spec));
-    ws.create(Kind::Schedule, name, &Json::Object(value))
+    let mut value = Json::Object(value);
+    apply_set(&mut value, &f.set);
+    ws.create(Kind::Schedule, name, &value)
 }
 
 /// `schedules enable|disable`: sets `enabled` (enabling removes an `enabled: false`,

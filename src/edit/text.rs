@@ -263,7 +263,7 @@ fn mapping_range(
 }
 
 fn value_lines(head: &str, indent: usize, value: &Json, comment: &str) -> Vec<String> {
-    match emit::inline(value) {
+    match emit::block_inline(value) {
         Some(text) => vec![format!("{head} {text}{comment}")],
         None => {
             let mut out = String::new();

@@ -5,6 +5,7 @@ mod test_agent;
 mod test_deploy;
 mod test_diff;
 mod test_drift;
+mod test_edit;
 mod test_hosts;
 mod test_init;
 mod test_invalid_corpus;
