@@ -563,11 +563,7 @@ pub fn remove(ws: &Workspace, kind: Kind, name: &str) -> Result<Result<Change, I
             let hints = hosts
                 .iter()
                 .take(5)
-                .map(|h| {
-                    format!(
-                        "celeroot roles rm needs: celeroot hosts update {h} --remove-role {name}"
-                    )
-                })
+                .map(|h| format!("first run: celeroot hosts update {h} --remove-role {name}"))
                 .collect();
             return Ok(Err(InUse {
                 message: format!(
