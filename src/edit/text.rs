@@ -60,9 +60,10 @@ pub fn edit_document(doc: &str, old: &Json, new: &Json) -> Result<String, EditEr
             Edit::Remove(path) => remove(&mut lines, path)?,
         }
     }
-    let mut text = lines.join("\n");
+    let eol = if doc.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut text = lines.join(eol);
     if doc.ends_with('\n') || doc.is_empty() {
-        text.push('\n');
+        text.push_str(eol);
     }
     match parse_documents(&text).as_slice() {
         [Ok(parsed)] if node_to_json(&parsed.root) == *new => Ok(text),
@@ -441,6 +442,79 @@ spec:
         let doc = "a: {x: 1}\n";
         let out = edit(doc, |v| v["a"]["w"] = json!(2));
         assert_eq!(out, "a:\n  x: 1\n  w: 2\n");
+    }
+
+    /// Every scalar of every bundled manifest, changed one at a time: exactly its own line
+    /// changes, and every other line (comments included) stays as it was.
+    #[test]
+    fn each_scalar_of_the_bundled_manifests_edits_exactly_one_line() {
+        fn leaves(v: &Json, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            match v {
+                Json::Object(m) => {
+                    for (k, v) in m {
+                        path.push(k.clone());
+                        leaves(v, path, out);
+                        path.pop();
+                    }
+                }
+                Json::Array(_) => out.push(path.clone()),
+                _ => out.push(path.clone()),
+            }
+        }
+        let mut checked = 0;
+        for (file, text) in crate::init::EXAMPLE_MANIFESTS {
+            let Some(Ok(d)) = parse_documents(text).into_iter().next() else {
+                panic!("{file} does not parse")
+            };
+            let old = node_to_json(&d.root);
+            let mut paths = Vec::new();
+            leaves(&old, &mut Vec::new(), &mut paths);
+            for path in paths {
+                let mut new = old.clone();
+                let mut at = &mut new;
+                for k in &path {
+                    at = &mut at[k.as_str()];
+                }
+                let is_list = at.is_array();
+                *at = match at {
+                    Json::Array(a) => Json::Array(a.iter().rev().cloned().collect()),
+                    Json::Number(_) => json!(4242),
+                    Json::Bool(b) => json!(!*b),
+                    _ => json!("changed value"),
+                };
+                if new == old {
+                    continue;
+                }
+                let out = match edit_document(text, &old, &new) {
+                    Ok(out) => out,
+                    Err(e) => panic!("{file} {path:?}: {e}"),
+                };
+                let before: Vec<&str> = text.lines().collect();
+                let after: Vec<&str> = out.lines().collect();
+                let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+                if is_list {
+                    // A list is replaced whole (a block list of scalars becomes a flow
+                    // list); every comment survives.
+                    let comments = before.iter().filter(|l| l.trim_start().starts_with('#'));
+                    assert!(
+                        comments.clone().all(|c| after.contains(c)),
+                        "{file} {path:?}"
+                    );
+                } else {
+                    assert_eq!(before.len(), after.len(), "{file} {path:?}:\n{out}");
+                    assert_eq!(changed, 1, "{file} {path:?}:\n{out}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} edits checked");
+    }
+
+    #[test]
+    fn crlf_line_ends_are_kept() {
+        let doc = "a: 1\r\nb: 2  # two\r\n";
+        let out = edit(doc, |v| v["b"] = json!(3));
+        assert_eq!(out, "a: 1\r\nb: 3  # two\r\n");
     }
 
     #[test]
