@@ -25,6 +25,7 @@ mod agent;
 mod deploy;
 mod diff;
 mod hosts;
+mod import;
 mod init;
 mod live;
 mod observe;
@@ -107,6 +108,7 @@ pub enum Command {
     Hosts(hosts::HostsArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
+    Import(import::ImportArgs),
 }
 
 /// An error at the CLI edge: a message, hints, and the exit code.
@@ -254,6 +256,7 @@ pub fn main() -> ExitCode {
         Command::Hosts(a) => hosts::run(&ui, &cli, a),
         Command::Deploy(a) => deploy::run(&ui, &cli, a),
         Command::Agent(a) => agent::run(&cli, a),
+        Command::Import(a) => import::run(&ui, &cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
