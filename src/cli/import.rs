@@ -126,7 +126,12 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ImportArgs) -> Result<u8, CliError> {
     } else {
         outln!();
         outln!("Next steps:");
-        outln!("  celeroot validate --worktree");
+        let path = crate::source::normalize_path(&cli.path).unwrap_or_default();
+        if ws.dir == path {
+            outln!("  celeroot validate --worktree");
+        } else {
+            outln!("  celeroot validate --worktree --path {}", ws.dir);
+        }
         outln!(
             "  git add {} && git commit -m 'Import {label}'",
             if ws.dir.is_empty() { "." } else { &ws.dir }
