@@ -950,7 +950,7 @@ impl Reader {
                 continue;
             };
             let mut address = None;
-            let mut host_roles: Option<(Pos, Vec<String>)> = None;
+            let mut host_roles: Option<Vec<String>> = None;
             let mut ssh = None;
             let mut labels = Map::new();
             for f in &fields {
@@ -992,7 +992,7 @@ impl Reader {
                         if items.is_empty() {
                             self.error(f.pos, format!("`{p}`: at least one role is needed"));
                         }
-                        host_roles = Some((f.pos, list));
+                        host_roles = Some(list);
                     }
                     "ssh" => ssh = self.ssh(f.value, &p),
                     "tags" => labels = self.tags(f.value, &p),
@@ -1002,20 +1002,13 @@ impl Reader {
             if address.is_none() && !fields.iter().any(|f| f.key == "address") {
                 self.error(e.pos, format!("`{path}`: missing `address`"));
             }
-            match &host_roles {
-                None => {
-                    self.error(e.pos, format!("`{path}`: missing `role` or `roles`"))
-                        .help =
-                        Some("every host runs at least one role (a key of `workers`)".into());
-                }
-                Some(_) => {}
+            if host_roles.is_none() {
+                self.error(e.pos, format!("`{path}`: missing `role` or `roles`"))
+                    .help = Some("every host runs at least one role (a key of `workers`)".into());
             }
             let mut spec = Map::new();
             spec.insert("address".into(), json!(address.unwrap_or_default()));
-            spec.insert(
-                "roles".into(),
-                json!(host_roles.map(|(_, l)| l).unwrap_or_default()),
-            );
+            spec.insert("roles".into(), json!(host_roles.unwrap_or_default()));
             if let Some(s) = ssh {
                 spec.insert("ssh".into(), s);
             }
