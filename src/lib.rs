@@ -22,6 +22,7 @@ pub mod desired;
 pub mod diagnostic;
 pub mod drift;
 pub mod edit;
+pub mod import;
 pub mod init;
 pub mod manifest;
 pub mod plan;

@@ -28,6 +28,7 @@ mod diff;
 mod edit;
 mod generate;
 mod hosts;
+mod import;
 mod init;
 mod live;
 mod observe;
@@ -115,6 +116,7 @@ pub enum Command {
     Config(config::ConfigArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
+    Import(import::ImportArgs),
     Completions(generate::CompletionsArgs),
     Man(generate::ManArgs),
 }
@@ -269,6 +271,7 @@ pub fn main() -> ExitCode {
         Command::Man(a) => generate::man(a),
         Command::Deploy(a) => deploy::run(&ui, &cli, a),
         Command::Agent(a) => agent::run(&cli, a),
+        Command::Import(a) => import::run(&ui, &cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -118,7 +118,8 @@ fn is_block_plain_safe(s: &str) -> bool {
         || (first == '~' && s.len() > 1)
         || (first == '-' && s.len() > 1 && !s[1..].starts_with(' '));
     first_ok
-        && s.chars().all(|c| !c.is_control() && c != '\t')
+        && s.chars()
+            .all(|c| !c.is_control() && !"\t*&!|>%@`{}[]".contains(c))
         && !s.ends_with(' ')
         && !s.ends_with(':')
         && !s.contains(": ")

@@ -7,6 +7,7 @@ mod test_diff;
 mod test_drift;
 mod test_edit;
 mod test_hosts;
+mod test_import;
 mod test_init;
 mod test_invalid_corpus;
 mod test_reconcile;
