@@ -6,6 +6,8 @@
 //! (healing out-of-band drift).
 //! Must not know: YAML, argument parsing, or output formats.
 
+pub mod incremental;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use crate::plan::keys::{plan_keys, KeyOp};
 use crate::plan::{self, Plan};
 use crate::state::{self, Image, KeyValue, Keys, LeaseInfo, Observed, Release, StateError, Store};
 use crate::Compiled;
+pub use incremental::{Baseline, Compiler};
 
 /// The annotation that keeps an object in the live state when it disappears from git.
 pub const PRUNE_ANNOTATION: &str = "celeroot.io/prune";
@@ -162,6 +165,10 @@ pub struct Outcome {
     pub duration_ms: u64,
     /// Redis round trips this reconcile made.
     pub round_trips: u64,
+    /// Planned from the baseline the daemon kept (no managed key was read; see
+    /// [`reconcile_from`]). Absent from JSON when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
     /// The deploy that followed the transaction (`celeroot reconcile` without
     /// `--skip-deploy`, when the revision ships a release).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -376,7 +383,37 @@ pub fn reconcile(
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
 ) -> std::result::Result<Outcome, ApplyError> {
+    reconcile_from(store, rev, opts, ancestry, now, None).map(|(o, _)| o)
+}
+
+/// [`reconcile`], optionally from a [`Baseline`]: the desired state and key image of the
+/// revision this process last applied, with the generation it left. When the live state
+/// still records that revision and generation (one small script reads only the layout,
+/// generation, applied revision and lease), the plan is made against the baseline
+/// instead of observing every managed key, so the Redis work is a constant number of
+/// round trips plus the writes of the change. Otherwise (another writer applied, the
+/// layout changed, objects removed from git would be kept, `--sweep`) it observes
+/// everything, exactly as [`reconcile`] does.
+///
+/// What the baseline path does not do: heal keys edited out of band since the last
+/// full observe (a baseline trusts that the live keys are what it wrote; `celeroot
+/// watch` heals drift on its resync timer with a full reconcile).
+///
+/// Returns the outcome and, after a successful write or no-op that left the live state
+/// equal to the desired image, the baseline for the next call.
+///
+/// # Errors
+/// As [`reconcile`].
+pub fn reconcile_from(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    baseline: Option<&Baseline>,
+) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let started = Instant::now();
+    let round_trips_before = store.round_trips();
     let target = rev
         .compiled
         .revision
@@ -403,7 +440,9 @@ pub fn reconcile(
             return Err(e);
         }
     }
-    let mut result = reconcile_locked(store, rev, opts, ancestry, now, &lease, &target, started);
+    let mut result = reconcile_locked(
+        store, rev, opts, ancestry, now, &lease, &target, started, baseline,
+    );
     if !opts.dry_run {
         if let Err(e) = &result {
             let mut ev = event_base(opts, &target, rev, started);
@@ -414,8 +453,8 @@ pub fn reconcile(
         }
         let _ = store.release_lease(&lease.id);
     }
-    if let Ok(o) = &mut result {
-        o.round_trips = store.round_trips();
+    if let Ok((o, _)) = &mut result {
+        o.round_trips = store.round_trips() - round_trips_before;
     }
     result
 }
@@ -451,10 +490,27 @@ fn reconcile_locked(
     lease: &LeaseInfo,
     target: &str,
     started: Instant,
-) -> std::result::Result<Outcome, ApplyError> {
+    baseline: Option<&Baseline>,
+) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let keys = store.keys().clone();
-    let desired = state::desired_image(&keys, &rev.compiled.state, &rev.release);
-    let observed = store.observe(&desired_keys(&desired))?;
+    let desired = match baseline {
+        Some(b) => incremental::desired_image_from(&keys, b, &rev.compiled.state, &rev.release),
+        None => state::desired_image(&keys, &rev.compiled.state, &rev.release),
+    };
+    // The baseline path: trusted when the live state still records the baseline's
+    // revision and generation, and nothing removed from git would be kept.
+    let mut from_baseline = None;
+    if let (Some(b), false) = (baseline, opts.sweep) {
+        let head = store.observe_head()?;
+        if b.matches(&head) && b.prunes_all(&rev.compiled.state, opts) {
+            from_baseline = Some((b, head));
+        }
+    }
+    let incremental = from_baseline.is_some();
+    let observed = match &from_baseline {
+        Some((_, head)) => head.clone(),
+        None => store.observe(&desired_keys(&desired))?,
+    };
     let previous = observed
         .applied
         .get("revision")
@@ -474,7 +530,10 @@ fn reconcile_locked(
             });
         }
     }
-    let live_side = state::live_side(&keys, &observed.image);
+    let live_side = match &from_baseline {
+        Some((b, _)) => plan::Side::of(&b.state),
+        None => state::live_side(&keys, &observed.image),
+    };
     let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
     let removed: Vec<ObjectId> = plan
         .changes
@@ -491,12 +550,19 @@ fn reconcile_locked(
             .collect(),
     };
     guard_mass_delete(&plan, &live_side, &kept, opts)?;
-    let live_managed: Image = observed
-        .image
-        .iter()
-        .filter(|(k, _)| !keys.is_heartbeat(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let observed_managed: Image;
+    let live_managed: &Image = match &from_baseline {
+        Some((b, _)) => &b.image,
+        None => {
+            observed_managed = observed
+                .image
+                .iter()
+                .filter(|(k, _)| !keys.is_heartbeat(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            &observed_managed
+        }
+    };
     // Keys celeroot manages whose type was changed out of band (a list where a hash
     // belongs): delete them first, then write them afresh.
     let mut ops: Vec<KeyOp> = observed
@@ -504,7 +570,7 @@ fn reconcile_locked(
         .keys()
         .map(|key| KeyOp::Del { key: key.clone() })
         .collect();
-    ops.extend(plan_keys(&desired, &live_managed));
+    ops.extend(plan_keys(&desired, live_managed));
     if opts.sweep {
         let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
         for key in store.scan_prefix()? {
@@ -514,7 +580,12 @@ fn reconcile_locked(
             }
         }
     }
-    let corrective_writes = corrective(&keys, &observed, &ops);
+    // The baseline path read no managed key, so it cannot tell a healing write.
+    let corrective_writes = if incremental {
+        0
+    } else {
+        corrective(&keys, &observed, &ops)
+    };
     let summary = plan.summary();
     let mut outcome = Outcome {
         format_version: 1,
@@ -529,12 +600,23 @@ fn reconcile_locked(
         generation: observed.generation,
         duration_ms: 0,
         round_trips: 0,
+        incremental,
         deploy: None,
     };
     if opts.dry_run {
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok(outcome);
+        return Ok((outcome, None));
     }
+    // After this reconcile the live managed keys equal `desired` (unless objects were
+    // kept): the baseline for the next one.
+    let next_baseline = |generation: u64, desired: Image| {
+        kept.is_empty().then(|| Baseline {
+            revision: target.to_string(),
+            generation,
+            state: rev.compiled.state.clone(),
+            image: desired,
+        })
+    };
     let same_revision = previous.as_deref() == Some(target);
     let summary_json =
         serde_json::json!({"add": summary.add, "change": summary.change, "remove": summary.remove})
@@ -550,7 +632,8 @@ fn reconcile_locked(
         store.record_event(&ev)?;
         outcome.result = Result::Noop;
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok(outcome);
+        let next = next_baseline(outcome.generation, desired);
+        return Ok((outcome, next));
     }
     if let Ok(f) = std::env::var("CELEROOT_FAULT") {
         if f == "before-apply" {
@@ -596,5 +679,6 @@ fn reconcile_locked(
     )?;
     outcome.result = Result::Applied;
     outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Ok(outcome)
+    let next = next_baseline(outcome.generation, desired);
+    Ok((outcome, next))
 }
