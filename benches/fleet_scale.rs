@@ -150,7 +150,7 @@ fn reconcile_in_process(
     store: &mut Store,
     repo: &git2::Repository,
     rev: &apply::Revision,
-    baseline: Option<&Baseline>,
+    baseline: Option<Baseline>,
 ) -> (apply::Outcome, Option<Baseline>) {
     let target = rev.compiled.revision.commit.clone().unwrap_or_default();
     let ancestry = |applied: &str| apply::ancestry(repo, &target, applied);
@@ -368,7 +368,7 @@ fn main() {
         let mut trips = Vec::new();
         for _ in 0..(runs * 20) {
             let started = Instant::now();
-            let (o, next) = reconcile_in_process(&mut store, &repo, &rev, Some(&base));
+            let (o, next) = reconcile_in_process(&mut store, &repo, &rev, Some(base));
             t.push(started.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(o.result, apply::Result::Noop);
             assert!(o.incremental);
@@ -435,7 +435,7 @@ fn main() {
             let started = Instant::now();
             let (rev, st) = compiler.load(&repo, &hist[i]).expect("compile");
             let compiled = started.elapsed();
-            let (o, next) = reconcile_in_process(&mut store, &repo, &rev, Some(&base));
+            let (o, next) = reconcile_in_process(&mut store, &repo, &rev, Some(base));
             let all = started.elapsed();
             assert!(o.incremental && !st.full && st.files_read == 1);
             assert_eq!(o.plan.changes.is_empty(), false);

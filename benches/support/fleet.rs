@@ -296,3 +296,25 @@ pub fn commit_change(repo: &git2::Repository, spec: &Spec, n: usize) -> (String,
     let id = commit_index(repo, &mut index, &format!("change {what}"));
     (id, path)
 }
+
+/// Writes (`Some`) or removes (`None`) files and commits them on HEAD; returns the commit.
+pub fn commit_files(repo: &git2::Repository, files: &[(&str, Option<&str>)], msg: &str) -> String {
+    let dir = repo.workdir().expect("a work tree").to_path_buf();
+    let mut index = repo.index().expect("index");
+    for (path, text) in files {
+        let p = dir.join(path);
+        match text {
+            Some(t) => {
+                std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&p, t).expect("write");
+                index.add_path(Path::new(path)).expect("index add");
+            }
+            None => {
+                let _ = std::fs::remove_file(&p);
+                index.remove_path(Path::new(path)).expect("index remove");
+            }
+        }
+    }
+    index.write().expect("write index");
+    commit_index(repo, &mut index, msg)
+}

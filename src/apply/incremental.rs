@@ -29,6 +29,8 @@ pub struct Baseline {
     pub state: DesiredState,
     /// The managed keys as they were left (with the digests hash).
     pub image: Image,
+    /// The release recorded with them.
+    pub release: Release,
 }
 
 impl Baseline {

@@ -410,7 +410,7 @@ pub fn reconcile_from(
     opts: &Options,
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
-    baseline: Option<&Baseline>,
+    baseline: Option<Baseline>,
 ) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let started = Instant::now();
     let round_trips_before = store.round_trips();
@@ -490,26 +490,33 @@ fn reconcile_locked(
     lease: &LeaseInfo,
     target: &str,
     started: Instant,
-    baseline: Option<&Baseline>,
+    baseline: Option<Baseline>,
 ) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let keys = store.keys().clone();
-    let desired = match baseline {
-        Some(b) => incremental::desired_image_from(&keys, b, &rev.compiled.state, &rev.release),
-        None => state::desired_image(&keys, &rev.compiled.state, &rev.release),
-    };
     // The baseline path: trusted when the live state still records the baseline's
     // revision and generation, and nothing removed from git would be kept.
-    let mut from_baseline = None;
+    let mut base = None;
     if let (Some(b), false) = (baseline, opts.sweep) {
         let head = store.observe_head()?;
         if b.matches(&head) && b.prunes_all(&rev.compiled.state, opts) {
-            from_baseline = Some((b, head));
+            base = Some((b, head));
         }
     }
-    let incremental = from_baseline.is_some();
-    let observed = match &from_baseline {
-        Some((_, head)) => head.clone(),
-        None => store.observe(&desired_keys(&desired))?,
+    let incremental = base.is_some();
+    // The baseline's own revision again: its image is the desired image, nothing to plan.
+    let same = base
+        .as_ref()
+        .is_some_and(|(b, _)| b.revision == target && b.release == rev.release);
+    let mut desired = match &base {
+        Some(_) if same => Image::new(),
+        Some((b, _)) => {
+            incremental::desired_image_from(&keys, b, &rev.compiled.state, &rev.release)
+        }
+        None => state::desired_image(&keys, &rev.compiled.state, &rev.release),
+    };
+    let (observed, base_state, base_image) = match base {
+        Some((b, head)) => (head, Some(b.state), Some(b.image)),
+        None => (store.observe(&desired_keys(&desired))?, None, None),
     };
     let previous = observed
         .applied
@@ -530,56 +537,67 @@ fn reconcile_locked(
             });
         }
     }
-    let live_side = match &from_baseline {
-        Some((b, _)) => plan::Side::of(&b.state),
-        None => state::live_side(&keys, &observed.image),
-    };
-    let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
-    let removed: Vec<ObjectId> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == plan::Action::Remove)
-        .map(plan::Change::id)
-        .collect();
-    let (desired, kept) = keep_unpruned(&keys, desired, &observed.image, &removed, opts);
-    let plan = Plan {
-        changes: plan
+    let mut ops: Vec<KeyOp> = Vec::new();
+    let (plan, kept) = if same {
+        desired = base_image.unwrap_or_default();
+        (Plan::default(), Vec::new())
+    } else {
+        let live_side = match &base_state {
+            Some(s) => plan::Side::of(s),
+            None => state::live_side(&keys, &observed.image),
+        };
+        let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
+        let removed: Vec<ObjectId> = plan
             .changes
-            .into_iter()
-            .filter(|c| !kept.contains(&c.id()))
-            .collect(),
-    };
-    guard_mass_delete(&plan, &live_side, &kept, opts)?;
-    let observed_managed: Image;
-    let live_managed: &Image = match &from_baseline {
-        Some((b, _)) => &b.image,
-        None => {
-            observed_managed = observed
-                .image
-                .iter()
-                .filter(|(k, _)| !keys.is_heartbeat(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            &observed_managed
-        }
-    };
-    // Keys celeroot manages whose type was changed out of band (a list where a hash
-    // belongs): delete them first, then write them afresh.
-    let mut ops: Vec<KeyOp> = observed
-        .foreign_types
-        .keys()
-        .map(|key| KeyOp::Del { key: key.clone() })
-        .collect();
-    ops.extend(plan_keys(&desired, live_managed));
-    if opts.sweep {
-        let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
-        for key in store.scan_prefix()? {
-            if !known.contains(&key) && !keys.is_heartbeat(&key) && !live_managed.contains_key(&key)
-            {
-                ops.push(KeyOp::Del { key });
+            .iter()
+            .filter(|c| c.action == plan::Action::Remove)
+            .map(plan::Change::id)
+            .collect();
+        let (kept_desired, kept) = keep_unpruned(&keys, desired, &observed.image, &removed, opts);
+        desired = kept_desired;
+        let plan = Plan {
+            changes: plan
+                .changes
+                .into_iter()
+                .filter(|c| !kept.contains(&c.id()))
+                .collect(),
+        };
+        guard_mass_delete(&plan, &live_side, &kept, opts)?;
+        let observed_managed: Image;
+        let live_managed: &Image = match &base_image {
+            Some(img) => img,
+            None => {
+                observed_managed = observed
+                    .image
+                    .iter()
+                    .filter(|(k, _)| !keys.is_heartbeat(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                &observed_managed
+            }
+        };
+        // Keys celeroot manages whose type was changed out of band (a list where a hash
+        // belongs): delete them first, then write them afresh.
+        ops.extend(
+            observed
+                .foreign_types
+                .keys()
+                .map(|key| KeyOp::Del { key: key.clone() }),
+        );
+        ops.extend(plan_keys(&desired, live_managed));
+        if opts.sweep {
+            let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
+            for key in store.scan_prefix()? {
+                if !known.contains(&key)
+                    && !keys.is_heartbeat(&key)
+                    && !live_managed.contains_key(&key)
+                {
+                    ops.push(KeyOp::Del { key });
+                }
             }
         }
-    }
+        (plan, kept)
+    };
     // The baseline path read no managed key, so it cannot tell a healing write.
     let corrective_writes = if incremental {
         0
@@ -615,6 +633,7 @@ fn reconcile_locked(
             generation,
             state: rev.compiled.state.clone(),
             image: desired,
+            release: rev.release.clone(),
         })
     };
     let same_revision = previous.as_deref() == Some(target);

@@ -372,7 +372,7 @@ impl Worker {
                 &opts,
                 &ancestry,
                 chrono::Utc::now(),
-                baseline.as_deref(),
+                baseline.map(|b| *b),
             )
         });
         let result = result.map(|(o, next)| {

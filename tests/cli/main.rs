@@ -8,6 +8,7 @@ mod test_drift;
 mod test_hosts;
 mod test_init;
 mod test_invalid_corpus;
+mod test_perf_incremental;
 mod test_reconcile;
 mod test_scaffold;
 mod test_schedules;
