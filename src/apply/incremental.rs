@@ -133,6 +133,30 @@ impl Compiler {
         repo: &Repository,
         rev: &str,
     ) -> Result<(Revision, LoadStats), CompileError> {
+        let (compiled, stats) = self.compile(repo, rev)?;
+        let commit = compiled.revision.commit.clone().unwrap_or_default();
+        let subject = source::commit_subject(repo, &commit)?;
+        let release = source::release_id(repo, &commit, &compiled.state.deploy.paths)?;
+        Ok((
+            Revision {
+                compiled,
+                subject,
+                release,
+            },
+            stats,
+        ))
+    }
+
+    /// Loads, validates and compiles `rev` of `repo` like [`crate::compile_snapshot`] of
+    /// [`source::read_git`] (`celeroot diff --from A --to B` compiles B from A's files).
+    ///
+    /// # Errors
+    /// As [`crate::compile_snapshot`] and [`source::read_git`].
+    pub fn compile(
+        &mut self,
+        repo: &Repository,
+        rev: &str,
+    ) -> Result<(crate::Compiled, LoadStats), CompileError> {
         let commit = source::resolve_commit(repo, rev)?.id().to_string();
         let changes = match &self.commit {
             Some(prev) => source::changed_files(repo, prev, &commit, &self.path).ok(),
@@ -186,15 +210,270 @@ impl Compiler {
         let compiled = crate::compile_loaded(revision, loaded, |d| {
             crate::diagnostic::attach_source_lines(d, sources);
         })?;
-        let subject = source::commit_subject(repo, &commit)?;
-        let release = source::release_id(repo, &commit, &compiled.state.deploy.paths)?;
-        Ok((
-            Revision {
-                compiled,
-                subject,
-                release,
-            },
-            stats,
-        ))
+        Ok((compiled, stats))
     }
+}
+
+/// The objects that may differ between two desired states: added, removed or changed
+/// specs, hosts whose queues changed and schedules whose targets changed (what
+/// [`crate::plan::diff_sides`] would report), in plan order. Compares without copying.
+pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<crate::manifest::ObjectId> {
+    use crate::manifest::Kind;
+    let mut out = Vec::new();
+    let mut b = before.objects.iter().peekable();
+    let mut a = after.objects.iter().peekable();
+    loop {
+        let next = match (b.peek(), a.peek()) {
+            (None, None) => break,
+            (Some((bi, _)), None) => {
+                let id = (*bi).clone();
+                b.next();
+                Some(id)
+            }
+            (None, Some((ai, _))) => {
+                let id = (*ai).clone();
+                a.next();
+                Some(id)
+            }
+            (Some((bi, bo)), Some((ai, ao))) => match bi.cmp(ai) {
+                std::cmp::Ordering::Less => {
+                    let id = (*bi).clone();
+                    b.next();
+                    Some(id)
+                }
+                std::cmp::Ordering::Greater => {
+                    let id = (*ai).clone();
+                    a.next();
+                    Some(id)
+                }
+                std::cmp::Ordering::Equal => {
+                    let derived = match bi.kind {
+                        Kind::Host => {
+                            before.hosts.get(&bi.name).map(|h| &h.queues)
+                                != after.hosts.get(&bi.name).map(|h| &h.queues)
+                        }
+                        Kind::Schedule => {
+                            before.schedules.get(&bi.name).map(|s| &s.entries)
+                                != after.schedules.get(&bi.name).map(|s| &s.entries)
+                        }
+                        Kind::Cluster | Kind::Role => false,
+                    };
+                    let id = (bo.hash != ao.hash || derived).then(|| (*bi).clone());
+                    b.next();
+                    a.next();
+                    id
+                }
+            },
+        };
+        out.extend(next);
+    }
+    out
+}
+
+/// The result of [`patch_image`]: the new image, and the keys it changed with their
+/// values before and after (absent: no such key), for the key-level planner.
+pub struct Patched {
+    pub image: Image,
+    pub before: Image,
+    pub after: Image,
+}
+
+/// Patches the baseline's image into the desired image of `after`, touching only the
+/// keys of the objects in `ids` (from [`candidates`]) and what depends on them: the
+/// objects, hosts and digests hashes, the workers of changed hosts and of the hosts of
+/// changed roles, the role indexes, and the RedBeat entries of changed schedules.
+/// `None` when the change is not local (the Cluster object or the release changed):
+/// then the caller builds the whole image.
+pub fn patch_image(
+    keys: &Keys,
+    before: &DesiredState,
+    image: Image,
+    before_release: &Release,
+    after: &DesiredState,
+    release: &Release,
+    ids: &[crate::manifest::ObjectId],
+) -> Result<Patched, Image> {
+    use crate::manifest::Kind;
+    use state::KeyValue;
+    use std::collections::BTreeSet;
+    if before_release != release || ids.iter().any(|id| id.kind == Kind::Cluster) {
+        return Err(image);
+    }
+    let mut img = image;
+    let mut old = Image::new();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    fn touch(touched: &mut BTreeSet<String>, img: &Image, k: &str, old: &mut Image) {
+        if touched.insert(k.to_string()) {
+            if let Some(v) = img.get(k) {
+                old.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    let set_or_remove = |img: &mut Image, k: String, v: Option<KeyValue>| match v {
+        Some(v) => {
+            img.insert(k, v);
+        }
+        None => {
+            img.remove(&k);
+        }
+    };
+
+    let mut hosts: BTreeSet<&str> = BTreeSet::new();
+    let mut roles: BTreeSet<&str> = BTreeSet::new();
+    let objects_key = keys.objects();
+    touch(&mut touched, &img, &objects_key, &mut old);
+    for id in ids {
+        let entry = after.objects.get(id).map(|o| {
+            let entries = match id.kind {
+                Kind::Schedule => after.schedules.get(&id.name).map(|s| s.entries.as_slice()),
+                _ => None,
+            };
+            state::object_entry(&o.hash, &o.normalized, entries)
+        });
+        if let Some(KeyValue::Hash(fields)) = img.get_mut(&objects_key) {
+            match entry {
+                Some(e) => fields.insert(id.to_string(), e),
+                None => fields.remove(&id.to_string()),
+            };
+        }
+        match id.kind {
+            Kind::Host => {
+                hosts.insert(&id.name);
+                for s in [before, after] {
+                    if let Some(h) = s.hosts.get(&id.name) {
+                        roles.extend(h.roles.iter().map(String::as_str));
+                    }
+                }
+            }
+            Kind::Role => {
+                roles.insert(&id.name);
+                for s in [before, after] {
+                    if let Some(r) = s.roles.get(&id.name) {
+                        hosts.extend(r.hosts.iter().map(String::as_str));
+                    }
+                }
+            }
+            Kind::Schedule | Kind::Cluster => {}
+        }
+    }
+    // The hosts set and the workers.
+    let hosts_key = keys.hosts();
+    touch(&mut touched, &img, &hosts_key, &mut old);
+    for h in &hosts {
+        let present = after.hosts.contains_key(*h);
+        if let Some(KeyValue::Set(set)) = img.get_mut(&hosts_key) {
+            if present {
+                set.insert(h.to_string());
+            } else {
+                set.remove(*h);
+            }
+        } else if present {
+            img.insert(
+                hosts_key.clone(),
+                KeyValue::Set(BTreeSet::from([h.to_string()])),
+            );
+        }
+        let k = keys.worker(h);
+        touch(&mut touched, &img, &k, &mut old);
+        let v = state::worker_fields(after, h, release).map(KeyValue::Hash);
+        set_or_remove(&mut img, k, v);
+    }
+    // The role indexes.
+    for r in &roles {
+        let k = keys.role_hosts(r);
+        touch(&mut touched, &img, &k, &mut old);
+        let v = after
+            .roles
+            .get(*r)
+            .map(|c| KeyValue::Set(c.hosts.iter().cloned().collect()));
+        set_or_remove(&mut img, k, v);
+    }
+    // RedBeat entries of the changed schedules, and the schedule index.
+    let zkey = keys.redbeat_schedule();
+    let now = chrono::Utc::now();
+    let mut zset_touched = false;
+    for id in ids.iter().filter(|id| id.kind == Kind::Schedule) {
+        if !zset_touched {
+            touch(&mut touched, &img, &zkey, &mut old);
+            zset_touched = true;
+        }
+        if let Some(s) = before.schedules.get(&id.name) {
+            for e in &s.entries {
+                let k = keys.redbeat_entry(&state::redbeat_entry_name(&id.name, e));
+                touch(&mut touched, &img, &k, &mut old);
+                img.remove(&k);
+                if let Some(KeyValue::Members { members, .. }) = img.get_mut(&zkey) {
+                    members.remove(&k);
+                }
+            }
+        }
+        if let Some(s) = after.schedules.get(&id.name) {
+            for e in &s.entries {
+                let entry = state::redbeat_entry_name(&id.name, e);
+                let k = keys.redbeat_entry(&entry);
+                touch(&mut touched, &img, &k, &mut old);
+                let owned = BTreeMap::from([(
+                    "definition".to_string(),
+                    state::redbeat_definition(&entry, s, &e.queue),
+                )]);
+                let init =
+                    BTreeMap::from([("meta".to_string(), state::redbeat_meta(now, &s.timezone))]);
+                img.insert(k.clone(), KeyValue::Fields { owned, init });
+                match img.get_mut(&zkey) {
+                    Some(KeyValue::Members { members, .. }) => {
+                        members.insert(k);
+                    }
+                    _ => {
+                        img.insert(
+                            zkey.clone(),
+                            KeyValue::Members {
+                                members: BTreeSet::from([k]),
+                                now: 0,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(KeyValue::Members { now: n, .. }) = img.get_mut(&zkey) {
+        *n = u64::try_from(now.timestamp()).unwrap_or(0);
+    }
+    // Redis has no empty collections; then the digests of what changed.
+    for k in &touched {
+        let empty = match img.get(k) {
+            Some(KeyValue::Hash(m)) => m.is_empty(),
+            Some(KeyValue::Set(s)) => s.is_empty(),
+            Some(KeyValue::Fields { owned, .. }) => owned.is_empty(),
+            Some(KeyValue::Members { members, .. }) => members.is_empty(),
+            _ => false,
+        };
+        if empty {
+            img.remove(k);
+        }
+    }
+    let dkey = keys.digests();
+    touch(&mut touched, &img, &dkey, &mut old);
+    let fresh: Vec<(String, Option<String>)> = touched
+        .iter()
+        .filter(|k| **k != dkey)
+        .map(|k| (k.clone(), img.get(k).map(KeyValue::digest)))
+        .collect();
+    if let Some(KeyValue::Hash(d)) = img.get_mut(&dkey) {
+        for (k, v) in fresh {
+            match v {
+                Some(v) => d.insert(k, v),
+                None => d.remove(&k),
+            };
+        }
+    }
+    let after_sub: Image = touched
+        .iter()
+        .filter_map(|k| img.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    Ok(Patched {
+        image: img,
+        before: old,
+        after: after_sub,
+    })
 }

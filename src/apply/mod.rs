@@ -330,7 +330,8 @@ fn corrective(keys: &Keys, observed: &Observed, ops: &[KeyOp]) -> usize {
 
 fn guard_mass_delete(
     plan: &Plan,
-    live_side: &plan::Side,
+    live: usize,
+    live_hosts: usize,
     kept: &[ObjectId],
     opts: &Options,
 ) -> std::result::Result<(), ApplyError> {
@@ -342,11 +343,6 @@ fn guard_mass_delete(
         .iter()
         .filter(|c| c.action == plan::Action::Remove && !kept.contains(&c.id()))
         .collect();
-    let live_hosts = live_side
-        .objects
-        .keys()
-        .filter(|id| id.kind == Kind::Host)
-        .count();
     let removed_hosts = removed.iter().filter(|c| c.kind == Kind::Host).count();
     if live_hosts > 0 && removed_hosts * 2 > live_hosts {
         return Err(ApplyError::MassDelete {
@@ -355,7 +351,6 @@ fn guard_mass_delete(
             what: "hosts",
         });
     }
-    let live = live_side.objects.len();
     if live > 0 && removed.len() * 2 > live {
         return Err(ApplyError::MassDelete {
             removed: removed.len(),
@@ -496,27 +491,48 @@ fn reconcile_locked(
     // The baseline path: trusted when the live state still records the baseline's
     // revision and generation, and nothing removed from git would be kept.
     let mut base = None;
+    let mut same = false;
     if let (Some(b), false) = (baseline, opts.sweep) {
         let head = store.observe_head()?;
-        if b.matches(&head) && b.prunes_all(&rev.compiled.state, opts) {
+        // The baseline's own revision again: its image is the desired image, nothing to
+        // plan (and nothing removed).
+        same = b.revision == target && b.release == rev.release;
+        if b.matches(&head) && (same || b.prunes_all(&rev.compiled.state, opts)) {
             base = Some((b, head));
+        } else {
+            same = false;
         }
     }
     let incremental = base.is_some();
-    // The baseline's own revision again: its image is the desired image, nothing to plan.
-    let same = base
-        .as_ref()
-        .is_some_and(|(b, _)| b.revision == target && b.release == rev.release);
     let mut desired = match &base {
-        Some(_) if same => Image::new(),
-        Some((b, _)) => {
-            incremental::desired_image_from(&keys, b, &rev.compiled.state, &rev.release)
-        }
+        Some(_) => Image::new(),
         None => state::desired_image(&keys, &rev.compiled.state, &rev.release),
     };
-    let (observed, base_state, base_image) = match base {
-        Some((b, head)) => (head, Some(b.state), Some(b.image)),
-        None => (store.observe(&desired_keys(&desired))?, None, None),
+    // From a baseline: patch its image where the objects that may differ say.
+    let mut ids = Vec::new();
+    let (observed, mut base_state, base_image, patched) = match base {
+        Some((b, head)) if same => (head, Some(b.state), Some(b.image), None),
+        Some((b, head)) => {
+            ids = incremental::candidates(&b.state, &rev.compiled.state);
+            match incremental::patch_image(
+                &keys,
+                &b.state,
+                b.image,
+                &b.release,
+                &rev.compiled.state,
+                &rev.release,
+                &ids,
+            ) {
+                Ok(p) => (head, Some(b.state), None, Some(p)),
+                Err(image) => {
+                    let img =
+                        state::desired_image_undigested(&keys, &rev.compiled.state, &rev.release);
+                    desired = state::with_digests_reusing(&keys, img, &image);
+                    (head, Some(b.state), Some(image), None)
+                }
+            }
+        }
+        None => (store.observe(&desired_keys(&desired))?, None, None, None),
     };
     let previous = observed
         .applied
@@ -541,6 +557,16 @@ fn reconcile_locked(
     let (plan, kept) = if same {
         desired = base_image.unwrap_or_default();
         (Plan::default(), Vec::new())
+    } else if let (Some(p), Some(before)) = (patched, &base_state) {
+        // Only the candidates can differ (the baseline prunes every removed object).
+        let before_side = plan::Side::of_some(before, &ids);
+        let after_side = plan::Side::of_some(&rev.compiled.state, &ids);
+        let plan = plan::diff_among(&before_side, &after_side, &rev.compiled.state, &ids, now);
+        let live_hosts = before.hosts.len();
+        guard_mass_delete(&plan, before.objects.len(), live_hosts, &[], opts)?;
+        ops.extend(plan_keys(&p.after, &p.before));
+        desired = p.image;
+        (plan, Vec::new())
     } else {
         let live_side = match &base_state {
             Some(s) => plan::Side::of(s),
@@ -562,7 +588,12 @@ fn reconcile_locked(
                 .filter(|c| !kept.contains(&c.id()))
                 .collect(),
         };
-        guard_mass_delete(&plan, &live_side, &kept, opts)?;
+        let live_hosts = live_side
+            .objects
+            .keys()
+            .filter(|id| id.kind == Kind::Host)
+            .count();
+        guard_mass_delete(&plan, live_side.objects.len(), live_hosts, &kept, opts)?;
         let observed_managed: Image;
         let live_managed: &Image = match &base_image {
             Some(img) => img,
@@ -627,11 +658,14 @@ fn reconcile_locked(
     }
     // After this reconcile the live managed keys equal `desired` (unless objects were
     // kept): the baseline for the next one.
+    // (The same revision keeps the baseline's state: cloning a large fleet's costs more
+    // than the rest of a no-op.)
+    let kept_state = if same { base_state.take() } else { None };
     let next_baseline = |generation: u64, desired: Image| {
         kept.is_empty().then(|| Baseline {
             revision: target.to_string(),
             generation,
-            state: rev.compiled.state.clone(),
+            state: kept_state.unwrap_or_else(|| rev.compiled.state.clone()),
             image: desired,
             release: rev.release.clone(),
         })

@@ -222,6 +222,12 @@ fn incremental_compile_and_reconcile_equal_the_full_path_over_a_history() {
             baseline.take(),
         )
         .expect("incremental reconcile");
+        if let Some(b) = &next {
+            // The patched image is the whole desired image of the revision.
+            let keys = celeroot::state::Keys::new("fleet");
+            let want = celeroot::state::desired_image(&keys, g, &incr.release);
+            assert_eq!(b.image, want, "step {i} ({what}): baseline image");
+        }
         baseline = next;
         let expect_incremental = i > 0 && *what != "other-writer";
         assert_eq!(i_out.incremental, expect_incremental, "step {i} ({what})");
