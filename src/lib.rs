@@ -40,7 +40,8 @@ use source::{Snapshot, SourceError};
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub revision: RevisionInfo,
-    pub state: DesiredState,
+    /// Shared: the daemon keeps revisions and baselines of large fleets without copying them.
+    pub state: std::sync::Arc<DesiredState>,
     /// Validation warnings (with source lines attached).
     pub warnings: Vec<Diagnostic>,
 }
@@ -99,7 +100,7 @@ pub fn compile_loaded(
             }
             Ok(Compiled {
                 revision,
-                state: desired::compile(&v.manifests),
+                state: std::sync::Arc::new(desired::compile(&v.manifests)),
                 warnings,
             })
         }

@@ -25,8 +25,8 @@ pub struct Baseline {
     pub revision: String,
     /// The generation the reconcile left (its own apply, or the one it found for a no-op).
     pub generation: u64,
-    /// The applied desired state.
-    pub state: DesiredState,
+    /// The applied desired state (shared with the compiled revision).
+    pub state: std::sync::Arc<DesiredState>,
     /// The managed keys as they were left (with the digests hash).
     pub image: Image,
     /// The release recorded with them.
@@ -66,6 +66,24 @@ pub fn desired_image_from(
 ) -> Image {
     let img = state::desired_image_undigested(keys, next, release);
     state::with_digests_reusing(keys, img, &baseline.image)
+}
+
+/// Drops `value` on a short-lived thread: freeing a large fleet's desired state takes
+/// tens of milliseconds that a reconcile need not wait for. Drops inline when no thread
+/// can be started.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(value)));
+    let theirs = std::sync::Arc::clone(&slot);
+    let spawned = std::thread::Builder::new()
+        .name("celeroot-drop".into())
+        .spawn(move || {
+            let v = theirs.lock().ok().and_then(|mut g| g.take());
+            drop(v);
+        });
+    if spawned.is_err() {
+        let v = slot.lock().ok().and_then(|mut g| g.take());
+        drop(v);
+    }
 }
 
 /// Counters of one [`Compiler::load`].
@@ -320,8 +338,11 @@ pub fn patch_image(
 
     let mut hosts: BTreeSet<&str> = BTreeSet::new();
     let mut roles: BTreeSet<&str> = BTreeSet::new();
+    // The objects and digests hashes are large: the planner gets only their changed
+    // fields (the others are equal on both sides).
     let objects_key = keys.objects();
-    touch(&mut touched, &img, &objects_key, &mut old);
+    touched.insert(objects_key.clone());
+    let mut object_fields: BTreeMap<String, Option<String>> = BTreeMap::new();
     for id in ids {
         let entry = after.objects.get(id).map(|o| {
             let entries = match id.kind {
@@ -331,10 +352,12 @@ pub fn patch_image(
             state::object_entry(&o.hash, &o.normalized, entries)
         });
         if let Some(KeyValue::Hash(fields)) = img.get_mut(&objects_key) {
-            match entry {
-                Some(e) => fields.insert(id.to_string(), e),
-                None => fields.remove(&id.to_string()),
+            let field = id.to_string();
+            let was = match entry {
+                Some(e) => fields.insert(field.clone(), e),
+                None => fields.remove(&field),
             };
+            object_fields.entry(field).or_insert(was);
         }
         match id.kind {
             Kind::Host => {
@@ -453,24 +476,50 @@ pub fn patch_image(
         }
     }
     let dkey = keys.digests();
-    touch(&mut touched, &img, &dkey, &mut old);
     let fresh: Vec<(String, Option<String>)> = touched
         .iter()
-        .filter(|k| **k != dkey)
         .map(|k| (k.clone(), img.get(k).map(KeyValue::digest)))
         .collect();
+    let mut digest_fields: BTreeMap<String, Option<String>> = BTreeMap::new();
     if let Some(KeyValue::Hash(d)) = img.get_mut(&dkey) {
         for (k, v) in fresh {
-            match v {
-                Some(v) => d.insert(k, v),
+            let was = match v {
+                Some(v) => d.insert(k.clone(), v),
                 None => d.remove(&k),
             };
+            digest_fields.insert(k, was);
         }
     }
-    let after_sub: Image = touched
+    let mut after_sub: Image = touched
         .iter()
+        .filter(|k| **k != objects_key)
         .filter_map(|k| img.get(k).map(|v| (k.clone(), v.clone())))
         .collect();
+    for (key, fields) in [(&objects_key, object_fields), (&dkey, digest_fields)] {
+        let now_fields = match img.get(key) {
+            Some(KeyValue::Hash(h)) => Some(h),
+            _ => None,
+        };
+        let mut b = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        // One unchanged field on both sides: an empty side would read as "delete the key".
+        if let Some((f, v)) =
+            now_fields.and_then(|h| h.iter().find(|(f, _)| !fields.contains_key(*f)))
+        {
+            b.insert(f.clone(), v.clone());
+            a.insert(f.clone(), v.clone());
+        }
+        for (f, was) in fields {
+            if let Some(v) = was {
+                b.insert(f.clone(), v);
+            }
+            if let Some(v) = now_fields.and_then(|h| h.get(&f)) {
+                a.insert(f, v.clone());
+            }
+        }
+        old.insert(key.clone(), KeyValue::Hash(b));
+        after_sub.insert(key.clone(), KeyValue::Hash(a));
+    }
     Ok(Patched {
         image: img,
         before: old,

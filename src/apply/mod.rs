@@ -661,6 +661,9 @@ fn reconcile_locked(
     // (The same revision keeps the baseline's state: cloning a large fleet's costs more
     // than the rest of a no-op.)
     let kept_state = if same { base_state.take() } else { None };
+    if let Some(s) = base_state.take() {
+        incremental::drop_later(s);
+    }
     let next_baseline = |generation: u64, desired: Image| {
         kept.is_empty().then(|| Baseline {
             revision: target.to_string(),

@@ -234,6 +234,10 @@ impl Worker {
         if self.compiled.as_ref().is_some_and(|(k, _)| k == head) {
             return;
         }
+        // A large fleet's compiled state takes a while to free: not on the push's path.
+        if let Some(old) = self.compiled.take() {
+            apply::incremental::drop_later(old);
+        }
         let compiled = match self.load(head) {
             Ok(rev) => match (&self.cfg.cluster, &rev.compiled.state.cluster) {
                 (Some(want), got) if want != got => Head::Invalid(InvalidRevision {
@@ -417,7 +421,9 @@ impl Worker {
                 });
                 self.shared.set_redis_ok(true);
                 self.handled = Some(head.to_string());
-                self.last_good = Some(Box::new(rev.clone()));
+                if let Some(old) = self.last_good.replace(Box::new(rev.clone())) {
+                    apply::incremental::drop_later(old);
+                }
                 self.retry_at = None;
                 self.backoff.reset();
                 self.next_resync = Instant::now() + self.cfg.resync;

@@ -243,11 +243,25 @@ fn incremental_compile_and_reconcile_equal_the_full_path_over_a_history() {
         assert_eq!(f_out.writes, i_out.writes, "step {i}: the same writes");
         assert_eq!(f_out.result, i_out.result, "step {i}");
         assert_eq!(f_out.generation, i_out.generation, "step {i}");
-        assert_eq!(
-            dump(&full_redis),
-            dump(&incr_redis),
-            "step {i}: Redis state"
-        );
+        let (df, di) = (dump(&full_redis), dump(&incr_redis));
+        for (k, v) in &df {
+            if di.get(k) != Some(v) {
+                let w = di.get(k).cloned().unwrap_or_default();
+                let common = v.chars().zip(w.chars()).take_while(|(a, b)| a == b).count();
+                panic!(
+                    "step {i} ({what}): key {k} differs: full …{} vs incremental …{}",
+                    v.chars()
+                        .skip(common.saturating_sub(80))
+                        .take(300)
+                        .collect::<String>(),
+                    w.chars()
+                        .skip(common.saturating_sub(80))
+                        .take(300)
+                        .collect::<String>()
+                );
+            }
+        }
+        assert_eq!(df, di, "step {i}: Redis state");
     }
     assert!(incremental_applies >= 15);
 
