@@ -438,7 +438,7 @@ fn main() {
             let (o, next) = reconcile_in_process(&mut store, &repo, &rev, Some(base));
             let all = started.elapsed();
             assert!(o.incremental && !st.full && st.files_read == 1);
-            assert_eq!(o.plan.changes.is_empty(), false);
+            assert!(!o.plan.changes.is_empty());
             total.push(all.as_secs_f64() * 1000.0);
             comp.push(compiled.as_secs_f64() * 1000.0);
             rec.push((all - compiled).as_secs_f64() * 1000.0);
