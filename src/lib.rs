@@ -98,9 +98,12 @@ pub fn compile_loaded(
             if !warnings.is_empty() {
                 attach(&mut warnings);
             }
+            let state = std::sync::Arc::new(desired::compile(&v.manifests));
+            // Freeing a large fleet's parsed manifests takes a while: not on this path.
+            apply::incremental::drop_later(v.manifests);
             Ok(Compiled {
                 revision,
-                state: std::sync::Arc::new(desired::compile(&v.manifests)),
+                state,
                 warnings,
             })
         }

@@ -232,60 +232,9 @@ impl Compiler {
     }
 }
 
-/// The objects that may differ between two desired states: added, removed or changed
-/// specs, hosts whose queues changed and schedules whose targets changed (what
-/// [`crate::plan::diff_sides`] would report), in plan order. Compares without copying.
+/// The objects that may differ between two desired states ([`crate::plan::candidates`]).
 pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<crate::manifest::ObjectId> {
-    use crate::manifest::Kind;
-    let mut out = Vec::new();
-    let mut b = before.objects.iter().peekable();
-    let mut a = after.objects.iter().peekable();
-    loop {
-        let next = match (b.peek(), a.peek()) {
-            (None, None) => break,
-            (Some((bi, _)), None) => {
-                let id = (*bi).clone();
-                b.next();
-                Some(id)
-            }
-            (None, Some((ai, _))) => {
-                let id = (*ai).clone();
-                a.next();
-                Some(id)
-            }
-            (Some((bi, bo)), Some((ai, ao))) => match bi.cmp(ai) {
-                std::cmp::Ordering::Less => {
-                    let id = (*bi).clone();
-                    b.next();
-                    Some(id)
-                }
-                std::cmp::Ordering::Greater => {
-                    let id = (*ai).clone();
-                    a.next();
-                    Some(id)
-                }
-                std::cmp::Ordering::Equal => {
-                    let derived = match bi.kind {
-                        Kind::Host => {
-                            before.hosts.get(&bi.name).map(|h| &h.queues)
-                                != after.hosts.get(&bi.name).map(|h| &h.queues)
-                        }
-                        Kind::Schedule => {
-                            before.schedules.get(&bi.name).map(|s| &s.entries)
-                                != after.schedules.get(&bi.name).map(|s| &s.entries)
-                        }
-                        Kind::Cluster | Kind::Role => false,
-                    };
-                    let id = (bo.hash != ao.hash || derived).then(|| (*bi).clone());
-                    b.next();
-                    a.next();
-                    id
-                }
-            },
-        };
-        out.extend(next);
-    }
-    out
+    crate::plan::candidates(before, after)
 }
 
 /// The result of [`patch_image`]: the new image, and the keys it changed with their

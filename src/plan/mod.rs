@@ -197,7 +197,67 @@ impl Side {
 
 /// Compares two desired states. `now` anchors the next fire times shown for schedules.
 pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> Plan {
-    diff_sides(&Side::of(before), after, now)
+    // Only the candidates can change; the sides are built for them alone (copying every
+    // object of a large fleet cost more than the comparison).
+    let ids = candidates(before, after);
+    let before_side = Side::of_some(before, &ids);
+    let after_side = Side::of_some(after, &ids);
+    diff_among(&before_side, &after_side, after, &ids, now)
+}
+
+/// The objects that may differ between two desired states: added, removed or changed
+/// specs, hosts whose queues changed and schedules whose targets changed (what
+/// [`diff_sides`] would report), in plan order. Compares without copying.
+pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<ObjectId> {
+    let mut out = Vec::new();
+    let mut b = before.objects.iter().peekable();
+    let mut a = after.objects.iter().peekable();
+    loop {
+        let next = match (b.peek(), a.peek()) {
+            (None, None) => break,
+            (Some((bi, _)), None) => {
+                let id = (*bi).clone();
+                b.next();
+                Some(id)
+            }
+            (None, Some((ai, _))) => {
+                let id = (*ai).clone();
+                a.next();
+                Some(id)
+            }
+            (Some((bi, bo)), Some((ai, ao))) => match bi.cmp(ai) {
+                std::cmp::Ordering::Less => {
+                    let id = (*bi).clone();
+                    b.next();
+                    Some(id)
+                }
+                std::cmp::Ordering::Greater => {
+                    let id = (*ai).clone();
+                    a.next();
+                    Some(id)
+                }
+                std::cmp::Ordering::Equal => {
+                    let derived = match bi.kind {
+                        Kind::Host => {
+                            before.hosts.get(&bi.name).map(|h| &h.queues)
+                                != after.hosts.get(&bi.name).map(|h| &h.queues)
+                        }
+                        Kind::Schedule => {
+                            before.schedules.get(&bi.name).map(|s| &s.entries)
+                                != after.schedules.get(&bi.name).map(|s| &s.entries)
+                        }
+                        Kind::Cluster | Kind::Role => false,
+                    };
+                    let id = (bo.hash != ao.hash || derived).then(|| (*bi).clone());
+                    b.next();
+                    a.next();
+                    id
+                }
+            },
+        };
+        out.extend(next);
+    }
+    out
 }
 
 /// Compares a "before" side (e.g. the live state) with a desired state.
