@@ -162,8 +162,12 @@ pub fn read_git(repo: &Repository, rev: &str, path: &str) -> Result<Snapshot, So
         }
         repo.find_tree(entry.id())?
     };
-    let mut files = Vec::new();
-    collect_tree(repo, &tree, &path, &mut files)?;
+    let mut entries = Vec::new();
+    list_tree(repo, &tree, &path, &mut entries)?;
+    let mut files: Vec<SourceFile> = read_entries(repo, &entries)?
+        .into_iter()
+        .map(|b| b.file)
+        .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
         label: rev.to_string(),
@@ -172,35 +176,62 @@ pub fn read_git(repo: &Repository, rev: &str, path: &str) -> Result<Snapshot, So
     })
 }
 
-fn collect_tree(
+/// One manifest blob found in a tree: its path, id, and whether it is a symbolic link
+/// (an error, reported in path order when the files are read).
+type TreeEntry = (String, git2::Oid, bool);
+
+fn read_entry(
     repo: &Repository,
-    tree: &Tree<'_>,
-    prefix: &str,
-    out: &mut Vec<SourceFile>,
-) -> Result<(), SourceError> {
-    for entry in tree.iter() {
-        let Ok(name) = entry.name() else { continue };
-        let full = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        match entry.kind() {
-            Some(ObjectType::Tree) if !name.starts_with('.') => {
-                let sub = repo.find_tree(entry.id())?;
-                collect_tree(repo, &sub, &full, out)?;
-            }
-            Some(ObjectType::Blob) if is_manifest_name(name) => {
-                if entry.filemode() == 0o120000 {
-                    return Err(SourceError::Symlink { path: full });
-                }
-                let blob = repo.find_blob(entry.id())?;
-                out.push(text_of(full, blob.content())?);
-            }
-            _ => {}
-        }
+    (path, oid, symlink): &TreeEntry,
+) -> Result<BlobFile, SourceError> {
+    if *symlink {
+        return Err(SourceError::Symlink { path: path.clone() });
     }
-    Ok(())
+    let blob = repo.find_blob(*oid)?;
+    Ok(BlobFile {
+        file: text_of(path.clone(), blob.content())?,
+        blob: *oid,
+    })
+}
+
+/// Reads the blobs of `entries`, on every core for large trees (each thread opens its
+/// own handle on the repository: a `Repository` is not shared between threads). The
+/// error reported is the first in entry order, as when reading one by one.
+fn read_entries(repo: &Repository, entries: &[TreeEntry]) -> Result<Vec<BlobFile>, SourceError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(8);
+    if threads < 2 || entries.len() < 256 {
+        return entries.iter().map(|e| read_entry(repo, e)).collect();
+    }
+    let dir = repo.path().to_path_buf();
+    let per = entries.len().div_ceil(threads);
+    let mut chunks = entries.chunks(per);
+    let first = chunks.next().unwrap_or_default();
+    let parts: Vec<Result<Vec<BlobFile>, SourceError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .map(|chunk| {
+                let dir = dir.clone();
+                s.spawn(move || {
+                    let own = Repository::open(&dir)?;
+                    chunk.iter().map(|e| read_entry(&own, e)).collect()
+                })
+            })
+            .collect();
+        let mine = first.iter().map(|e| read_entry(repo, e)).collect();
+        std::iter::once(mine)
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+            )
+            .collect()
+    });
+    let mut out = Vec::with_capacity(entries.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
 }
 
 /// One manifest file with the id of its git blob (for caches keyed by content).
@@ -225,14 +256,7 @@ pub fn read_git_blobs(
     let tree = manifests_tree(repo, &commit, &path, rev)?;
     let mut entries = Vec::new();
     list_tree(repo, &tree, &path, &mut entries)?;
-    let mut files = Vec::with_capacity(entries.len());
-    for (full, oid) in entries {
-        let blob = repo.find_blob(oid)?;
-        files.push(BlobFile {
-            file: text_of(full, blob.content())?,
-            blob: oid,
-        });
-    }
+    let mut files = read_entries(repo, &entries)?;
     files.sort_by(|a, b| a.file.path.cmp(&b.file.path));
     Ok((commit.id().to_string(), files))
 }
@@ -340,7 +364,7 @@ fn list_tree(
     repo: &Repository,
     tree: &Tree<'_>,
     prefix: &str,
-    out: &mut Vec<(String, git2::Oid)>,
+    out: &mut Vec<TreeEntry>,
 ) -> Result<(), SourceError> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
@@ -355,10 +379,7 @@ fn list_tree(
                 list_tree(repo, &sub, &full, out)?;
             }
             Some(ObjectType::Blob) if is_manifest_name(name) => {
-                if entry.filemode() == 0o120000 {
-                    return Err(SourceError::Symlink { path: full });
-                }
-                out.push((full, entry.id()));
+                out.push((full, entry.id(), entry.filemode() == 0o120000));
             }
             _ => {}
         }
