@@ -42,7 +42,8 @@ use source::{Snapshot, SourceError};
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub revision: RevisionInfo,
-    pub state: DesiredState,
+    /// Shared: the daemon keeps revisions and baselines of large fleets without copying them.
+    pub state: std::sync::Arc<DesiredState>,
     /// Validation warnings (with source lines attached).
     pub warnings: Vec<Diagnostic>,
 }
@@ -69,24 +70,47 @@ pub fn compile_snapshot(snapshot: Snapshot) -> Result<Compiled, CompileError> {
         rev: snapshot.label,
         commit: snapshot.commit,
     };
-    let sources: BTreeMap<String, String> = snapshot
-        .files
-        .iter()
-        .map(|f| (f.path.clone(), f.text.clone()))
-        .collect();
     let loaded = manifest::load_files(&snapshot.files);
+    compile_loaded(revision, loaded, |diags| {
+        // Source lines are only needed for diagnostics: build the map then (cloning
+        // every file of a large fleet costs more than the diagnostics).
+        let sources: BTreeMap<String, String> = snapshot
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.text.clone()))
+            .collect();
+        diagnostic::attach_source_lines(diags, &sources);
+    })
+}
+
+/// Validates and compiles files already loaded (the incremental compiler keeps them per
+/// blob). `attach` adds source lines to diagnostics; it is called only when there are
+/// some.
+///
+/// # Errors
+/// [`CompileError::Invalid`] with every diagnostic when any manifest is invalid.
+pub fn compile_loaded(
+    revision: RevisionInfo,
+    loaded: manifest::LoadedFiles,
+    attach: impl FnOnce(&mut Vec<Diagnostic>),
+) -> Result<Compiled, CompileError> {
     match validate::validate(loaded) {
         Ok(v) => {
             let mut warnings = v.warnings;
-            diagnostic::attach_source_lines(&mut warnings, &sources);
+            if !warnings.is_empty() {
+                attach(&mut warnings);
+            }
+            let state = std::sync::Arc::new(desired::compile(&v.manifests));
+            // Freeing a large fleet's parsed manifests takes a while: not on this path.
+            apply::incremental::drop_later(v.manifests);
             Ok(Compiled {
                 revision,
-                state: desired::compile(&v.manifests),
+                state,
                 warnings,
             })
         }
         Err(mut diagnostics) => {
-            diagnostic::attach_source_lines(&mut diagnostics, &sources);
+            attach(&mut diagnostics);
             Err(CompileError::Invalid {
                 revision,
                 diagnostics,

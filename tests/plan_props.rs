@@ -130,7 +130,7 @@ fn compile(f: &Fleet) -> DesiredState {
         files: files(f),
     };
     match celeroot::compile_snapshot(snapshot) {
-        Ok(c) => c.state,
+        Ok(c) => std::sync::Arc::unwrap_or_clone(c.state),
         Err(e) => panic!("generated fleet must be valid: {e:?}"),
     }
 }

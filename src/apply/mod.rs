@@ -6,6 +6,8 @@
 //! (healing out-of-band drift).
 //! Must not know: YAML, argument parsing, or output formats.
 
+pub mod incremental;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use crate::plan::keys::{plan_keys, KeyOp};
 use crate::plan::{self, Plan};
 use crate::state::{self, Image, KeyValue, Keys, LeaseInfo, Observed, Release, StateError, Store};
 use crate::Compiled;
+pub use incremental::{Baseline, Compiler};
 
 /// The annotation that keeps an object in the live state when it disappears from git.
 pub const PRUNE_ANNOTATION: &str = "celeroot.io/prune";
@@ -162,6 +165,10 @@ pub struct Outcome {
     pub duration_ms: u64,
     /// Redis round trips this reconcile made.
     pub round_trips: u64,
+    /// Planned from the baseline the daemon kept (no managed key was read; see
+    /// [`reconcile_from`]). Absent from JSON when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
     /// The deploy that followed the transaction (`celeroot reconcile` without
     /// `--skip-deploy`, when the revision ships a release).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -323,7 +330,8 @@ fn corrective(keys: &Keys, observed: &Observed, ops: &[KeyOp]) -> usize {
 
 fn guard_mass_delete(
     plan: &Plan,
-    live_side: &plan::Side,
+    live: usize,
+    live_hosts: usize,
     kept: &[ObjectId],
     opts: &Options,
 ) -> std::result::Result<(), ApplyError> {
@@ -335,11 +343,6 @@ fn guard_mass_delete(
         .iter()
         .filter(|c| c.action == plan::Action::Remove && !kept.contains(&c.id()))
         .collect();
-    let live_hosts = live_side
-        .objects
-        .keys()
-        .filter(|id| id.kind == Kind::Host)
-        .count();
     let removed_hosts = removed.iter().filter(|c| c.kind == Kind::Host).count();
     if live_hosts > 0 && removed_hosts * 2 > live_hosts {
         return Err(ApplyError::MassDelete {
@@ -348,7 +351,6 @@ fn guard_mass_delete(
             what: "hosts",
         });
     }
-    let live = live_side.objects.len();
     if live > 0 && removed.len() * 2 > live {
         return Err(ApplyError::MassDelete {
             removed: removed.len(),
@@ -376,7 +378,37 @@ pub fn reconcile(
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
 ) -> std::result::Result<Outcome, ApplyError> {
+    reconcile_from(store, rev, opts, ancestry, now, None).map(|(o, _)| o)
+}
+
+/// [`reconcile`], optionally from a [`Baseline`]: the desired state and key image of the
+/// revision this process last applied, with the generation it left. When the live state
+/// still records that revision and generation (one small script reads only the layout,
+/// generation, applied revision and lease), the plan is made against the baseline
+/// instead of observing every managed key, so the Redis work is a constant number of
+/// round trips plus the writes of the change. Otherwise (another writer applied, the
+/// layout changed, objects removed from git would be kept, `--sweep`) it observes
+/// everything, exactly as [`reconcile`] does.
+///
+/// What the baseline path does not do: heal keys edited out of band since the last
+/// full observe (a baseline trusts that the live keys are what it wrote; `celeroot
+/// watch` heals drift on its resync timer with a full reconcile).
+///
+/// Returns the outcome and, after a successful write or no-op that left the live state
+/// equal to the desired image, the baseline for the next call.
+///
+/// # Errors
+/// As [`reconcile`].
+pub fn reconcile_from(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    baseline: Option<Baseline>,
+) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let started = Instant::now();
+    let round_trips_before = store.round_trips();
     let target = rev
         .compiled
         .revision
@@ -403,7 +435,9 @@ pub fn reconcile(
             return Err(e);
         }
     }
-    let mut result = reconcile_locked(store, rev, opts, ancestry, now, &lease, &target, started);
+    let mut result = reconcile_locked(
+        store, rev, opts, ancestry, now, &lease, &target, started, baseline,
+    );
     if !opts.dry_run {
         if let Err(e) = &result {
             let mut ev = event_base(opts, &target, rev, started);
@@ -414,8 +448,8 @@ pub fn reconcile(
         }
         let _ = store.release_lease(&lease.id);
     }
-    if let Ok(o) = &mut result {
-        o.round_trips = store.round_trips();
+    if let Ok((o, _)) = &mut result {
+        o.round_trips = store.round_trips() - round_trips_before;
     }
     result
 }
@@ -451,10 +485,55 @@ fn reconcile_locked(
     lease: &LeaseInfo,
     target: &str,
     started: Instant,
-) -> std::result::Result<Outcome, ApplyError> {
+    baseline: Option<Baseline>,
+) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let keys = store.keys().clone();
-    let desired = state::desired_image(&keys, &rev.compiled.state, &rev.release);
-    let observed = store.observe(&desired_keys(&desired))?;
+    // The baseline path: trusted when the live state still records the baseline's
+    // revision and generation, and nothing removed from git would be kept.
+    let mut base = None;
+    let mut same = false;
+    if let (Some(b), false) = (baseline, opts.sweep) {
+        let head = store.observe_head()?;
+        // The baseline's own revision again: its image is the desired image, nothing to
+        // plan (and nothing removed).
+        same = b.revision == target && b.release == rev.release;
+        if b.matches(&head) && (same || b.prunes_all(&rev.compiled.state, opts)) {
+            base = Some((b, head));
+        } else {
+            same = false;
+        }
+    }
+    let incremental = base.is_some();
+    let mut desired = match &base {
+        Some(_) => Image::new(),
+        None => state::desired_image(&keys, &rev.compiled.state, &rev.release),
+    };
+    // From a baseline: patch its image where the objects that may differ say.
+    let mut ids = Vec::new();
+    let (observed, mut base_state, base_image, patched) = match base {
+        Some((b, head)) if same => (head, Some(b.state), Some(b.image), None),
+        Some((b, head)) => {
+            ids = incremental::candidates(&b.state, &rev.compiled.state);
+            match incremental::patch_image(
+                &keys,
+                &b.state,
+                b.image,
+                &b.release,
+                &rev.compiled.state,
+                &rev.release,
+                &ids,
+            ) {
+                Ok(p) => (head, Some(b.state), None, Some(p)),
+                Err(image) => {
+                    let img =
+                        state::desired_image_undigested(&keys, &rev.compiled.state, &rev.release);
+                    desired = state::with_digests_reusing(&keys, img, &image);
+                    (head, Some(b.state), Some(image), None)
+                }
+            }
+        }
+        None => (store.observe(&desired_keys(&desired))?, None, None, None),
+    };
     let previous = observed
         .applied
         .get("revision")
@@ -474,47 +553,88 @@ fn reconcile_locked(
             });
         }
     }
-    let live_side = state::live_side(&keys, &observed.image);
-    let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
-    let removed: Vec<ObjectId> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == plan::Action::Remove)
-        .map(plan::Change::id)
-        .collect();
-    let (desired, kept) = keep_unpruned(&keys, desired, &observed.image, &removed, opts);
-    let plan = Plan {
-        changes: plan
+    let mut ops: Vec<KeyOp> = Vec::new();
+    let (plan, kept) = if same {
+        desired = base_image.unwrap_or_default();
+        (Plan::default(), Vec::new())
+    } else if let (Some(p), Some(before)) = (patched, &base_state) {
+        // Only the candidates can differ (the baseline prunes every removed object).
+        let before_side = plan::Side::of_some(before, &ids);
+        let after_side = plan::Side::of_some(&rev.compiled.state, &ids);
+        let plan = plan::diff_among(&before_side, &after_side, &rev.compiled.state, &ids, now);
+        let live_hosts = before.hosts.len();
+        guard_mass_delete(&plan, before.objects.len(), live_hosts, &[], opts)?;
+        ops.extend(plan_keys(&p.after, &p.before));
+        desired = p.image;
+        (plan, Vec::new())
+    } else {
+        let live_side = match &base_state {
+            Some(s) => plan::Side::of(s),
+            None => state::live_side(&keys, &observed.image),
+        };
+        let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
+        let removed: Vec<ObjectId> = plan
             .changes
-            .into_iter()
-            .filter(|c| !kept.contains(&c.id()))
-            .collect(),
-    };
-    guard_mass_delete(&plan, &live_side, &kept, opts)?;
-    let live_managed: Image = observed
-        .image
-        .iter()
-        .filter(|(k, _)| !keys.is_heartbeat(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // Keys celeroot manages whose type was changed out of band (a list where a hash
-    // belongs): delete them first, then write them afresh.
-    let mut ops: Vec<KeyOp> = observed
-        .foreign_types
-        .keys()
-        .map(|key| KeyOp::Del { key: key.clone() })
-        .collect();
-    ops.extend(plan_keys(&desired, &live_managed));
-    if opts.sweep {
-        let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
-        for key in store.scan_prefix()? {
-            if !known.contains(&key) && !keys.is_heartbeat(&key) && !live_managed.contains_key(&key)
-            {
-                ops.push(KeyOp::Del { key });
+            .iter()
+            .filter(|c| c.action == plan::Action::Remove)
+            .map(plan::Change::id)
+            .collect();
+        let (kept_desired, kept) = keep_unpruned(&keys, desired, &observed.image, &removed, opts);
+        desired = kept_desired;
+        let plan = Plan {
+            changes: plan
+                .changes
+                .into_iter()
+                .filter(|c| !kept.contains(&c.id()))
+                .collect(),
+        };
+        let live_hosts = live_side
+            .objects
+            .keys()
+            .filter(|id| id.kind == Kind::Host)
+            .count();
+        guard_mass_delete(&plan, live_side.objects.len(), live_hosts, &kept, opts)?;
+        let observed_managed: Image;
+        let live_managed: &Image = match &base_image {
+            Some(img) => img,
+            None => {
+                observed_managed = observed
+                    .image
+                    .iter()
+                    .filter(|(k, _)| !keys.is_heartbeat(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                &observed_managed
+            }
+        };
+        // Keys celeroot manages whose type was changed out of band (a list where a hash
+        // belongs): delete them first, then write them afresh.
+        ops.extend(
+            observed
+                .foreign_types
+                .keys()
+                .map(|key| KeyOp::Del { key: key.clone() }),
+        );
+        ops.extend(plan_keys(&desired, live_managed));
+        if opts.sweep {
+            let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
+            for key in store.scan_prefix()? {
+                if !known.contains(&key)
+                    && !keys.is_heartbeat(&key)
+                    && !live_managed.contains_key(&key)
+                {
+                    ops.push(KeyOp::Del { key });
+                }
             }
         }
-    }
-    let corrective_writes = corrective(&keys, &observed, &ops);
+        (plan, kept)
+    };
+    // The baseline path read no managed key, so it cannot tell a healing write.
+    let corrective_writes = if incremental {
+        0
+    } else {
+        corrective(&keys, &observed, &ops)
+    };
     let summary = plan.summary();
     let mut outcome = Outcome {
         format_version: 1,
@@ -529,12 +649,30 @@ fn reconcile_locked(
         generation: observed.generation,
         duration_ms: 0,
         round_trips: 0,
+        incremental,
         deploy: None,
     };
     if opts.dry_run {
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok(outcome);
+        return Ok((outcome, None));
     }
+    // After this reconcile the live managed keys equal `desired` (unless objects were
+    // kept): the baseline for the next one.
+    // (The same revision keeps the baseline's state: cloning a large fleet's costs more
+    // than the rest of a no-op.)
+    let kept_state = if same { base_state.take() } else { None };
+    if let Some(s) = base_state.take() {
+        incremental::drop_later(s);
+    }
+    let next_baseline = |generation: u64, desired: Image| {
+        kept.is_empty().then(|| Baseline {
+            revision: target.to_string(),
+            generation,
+            state: kept_state.unwrap_or_else(|| rev.compiled.state.clone()),
+            image: desired,
+            release: rev.release.clone(),
+        })
+    };
     let same_revision = previous.as_deref() == Some(target);
     let summary_json =
         serde_json::json!({"add": summary.add, "change": summary.change, "remove": summary.remove})
@@ -550,7 +688,8 @@ fn reconcile_locked(
         store.record_event(&ev)?;
         outcome.result = Result::Noop;
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok(outcome);
+        let next = next_baseline(outcome.generation, desired);
+        return Ok((outcome, next));
     }
     if let Ok(f) = std::env::var("CELEROOT_FAULT") {
         if f == "before-apply" {
@@ -596,5 +735,6 @@ fn reconcile_locked(
     )?;
     outcome.result = Result::Applied;
     outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Ok(outcome)
+    let next = next_baseline(outcome.generation, desired);
+    Ok((outcome, next))
 }

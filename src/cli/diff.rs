@@ -61,8 +61,22 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
         return run_live(ui, cli, args, now);
     };
     // Compile both sides before reporting, so errors on both sides show in one run.
-    let before = crate::compile_snapshot(snapshot(cli, from, false)?);
-    let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?);
+    let (before, after) = if args.worktree {
+        (
+            crate::compile_snapshot(snapshot(cli, from, false)?),
+            crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?),
+        )
+    } else {
+        // Two commits share most files: compile --to from --from's parsed files,
+        // re-reading only what git's tree diff reports as changed.
+        let repo = source::open_repo(cli.repo.as_deref())?;
+        let mut compiler = crate::apply::Compiler::new(&cli.path);
+        let mut side = |rev: &str| match compiler.compile(&repo, rev) {
+            Err(crate::CompileError::Source(e)) => Err(CliError::from(e)),
+            other => Ok(other.map(|(c, _)| c)),
+        };
+        (side(from)?, side(&args.to)?)
+    };
     let (before, after) = match (before, after) {
         (Ok(b), Ok(a)) => (b, a),
         (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(ui.compile_error(e)),

@@ -347,7 +347,7 @@ fn cluster_name(ui: &Ui, cli: &Cli, explicit: &Option<String>) -> Result<String,
         Some(c) => crate::validate::rules::rfc1123_label(c)
             .map(|()| c.clone())
             .map_err(|e| CliError::new(format!("invalid --cluster {c:?}: {e}"))),
-        None => Ok(compiled(ui, cli, "HEAD")?.state.cluster),
+        None => Ok(compiled(ui, cli, "HEAD")?.state.cluster.clone()),
     }
 }
 

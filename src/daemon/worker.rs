@@ -61,6 +61,12 @@ pub(super) struct Worker {
     compiled: Option<(String, Head)>,
     /// The last valid revision this daemon applied or confirmed live.
     last_good: Option<Box<Revision>>,
+    /// Keeps the parsed files of the last compiled revision: a new revision re-reads
+    /// only the files git's tree diff reports as changed.
+    compiler: apply::Compiler,
+    /// What the last reconcile of this daemon left in Redis: the next push is planned
+    /// against it (reading no managed key) while Redis still records it.
+    baseline: Option<Box<apply::Baseline>>,
     /// The head last handled (applied, confirmed, refused or reported invalid).
     handled: Option<String>,
     next_fetch: Instant,
@@ -77,6 +83,7 @@ impl Worker {
         rx: Receiver<Trigger>,
     ) -> Self {
         let now = Instant::now();
+        let compiler = apply::Compiler::new(&cfg.path);
         Worker {
             next_resync: now + cfg.resync,
             cfg,
@@ -86,6 +93,8 @@ impl Worker {
             store: None,
             compiled: None,
             last_good: None,
+            compiler,
+            baseline: None,
             handled: None,
             next_fetch: now,
             retry_at: None,
@@ -144,6 +153,10 @@ impl Worker {
         let now = Instant::now();
         let retry_due = self.retry_at.is_some_and(|t| now >= t);
         if led || retry_due || self.handled.as_deref() != Some(head.as_str()) {
+            if led {
+                // A new leader observes everything once.
+                self.baseline = None;
+            }
             self.reconcile_head(&head);
         } else if now >= self.next_resync {
             self.resync();
@@ -191,10 +204,17 @@ impl Worker {
         Ok(format!("worktree-{}", &format!("{:x}", h.finalize())[..12]))
     }
 
-    fn load(&self, head: &str) -> Result<Revision, CompileError> {
+    fn load(&mut self, head: &str) -> Result<Revision, CompileError> {
         let repo = self.mirror.repo()?;
         if !self.cfg.worktree {
-            return apply::load_revision(&repo, head, &self.cfg.path);
+            let (rev, stats) = self.compiler.load(&repo, head)?;
+            tracing::debug!(
+                revision = head,
+                files_read = stats.files_read,
+                full = stats.full,
+                "compiled"
+            );
+            return Ok(rev);
         }
         let mut snapshot = self.worktree_snapshot()?;
         snapshot.label = head.to_string();
@@ -213,6 +233,10 @@ impl Worker {
     fn compile(&mut self, head: &str) {
         if self.compiled.as_ref().is_some_and(|(k, _)| k == head) {
             return;
+        }
+        // A large fleet's compiled state takes a while to free: not on the push's path.
+        if let Some(old) = self.compiled.take() {
+            apply::incremental::drop_later(old);
         }
         let compiled = match self.load(head) {
             Ok(rev) => match (&self.cfg.cluster, &rev.compiled.state.cluster) {
@@ -344,10 +368,21 @@ impl Worker {
             (Some(repo), false) => apply::ancestry(repo, &target, applied),
             _ => apply::Ancestry::Same,
         };
-        let result = self
-            .store()
-            .map_err(ApplyError::from)
-            .and_then(|s| apply::reconcile(s, rev, &opts, &ancestry, chrono::Utc::now()));
+        let baseline = self.baseline.take();
+        let result = self.store().map_err(ApplyError::from).and_then(|s| {
+            apply::reconcile_from(
+                s,
+                rev,
+                &opts,
+                &ancestry,
+                chrono::Utc::now(),
+                baseline.map(|b| *b),
+            )
+        });
+        let result = result.map(|(o, next)| {
+            self.baseline = next.map(Box::new);
+            o
+        });
         let secs = started.elapsed().as_secs_f64();
         let cluster = rev.compiled.state.cluster.clone();
         match result {
@@ -363,6 +398,8 @@ impl Worker {
                     corrective = o.corrective_writes,
                     generation = o.generation,
                     duration_ms = o.duration_ms,
+                    incremental = o.incremental,
+                    round_trips = o.round_trips,
                     "reconciled"
                 );
                 self.shared.metrics.reconciled(label, secs);
@@ -384,7 +421,9 @@ impl Worker {
                 });
                 self.shared.set_redis_ok(true);
                 self.handled = Some(head.to_string());
-                self.last_good = Some(Box::new(rev.clone()));
+                if let Some(old) = self.last_good.replace(Box::new(rev.clone())) {
+                    apply::incremental::drop_later(old);
+                }
                 self.retry_at = None;
                 self.backoff.reset();
                 self.next_resync = Instant::now() + self.cfg.resync;
@@ -524,6 +563,8 @@ impl Worker {
             DriftMode::Heal => {
                 tracing::info!(keys = healable, pending = summary.pending, "healing drift");
                 let head = self.handled.clone().unwrap_or_default();
+                // Healing needs the live keys: observe everything.
+                self.baseline = None;
                 self.apply(&head, &rev);
             }
             DriftMode::Report => {

@@ -198,6 +198,75 @@ pub fn select_hosts<'a>(
         .collect()
 }
 
+/// The hosts of a revision indexed by role and by label, so that resolving a role's
+/// hosts or a selector costs the size of the answer, not the size of the fleet (a
+/// 10,000-host repository with 20,000 schedules made the linear scans of
+/// [`hosts_with_role`] and [`select_hosts`] quadratic). Answers are sorted by name and
+/// equal to those functions' answers when built from hosts in name order.
+#[derive(Debug, Default)]
+pub struct HostIndex<'a> {
+    names: Vec<&'a str>,
+    by_role: std::collections::HashMap<&'a str, Vec<&'a str>>,
+    by_label: std::collections::HashMap<(&'a str, &'a str), Vec<&'a str>>,
+}
+
+impl<'a> HostIndex<'a> {
+    /// Indexes `hosts`, which must come in name order (as a `BTreeMap` iterates).
+    pub fn new(hosts: impl Iterator<Item = (&'a String, &'a Host)>) -> Self {
+        let mut ix = HostIndex::default();
+        for (name, h) in hosts {
+            let name = name.as_str();
+            ix.names.push(name);
+            for r in &h.spec.roles.value {
+                let list = ix.by_role.entry(r.value.as_str()).or_default();
+                if list.last() != Some(&name) {
+                    list.push(name);
+                }
+            }
+            if let Some(labels) = &h.metadata.labels {
+                for (k, v) in &labels.value {
+                    ix.by_label
+                        .entry((k.as_str(), v.as_str()))
+                        .or_default()
+                        .push(name);
+                }
+            }
+        }
+        ix
+    }
+
+    /// Names of hosts that have `role` (as [`hosts_with_role`]).
+    pub fn with_role(&self, role: &str) -> &[&'a str] {
+        self.by_role.get(role).map_or(&[], Vec::as_slice)
+    }
+
+    /// Names of hosts whose labels contain every pair of `match_labels` (as
+    /// [`select_hosts`]; an empty selector matches every host).
+    pub fn select(&self, match_labels: &BTreeMap<String, String>) -> Vec<&'a str> {
+        let mut lists = Vec::with_capacity(match_labels.len());
+        for (k, v) in match_labels {
+            match self.by_label.get(&(k.as_str(), v.as_str())) {
+                Some(l) => lists.push(l),
+                None => return Vec::new(),
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        let Some((first, rest)) = lists.split_first() else {
+            return self.names.clone();
+        };
+        first
+            .iter()
+            .filter(|n| rest.iter().all(|l| l.binary_search(n).is_ok()))
+            .copied()
+            .collect()
+    }
+
+    /// Whether a host named `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.binary_search(&name).is_ok()
+    }
+}
+
 fn meta_json(m: &ObjectMeta) -> Json {
     let mut meta = Map::new();
     let labels = m.labels();
@@ -473,6 +542,8 @@ pub fn compile(m: &Manifests) -> DesiredState {
         object(&c.metadata, Json::Object(spec)),
     );
 
+    let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
+
     // Roles
     for (name, e) in &m.roles {
         let r = &e.object;
@@ -502,14 +573,14 @@ pub fn compile(m: &Manifests) -> DesiredState {
             },
             object(&r.metadata, Json::Object(spec)),
         );
-        let hosts = hosts_with_role(m.hosts.iter().map(|(k, v)| (k, &v.object)), name);
+        let hosts = index.with_role(name);
         out.roles.insert(
             name.clone(),
             CompiledRole {
                 queue,
                 concurrency: r.spec.concurrency.as_ref().map(|v| v.value),
                 max_tasks_per_child: r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
-                hosts: hosts.into_iter().map(String::from).collect(),
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
             },
         );
     }
@@ -621,7 +692,7 @@ pub fn compile(m: &Manifests) -> DesiredState {
             },
             object(&e.object.metadata, Json::Object(spec)),
         );
-        let entries = resolve_entries(s, m, &out.roles);
+        let entries = resolve_entries(s, &index, &out.roles);
         out.schedules.insert(
             name.clone(),
             CompiledSchedule {
@@ -652,10 +723,9 @@ pub fn compile(m: &Manifests) -> DesiredState {
 /// The hosts (mode each) or roles (mode any) a schedule resolves to, with their queues.
 fn resolve_entries(
     s: &ScheduleSpec,
-    m: &Manifests,
+    index: &HostIndex<'_>,
     roles: &BTreeMap<String, CompiledRole>,
 ) -> Vec<ScheduleEntry> {
-    let hosts = || m.hosts.iter().map(|(k, v)| (k, &v.object));
     let mut set: BTreeSet<ScheduleEntry> = BTreeSet::new();
     for t in &s.targets.value {
         match s.mode.value {
@@ -670,14 +740,15 @@ fn resolve_entries(
             }
             Mode::Each => {
                 let names: Vec<&str> = if let Some(r) = &t.role {
-                    hosts_with_role(hosts(), &r.value)
+                    index.with_role(&r.value).to_vec()
                 } else if let Some(h) = &t.host {
-                    hosts()
-                        .filter(|(n, _)| **n == h.value)
-                        .map(|(n, _)| n.as_str())
-                        .collect()
+                    if index.contains(&h.value) {
+                        vec![h.value.as_str()]
+                    } else {
+                        Vec::new()
+                    }
                 } else if let Some(sel) = &t.selector {
-                    select_hosts(hosts(), &sel.match_labels)
+                    index.select(&sel.match_labels)
                 } else {
                     Vec::new()
                 };

@@ -285,6 +285,28 @@ fn check_field(f: &Field, text: &str) -> Result<String, String> {
 /// # Errors
 /// A message naming the offending field and what was expected.
 pub fn parse_cron(expr: &str) -> Result<Crontab, String> {
+    // Parsing is costly (croner builds bit sets, then probes for a next occurrence) and a
+    // fleet repeats a few expressions across thousands of schedules (validate and
+    // compile each parse every one): remember the answers per thread.
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Result<Crontab, String>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(expr).cloned()) {
+        return hit;
+    }
+    let parsed = parse_cron_uncached(expr);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(expr.to_string(), parsed.clone());
+    });
+    parsed
+}
+
+fn parse_cron_uncached(expr: &str) -> Result<Crontab, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     if fields.len() != 5 {
         return Err(format!(

@@ -68,6 +68,35 @@ pub struct LoadedFiles {
 
 /// Parses and decodes every document of every file. Never stops at the first problem.
 pub fn load_files(files: &[SourceFile]) -> LoadedFiles {
+    // Files are independent: parse them on every core (a 30,000-file fleet spends most
+    // of a cold `validate` here), then concatenate in file order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(8);
+    if threads < 2 || files.len() < 256 {
+        return load_files_serial(files);
+    }
+    let per = files.len().div_ceil(threads);
+    let parts: Vec<LoadedFiles> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .map(|chunk| s.spawn(move || load_files_serial(chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut out = LoadedFiles::default();
+    for p in parts {
+        out.objects.extend(p.objects);
+        out.diagnostics.extend(p.diagnostics);
+        out.undecoded.extend(p.undecoded);
+    }
+    out
+}
+
+fn load_files_serial(files: &[SourceFile]) -> LoadedFiles {
     let mut out = LoadedFiles::default();
     for file in files {
         for doc in parse_documents(&file.text) {

@@ -143,6 +143,36 @@ pub struct Side {
 }
 
 impl Side {
+    /// The part of [`Side::of`] about the objects `ids`.
+    pub fn of_some<'a>(d: &DesiredState, ids: impl IntoIterator<Item = &'a ObjectId>) -> Side {
+        let mut side = Side::default();
+        for id in ids {
+            if let Some(o) = d.objects.get(id) {
+                side.objects.insert(id.clone(), o.clone());
+            }
+            match id.kind {
+                Kind::Host => {
+                    if let Some(h) = d.hosts.get(&id.name) {
+                        side.host_queues.insert(id.name.clone(), h.queues.clone());
+                    }
+                }
+                Kind::Role => {
+                    if let Some(r) = d.roles.get(&id.name) {
+                        side.role_hosts.insert(id.name.clone(), r.hosts.clone());
+                    }
+                }
+                Kind::Schedule => {
+                    if let Some(s) = d.schedules.get(&id.name) {
+                        side.schedule_entries
+                            .insert(id.name.clone(), s.entries.clone());
+                    }
+                }
+                Kind::Cluster => {}
+            }
+        }
+        side
+    }
+
     pub fn of(d: &DesiredState) -> Side {
         Side {
             objects: d.objects.clone(),
@@ -167,13 +197,86 @@ impl Side {
 
 /// Compares two desired states. `now` anchors the next fire times shown for schedules.
 pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> Plan {
-    diff_sides(&Side::of(before), after, now)
+    // Only the candidates can change; the sides are built for them alone (copying every
+    // object of a large fleet cost more than the comparison).
+    let ids = candidates(before, after);
+    let before_side = Side::of_some(before, &ids);
+    let after_side = Side::of_some(after, &ids);
+    diff_among(&before_side, &after_side, after, &ids, now)
+}
+
+/// The objects that may differ between two desired states: added, removed or changed
+/// specs, hosts whose queues changed and schedules whose targets changed (what
+/// [`diff_sides`] would report), in plan order. Compares without copying.
+pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<ObjectId> {
+    let mut out = Vec::new();
+    let mut b = before.objects.iter().peekable();
+    let mut a = after.objects.iter().peekable();
+    loop {
+        let next = match (b.peek(), a.peek()) {
+            (None, None) => break,
+            (Some((bi, _)), None) => {
+                let id = (*bi).clone();
+                b.next();
+                Some(id)
+            }
+            (None, Some((ai, _))) => {
+                let id = (*ai).clone();
+                a.next();
+                Some(id)
+            }
+            (Some((bi, bo)), Some((ai, ao))) => match bi.cmp(ai) {
+                std::cmp::Ordering::Less => {
+                    let id = (*bi).clone();
+                    b.next();
+                    Some(id)
+                }
+                std::cmp::Ordering::Greater => {
+                    let id = (*ai).clone();
+                    a.next();
+                    Some(id)
+                }
+                std::cmp::Ordering::Equal => {
+                    let derived = match bi.kind {
+                        Kind::Host => {
+                            before.hosts.get(&bi.name).map(|h| &h.queues)
+                                != after.hosts.get(&bi.name).map(|h| &h.queues)
+                        }
+                        Kind::Schedule => {
+                            before.schedules.get(&bi.name).map(|s| &s.entries)
+                                != after.schedules.get(&bi.name).map(|s| &s.entries)
+                        }
+                        Kind::Cluster | Kind::Role => false,
+                    };
+                    let id = (bo.hash != ao.hash || derived).then(|| (*bi).clone());
+                    b.next();
+                    a.next();
+                    id
+                }
+            },
+        };
+        out.extend(next);
+    }
+    out
 }
 
 /// Compares a "before" side (e.g. the live state) with a desired state.
 pub fn diff_sides(before: &Side, after: &DesiredState, now: DateTime<Utc>) -> Plan {
     let after_side = Side::of(after);
     let ids: BTreeSet<&ObjectId> = before.objects.keys().chain(after.objects.keys()).collect();
+    diff_among(before, &after_side, after, ids, now)
+}
+
+/// [`diff_sides`] over the objects `ids` only, with the "after" side given: both sides
+/// need to hold only these objects (and the hosts, roles and schedules they name), so an
+/// incremental planner that knows which objects may differ does not copy the rest.
+pub fn diff_among<'a>(
+    before: &Side,
+    after_side: &Side,
+    after: &DesiredState,
+    ids: impl IntoIterator<Item = &'a ObjectId>,
+    now: DateTime<Utc>,
+) -> Plan {
     let mut changes = Vec::new();
     for id in ids {
         let b = before.objects.get(id);
@@ -183,7 +286,7 @@ pub fn diff_sides(before: &Side, after: &DesiredState, now: DateTime<Utc>) -> Pl
             (Some(_), None) => Action::Remove,
             (Some(x), Some(y)) if x.hash != y.hash => Action::Change,
             (Some(_), Some(_)) => {
-                if derived_changed(id, before, &after_side) {
+                if derived_changed(id, before, after_side) {
                     Action::Change
                 } else {
                     continue;
@@ -201,7 +304,7 @@ pub fn diff_sides(before: &Side, after: &DesiredState, now: DateTime<Utc>) -> Pl
             after_hash: a.map(|o| o.hash.clone()),
             before: b.map(|o| o.normalized.clone()),
             after: a.map(|o| o.normalized.clone()),
-            effects: effects(id, action, before, &after_side, after, now),
+            effects: effects(id, action, before, after_side, after, now),
         });
     }
     Plan { changes }

@@ -162,8 +162,12 @@ pub fn read_git(repo: &Repository, rev: &str, path: &str) -> Result<Snapshot, So
         }
         repo.find_tree(entry.id())?
     };
-    let mut files = Vec::new();
-    collect_tree(repo, &tree, &path, &mut files)?;
+    let mut entries = Vec::new();
+    list_tree(repo, &tree, &path, &mut entries)?;
+    let mut files: Vec<SourceFile> = read_entries(repo, &entries)?
+        .into_iter()
+        .map(|b| b.file)
+        .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
         label: rev.to_string(),
@@ -172,11 +176,195 @@ pub fn read_git(repo: &Repository, rev: &str, path: &str) -> Result<Snapshot, So
     })
 }
 
-fn collect_tree(
+/// One manifest blob found in a tree: its path, id, and whether it is a symbolic link
+/// (an error, reported in path order when the files are read).
+type TreeEntry = (String, git2::Oid, bool);
+
+fn read_entry(
+    repo: &Repository,
+    (path, oid, symlink): &TreeEntry,
+) -> Result<BlobFile, SourceError> {
+    if *symlink {
+        return Err(SourceError::Symlink { path: path.clone() });
+    }
+    let blob = repo.find_blob(*oid)?;
+    Ok(BlobFile {
+        file: text_of(path.clone(), blob.content())?,
+        blob: *oid,
+    })
+}
+
+/// Reads the blobs of `entries`, on every core for large trees (each thread opens its
+/// own handle on the repository: a `Repository` is not shared between threads). The
+/// error reported is the first in entry order, as when reading one by one.
+fn read_entries(repo: &Repository, entries: &[TreeEntry]) -> Result<Vec<BlobFile>, SourceError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(8);
+    if threads < 2 || entries.len() < 256 {
+        return entries.iter().map(|e| read_entry(repo, e)).collect();
+    }
+    let dir = repo.path().to_path_buf();
+    let per = entries.len().div_ceil(threads);
+    let mut chunks = entries.chunks(per);
+    let first = chunks.next().unwrap_or_default();
+    let parts: Vec<Result<Vec<BlobFile>, SourceError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .map(|chunk| {
+                let dir = dir.clone();
+                s.spawn(move || {
+                    let own = Repository::open(&dir)?;
+                    chunk.iter().map(|e| read_entry(&own, e)).collect()
+                })
+            })
+            .collect();
+        let mine = first.iter().map(|e| read_entry(repo, e)).collect();
+        std::iter::once(mine)
+            .chain(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+            )
+            .collect()
+    });
+    let mut out = Vec::with_capacity(entries.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// One manifest file with the id of its git blob (for caches keyed by content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFile {
+    pub file: SourceFile,
+    pub blob: git2::Oid,
+}
+
+/// The manifest files of one commit with their blob ids: what [`read_git`] reads, for
+/// callers that cache per blob. Returns the full commit id and the files sorted by path.
+///
+/// # Errors
+/// As [`read_git`].
+pub fn read_git_blobs(
+    repo: &Repository,
+    rev: &str,
+    path: &str,
+) -> Result<(String, Vec<BlobFile>), SourceError> {
+    let path = normalize_path(path)?;
+    let commit = resolve_commit(repo, rev)?;
+    let tree = manifests_tree(repo, &commit, &path, rev)?;
+    let mut entries = Vec::new();
+    list_tree(repo, &tree, &path, &mut entries)?;
+    let mut files = read_entries(repo, &entries)?;
+    files.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    Ok((commit.id().to_string(), files))
+}
+
+/// What changed in the manifests path between two commits, from git's tree diff: the
+/// paths of manifest files that were removed or modified (`None`) and the new contents
+/// of those added or modified. Only the changed blobs are read.
+#[derive(Debug, Clone, Default)]
+pub struct TreeChanges {
+    /// The full id of the `to` commit.
+    pub commit: String,
+    pub removed: Vec<String>,
+    pub written: Vec<BlobFile>,
+}
+
+/// The manifest files that differ between commits `from` and `to` under `path`.
+///
+/// # Errors
+/// As [`read_git`] (for the files that changed), and git errors.
+pub fn changed_files(
+    repo: &Repository,
+    from: &str,
+    to: &str,
+    path: &str,
+) -> Result<TreeChanges, SourceError> {
+    let path = normalize_path(path)?;
+    let old = resolve_commit(repo, from)?;
+    let new = resolve_commit(repo, to)?;
+    let old_tree = manifests_tree(repo, &old, &path, from)?;
+    let new_tree = manifests_tree(repo, &new, &path, to)?;
+    let diff = repo.diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)?;
+    let mut out = TreeChanges {
+        commit: new.id().to_string(),
+        ..TreeChanges::default()
+    };
+    let full = |rel: &Path| -> Option<String> {
+        let rel = rel.to_str()?;
+        let mut parts = rel.split('/').peekable();
+        while let Some(p) = parts.next() {
+            // Hidden directories are skipped; the file name must be a manifest's.
+            if parts.peek().is_some() && p.starts_with('.') {
+                return None;
+            }
+            if parts.peek().is_none() && !is_manifest_name(p) {
+                return None;
+            }
+        }
+        Some(if path.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{path}/{rel}")
+        })
+    };
+    for delta in diff.deltas() {
+        if let Some(p) = delta.old_file().path().and_then(full) {
+            if delta.old_file().exists() && !delta.old_file().id().is_zero() {
+                out.removed.push(p);
+            }
+        }
+        let nf = delta.new_file();
+        if let Some(p) = nf.path().and_then(full) {
+            if nf.id().is_zero() || !nf.exists() {
+                continue;
+            }
+            if u32::from(nf.mode()) == 0o120000 {
+                return Err(SourceError::Symlink { path: p });
+            }
+            let blob = repo.find_blob(nf.id())?;
+            out.written.push(BlobFile {
+                file: text_of(p, blob.content())?,
+                blob: nf.id(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn manifests_tree<'r>(
+    repo: &'r Repository,
+    commit: &git2::Commit<'r>,
+    path: &str,
+    rev: &str,
+) -> Result<Tree<'r>, SourceError> {
+    let at = format!("{rev} ({})", short(&commit.id().to_string()));
+    let root = commit.tree()?;
+    if path.is_empty() {
+        return Ok(root);
+    }
+    let entry = root
+        .get_path(Path::new(path))
+        .map_err(|_| SourceError::MissingPath {
+            path: path.to_string(),
+            at: at.clone(),
+        })?;
+    if entry.kind() != Some(ObjectType::Tree) {
+        return Err(SourceError::NotADirectory {
+            path: path.to_string(),
+            at,
+        });
+    }
+    Ok(repo.find_tree(entry.id())?)
+}
+
+fn list_tree(
     repo: &Repository,
     tree: &Tree<'_>,
     prefix: &str,
-    out: &mut Vec<SourceFile>,
+    out: &mut Vec<TreeEntry>,
 ) -> Result<(), SourceError> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
@@ -188,14 +376,10 @@ fn collect_tree(
         match entry.kind() {
             Some(ObjectType::Tree) if !name.starts_with('.') => {
                 let sub = repo.find_tree(entry.id())?;
-                collect_tree(repo, &sub, &full, out)?;
+                list_tree(repo, &sub, &full, out)?;
             }
             Some(ObjectType::Blob) if is_manifest_name(name) => {
-                if entry.filemode() == 0o120000 {
-                    return Err(SourceError::Symlink { path: full });
-                }
-                let blob = repo.find_blob(entry.id())?;
-                out.push(text_of(full, blob.content())?);
+                out.push((full, entry.id(), entry.filemode() == 0o120000));
             }
             _ => {}
         }

@@ -105,6 +105,11 @@ pub fn worker_fields(
 /// The key image of a desired state: objects, hosts, worker configurations, the role
 /// index, and the digests of all of them.
 pub fn desired_image(keys: &Keys, d: &DesiredState, release: &Release) -> Image {
+    with_digests(keys, desired_image_undigested(keys, d, release))
+}
+
+/// [`desired_image`] without the digests hash (see [`with_digests_reusing`]).
+pub fn desired_image_undigested(keys: &Keys, d: &DesiredState, release: &Release) -> Image {
     let mut img = Image::new();
     let objects: BTreeMap<String, String> = d
         .objects
@@ -160,7 +165,7 @@ pub fn desired_image(keys: &Keys, d: &DesiredState, release: &Release) -> Image 
             now: u64::try_from(now.timestamp()).unwrap_or(0),
         },
     );
-    with_digests(keys, img)
+    img
 }
 
 /// The RedBeat entry name of one schedule target: `<schedule>.host.<host>` or
@@ -276,6 +281,28 @@ pub fn with_digests(keys: &Keys, img: Image) -> Image {
     img.remove(&keys.digests());
     let digests: BTreeMap<String, String> =
         img.iter().map(|(k, v)| (k.clone(), v.digest())).collect();
+    img.insert(keys.digests(), KeyValue::Hash(digests));
+    img
+}
+
+/// [`with_digests`], taking the digest of every value equal to its value in `previous`
+/// (an image with digests) from `previous` instead of hashing it again.
+pub fn with_digests_reusing(keys: &Keys, img: Image, previous: &Image) -> Image {
+    let mut img = normalize(img);
+    img.remove(&keys.digests());
+    let old = match previous.get(&keys.digests()) {
+        Some(KeyValue::Hash(d)) => Some(d),
+        _ => None,
+    };
+    let digests: BTreeMap<String, String> = img
+        .iter()
+        .map(|(k, v)| {
+            let reused = old
+                .filter(|_| previous.get(k) == Some(v))
+                .and_then(|d| d.get(k).cloned());
+            (k.clone(), reused.unwrap_or_else(|| v.digest()))
+        })
+        .collect();
     img.insert(keys.digests(), KeyValue::Hash(digests));
     img
 }

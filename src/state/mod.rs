@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 
 pub use heartbeat::Heartbeat;
 pub use image::{
-    desired_image, normalize, object_entry, project_owned, redbeat_definition, redbeat_entry_name,
-    redbeat_meta, with_digests, worker_fields, Image, KeyValue, Release,
+    desired_image, desired_image_undigested, normalize, object_entry, project_owned,
+    redbeat_definition, redbeat_entry_name, redbeat_meta, with_digests, with_digests_reusing,
+    worker_fields, Image, KeyValue, Release,
 };
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use store::{

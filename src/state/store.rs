@@ -274,6 +274,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Reads the layout, generation, applied revision and lease, without any managed
+    /// key (the incremental reconcile's check that the live state is its baseline).
+    ///
+    /// # Errors
+    /// Redis errors, or [`StateError::Layout`] when the layout version differs.
+    pub fn observe_head(&mut self) -> Result<Observed, StateError> {
+        let k = self.keys.clone();
+        let v = self.script(
+            include_str!("scripts/observe_head.lua"),
+            &[k.layout(), k.generation(), k.applied(), k.lock()],
+            &[],
+        )?;
+        let [layout, generation, applied, lease]: [Value; 4] = array(v)?
+            .try_into()
+            .map_err(|_| StateError::Protocol("observe returned an unexpected shape".into()))?;
+        let layout = Some(string(layout)?).filter(|s| !s.is_empty());
+        if let Some(l) = &layout {
+            if l != LAYOUT_VERSION && !super::keys::UPGRADABLE_LAYOUTS.contains(&l.as_str()) {
+                return Err(StateError::Layout {
+                    found: l.clone(),
+                    expected: LAYOUT_VERSION.into(),
+                });
+            }
+        }
+        Ok(Observed {
+            layout,
+            generation: string(generation)?.parse().unwrap_or(0),
+            applied: pairs(applied)?,
+            lease: Some(string(lease)?)
+                .filter(|s| !s.is_empty())
+                .and_then(|s| serde_json::from_str(&s).ok()),
+            ..Observed::default()
+        })
+    }
+
     /// Takes the reconcile lease, or reports who holds it. A daemon's lease (with
     /// `info.leader`) also takes over a lease left by a daemon that is no longer the leader.
     ///

@@ -657,6 +657,7 @@ fn check_schedule_references(
     undecoded: &BTreeSet<ObjectId>,
     diags: &mut Vec<Diagnostic>,
 ) {
+    let index = crate::desired::HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
     for (name, s) in schedules {
         let by = format!("schedule {name:?}");
         let mut target_roles: BTreeSet<&str> = BTreeSet::new();
@@ -664,10 +665,7 @@ fn check_schedule_references(
             if let Some(r) = &t.role {
                 if roles.contains_key(&r.value) {
                     target_roles.insert(&r.value);
-                    let n = crate::desired::hosts_with_role(
-                        hosts.iter().map(|(k, v)| (k, &v.object)),
-                        &r.value,
-                    );
+                    let n = index.with_role(&r.value);
                     if n.is_empty() && s.object.spec.mode.value == Mode::Each {
                         diags.push(Diagnostic::warning(
                             &s.file,
@@ -690,10 +688,7 @@ fn check_schedule_references(
                 }
             }
             if let Some(sel) = &t.selector {
-                let n = crate::desired::select_hosts(
-                    hosts.iter().map(|(k, v)| (k, &v.object)),
-                    &sel.match_labels,
-                );
+                let n = index.select(&sel.match_labels);
                 if n.is_empty() {
                     diags.push(
                         Diagnostic::warning(

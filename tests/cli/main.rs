@@ -10,6 +10,7 @@ mod test_hosts;
 mod test_import;
 mod test_init;
 mod test_invalid_corpus;
+mod test_perf_incremental;
 mod test_reconcile;
 mod test_scaffold;
 mod test_schedules;

@@ -1,0 +1,477 @@
+//! Incremental work for the `watch` daemon: compile a new revision re-reading only the
+//! manifest files git says changed, and reconcile it against the state the daemon last
+//! applied instead of observing every key (see [`super::reconcile_from`]).
+//!
+//! Correctness rule: everything here must give exactly what the full path gives (the
+//! differential test `tests/cli/test_perf_incremental.rs` checks plans and the resulting
+//! Redis state over a generated history).
+
+use std::collections::BTreeMap;
+
+use git2::Repository;
+
+use super::{Options, Revision};
+use crate::desired::DesiredState;
+use crate::manifest::{self, LoadedFiles};
+use crate::render::RevisionInfo;
+use crate::source::{self, BlobFile};
+use crate::state::{self, Image, Keys, Observed, Release};
+use crate::CompileError;
+
+/// What the live state was left as by the last reconcile of this process.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The applied commit.
+    pub revision: String,
+    /// The generation the reconcile left (its own apply, or the one it found for a no-op).
+    pub generation: u64,
+    /// The applied desired state (shared with the compiled revision).
+    pub state: std::sync::Arc<DesiredState>,
+    /// The managed keys as they were left (with the digests hash).
+    pub image: Image,
+    /// The release recorded with them.
+    pub release: Release,
+}
+
+impl Baseline {
+    /// Whether `head` (from [`crate::state::Store::observe_head`]) shows the live state
+    /// still as this baseline left it: same revision, same generation, current layout.
+    pub fn matches(&self, head: &Observed) -> bool {
+        head.layout.as_deref() == Some(state::LAYOUT_VERSION)
+            && head.generation == self.generation
+            && head.applied.get("revision") == Some(&self.revision)
+    }
+
+    /// Whether every object removed from git since the baseline would be removed (the
+    /// baseline path cannot keep objects: keeping needs their live keys).
+    pub fn prunes_all(&self, next: &DesiredState, opts: &Options) -> bool {
+        self.state
+            .objects
+            .iter()
+            .filter(|(id, _)| !next.objects.contains_key(*id))
+            .all(|(_, o)| {
+                opts.prune
+                    && o.normalized["metadata"]["annotations"][super::PRUNE_ANNOTATION].as_str()
+                        != Some("disabled")
+            })
+    }
+}
+
+/// The desired image of `next`, reusing the baseline's digests for unchanged values.
+pub fn desired_image_from(
+    keys: &Keys,
+    baseline: &Baseline,
+    next: &DesiredState,
+    release: &Release,
+) -> Image {
+    let img = state::desired_image_undigested(keys, next, release);
+    state::with_digests_reusing(keys, img, &baseline.image)
+}
+
+/// Drops `value` on a short-lived thread: freeing a large fleet's desired state takes
+/// tens of milliseconds that a reconcile need not wait for. Drops inline when no thread
+/// can be started.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(value)));
+    let theirs = std::sync::Arc::clone(&slot);
+    let spawned = std::thread::Builder::new()
+        .name("celeroot-drop".into())
+        .spawn(move || {
+            let v = theirs.lock().ok().and_then(|mut g| g.take());
+            drop(v);
+        });
+    if spawned.is_err() {
+        let v = slot.lock().ok().and_then(|mut g| g.take());
+        drop(v);
+    }
+}
+
+/// Counters of one [`Compiler::load`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Manifest files read and parsed.
+    pub files_read: usize,
+    /// Whether every file was read (no earlier revision, or the diff could not be used).
+    pub full: bool,
+}
+
+/// A compiler that keeps the parsed files of the last revision it loaded, keyed by
+/// path and blob id. Loading a descendant (or any other commit) re-reads only the blobs
+/// that git's tree diff reports as added, modified or removed; validation and
+/// compilation then run over the cached objects.
+#[derive(Debug)]
+pub struct Compiler {
+    path: String,
+    commit: Option<String>,
+    files: BTreeMap<String, (git2::Oid, LoadedFiles)>,
+    sources: BTreeMap<String, String>,
+}
+
+fn parse_one(f: &BlobFile) -> LoadedFiles {
+    manifest::load_files(std::slice::from_ref(&f.file))
+}
+
+fn parse_all(files: &[BlobFile]) -> Vec<LoadedFiles> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(8);
+    if threads < 2 || files.len() < 256 {
+        return files.iter().map(parse_one).collect();
+    }
+    let per = files.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .map(|chunk| s.spawn(move || chunk.iter().map(parse_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+impl Compiler {
+    /// A compiler for the manifests under `path` (relative to the repository root).
+    pub fn new(path: &str) -> Self {
+        Compiler {
+            path: path.to_string(),
+            commit: None,
+            files: BTreeMap::new(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// Loads, validates and compiles `rev` of `repo` like [`super::load_revision`].
+    ///
+    /// # Errors
+    /// As [`super::load_revision`].
+    pub fn load(
+        &mut self,
+        repo: &Repository,
+        rev: &str,
+    ) -> Result<(Revision, LoadStats), CompileError> {
+        let (compiled, stats) = self.compile(repo, rev)?;
+        let commit = compiled.revision.commit.clone().unwrap_or_default();
+        let subject = source::commit_subject(repo, &commit)?;
+        let release = source::release_id(repo, &commit, &compiled.state.deploy.paths)?;
+        Ok((
+            Revision {
+                compiled,
+                subject,
+                release,
+            },
+            stats,
+        ))
+    }
+
+    /// Loads, validates and compiles `rev` of `repo` like [`crate::compile_snapshot`] of
+    /// [`source::read_git`] (`celeroot diff --from A --to B` compiles B from A's files).
+    ///
+    /// # Errors
+    /// As [`crate::compile_snapshot`] and [`source::read_git`].
+    pub fn compile(
+        &mut self,
+        repo: &Repository,
+        rev: &str,
+    ) -> Result<(crate::Compiled, LoadStats), CompileError> {
+        let commit = source::resolve_commit(repo, rev)?.id().to_string();
+        let changes = match &self.commit {
+            Some(prev) => source::changed_files(repo, prev, &commit, &self.path).ok(),
+            None => None,
+        };
+        let stats = match changes {
+            Some(ch) => {
+                for p in &ch.removed {
+                    self.files.remove(p);
+                    self.sources.remove(p);
+                }
+                for w in &ch.written {
+                    self.files
+                        .insert(w.file.path.clone(), (w.blob, parse_one(w)));
+                    self.sources
+                        .insert(w.file.path.clone(), w.file.text.clone());
+                }
+                LoadStats {
+                    files_read: ch.written.len(),
+                    full: false,
+                }
+            }
+            None => {
+                self.commit = None;
+                self.files.clear();
+                self.sources.clear();
+                let (_, files) = source::read_git_blobs(repo, &commit, &self.path)?;
+                let parsed = parse_all(&files);
+                for (f, l) in files.into_iter().zip(parsed) {
+                    self.files.insert(f.file.path.clone(), (f.blob, l));
+                    self.sources.insert(f.file.path, f.file.text);
+                }
+                LoadStats {
+                    files_read: self.files.len(),
+                    full: true,
+                }
+            }
+        };
+        self.commit = Some(commit.clone());
+        let mut loaded = LoadedFiles::default();
+        for (_, l) in self.files.values() {
+            loaded.objects.extend(l.objects.iter().cloned());
+            loaded.diagnostics.extend(l.diagnostics.iter().cloned());
+            loaded.undecoded.extend(l.undecoded.iter().cloned());
+        }
+        let revision = RevisionInfo {
+            rev: rev.to_string(),
+            commit: Some(commit.clone()),
+        };
+        let sources = &self.sources;
+        let compiled = crate::compile_loaded(revision, loaded, |d| {
+            crate::diagnostic::attach_source_lines(d, sources);
+        })?;
+        Ok((compiled, stats))
+    }
+}
+
+/// The objects that may differ between two desired states ([`crate::plan::candidates`]).
+pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<crate::manifest::ObjectId> {
+    crate::plan::candidates(before, after)
+}
+
+/// The result of [`patch_image`]: the new image, and the keys it changed with their
+/// values before and after (absent: no such key), for the key-level planner.
+pub struct Patched {
+    pub image: Image,
+    pub before: Image,
+    pub after: Image,
+}
+
+/// Patches the baseline's image into the desired image of `after`, touching only the
+/// keys of the objects in `ids` (from [`candidates`]) and what depends on them: the
+/// objects, hosts and digests hashes, the workers of changed hosts and of the hosts of
+/// changed roles, the role indexes, and the RedBeat entries of changed schedules.
+/// `None` when the change is not local (the Cluster object or the release changed):
+/// then the caller builds the whole image.
+pub fn patch_image(
+    keys: &Keys,
+    before: &DesiredState,
+    image: Image,
+    before_release: &Release,
+    after: &DesiredState,
+    release: &Release,
+    ids: &[crate::manifest::ObjectId],
+) -> Result<Patched, Image> {
+    use crate::manifest::Kind;
+    use state::KeyValue;
+    use std::collections::BTreeSet;
+    if before_release != release || ids.iter().any(|id| id.kind == Kind::Cluster) {
+        return Err(image);
+    }
+    let mut img = image;
+    let mut old = Image::new();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    fn touch(touched: &mut BTreeSet<String>, img: &Image, k: &str, old: &mut Image) {
+        if touched.insert(k.to_string()) {
+            if let Some(v) = img.get(k) {
+                old.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    let set_or_remove = |img: &mut Image, k: String, v: Option<KeyValue>| match v {
+        Some(v) => {
+            img.insert(k, v);
+        }
+        None => {
+            img.remove(&k);
+        }
+    };
+
+    let mut hosts: BTreeSet<&str> = BTreeSet::new();
+    let mut roles: BTreeSet<&str> = BTreeSet::new();
+    // The objects and digests hashes are large: the planner gets only their changed
+    // fields (the others are equal on both sides).
+    let objects_key = keys.objects();
+    touched.insert(objects_key.clone());
+    let mut object_fields: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for id in ids {
+        let entry = after.objects.get(id).map(|o| {
+            let entries = match id.kind {
+                Kind::Schedule => after.schedules.get(&id.name).map(|s| s.entries.as_slice()),
+                _ => None,
+            };
+            state::object_entry(&o.hash, &o.normalized, entries)
+        });
+        if let Some(KeyValue::Hash(fields)) = img.get_mut(&objects_key) {
+            let field = id.to_string();
+            let was = match entry {
+                Some(e) => fields.insert(field.clone(), e),
+                None => fields.remove(&field),
+            };
+            object_fields.entry(field).or_insert(was);
+        }
+        match id.kind {
+            Kind::Host => {
+                hosts.insert(&id.name);
+                for s in [before, after] {
+                    if let Some(h) = s.hosts.get(&id.name) {
+                        roles.extend(h.roles.iter().map(String::as_str));
+                    }
+                }
+            }
+            Kind::Role => {
+                roles.insert(&id.name);
+                for s in [before, after] {
+                    if let Some(r) = s.roles.get(&id.name) {
+                        hosts.extend(r.hosts.iter().map(String::as_str));
+                    }
+                }
+            }
+            Kind::Schedule | Kind::Cluster => {}
+        }
+    }
+    // The hosts set and the workers.
+    let hosts_key = keys.hosts();
+    touch(&mut touched, &img, &hosts_key, &mut old);
+    for h in &hosts {
+        let present = after.hosts.contains_key(*h);
+        if let Some(KeyValue::Set(set)) = img.get_mut(&hosts_key) {
+            if present {
+                set.insert(h.to_string());
+            } else {
+                set.remove(*h);
+            }
+        } else if present {
+            img.insert(
+                hosts_key.clone(),
+                KeyValue::Set(BTreeSet::from([h.to_string()])),
+            );
+        }
+        let k = keys.worker(h);
+        touch(&mut touched, &img, &k, &mut old);
+        let v = state::worker_fields(after, h, release).map(KeyValue::Hash);
+        set_or_remove(&mut img, k, v);
+    }
+    // The role indexes.
+    for r in &roles {
+        let k = keys.role_hosts(r);
+        touch(&mut touched, &img, &k, &mut old);
+        let v = after
+            .roles
+            .get(*r)
+            .map(|c| KeyValue::Set(c.hosts.iter().cloned().collect()));
+        set_or_remove(&mut img, k, v);
+    }
+    // RedBeat entries of the changed schedules, and the schedule index.
+    let zkey = keys.redbeat_schedule();
+    let now = chrono::Utc::now();
+    let mut zset_touched = false;
+    for id in ids.iter().filter(|id| id.kind == Kind::Schedule) {
+        if !zset_touched {
+            touch(&mut touched, &img, &zkey, &mut old);
+            zset_touched = true;
+        }
+        if let Some(s) = before.schedules.get(&id.name) {
+            for e in &s.entries {
+                let k = keys.redbeat_entry(&state::redbeat_entry_name(&id.name, e));
+                touch(&mut touched, &img, &k, &mut old);
+                img.remove(&k);
+                if let Some(KeyValue::Members { members, .. }) = img.get_mut(&zkey) {
+                    members.remove(&k);
+                }
+            }
+        }
+        if let Some(s) = after.schedules.get(&id.name) {
+            for e in &s.entries {
+                let entry = state::redbeat_entry_name(&id.name, e);
+                let k = keys.redbeat_entry(&entry);
+                touch(&mut touched, &img, &k, &mut old);
+                let owned = BTreeMap::from([(
+                    "definition".to_string(),
+                    state::redbeat_definition(&entry, s, &e.queue),
+                )]);
+                let init =
+                    BTreeMap::from([("meta".to_string(), state::redbeat_meta(now, &s.timezone))]);
+                img.insert(k.clone(), KeyValue::Fields { owned, init });
+                match img.get_mut(&zkey) {
+                    Some(KeyValue::Members { members, .. }) => {
+                        members.insert(k);
+                    }
+                    _ => {
+                        img.insert(
+                            zkey.clone(),
+                            KeyValue::Members {
+                                members: BTreeSet::from([k]),
+                                now: 0,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(KeyValue::Members { now: n, .. }) = img.get_mut(&zkey) {
+        *n = u64::try_from(now.timestamp()).unwrap_or(0);
+    }
+    // Redis has no empty collections; then the digests of what changed.
+    for k in &touched {
+        let empty = match img.get(k) {
+            Some(KeyValue::Hash(m)) => m.is_empty(),
+            Some(KeyValue::Set(s)) => s.is_empty(),
+            Some(KeyValue::Fields { owned, .. }) => owned.is_empty(),
+            Some(KeyValue::Members { members, .. }) => members.is_empty(),
+            _ => false,
+        };
+        if empty {
+            img.remove(k);
+        }
+    }
+    let dkey = keys.digests();
+    let fresh: Vec<(String, Option<String>)> = touched
+        .iter()
+        .map(|k| (k.clone(), img.get(k).map(KeyValue::digest)))
+        .collect();
+    let mut digest_fields: BTreeMap<String, Option<String>> = BTreeMap::new();
+    if let Some(KeyValue::Hash(d)) = img.get_mut(&dkey) {
+        for (k, v) in fresh {
+            let was = match v {
+                Some(v) => d.insert(k.clone(), v),
+                None => d.remove(&k),
+            };
+            digest_fields.insert(k, was);
+        }
+    }
+    let mut after_sub: Image = touched
+        .iter()
+        .filter(|k| **k != objects_key)
+        .filter_map(|k| img.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    for (key, fields) in [(&objects_key, object_fields), (&dkey, digest_fields)] {
+        let now_fields = match img.get(key) {
+            Some(KeyValue::Hash(h)) => Some(h),
+            _ => None,
+        };
+        let mut b = BTreeMap::new();
+        let mut a = BTreeMap::new();
+        // One unchanged field on both sides: an empty side would read as "delete the key".
+        if let Some((f, v)) =
+            now_fields.and_then(|h| h.iter().find(|(f, _)| !fields.contains_key(*f)))
+        {
+            b.insert(f.clone(), v.clone());
+            a.insert(f.clone(), v.clone());
+        }
+        for (f, was) in fields {
+            if let Some(v) = was {
+                b.insert(f.clone(), v);
+            }
+            if let Some(v) = now_fields.and_then(|h| h.get(&f)) {
+                a.insert(f, v.clone());
+            }
+        }
+        old.insert(key.clone(), KeyValue::Hash(b));
+        after_sub.insert(key.clone(), KeyValue::Hash(a));
+    }
+    Ok(Patched {
+        image: img,
+        before: old,
+        after: after_sub,
+    })
+}
