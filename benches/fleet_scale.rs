@@ -23,29 +23,15 @@
 mod fleet;
 #[path = "../tests/cli/common/http.rs"]
 mod http;
+#[path = "support/servers.rs"]
+mod servers;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use celeroot::apply::{self, Baseline, Compiler, Options};
 use celeroot::state::{RedisUrl, Store};
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn num(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
@@ -210,25 +196,7 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let redis_port = free_port();
-    let _redis = Kill(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(tmp.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (install it: apt-get install redis-server)"),
-    );
+    let (_redis, redis_port) = servers::start_redis(tmp.path());
     let url = format!("redis://127.0.0.1:{redis_port}/0");
     let deadline = Instant::now() + Duration::from_secs(10);
     while redis_cmd(redis_port, &["PING"]).trim() != "PONG" {
@@ -484,56 +452,11 @@ fn main() {
     }
     if want('g') {
         redis_cmd(redis_port, &["FLUSHALL"]);
-        let bare = tmp.path().join("bare.git");
-        git2::Repository::init_bare(&bare).expect("bare");
-        let burl = format!("file://{}", bare.display());
-        let head_ref = repo.head().expect("head").name().expect("name").to_string();
-        let push = || {
-            let mut remote = repo.remote_anonymous(&burl).expect("remote");
-            remote
-                .push(&[format!("+{head_ref}:refs/heads/main").as_str()], None)
-                .expect("push");
-        };
-        push();
-        let secret = "bench-secret";
-        std::fs::write(tmp.path().join("secret"), secret).expect("secret");
-        let port = free_port();
-        let daemon = Kill(
-            Command::new(env!("CARGO_BIN_EXE_celeroot"))
-                .args(["watch", "--repo", &burl, "--interval", "1h", "--listen"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--webhook-secret-file")
-                .arg(tmp.path().join("secret"))
-                .arg("--cache-dir")
-                .arg(tmp.path().join("cache"))
-                .env("CELEROOT_REDIS_URL", &url)
-                .env("RUST_LOG", "warn")
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("celeroot watch"),
-        );
-        let applied = || -> Option<String> {
-            let (code, body) = http::http(port, "GET", "/status", &[], b"");
-            if code != 200 {
-                return None;
-            }
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            v["appliedRevision"].as_str().map(String::from)
-        };
-        let wait = |want: &str, secs: u64| -> bool {
-            let deadline = Instant::now() + Duration::from_secs(secs);
-            while Instant::now() < deadline {
-                if applied().as_deref() == Some(want) {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            false
-        };
+        let watch = servers::Watch::start(&repo, tmp.path(), &url);
         let first = history(&repo)[0].clone();
         let started = Instant::now();
         assert!(
-            wait(&first, 600),
+            watch.wait(&first, 600),
             "the daemon did not apply the first revision"
         );
         println!(
@@ -543,27 +466,14 @@ fn main() {
         let mut samples = Vec::new();
         for n in 0..pushes {
             let (id, _) = fleet::commit_change(&repo, &spec, steps + 3 + n);
-            push();
-            let body = format!(r#"{{"ref":"refs/heads/main","after":"{id}"}}"#);
-            let sig = celeroot::daemon::webhook::sign(secret.as_bytes(), body.as_bytes());
-            let delivery = format!("bench-{n}");
+            watch.push(&repo);
             let t0 = Instant::now();
-            let (code, _) = http::http(
-                port,
-                "POST",
-                "/hooks/github",
-                &[
-                    ("X-GitHub-Event", "push"),
-                    ("X-GitHub-Delivery", &delivery),
-                    ("X-Hub-Signature-256", &sig),
-                ],
-                body.as_bytes(),
-            );
+            let code = watch.webhook(&id, &format!("bench-{n}"));
             assert_eq!(code, 202, "webhook refused");
-            assert!(wait(&id, 60), "push {n} was not applied within 60 s");
+            assert!(watch.wait(&id, 60), "push {n} was not applied within 60 s");
             samples.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
-        let hwm = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id()))
+        let hwm = std::fs::read_to_string(format!("/proc/{}/status", watch.daemon.0.id()))
             .unwrap_or_default()
             .lines()
             .find(|l| l.starts_with("VmHWM"))

@@ -7,31 +7,17 @@
 //! daemon's `/status` reporting the commit as applied (the reconcile transaction has
 //! committed in Redis by then).
 
-use std::net::TcpListener;
 #[path = "../tests/cli/common/http.rs"]
 mod http;
+// `fleet_scale` reads the daemon's pid; this bench only keeps it alive.
+#[allow(dead_code)]
+#[path = "support/servers.rs"]
+mod servers;
 mod support;
 
 use std::path::Path;
 
-use http::http;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::time::Instant;
 
 fn commit(repo: &git2::Repository, dir: &Path, n: usize) -> String {
     let role = dir.join("manifests/roles/webserver.yaml");
@@ -61,25 +47,7 @@ fn main() {
         .unwrap_or(60);
 
     let tmp = tempfile::tempdir().expect("tmp");
-    let redis_port = free_port();
-    let _redis = Kill(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(tmp.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (install it: apt-get install redis-server)"),
-    );
+    let (_redis, redis_port) = servers::start_redis(tmp.path());
     let work = tmp.path().join("work");
     let repo = git2::Repository::init(&work).expect("init");
     for (path, text) in celeroot::init::EXAMPLE_MANIFESTS {
@@ -88,84 +56,30 @@ fn main() {
         std::fs::write(p, text).expect("write");
     }
     commit(&repo, &work, 0);
-    let bare = tmp.path().join("bare.git");
-    git2::Repository::init_bare(&bare).expect("bare");
-    let url = format!("file://{}", bare.display());
-    let head_ref = repo.head().expect("head").name().expect("name").to_string();
-    let push = || {
-        let mut remote = repo.remote_anonymous(&url).expect("remote");
-        remote
-            .push(&[format!("+{head_ref}:refs/heads/main").as_str()], None)
-            .expect("push");
-    };
-    push();
-    let secret = "bench-secret";
-    std::fs::write(tmp.path().join("secret"), secret).expect("secret");
-    let port = free_port();
-    let _daemon = Kill(
-        Command::new(env!("CARGO_BIN_EXE_celeroot"))
-            .args(["watch", "--repo", &url, "--interval", "1h", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--webhook-secret-file")
-            .arg(tmp.path().join("secret"))
-            .arg("--cache-dir")
-            .arg(tmp.path().join("cache"))
-            .env(
-                "CELEROOT_REDIS_URL",
-                format!("redis://127.0.0.1:{redis_port}/0"),
-            )
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("celeroot watch"),
+    let watch = servers::Watch::start(
+        &repo,
+        tmp.path(),
+        &format!("redis://127.0.0.1:{redis_port}/0"),
     );
-    let applied = || -> Option<String> {
-        let (code, body) = http(port, "GET", "/status", &[], b"");
-        if code != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["appliedRevision"].as_str().map(String::from)
-    };
-    let wait = |want: &str| -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if applied().as_deref() == Some(want) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        false
-    };
     let first = repo
         .head()
         .expect("head")
         .target()
         .expect("oid")
         .to_string();
-    assert!(wait(&first), "the daemon did not apply the first revision");
+    assert!(
+        watch.wait(&first, 30),
+        "the daemon did not apply the first revision"
+    );
 
     let mut samples = Vec::with_capacity(pushes);
     for n in 1..=pushes {
         let id = commit(&repo, &work, n);
-        push();
-        let body = format!(r#"{{"ref":"refs/heads/main","after":"{id}"}}"#);
-        let sig = celeroot::daemon::webhook::sign(secret.as_bytes(), body.as_bytes());
-        let delivery = format!("bench-{n}");
+        watch.push(&repo);
         let started = Instant::now();
-        let (code, _) = http(
-            port,
-            "POST",
-            "/hooks/github",
-            &[
-                ("X-GitHub-Event", "push"),
-                ("X-GitHub-Delivery", &delivery),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            body.as_bytes(),
-        );
+        let code = watch.webhook(&id, &format!("bench-{n}"));
         assert_eq!(code, 202, "webhook refused");
-        assert!(wait(&id), "push {n} was not applied within 30 s");
+        assert!(watch.wait(&id, 30), "push {n} was not applied within 30 s");
         samples.push(started.elapsed());
     }
     samples.sort();

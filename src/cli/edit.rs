@@ -194,6 +194,18 @@ pub fn print_value(format: ListFormat, value: &Json) {
     }
 }
 
+/// The first line of `show`: `Host web01  (manifests/hosts/web01.yaml:1)`.
+pub fn print_header(ui: &Ui, doc: &crate::edit::Doc) {
+    let s = &ui.stdout_style;
+    outln!(
+        "{} {}  ({}:{})",
+        s.paint(s.bold(), doc.kind.as_str()),
+        doc.name,
+        doc.file,
+        doc.line
+    );
+}
+
 /// `kind` names as typed on the command line (`host`, `hosts`, `Host`).
 pub fn parse_kind(s: &str) -> Option<Kind> {
     let lower = s.to_ascii_lowercase();

@@ -371,14 +371,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
         e::print_value(a.read.output, &value);
         return Ok(EXIT_OK);
     }
-    let s = &ui.stdout_style;
-    outln!(
-        "{} {}  ({}:{})",
-        s.paint(s.bold(), "Host"),
-        a.name,
-        doc.file,
-        doc.line
-    );
+    e::print_header(ui, &doc);
     let v = &doc.value;
     let row = |k: &str, v: String| outln!("  {k:<12} {v}");
     row(

@@ -172,10 +172,9 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
 
 fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
     let ws = e::read_workspace(cli, &a.read.rev)?;
-    let doc = ws
-        .find(Kind::Role, &a.name)
-        .map_err(|err| e::error(Some(ui), err))?;
     let all = ws.docs();
+    let doc =
+        crate::edit::find_doc(&all, Kind::Role, &a.name).map_err(|err| e::error(Some(ui), err))?;
     let hosts = ops::hosts_with_role(&all, &a.name);
     let schedules = ops::schedules_targeting(&all, Kind::Role, &a.name);
     let compiled = ws.check(&[]).ok();
@@ -192,14 +191,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
         e::print_value(a.read.output, &value);
         return Ok(EXIT_OK);
     }
-    let s = &ui.stdout_style;
-    outln!(
-        "{} {}  ({}:{})",
-        s.paint(s.bold(), "Role"),
-        a.name,
-        doc.file,
-        doc.line
-    );
+    e::print_header(ui, &doc);
     let spec = |k: &str| doc.value.pointer(&format!("/spec/{k}"));
     let row = |k: &str, v: String| outln!("  {k:<20} {v}");
     if let Some(d) = spec("description") {

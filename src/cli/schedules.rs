@@ -284,14 +284,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
         e::print_value(a.read.output, &value);
         return Ok(EXIT_OK);
     }
-    let s = &ui.stdout_style;
-    outln!(
-        "{} {}  ({}:{})",
-        s.paint(s.bold(), "Schedule"),
-        a.name,
-        doc.file,
-        doc.line
-    );
+    e::print_header(ui, &doc);
     let spec = |k: &str| doc.value.pointer(&format!("/spec/{k}"));
     let row = |k: &str, v: String| outln!("  {k:<12} {v}");
     if let Some(d) = spec("description") {

@@ -190,19 +190,7 @@ impl Workspace {
     /// # Errors
     /// [`EditError::NotFound`] with the known names of that kind.
     pub fn find(&self, kind: Kind, name: &str) -> Result<Doc, EditError> {
-        let docs = self.docs();
-        let known: Vec<String> = docs
-            .iter()
-            .filter(|d| d.kind == kind)
-            .map(|d| d.name.clone())
-            .collect();
-        docs.into_iter()
-            .find(|d| d.kind == kind && d.name == name)
-            .ok_or_else(|| EditError::NotFound {
-                kind,
-                name: name.to_string(),
-                known,
-            })
+        find_doc(&self.docs(), kind, name)
     }
 
     /// The path a new object of `kind` is written to: `<dir>/<kinds>/<name>.yaml`
@@ -425,6 +413,25 @@ impl Workspace {
         let id = repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)?;
         Ok(id.to_string())
     }
+}
+
+/// The document of `kind/name` among `docs` (from [`Workspace::docs`]).
+///
+/// # Errors
+/// [`EditError::NotFound`] with the known names of that kind.
+pub fn find_doc(docs: &[Doc], kind: Kind, name: &str) -> Result<Doc, EditError> {
+    docs.iter()
+        .find(|d| d.kind == kind && d.name == name)
+        .cloned()
+        .ok_or_else(|| EditError::NotFound {
+            kind,
+            name: name.to_string(),
+            known: docs
+                .iter()
+                .filter(|d| d.kind == kind)
+                .map(|d| d.name.clone())
+                .collect(),
+        })
 }
 
 fn index_entry(path: &str, id: git2::Oid, len: usize) -> git2::IndexEntry {

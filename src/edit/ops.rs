@@ -554,8 +554,8 @@ pub struct InUse {
 /// # Errors
 /// An unknown object (`EditError`), or `Ok(Err(InUse))` when it is still used.
 pub fn remove(ws: &Workspace, kind: Kind, name: &str) -> Result<Result<Change, InUse>, EditError> {
-    let doc = ws.find(kind, name)?;
     let docs = ws.docs();
+    let doc = super::find_doc(&docs, kind, name)?;
     let what = kind.as_str().to_ascii_lowercase();
     if kind == Kind::Role {
         let hosts = hosts_with_role(&docs, name);

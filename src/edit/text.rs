@@ -9,7 +9,7 @@
 //! with the new value; when they differ (a layout this editor does not understand, such
 //! as a flow mapping spanning lines), [`edit_document`] fails instead of guessing.
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use super::emit;
 use crate::manifest::yaml::parse_documents;
@@ -327,19 +327,6 @@ fn remove(lines: &mut Vec<String>, path: &[String]) -> Result<(), EditError> {
         lines.drain(kl.line..kl.end);
     }
     Ok(())
-}
-
-/// Keeps only `keys` of a JSON object, in their given order (for readable new objects).
-pub fn ordered(value: Map<String, Json>, keys: &[&str]) -> Map<String, Json> {
-    let mut value = value;
-    let mut out = Map::new();
-    for k in keys {
-        if let Some(v) = value.remove(*k) {
-            out.insert((*k).to_string(), v);
-        }
-    }
-    out.extend(value);
-    out
 }
 
 #[cfg(test)]
