@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Repository, Tree};
+use git2::Repository;
 
 use crate::desired::DesiredState;
 use crate::source::SourceError;
@@ -41,31 +41,24 @@ pub fn stage(
     };
     let root = stage_dir.join(id);
     let done = stage_dir.join(format!("{id}.complete"));
-    let tree = crate::source::resolve_commit(repo, commit)?.tree()?;
+    let commit = crate::source::resolve_commit(repo, commit)?;
+    let tree = commit.tree()?;
+    // Every entry is checked before the first byte is written.
+    let shipped = crate::source::shipped_files(repo, &commit.id().to_string(), &tree, paths)?;
     let mut files = 0;
     let mut bytes = 0;
     if !done.exists() {
         let tmp = stage_dir.join(format!("{id}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        for p in paths {
-            if let Ok(entry) = tree.get_path(Path::new(p)) {
-                let obj = entry.to_object(repo)?;
-                let dest = tmp.join(p);
-                match entry.kind() {
-                    Some(ObjectType::Tree) => {
-                        let t = obj.peel_to_tree()?;
-                        export_tree(repo, &t, &dest)?;
-                    }
-                    Some(ObjectType::Blob) => {
-                        if let Some(parent) = dest.parent() {
-                            std::fs::create_dir_all(parent).map_err(io(parent))?;
-                        }
-                        write_blob(repo, entry.id(), entry.filemode(), &dest)?;
-                    }
-                    _ => {}
-                }
+        // Symbolic links last, so no file is ever written through one.
+        let (links, regular): (Vec<_>, Vec<_>) = shipped.iter().partition(|f| f.mode == 0o120_000);
+        for f in regular.into_iter().chain(links) {
+            let dest = confined(&tmp, &f.path)?;
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
+            write_blob(repo, f.blob, f.mode, &dest)?;
         }
         write_checksums(&tmp)?;
         let _ = std::fs::remove_dir_all(&root);
@@ -174,41 +167,44 @@ fn write_blob(repo: &Repository, id: git2::Oid, mode: i32, dest: &Path) -> Resul
         std::os::unix::fs::symlink(target, dest).map_err(io)?;
         return Ok(());
     }
-    std::fs::write(dest, blob.content()).map_err(io)?;
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt};
+    // A new file only, and never through a symbolic link.
+    let mut f = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dest)
+        .map_err(io)?;
+    f.write_all(blob.content()).map_err(io)?;
     let perm = if mode == 0o100_755 { 0o755 } else { 0o644 };
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(perm)).map_err(io)?;
     // One fixed modification time for every shipped file: an unchanged file then has the
     // same content, size, mode and time as in the previous release, so rsync hard-links it
     // (`--link-dest`) instead of copying it. Changed content is found by `--checksum`.
-    let f = std::fs::File::options()
-        .write(true)
-        .open(dest)
-        .map_err(io)?;
     f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(SHIPPED_MTIME))
         .map_err(io)?;
     Ok(())
 }
 
-fn export_tree(repo: &Repository, tree: &Tree<'_>, dest: &Path) -> Result<(), SourceError> {
-    std::fs::create_dir_all(dest).map_err(|source| SourceError::Io {
-        path: dest.display().to_string(),
-        source,
-    })?;
-    for entry in tree.iter() {
-        let Ok(name) = entry.name() else { continue };
-        let path = dest.join(name);
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                let t = repo.find_tree(entry.id())?;
-                export_tree(repo, &t, &path)?;
-            }
-            Some(ObjectType::Blob) => write_blob(repo, entry.id(), entry.filemode(), &path)?,
-            // Submodules (commits) are not shipped.
-            _ => {}
+/// `root` joined with the `/`-separated `rel`, checked to stay under `root`: every
+/// component a plain name (see [`crate::source::unsafe_name`]).
+fn confined(root: &Path, rel: &str) -> Result<PathBuf, SourceError> {
+    let mut out = root.to_path_buf();
+    for c in rel.split('/') {
+        if crate::source::unsafe_name(c.as_bytes()).is_some() {
+            return Err(SourceError::BadPath {
+                path: rel.to_string(),
+            });
         }
+        out.push(c);
     }
-    Ok(())
+    if !out.starts_with(root) {
+        return Err(SourceError::BadPath {
+            path: rel.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// The files rendered for one host, written to `<target>/shared/` on it: the worker's

@@ -22,7 +22,7 @@ use crate::Compiled;
 #[serde(rename_all = "camelCase")]
 pub struct KeyDrift {
     pub key: String,
-    /// `edited`, `deleted`, `unknown` or `object-edited`.
+    /// `edited`, `deleted`, `unknown`, `object-edited` or `foreign-digest`.
     pub kind: &'static str,
     pub detail: String,
     /// What fixes it: `reconcile`, or `reconcile --sweep` for unknown keys.
@@ -86,7 +86,21 @@ pub fn detect(
         Some(KeyValue::Hash(d)) => d.clone(),
         _ => BTreeMap::new(),
     };
+    for key in &observed.foreign_digests {
+        live.push(KeyDrift {
+            key: key.clone(),
+            kind: "foreign-digest",
+            detail: format!(
+                "listed in {} but not a key celeroot owns; ignored, never written or deleted",
+                keys.digests()
+            ),
+            fixed_by: "reconcile",
+        });
+    }
     for (key, digest) in &digests {
+        if observed.foreign_digests.contains(key) {
+            continue;
+        }
         match observed.image.get(key) {
             // A key of another type is reported once, below.
             None if observed.foreign_types.contains_key(key) => {}
@@ -129,6 +143,7 @@ pub fn detect(
     }
     let known: BTreeSet<String> = digests
         .keys()
+        .filter(|k| !observed.foreign_digests.contains(*k))
         .cloned()
         .chain(keys.fixed())
         .chain([keys.digests()])

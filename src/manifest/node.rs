@@ -251,45 +251,36 @@ fn describe_unexpected(u: &de::Unexpected) -> String {
     }
 }
 
+/// Inputs longer than this get no suggestion: names and time zones are far shorter, and
+/// the distance costs time proportional to the product of the lengths.
+pub const MAX_SUGGEST_LEN: usize = 128;
+
 /// The closest candidate to `input` by edit distance, when it is close enough to be a typo.
+/// Strings longer than [`MAX_SUGGEST_LEN`] are never compared, so a hostile input costs
+/// nothing here.
 pub fn did_you_mean<'a>(
     input: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    if input.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
     let lower = input.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.len().max(input.len()) / 3).max(1))
+        .filter(|c| c.len() <= MAX_SUGGEST_LEN)
+        .filter_map(|c| {
+            let limit = (c.len().max(input.len()) / 3).max(1);
+            // The distance is at least the difference in length.
+            if c.len().abs_diff(input.len()) > limit {
+                return None;
+            }
+            // Optimal string alignment: edits and adjacent transpositions cost 1.
+            let d = strsim::osa_distance(&lower, &c.to_ascii_lowercase());
+            (d <= limit).then_some((d, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-/// Optimal string alignment distance: edits and adjacent transpositions cost 1.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let w = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * w];
-    for i in 0..=a.len() {
-        d[i * w] = i;
-    }
-    for (j, cell) in d.iter_mut().enumerate().take(w) {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[(i - 1) * w + j] + 1)
-                .min(d[i * w + j - 1] + 1)
-                .min(d[(i - 1) * w + j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[(i - 2) * w + j - 2] + 1);
-            }
-            d[i * w + j] = v;
-        }
-    }
-    d[a.len() * w + b.len()]
 }
 
 /// The field path of the node being decoded, as a linked list of segments.

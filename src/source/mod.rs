@@ -62,6 +62,12 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("commit {commit}: shipped tree entry {path:?} is unsafe: {reason}; the revision is refused and nothing was written")]
+    UnsafeEntry {
+        commit: String,
+        path: String,
+        reason: &'static str,
+    },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
@@ -455,8 +461,11 @@ fn collect_dir(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<()
 /// The release id of a commit: derived from the git object ids of the shipped paths, so
 /// an unchanged tree gives the same id. `None` when the commit ships none of them.
 ///
+/// Every entry under the shipped paths is checked first ([`shipped_files`]): a revision
+/// whose trees hold a name that could leave the staging directory has no release.
+///
 /// # Errors
-/// Git errors reading the commit.
+/// Git errors reading the commit; [`SourceError::UnsafeEntry`].
 pub fn release_id(
     repo: &Repository,
     commit: &str,
@@ -465,6 +474,7 @@ pub fn release_id(
     use sha2::{Digest, Sha256};
     let commit = resolve_commit(repo, commit)?;
     let tree = commit.tree()?;
+    shipped_files(repo, &commit.id().to_string(), &tree, paths)?;
     let mut h = Sha256::new();
     let mut any = false;
     for p in paths {
@@ -476,6 +486,143 @@ pub fn release_id(
         }
     }
     Ok(any.then(|| format!("r-{}", &format!("{:x}", h.finalize())[..12])))
+}
+
+/// One file of a release: its path relative to the release root (`/`-separated, every
+/// component checked by [`unsafe_name`]), its blob and its git file mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedFile {
+    pub path: String,
+    pub blob: git2::Oid,
+    pub mode: i32,
+}
+
+/// Why a tree entry name must not become a path component, after git's own
+/// `verify_path` rules: `None` when it is safe.
+pub fn unsafe_name(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("the name is empty");
+    }
+    if name == b"." || name == b".." {
+        return Some("`.` and `..` are not file names");
+    }
+    if name.contains(&0) {
+        return Some("the name contains a NUL byte");
+    }
+    if name.contains(&b'/') || name.contains(&b'\\') {
+        return Some("the name contains a path separator (`/` or `\\`)");
+    }
+    if name.eq_ignore_ascii_case(b".git") {
+        return Some("`.git` is reserved");
+    }
+    if std::str::from_utf8(name).is_err() {
+        return Some("the name is not valid UTF-8");
+    }
+    None
+}
+
+/// Every file under the shipped `paths` of `tree` (of `commit`), sorted by path, after
+/// checking every entry name on the way: no name may be empty, `.`, `..`, `.git`, hold a
+/// separator or NUL; no tree may hold one name twice; no path may lead through a symbolic
+/// link. Only tree objects are read, never blobs.
+///
+/// # Errors
+/// [`SourceError::UnsafeEntry`] naming the commit and the entry; git errors.
+pub fn shipped_files(
+    repo: &Repository,
+    commit: &str,
+    tree: &Tree<'_>,
+    paths: &[String],
+) -> Result<Vec<ShippedFile>, SourceError> {
+    let bad = |path: &str, reason: &'static str| SourceError::UnsafeEntry {
+        commit: commit.to_string(),
+        path: path.to_string(),
+        reason,
+    };
+    let mut out: Vec<ShippedFile> = Vec::new();
+    for p in paths {
+        let Ok(entry) = tree.get_path(Path::new(p)) else {
+            continue;
+        };
+        // The shipped path itself was validated with the manifests; each of its
+        // components must still be a plain name.
+        for c in p.split('/') {
+            if let Some(reason) = unsafe_name(c.as_bytes()) {
+                return Err(bad(p, reason));
+            }
+        }
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let t = repo.find_tree(entry.id())?;
+                walk_shipped(repo, &t, p, &bad, &mut out)?;
+            }
+            Some(ObjectType::Blob) => out.push(ShippedFile {
+                path: p.clone(),
+                blob: entry.id(),
+                mode: entry.filemode(),
+            }),
+            _ => {}
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    // Overlapping shipped paths (`tasks` and `tasks/a.py`) list a file twice.
+    out.dedup();
+    for w in out.windows(2) {
+        if w[0].path == w[1].path {
+            return Err(bad(&w[0].path, "the path names two different objects"));
+        }
+    }
+    // A symbolic link must not be a directory of another file: writing that file would
+    // follow the link out of the release.
+    let links: std::collections::BTreeSet<&str> = out
+        .iter()
+        .filter(|f| f.mode == 0o120_000)
+        .map(|f| f.path.as_str())
+        .collect();
+    for f in &out {
+        let mut prefix = f.path.as_str();
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if links.contains(parent) {
+                return Err(bad(&f.path, "the path leads through a symbolic link"));
+            }
+            prefix = parent;
+        }
+    }
+    Ok(out)
+}
+
+fn walk_shipped(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    bad: &dyn Fn(&str, &'static str) -> SourceError,
+    out: &mut Vec<ShippedFile>,
+) -> Result<(), SourceError> {
+    let mut seen = std::collections::HashSet::new();
+    for entry in tree.iter() {
+        let raw = entry.name_bytes();
+        let shown = format!("{prefix}/{}", String::from_utf8_lossy(raw));
+        if let Some(reason) = unsafe_name(raw) {
+            return Err(bad(&shown, reason));
+        }
+        if !seen.insert(raw.to_vec()) {
+            return Err(bad(&shown, "the tree holds this name twice"));
+        }
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let t = repo.find_tree(entry.id())?;
+                walk_shipped(repo, &t, &shown, bad, out)?;
+            }
+            Some(ObjectType::Blob) => out.push(ShippedFile {
+                path: shown,
+                blob: entry.id(),
+                mode: entry.filemode(),
+            }),
+            // Submodules (commits) are not shipped.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The first line of a commit's message.
@@ -510,6 +657,32 @@ pub fn short(id: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_entry_names_follow_gits_verify_path() {
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/b",
+            b"a\\b",
+            b"a\0b",
+            b".git",
+            b".Git",
+            b"\xff",
+        ] {
+            assert!(unsafe_name(bad).is_some(), "{bad:?}");
+        }
+        for ok in [
+            &b"a.py"[..],
+            b"...",
+            b".gitignore",
+            b"__init__.py",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            assert_eq!(unsafe_name(ok), None, "{ok:?}");
+        }
+    }
 
     #[test]
     fn paths_are_normalised_and_confined() {

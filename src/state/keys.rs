@@ -145,6 +145,16 @@ impl Keys {
         ]
     }
 
+    /// Whether reconcile may own (write, and so delete) `key`: only keys under this
+    /// cluster's prefix, and none of those written by someone else (heartbeats) or kept
+    /// outside the key image ([`Keys::fixed`]). A field of the digests hash naming any
+    /// other key was not written by celeroot: it is reported and never acted on.
+    pub fn may_own(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+            && !self.is_heartbeat(key)
+            && !self.fixed().iter().any(|f| f == key)
+    }
+
     /// Whether `key` is a heartbeat key (written by agents, not by reconcile).
     pub fn is_heartbeat(&self, key: &str) -> bool {
         key.strip_prefix(&self.prefix)
@@ -163,5 +173,18 @@ mod tests {
         assert_eq!(k.role_hosts("db"), "celeroot:{production}:role:db:hosts");
         assert!(k.is_heartbeat(&k.heartbeat("web01")));
         assert!(!k.is_heartbeat(&k.worker("web01")));
+    }
+
+    #[test]
+    fn only_managed_keys_under_the_own_prefix_may_be_owned() {
+        let k = Keys::new("production");
+        assert!(k.may_own(&k.worker("web01")));
+        assert!(k.may_own(&k.redbeat_entry("backup")));
+        assert!(!k.may_own(&Keys::new("staging").worker("web01")));
+        assert!(!k.may_own(&Keys::new("production-web").objects()));
+        assert!(!k.may_own("user:1"));
+        assert!(!k.may_own(&k.heartbeat("web01")));
+        assert!(!k.may_own(&k.history()));
+        assert!(!k.may_own(&k.digests()));
     }
 }

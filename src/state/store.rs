@@ -92,6 +92,11 @@ pub struct Observed {
     pub image: Image,
     /// Keys that exist with a type celeroot never writes (reported as drift).
     pub foreign_types: BTreeMap<String, String>,
+    /// Fields of the digests hash naming keys celeroot may not own
+    /// ([`super::Keys::may_own`]): someone else wrote them. They are reported, left out of
+    /// the image (so never written or deleted), and the fields are removed by the next
+    /// applied reconcile.
+    pub foreign_digests: BTreeSet<String>,
 }
 
 /// One entry of the history list.
@@ -268,6 +273,15 @@ impl Store {
                 other => {
                     out.foreign_types.insert(key, other.to_string());
                 }
+            }
+        }
+        if let Some(KeyValue::Hash(d)) = out.image.get(&k.digests()) {
+            out.foreign_digests = d.keys().filter(|f| !k.may_own(f)).cloned().collect();
+        }
+        for f in &out.foreign_digests {
+            if !extra.contains(f) {
+                out.image.remove(f);
+                out.foreign_types.remove(f);
             }
         }
         out.image = super::image::project_owned(&self.keys, out.image);

@@ -15,6 +15,7 @@ mod test_reconcile;
 mod test_scaffold;
 mod test_schedules;
 mod test_schema;
+mod test_security;
 mod test_task;
 mod test_usage;
 mod test_validate;

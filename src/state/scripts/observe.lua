@@ -1,5 +1,7 @@
 -- Reads the whole managed state of one cluster in a single round trip.
 -- KEYS[1] layout, KEYS[2] generation, KEYS[3] applied, KEYS[4] digests, KEYS[5] lock
+-- A field of the digests hash outside the cluster's prefix (the digests key without its
+-- `digests` suffix) is never read: celeroot owns nothing there (docs/security.md).
 -- ARGV: further keys to read (the keys the desired state will write).
 -- Returns {layout, generation, applied (flat hash), lock, entries}, where each entry is
 -- {key, type, data}: data is HGETALL for hashes, SMEMBERS for sets, {value} for strings,
@@ -27,10 +29,11 @@ local seen = {}
 local entries = {}
 seen[KEYS[4]] = true
 table.insert(entries, read(KEYS[4]))
+local prefix = string.sub(KEYS[4], 1, #KEYS[4] - #'digests')
 local digests = redis.call('HGETALL', KEYS[4])
 for i = 1, #digests, 2 do
   local k = digests[i]
-  if not seen[k] then
+  if not seen[k] and string.sub(k, 1, #prefix) == prefix then
     seen[k] = true
     table.insert(entries, read(k))
   end

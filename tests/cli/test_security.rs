@@ -1,0 +1,319 @@
+//! Regression tests for the findings of the security and reliability review (issue 14,
+//! docs/security.md): each runs the real binary against real git, Redis or sshd and fails
+//! on the code before its fix.
+
+use std::path::Path;
+
+use crate::common::redis::RedisServer;
+use crate::common::{run, TestRepo};
+
+const PREFIX: &str = "celeroot:{production}:";
+
+/// Every key under the production cluster's prefix.
+fn cluster_keys(redis: &RedisServer) -> Vec<String> {
+    let mut c = redis.conn();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}*"))
+        .query(&mut c)
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+/// Appends one raw entry to a git tree object, bypassing every name check git and
+/// libgit2 make (what `git hash-object -t tree --literally` does): `mode name\0oid`.
+fn raw_tree(repo: &git2::Repository, entries: &[(&str, &[u8], git2::Oid)]) -> git2::Oid {
+    let mut bytes = Vec::new();
+    for (mode, name, oid) in entries {
+        bytes.extend_from_slice(mode.as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(name);
+        bytes.push(0);
+        bytes.extend_from_slice(oid.as_bytes());
+    }
+    repo.odb()
+        .expect("odb")
+        .write(git2::ObjectType::Tree, &bytes)
+        .expect("write raw tree")
+}
+
+/// Commits, on HEAD, HEAD's tree with `tasks` replaced by a tree holding `entries`
+/// (each a blob of `print('pwned')`). Returns the new commit id.
+fn commit_with_tasks(root: &Path, names: &[&[u8]]) -> String {
+    let repo = git2::Repository::open(root).expect("open");
+    let blob = repo.blob(b"print('pwned')\n").expect("blob");
+    let entries: Vec<(&str, &[u8], git2::Oid)> =
+        names.iter().map(|n| ("100644", *n, blob)).collect();
+    let tasks = raw_tree(&repo, &entries);
+    let head = repo.head().expect("head").peel_to_commit().expect("commit");
+    let mut tb = repo
+        .treebuilder(Some(&head.tree().expect("tree")))
+        .expect("tb");
+    tb.insert("tasks", tasks, 0o040_000).expect("insert tasks");
+    let tree = repo.find_tree(tb.write().expect("write")).expect("tree");
+    let sig = git2::Signature::new(
+        "Mallory",
+        "m@example.com",
+        &git2::Time::new(1_790_100_000, 0),
+    )
+    .expect("sig");
+    repo.commit(Some("HEAD"), &sig, &sig, "innocent change", &tree, &[&head])
+        .expect("commit")
+        .to_string()
+}
+
+/// Finding 1 (high): a tree entry named `../…/x` under a shipped path made `deploy` and
+/// `reconcile` write outside the staging directory before any SSH.
+#[test]
+fn a_tree_entry_that_climbs_out_of_the_release_is_refused_and_nothing_is_written() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.write("tasks/__init__.py", "");
+    repo.commit("example");
+    let scratch = tempfile::tempdir().expect("tmp");
+    let victim = scratch.path().join("pwned");
+    let mut name = "../".repeat(24).into_bytes();
+    name.extend_from_slice(victim.to_string_lossy().trim_start_matches('/').as_bytes());
+    let commit = commit_with_tasks(&repo.root(), &[&name]);
+
+    for args in [
+        &["deploy"][..],
+        &["reconcile"][..],
+        &["deploy", "--check"][..],
+    ] {
+        let mut cmd = repo.cmd();
+        cmd.args(args)
+            .env("CELEROOT_REDIS_URL", redis.url())
+            .env("TMPDIR", scratch.path());
+        let (out, code) = run(cmd);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        let entry = format!("tasks/{}", String::from_utf8_lossy(&name));
+        assert!(
+            out.contains(&format!(
+                "commit {commit}: shipped tree entry {entry:?} is unsafe: the name contains a path separator (`/` or `\\`); the revision is refused and nothing was written"
+            )),
+            "{args:?}: {out}"
+        );
+        assert!(!victim.exists(), "{args:?} wrote {}", victim.display());
+    }
+    assert_eq!(
+        cluster_keys(&redis),
+        Vec::<String>::new(),
+        "nothing reached Redis"
+    );
+}
+
+/// Finding 1: every other name git's `verify_path` refuses, and a name given twice.
+#[test]
+fn unsafe_and_duplicate_entry_names_are_refused_before_staging() {
+    let cases: &[(&[&[u8]], &str)] = &[
+        (&[b".."], "`.` and `..` are not file names"),
+        (&[b"."], "`.` and `..` are not file names"),
+        (&[b"a\\b"], "path separator"),
+        // libgit2 itself refuses to parse an empty name (a NUL ends a name, so no name
+        // holds one): refused all the same, before anything is written.
+        (&[b""], "failed to parse tree"),
+        (&[b".GIT"], "`.git` is reserved"),
+        (&[b"same.py", b"same.py"], "the tree holds this name twice"),
+    ];
+    for (names, reason) in cases {
+        let mut repo = TestRepo::with_example();
+        repo.write("tasks/__init__.py", "");
+        repo.commit("example");
+        let scratch = tempfile::tempdir().expect("tmp");
+        let commit = commit_with_tasks(&repo.root(), names);
+        let mut cmd = repo.cmd();
+        cmd.arg("deploy").env("TMPDIR", scratch.path());
+        let (out, code) = run(cmd);
+        assert_eq!(code, 1, "{names:?}: {out}");
+        assert!(out.contains(reason), "{names:?}: {out}");
+        if !reason.starts_with("failed to parse") {
+            assert!(out.contains(&commit), "{names:?}: {out}");
+        }
+        // Nothing was staged: the scratch directory holds no release file.
+        let mut staged = Vec::new();
+        celeroot::deploy::release::list_files(scratch.path(), scratch.path(), &mut staged);
+        assert_eq!(staged, Vec::<String>::new(), "{names:?}");
+    }
+}
+
+/// Finding 3 (medium): a field of the digests hash is the only record of what celeroot
+/// wrote, but anyone who can write it (an agent, a worker) could name any key, and the
+/// next full reconcile deleted that key. Now only keys under the cluster's own prefix are
+/// ever owned; the rest are reported and left alone.
+#[test]
+fn a_digest_field_naming_a_foreign_key_is_reported_and_never_deleted() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let reconcile = |args: &[&str]| {
+        let mut cmd = repo.cmd();
+        cmd.arg("reconcile")
+            .args(args)
+            .env("CELEROOT_REDIS_URL", redis.url());
+        run(cmd)
+    };
+    let (out, code) = reconcile(&[]);
+    assert_eq!(code, 0, "{out}");
+    let foreign = [
+        "celeroot:{staging}:objects",
+        "celeroot:{production-web}:hosts",
+        "celeroot:{production}:heartbeat:web01",
+        "celeroot:{production}:history",
+        "session:42",
+    ];
+    let mut c = redis.conn();
+    for k in [foreign[0], foreign[1], foreign[2], foreign[4]] {
+        let _: () = redis::cmd("HSET")
+            .arg(k)
+            .arg("precious")
+            .arg("1")
+            .query(&mut c)
+            .expect("HSET");
+    }
+    for k in foreign {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{PREFIX}digests"))
+            .arg(k)
+            .arg("0000")
+            .query(&mut c)
+            .expect("HSET");
+    }
+    let history_before: i64 = redis::cmd("LLEN")
+        .arg(format!("{PREFIX}history"))
+        .query(&mut c)
+        .expect("LLEN");
+
+    let mut cmd = repo.cmd();
+    cmd.args(["drift", "-o", "json"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, _) = run(cmd);
+    for k in foreign {
+        assert!(
+            out.contains(&format!(
+                "\"key\": \"{k}\",\n      \"kind\": \"foreign-digest\""
+            )),
+            "drift reports {k}: {out}"
+        );
+    }
+    // A full reconcile, with a heal of every drifted key and a sweep of unknown ones.
+    let (out, code) = reconcile(&["--sweep"]);
+    assert_eq!(code, 0, "{out}");
+    for k in [foreign[0], foreign[1], foreign[2], foreign[4]] {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(k)
+            .arg("precious")
+            .query(&mut c)
+            .expect("HGET");
+        assert_eq!(v.as_deref(), Some("1"), "{k} survived: {out}");
+    }
+    let history_after: i64 = redis::cmd("LLEN")
+        .arg(format!("{PREFIX}history"))
+        .query(&mut c)
+        .expect("LLEN");
+    assert!(history_after >= history_before, "history kept");
+    // The reconcile removed the foreign fields from celeroot's own index.
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("{PREFIX}digests"))
+        .query(&mut c)
+        .expect("HKEYS");
+    for k in foreign {
+        assert!(!fields.iter().any(|f| f == k), "{k} still in digests");
+    }
+    let mut cmd = repo.cmd();
+    cmd.args(["drift"]).env("CELEROOT_REDIS_URL", redis.url());
+    let (out, _) = run(cmd);
+    assert!(
+        !out.contains("foreign-digest") && !out.contains("not a key celeroot owns"),
+        "{out}"
+    );
+}
+
+/// Finding 2 (medium): the did-you-mean edit distance allocated (n+1)×(m+1) cells, so a
+/// Role named with 450,000 characters and a Host referring to another long name aborted
+/// `validate` (and `watch`); a 100,000-character time zone took seconds. Both now give a
+/// located error at once (the time is measured in `cargo bench --bench hostile_input`;
+/// the timeout here only keeps a regression from hanging the suite).
+#[test]
+fn huge_names_and_time_zones_give_a_located_error_without_exhausting_memory() {
+    let long_role = "r".repeat(450_000);
+    let other = format!("{}x", "q".repeat(449_999));
+    let mut repo = TestRepo::with_example();
+    repo.write(
+        "manifests/roles/huge.yaml",
+        &format!("apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: {long_role}\nspec:\n  concurrency: 1\n"),
+    );
+    repo.edit(
+        "manifests/hosts/web01.yaml",
+        "roles: [webserver, application]",
+        &format!("roles: [webserver, {other}]"),
+    );
+    repo.commit("huge names");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate")
+        .timeout(std::time::Duration::from_secs(30));
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{}", &out[..out.len().min(2000)]);
+    assert!(
+        out.contains("manifests/roles/huge.yaml:4:9"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.contains("manifests/hosts/web01.yaml:"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+
+    let mut repo = TestRepo::with_example();
+    repo.edit(
+        "manifests/cluster.yaml",
+        "timezone: Europe/Berlin",
+        &format!("timezone: {}", "E".repeat(100_000)),
+    );
+    repo.commit("huge time zone");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate")
+        .timeout(std::time::Duration::from_secs(30));
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{}", &out[..out.len().min(2000)]);
+    assert!(
+        out.contains("manifests/cluster.yaml:10:13"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+}
+
+/// Finding 2: the daemon meets the same revision, reports it invalid and keeps running.
+#[test]
+fn the_daemon_reports_a_hostile_revision_invalid_and_keeps_running() {
+    use crate::common::daemon::{BareRepo, Daemon};
+    let wait = std::time::Duration::from_secs(30);
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    let first = repo.commit("example");
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    let mut d = Daemon::start(&bare.url(), &redis.url(), &["--interval", "200ms"]);
+    d.wait_for("the first revision applied", wait, |d| {
+        d.applied().as_deref() == Some(first.as_str())
+    });
+    repo.write(
+        "manifests/roles/huge.yaml",
+        &format!("apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: {}\nspec:\n  concurrency: 1\n", "r".repeat(450_000)),
+    );
+    repo.edit(
+        "manifests/hosts/web01.yaml",
+        "roles: [webserver, application]",
+        &format!("roles: [webserver, {}x]", "q".repeat(449_999)),
+    );
+    let bad = repo.commit("huge names");
+    bare.push_from(&repo, "main");
+    d.wait_for("the hostile head reported invalid", wait, |d| {
+        d.status()["invalidRevision"]["revision"].as_str() == Some(bad.as_str())
+    });
+    // Still serving, still on the last good revision.
+    let (code, body) = d.get("/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.applied().as_deref(), Some(first.as_str()));
+}
