@@ -118,6 +118,7 @@ fn options() -> Options {
         sweep: false,
         actor: "bench@fleet".into(),
         leader: None,
+        lock_wait: std::time::Duration::ZERO,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Options {
     /// The `watch` daemon's leader token: the apply is refused (fenced) unless this token
     /// still holds the leader lease. `None` for the CLI.
     pub leader: Option<String>,
+    /// How long to wait for a lease held by someone else before refusing (zero: refuse
+    /// at once). `celeroot reconcile --lock-timeout`.
+    pub lock_wait: std::time::Duration,
 }
 
 /// What is known about the target revision beyond its compiled state.
@@ -407,6 +410,78 @@ pub fn reconcile_from(
     now: chrono::DateTime<chrono::Utc>,
     baseline: Option<Baseline>,
 ) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
+    reconcile_hooked(store, rev, opts, ancestry, now, baseline, &mut |_, _| {})
+}
+
+/// [`reconcile`], then `then` with the outcome while the lease is still held (and
+/// renewed): `celeroot reconcile` runs its rollout there, so a second reconcile cannot
+/// apply a newer revision while hosts are being switched to this one. `then` also gets a
+/// check that the lease is still held. It is not called when the reconcile fails.
+///
+/// # Errors
+/// As [`reconcile`].
+pub fn reconcile_then<T>(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    then: impl FnOnce(&Outcome, &dyn Fn() -> bool) -> T,
+) -> std::result::Result<(Outcome, Option<T>), ApplyError> {
+    let mut then = Some(then);
+    let mut out = None;
+    let (o, _) = reconcile_hooked(store, rev, opts, ancestry, now, None, &mut |o, held| {
+        if let Some(f) = then.take() {
+            out = Some(f(o, held));
+        }
+    })?;
+    Ok((o, out))
+}
+
+/// Takes the lease (waiting up to `opts.lock_wait` for another holder), recording a
+/// refused attempt as an event.
+fn acquire(
+    store: &mut Store,
+    lease: &LeaseInfo,
+    rev: &Revision,
+    opts: &Options,
+    target: &str,
+    started: Instant,
+) -> std::result::Result<(), ApplyError> {
+    let deadline = started + opts.lock_wait;
+    loop {
+        match store.acquire_lease(lease) {
+            Ok(()) => return Ok(()),
+            Err(StateError::Locked(_)) if Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep(left.min(std::time::Duration::from_millis(250)));
+            }
+            Err(e) => {
+                // Record the refused attempt too: the stream is the audit log of every
+                // attempt.
+                let e = ApplyError::from(e);
+                let mut ev = event_base(opts, target, rev, started);
+                ev.insert("kind".into(), "failed".into());
+                ev.insert("result".into(), e.label().into());
+                ev.insert("error".into(), e.to_string());
+                let _ = store.record_event(&ev);
+                return Err(e);
+            }
+        }
+    }
+}
+
+type AfterApply<'a> = dyn FnMut(&Outcome, &dyn Fn() -> bool) + 'a;
+
+fn reconcile_hooked(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    baseline: Option<Baseline>,
+    after: &mut AfterApply<'_>,
+) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
     let started = Instant::now();
     let round_trips_before = store.round_trips();
     let target = rev
@@ -424,20 +499,25 @@ pub fn reconcile_from(
         leader: opts.leader.clone(),
     };
     if !opts.dry_run {
-        if let Err(e) = store.acquire_lease(&lease) {
-            // Record the refused attempt too: the stream is the audit log of every attempt.
-            let e = ApplyError::from(e);
-            let mut ev = event_base(opts, &target, rev, started);
-            ev.insert("kind".into(), "failed".into());
-            ev.insert("result".into(), e.label().into());
-            ev.insert("error".into(), e.to_string());
-            let _ = store.record_event(&ev);
-            return Err(e);
-        }
+        acquire(store, &lease, rev, opts, &target, started)?;
     }
+    // Renewed from its own thread until released, so a crashed holder's lease expires
+    // within LEASE_TTL.
+    let keeper = (!opts.dry_run).then(|| {
+        state::LeaseKeeper::start(
+            store.url().clone(),
+            store.cluster().to_string(),
+            lease.id.clone(),
+        )
+    });
     let mut result = reconcile_locked(
         store, rev, opts, ancestry, now, &lease, &target, started, baseline,
     );
+    if let Ok((o, _)) = &result {
+        let held = || keeper.as_ref().is_none_or(|k| !k.lost());
+        after(o, &held);
+    }
+    drop(keeper);
     if !opts.dry_run {
         if let Err(e) = &result {
             let mut ev = event_base(opts, &target, rev, started);

@@ -35,6 +35,10 @@ pub struct ReconcileArgs {
     /// Do not deploy the release to out-of-date hosts after the transaction.
     #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
     pub skip_deploy: bool,
+    /// How long to wait for the reconcile lease when another reconcile holds it (`0s`:
+    /// refuse at once). The lease is held through the deploy that follows.
+    #[arg(long, default_value = "0s", value_parser = super::watch::parse_wait, env = "CELEROOT_LOCK_TIMEOUT")]
+    pub lock_timeout: std::time::Duration,
     #[command(flatten)]
     pub ssh: super::deploy::SshArgs,
     /// Output format.
@@ -64,6 +68,9 @@ pub struct RollbackArgs {
     /// Do not deploy the release to out-of-date hosts after the transaction.
     #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
     pub skip_deploy: bool,
+    /// How long to wait for the reconcile lease when another reconcile holds it.
+    #[arg(long, default_value = "0s", value_parser = super::watch::parse_wait, env = "CELEROOT_LOCK_TIMEOUT")]
+    pub lock_timeout: std::time::Duration,
     #[command(flatten)]
     pub ssh: super::deploy::SshArgs,
     /// Output format.
@@ -83,6 +90,7 @@ pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CliError
             allow_rollback: true,
             sweep: false,
             skip_deploy: a.skip_deploy,
+            lock_timeout: a.lock_timeout,
             ssh: a.ssh.clone(),
             output: a.output,
         },
@@ -102,19 +110,33 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         sweep: args.sweep,
         actor: apply::actor(),
         leader: None,
+        lock_wait: args.lock_timeout,
     };
     let ancestry = live::ancestry(&repo, &target);
-    let mut outcome =
-        apply::reconcile(&mut store, &rev, &opts, &ancestry, now).map_err(|e| match e {
-            ApplyError::State(s) => live::state_error(s),
-            other => CliError::new(other.to_string()),
-        })?;
-    // After the transaction: ship the release to the hosts that do not run it yet.
-    let mut deploy_failed = false;
-    if !args.dry_run && !args.skip_deploy {
-        if let Some(release) = rev.release.clone() {
+    // After the transaction, still holding the lease: ship the release to the hosts that
+    // do not run it yet, so no other reconcile can apply a newer revision meanwhile.
+    let (mut outcome, deployed) = apply::reconcile_then(
+        &mut store,
+        &rev,
+        &opts,
+        &ancestry,
+        now,
+        |_, held| -> Result<Option<crate::deploy::Report>, CliError> {
+            let Some(release) = rev
+                .release
+                .clone()
+                .filter(|_| !args.dry_run && !args.skip_deploy)
+            else {
+                return Ok(None);
+            };
+            if !held() {
+                return Err(CliError::new(
+                    "the reconcile lease was lost before the deploy; nothing was deployed",
+                )
+                .hinted("check Redis, then run `celeroot deploy` (or reconcile again)"));
+            }
             let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
-            let report = super::deploy::ship(
+            super::deploy::ship(
                 cli,
                 &repo,
                 &rev,
@@ -122,10 +144,18 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
                 &hosts,
                 &args.ssh.options(),
                 false,
-            )?;
-            deploy_failed = super::deploy::exit_code(&report) != EXIT_OK;
-            outcome.deploy = Some(report);
-        }
+            )
+            .map(Some)
+        },
+    )
+    .map_err(|e| match e {
+        ApplyError::State(s) => live::state_error(s),
+        other => CliError::new(other.to_string()),
+    })?;
+    let mut deploy_failed = false;
+    if let Some(report) = deployed.transpose()?.flatten() {
+        deploy_failed = super::deploy::exit_code(&report) != EXIT_OK;
+        outcome.deploy = Some(report);
     }
     match args.output {
         ReconcileFormat::Json => outln!(

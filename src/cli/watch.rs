@@ -97,6 +97,14 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::desired::schedule::parse_duration(s).map(Duration::from_secs)
 }
 
+/// [`parse_duration`], also accepting `0` and `0s` (no wait).
+pub(super) fn parse_wait(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
 fn read_secret(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
     let bytes = std::fs::read(path).map_err(|e| {
         CliError::new(format!(

@@ -305,6 +305,7 @@ impl Worker {
             sweep: false,
             actor: self.cfg.identity.clone(),
             leader: Some(self.shared.token.clone()),
+            lock_wait: std::time::Duration::ZERO,
         }
     }
 

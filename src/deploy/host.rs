@@ -30,14 +30,60 @@ exit 0
 /// Reads what is on the host; changes nothing.
 const INSPECT: &str = concat!("t=$1\n", report_script!());
 
-/// Creates the directories, removes transfers that never completed, then reports like
-/// [`INSPECT`] (one session instead of two).
+/// The per-host deploy lock: a directory in the target directory, created atomically
+/// (`mkdir`), holding the owner's token. A lock older than this many minutes is left by a
+/// deploy that died and is taken over.
+pub const DEPLOY_LOCK_STALE_MINUTES: u32 = 30;
+
+/// Creates the directories and, unless the host already runs the wanted release with the
+/// wanted shared files, takes the host's deploy lock (exit 13 when another deploy holds
+/// it) and removes transfers that never completed; then reports like [`INSPECT`] (one
+/// session instead of two). Arguments: `TARGET TOKEN RELEASE STALE_MINUTES [SHA NAME]...`.
 const PREPARE: &str = concat!(
-    "t=$1\n",
-    r#"mkdir -p "$t/releases" "$t/shared" && rm -rf "$t"/releases/*.partial || exit 11"#,
-    "\n",
+    r#"t=$1; tok=$2; id=$3; stale=$4; shift 4
+mkdir -p "$t/releases" "$t/shared" || exit 11
+ok=1
+cur=$(readlink "$t/current" 2>/dev/null || true)
+[ "${cur##*/}" = "$id" ] || ok=0
+while [ $# -ge 2 ]; do
+  s=$(sha256sum "$t/shared/$2" 2>/dev/null | cut -d' ' -f1)
+  [ "$s" = "$1" ] || ok=0
+  shift 2
+done
+if [ "$ok" = 0 ]; then
+  l="$t/.deploy-lock"
+  if ! mkdir "$l" 2>/dev/null; then
+    if [ -n "$(find "$l" -maxdepth 0 -mmin +"$stale" 2>/dev/null)" ]; then
+      rm -rf "$l"; mkdir "$l" 2>/dev/null || { echo "another deploy took the host's deploy lock $l" >&2; exit 13; }
+    else
+      echo "another deploy holds the host's deploy lock $l ($(cat "$l/owner" 2>/dev/null))" >&2; exit 13
+    fi
+  fi
+  printf '%s\n' "$tok" > "$l/owner" || exit 11
+  echo "locked=1"
+  rm -rf "$t"/releases/*.partial || exit 11
+fi
+"#,
     report_script!()
 );
+
+/// Removes the oldest releases beyond `KEEP` when `KEEP` > 0 (never the current one),
+/// then releases the host's deploy lock if `TOKEN` still owns it. Arguments:
+/// `TARGET TOKEN KEEP`.
+const FINISH: &str = r#"t=$1; tok=$2; keep=$3
+if [ "$keep" -gt 0 ]; then
+  cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
+  if cd "$t/releases" 2>/dev/null; then
+    n=0
+    for d in $(ls -1td r-* 2>/dev/null); do
+      n=$((n + 1))
+      if [ "$d" != "$cur" ] && [ "$n" -gt "$keep" ]; then rm -rf "$d" && echo "pruned=$d"; fi
+    done
+  fi
+fi
+l="$t/.deploy-lock"
+if [ "$(cat "$l/owner" 2>/dev/null)" = "$tok" ]; then rm -rf "$l"; fi
+"#;
 
 /// Moves a transferred release into place, runs the setup command in it and, when that
 /// succeeds, switches `current` to it (a new symlink renamed over the old one: atomic).
@@ -92,17 +138,6 @@ total=$#
 shift "$n"
 if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 "$hto" "$@"; fi
 exec "$@"
-"#;
-
-/// Removes the oldest releases beyond the limit (never the current one).
-const PRUNE: &str = r#"t=$1; keep=$2
-cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
-cd "$t/releases" 2>/dev/null || exit 0
-n=0
-for d in $(ls -1td r-* 2>/dev/null); do
-  n=$((n + 1))
-  if [ "$d" != "$cur" ] && [ "$n" -gt "$keep" ]; then rm -rf "$d" && echo "pruned=$d"; fi
-done
 "#;
 
 /// What happened on one host.
@@ -184,6 +219,8 @@ impl HostResult {
 /// What the host has.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inspected {
+    /// Whether this session took the host's deploy lock (`prepare` only).
+    pub locked: bool,
     pub current: Option<String>,
     pub releases: Vec<String>,
     /// File name in `<target>/shared` → sha256.
@@ -193,7 +230,9 @@ pub struct Inspected {
 fn parse_inspect(stdout: &str) -> Inspected {
     let mut i = Inspected::default();
     for line in stdout.lines() {
-        if let Some(c) = line.strip_prefix("current=") {
+        if line == "locked=1" {
+            i.locked = true;
+        } else if let Some(c) = line.strip_prefix("current=") {
             i.current = Some(c.to_string()).filter(|c| !c.is_empty());
         } else if let Some(r) = line.strip_prefix("release=") {
             i.releases.push(r.to_string());
@@ -220,6 +259,8 @@ struct StepError {
 /// Everything one host's deploy needs.
 pub struct Job<'a> {
     pub name: &'a str,
+    /// Identifies this deploy in the host's deploy lock.
+    pub token: &'a str,
     pub host: &'a CompiledHost,
     pub release_id: &'a str,
     /// The staged release directory (shipped as is).
@@ -232,6 +273,16 @@ pub struct Job<'a> {
 }
 
 const ATTEMPTS: u32 = 3;
+
+fn fail(mut r: HostResult, e: StepError) -> HostResult {
+    r.outcome = Outcome::Failed;
+    r.detail = Some(if e.transient {
+        format!("{} (after {ATTEMPTS} attempts)", e.message)
+    } else {
+        e.message
+    });
+    r
+}
 
 impl Job<'_> {
     fn script(
@@ -370,43 +421,84 @@ impl Job<'_> {
     }
 
     fn run_inner(&self) -> HostResult {
-        let d = &self.host.deployment;
-        let t = d.target_dir.clone();
+        let t = self.host.deployment.target_dir.clone();
         let id = self.release_id.to_string();
-        let mut r = HostResult::new(self.name, Outcome::Failed);
-        let fail = |mut r: HostResult, e: StepError| {
-            r.outcome = Outcome::Failed;
-            r.detail = Some(if e.transient {
-                format!("{} (after {ATTEMPTS} attempts)", e.message)
-            } else {
-                e.message
-            });
-            r
-        };
-        // `--check` only reads; a deploy prepares the directories in the same session.
-        let (what, script) = if self.check_only {
-            ("inspect", INSPECT)
-        } else {
-            ("prepare", PREPARE)
-        };
-        let ins = match self.step(what, script, std::slice::from_ref(&t)) {
-            Ok(out) => parse_inspect(&out.stdout),
-            Err(e) => return fail(r, e),
-        };
-        r.previous = ins.current.clone();
-        r.current = ins.current.clone();
+        let r = HostResult::new(self.name, Outcome::Failed);
         let want_shared: BTreeMap<String, String> = self
             .shared
             .iter()
             .map(|(k, v)| (k.clone(), sha256_hex(v)))
             .collect();
+        // `--check` only reads; a deploy prepares the directories and takes the host's
+        // deploy lock in the same session.
+        let step = if self.check_only {
+            self.step("inspect", INSPECT, std::slice::from_ref(&t))
+        } else {
+            let mut args = vec![
+                t.clone(),
+                self.token.to_string(),
+                id.clone(),
+                DEPLOY_LOCK_STALE_MINUTES.to_string(),
+            ];
+            for (name, sum) in &want_shared {
+                args.push(sum.clone());
+                args.push(name.clone());
+            }
+            self.step("prepare", PREPARE, &args)
+        };
+        let ins = match step {
+            Ok(out) => parse_inspect(&out.stdout),
+            Err(e) => return fail(r, e),
+        };
+        let (mut r, keep) = self.ship(&ins, &want_shared, r);
+        if !ins.locked {
+            return r;
+        }
+        // Prune (when there can be something to prune) and release the lock in one session.
+        match self.step(
+            "finish",
+            FINISH,
+            &[t, self.token.to_string(), keep.to_string()],
+        ) {
+            Ok(out) => {
+                r.pruned = out
+                    .stdout
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("pruned="))
+                    .map(String::from)
+                    .collect();
+            }
+            Err(e) if r.outcome == Outcome::Deployed => {
+                r.detail = Some(format!(
+                    "deployed, but pruning or releasing the deploy lock failed: {}",
+                    e.message
+                ));
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// Everything after `prepare`: returns the result and how many releases to keep when
+    /// pruning (0: do not prune).
+    fn ship(
+        &self,
+        ins: &Inspected,
+        want_shared: &BTreeMap<String, String>,
+        mut r: HostResult,
+    ) -> (HostResult, u32) {
+        let d = &self.host.deployment;
+        let t = d.target_dir.clone();
+        let id = self.release_id.to_string();
+        r.previous = ins.current.clone();
+        r.current = ins.current.clone();
         let shared_ok = want_shared
             .iter()
             .all(|(k, v)| ins.shared.get(k) == Some(v));
         let release_ok = ins.current.as_deref() == Some(id.as_str());
         if release_ok && shared_ok {
             r.outcome = Outcome::UpToDate;
-            return r;
+            return (r, 0);
         }
         if self.check_only {
             r.outcome = Outcome::OutOfDate;
@@ -418,9 +510,8 @@ impl Job<'_> {
                     ins.current.as_deref().unwrap_or("nothing")
                 )
             });
-            return r;
+            return (r, 0);
         }
-
         if !release_ok {
             let link = ins.current.as_ref().map(|c| format!("{t}/releases/{c}"));
             match self.rsync(
@@ -433,7 +524,7 @@ impl Job<'_> {
                     r.files_sent += files;
                     r.bytes_sent += bytes;
                 }
-                Err(e) => return fail(r, e),
+                Err(e) => return (fail(r, e), 0),
             }
         }
         if !shared_ok {
@@ -442,14 +533,14 @@ impl Job<'_> {
                     r.files_sent += files;
                     r.bytes_sent += bytes;
                 }
-                Err(e) => return fail(r, e),
+                Err(e) => return (fail(r, e), 0),
             }
         }
         if !release_ok {
             let mut args = vec![t.clone(), id.clone()];
             args.extend(d.setup_command.iter().cloned());
             if let Err(e) = self.step("setup", ACTIVATE, &args) {
-                return fail(r, e);
+                return (fail(r, e), 0);
             }
             r.current = Some(id.clone());
         }
@@ -483,26 +574,13 @@ impl Job<'_> {
                     r.detail = Some(format!("{why}; no previous release to roll back to"));
                 }
             }
-            return r;
+            return (r, 0);
         }
         r.outcome = Outcome::Deployed;
-        // Prune only when there can be something to prune (saves a session).
+        // Prune only when there can be something to prune.
         let count = ins.releases.len() + usize::from(!ins.releases.contains(&id));
-        if count <= d.keep_releases.max(1) as usize {
-            return r;
-        }
-        match self.step("prune", PRUNE, &[t, d.keep_releases.max(1).to_string()]) {
-            Ok(out) => {
-                r.pruned = out
-                    .stdout
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("pruned="))
-                    .map(String::from)
-                    .collect();
-            }
-            Err(e) => r.detail = Some(format!("deployed, but pruning failed: {}", e.message)),
-        }
-        r
+        let keep = d.keep_releases.max(1);
+        (r, if count > keep as usize { keep } else { 0 })
     }
 
     /// Restart, then health check, in one session.
@@ -619,7 +697,7 @@ mod tests {
     #[test]
     fn scripts_hold_no_interpolation_points() {
         // Values arrive as "$1", "$2", "$@" only; nothing is spliced into the text.
-        for s in [INSPECT, PREPARE, ACTIVATE, SWITCH, RUN_IN, VERIFY, PRUNE] {
+        for s in [INSPECT, PREPARE, ACTIVATE, SWITCH, RUN_IN, VERIFY, FINISH] {
             assert!(!s.contains("{}"), "{s}");
             assert!(!s.contains("eval"), "{s}");
         }

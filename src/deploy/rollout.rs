@@ -97,6 +97,14 @@ pub fn rollout(
             &scratch.0.join("releases"),
         )?
     };
+    // Identifies this rollout in each host's deploy lock.
+    let token = format!(
+        "celeroot-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     let sockets = Scratch::new("ssh").map_err(io(&std::env::temp_dir()))?;
     let opts = SshOptions {
         control_dir: Some(sockets.0.clone()),
@@ -122,6 +130,7 @@ pub fn rollout(
         let (files, dir) = &shared[name.as_str()];
         let mut r = Job {
             name,
+            token: &token,
             host,
             release_id,
             release_dir: &staged.root,

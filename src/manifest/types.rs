@@ -307,11 +307,21 @@ pub struct ScheduleSpec {
     pub timezone: Option<Located<String>>,
     /// Celery task name, a dotted Python identifier (`ops.tasks.rotate_logs`).
     pub task: Located<String>,
-    /// Positional arguments (any JSON-compatible values).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Positional arguments (any JSON-compatible values; no mapping may hold the key
+    /// `__type__`, which Celery Beat's RedBeat decoder reads as a type tag).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "task_args::args"
+    )]
     pub args: Vec<serde_json::Value>,
-    /// Keyword arguments (a mapping of JSON-compatible values).
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    /// Keyword arguments (a mapping of JSON-compatible values; no mapping may hold the
+    /// key `__type__`).
+    #[serde(
+        default,
+        skip_serializing_if = "serde_json::Map::is_empty",
+        deserialize_with = "task_args::kwargs"
+    )]
     pub kwargs: serde_json::Map<String, serde_json::Value>,
     /// Where the task runs: any mix of `role`, `host` and `selector` targets.
     pub targets: Located<Vec<Located<Target>>>,
@@ -331,3 +341,106 @@ pub type Cluster = Manifest<ClusterSpec>;
 pub type Role = Manifest<RoleSpec>;
 pub type Host = Manifest<HostSpec>;
 pub type Schedule = Manifest<ScheduleSpec>;
+
+/// Task arguments as JSON values, refusing the key `__type__` in any mapping at any depth:
+/// RedBeat's decoder (`redbeat/decoder.py`) reads every JSON object with that key as a
+/// tagged type and raises on one it does not know, which kills the whole beat process, so
+/// every schedule stops firing. The error is located at the mapping that holds the key.
+mod task_args {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    /// The key RedBeat's JSON decoder treats as a type tag.
+    pub const TYPE_TAG: &str = "__type__";
+
+    struct Untagged(Value);
+
+    impl<'de> Deserialize<'de> for Untagged {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(V).map(Untagged)
+        }
+    }
+
+    struct V;
+
+    impl<'de> Visitor<'de> for V {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON-compatible value")
+        }
+        fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+            Ok(Value::Bool(b))
+        }
+        fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+            Ok(i.into())
+        }
+        fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+            Ok(u.into())
+        }
+        fn visit_f64<E: de::Error>(self, f: f64) -> Result<Value, E> {
+            serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("expected a finite number"))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+            Ok(Value::String(s.to_string()))
+        }
+        fn visit_string<E>(self, s: String) -> Result<Value, E> {
+            Ok(Value::String(s))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(V)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Untagged(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if k == TYPE_TAG {
+                    return Err(de::Error::custom(format!(
+                        "the key `{TYPE_TAG}` is reserved: Celery Beat (RedBeat) reads a mapping holding it as a tagged type and stops firing every schedule; rename the key"
+                    )));
+                }
+                let Untagged(v) = map.next_value()?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    pub fn args<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+        let v: Vec<Untagged> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|u| u.0).collect())
+    }
+
+    pub fn kwargs<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<serde_json::Map<String, Value>, D::Error> {
+        match d.deserialize_any(V)? {
+            Value::Object(m) => Ok(m),
+            other => Err(de::Error::custom(format!(
+                "expected a mapping of keyword arguments, found {}",
+                match other {
+                    Value::Array(_) => "a list",
+                    Value::String(_) => "a string",
+                    Value::Null => "null",
+                    _ => "a scalar",
+                }
+            ))),
+        }
+    }
+}

@@ -8,6 +8,7 @@
 pub mod heartbeat;
 mod image;
 pub mod keys;
+pub mod lease;
 mod store;
 mod url;
 
@@ -20,6 +21,7 @@ pub use image::{
     worker_fields, Image, KeyValue, Release,
 };
 pub use keys::{Keys, LAYOUT_VERSION};
+pub use lease::{LeaseKeeper, LEASE_RENEW_EVERY};
 pub use store::{
     Event, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store, EVENTS_MAX,
     HISTORY_MAX, LEASE_TTL, UNREADABLE_LEASE,

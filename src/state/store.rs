@@ -17,8 +17,10 @@ use super::keys::{Keys, LAYOUT_VERSION};
 use super::url::RedisUrl;
 use super::StateError;
 
-/// How long a reconcile lease lasts unless released.
-pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// How long a reconcile lease lasts unless renewed or released. Its holder renews it
+/// every [`super::lease::LEASE_RENEW_EVERY`] while it works, so a crashed holder's lease
+/// expires within this time (docs/state.md).
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// Events kept in the stream (approximately: `XADD MAXLEN ~`).
 pub const EVENTS_MAX: usize = 10_000;
 /// Applied revisions kept in the history list.
@@ -125,6 +127,7 @@ pub struct Event {
 pub struct Store {
     conn: Connection,
     keys: Keys,
+    cluster: String,
     url: RedisUrl,
     round_trips: Cell<u64>,
 }
@@ -156,6 +159,7 @@ impl Store {
         let mut store = Store {
             conn,
             keys: Keys::new(cluster),
+            cluster: cluster.to_string(),
             url: url.clone(),
             round_trips: Cell::new(0),
         };
@@ -401,6 +405,32 @@ impl Store {
         let key = self.keys.leader();
         let v: Option<String> = self.query(redis::cmd("GET").arg(key))?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    /// Extends the lease `id` by [`LEASE_TTL`] if it is still ours; `false` when it is
+    /// gone or held by someone else.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn renew_lease(&mut self, id: &str) -> Result<bool, StateError> {
+        let k = self.keys.lock();
+        let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let v = self.script(
+            include_str!("scripts/renew.lua"),
+            &[k],
+            &[id.to_string(), ttl.to_string()],
+        )?;
+        Ok(matches!(v, Value::Int(1)))
+    }
+
+    /// The URL this store is connected to.
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// The cluster whose keys this store reads and writes.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
     }
 
     /// Releases the lease if it is still ours.

@@ -549,3 +549,218 @@ fn a_health_check_that_hangs_times_out_and_rolls_back() {
     );
     assert_eq!(current(&lab, 0), first);
 }
+
+fn spawn_reconcile(
+    repo: &TestRepo,
+    lab: &SshLab,
+    redis: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+    cmd.current_dir(repo.root())
+        .arg("reconcile")
+        .args(extra)
+        .arg("--known-hosts")
+        .arg(&lab.known_hosts)
+        .env("CELEROOT_REDIS_URL", redis)
+        .env("CELEROOT_ACTOR", "tester@ci")
+        .env("NO_COLOR", "1")
+        .env_remove("CELEROOT_FAULT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.spawn().expect("spawn reconcile")
+}
+
+fn finish(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 14, finding 5: the deploy after `reconcile` ran after the lease was released, so
+/// an older revision's slow rollout could finish after a newer one's and leave hosts on
+/// the older release. Now the lease is held (and renewed) through the rollout, and a
+/// second reconcile waits for it (`--lock-timeout`).
+#[test]
+fn concurrent_reconciles_of_two_revisions_end_with_every_host_on_the_newer_one() {
+    let lab = SshLab::start(2);
+    let redis = RedisServer::start();
+    let mut repo = repo_for(&lab, "    setupCommand: [\"sleep\", \"3\"]\n", &|_| {
+        String::new()
+    });
+    let older = repo.commit("older, with a slow setup");
+    repo.edit(
+        "manifests/cluster.yaml",
+        "setupCommand: [\"sleep\", \"3\"]",
+        "setupCommand: [\"true\"]",
+    );
+    repo.write("tasks/mod01.py", "VALUE = 101\n");
+    let newer = repo.commit("newer");
+    let paths: Vec<String> = celeroot::desired::DEFAULT_DEPLOY_PATHS
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let git = git2::Repository::open(repo.root()).expect("open");
+    let want = celeroot::source::release_id(&git, &newer, &paths)
+        .expect("release id")
+        .expect("a release");
+
+    let first = spawn_reconcile(
+        &repo,
+        &lab,
+        &redis.url(),
+        &["--rev", &older, "--lock-timeout", "60s"],
+    );
+    // The older revision is applied and its rollout is under way.
+    let mut c = redis.conn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let applied: Option<String> = redis::cmd("HGET")
+            .arg("celeroot:{lab}:applied")
+            .arg("revision")
+            .query(&mut c)
+            .expect("HGET");
+        if applied.as_deref() == Some(older.as_str()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the older revision was never applied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = spawn_reconcile(&repo, &lab, &redis.url(), &["--lock-timeout", "60s"]);
+    let (code, out) = finish(first);
+    assert_eq!(code, 0, "older: {out}");
+    let (code, out) = finish(second);
+    assert_eq!(code, 0, "newer: {out}");
+    for i in 0..2 {
+        assert_eq!(
+            current(&lab, i).as_deref(),
+            Some(want.as_str()),
+            "host-{}",
+            i + 1
+        );
+    }
+    let applied: Option<String> = redis::cmd("HGET")
+        .arg("celeroot:{lab}:applied")
+        .arg("revision")
+        .query(&mut c)
+        .expect("HGET");
+    assert_eq!(applied.as_deref(), Some(newer.as_str()));
+    // No deploy lock is left on any host.
+    for i in 0..2 {
+        assert!(
+            !target(&lab, i).join(".deploy-lock").exists(),
+            "host-{}",
+            i + 1
+        );
+    }
+}
+
+/// Issue 14, finding 5: two deploys to one host at once: the second is refused on that
+/// host by its deploy lock instead of deleting the first one's partial transfer.
+#[test]
+fn a_second_deploy_to_a_host_being_deployed_is_refused_by_the_host_lock() {
+    let lab = SshLab::start(1);
+    let mut repo = repo_for(&lab, "    setupCommand: [\"sleep\", \"3\"]\n", &|_| {
+        String::new()
+    });
+    repo.commit("slow setup");
+    let spawn = || {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+        cmd.current_dir(repo.root())
+            .args(["deploy", "-o", "json", "--known-hosts"])
+            .arg(&lab.known_hosts)
+            .env("NO_COLOR", "1")
+            .env("CELEROOT_REDIS_URL", "redis://127.0.0.1:1/0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("spawn deploy")
+    };
+    let first = spawn();
+    let lock = target(&lab, 0).join(".deploy-lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !lock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first deploy never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, out) = finish(spawn());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("another deploy holds the host's deploy lock"),
+        "{out}"
+    );
+    let (code, out) = finish(first);
+    assert_eq!(code, 0, "the first deploy is unharmed: {out}");
+    assert!(current(&lab, 0).is_some());
+    assert!(!lock.exists(), "released");
+}
+
+/// Issue 14, finding 14: a reconcile's lease has a short TTL that its holder renews while
+/// it works (here through a rollout longer than the TTL), so a holder that dies leaves it
+/// behind for at most `LEASE_TTL`, not minutes.
+#[test]
+fn the_lease_is_renewed_while_held_and_a_dead_holders_lease_expires_within_its_ttl() {
+    let lab = SshLab::start(1);
+    let redis = RedisServer::start();
+    let ttl_ms = celeroot::state::LEASE_TTL.as_millis() as i64;
+    let hold = celeroot::state::LEASE_TTL.as_secs() + 5;
+    let mut repo = repo_for(
+        &lab,
+        &format!("    setupCommand: [\"sleep\", \"{}\"]\n", hold * 2),
+        &|_| String::new(),
+    );
+    repo.commit("slow setup");
+    let mut c = redis.conn();
+    let pttl = |c: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL")
+            .arg("celeroot:{lab}:lock")
+            .query(c)
+            .expect("PTTL")
+    };
+    let mut child = spawn_reconcile(&repo, &lab, &redis.url(), &[]);
+    let started = std::time::Instant::now();
+    while pttl(&mut c) < 0 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the lease was never taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(pttl(&mut c) <= ttl_ms, "a short TTL");
+    // Held past its TTL: renewed.
+    std::thread::sleep(std::time::Duration::from_secs(hold));
+    let left = pttl(&mut c);
+    assert!(
+        left > 0 && left <= ttl_ms,
+        "still held and renewed after {hold}s: {left} ms"
+    );
+    // The holder dies without releasing it.
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let died = std::time::Instant::now();
+    while pttl(&mut c) > 0 {
+        assert!(
+            died.elapsed() <= celeroot::state::LEASE_TTL + std::time::Duration::from_secs(2),
+            "the dead holder's lease outlived its TTL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The next reconcile goes ahead (the host still holds the dead deploy's lock, so it
+    // skips the deploy here).
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+}

@@ -23,6 +23,7 @@ fn options() -> Options {
         sweep: false,
         actor: "test@perf".into(),
         leader: None,
+        lock_wait: std::time::Duration::ZERO,
     }
 }
 

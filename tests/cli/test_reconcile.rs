@@ -359,8 +359,13 @@ fn killing_redis_during_apply_leaves_old_or_new_and_a_rerun_converges() {
             break;
         }
     }
-    // Whatever happened, a rerun converges to the new state.
-    let (out, code) = reconcile(&repo, &redis.url(), &["--allow-rollback"]);
+    // Whatever happened, a rerun converges to the new state. A crash may leave the lease
+    // behind: it expires within LEASE_TTL (15 s), which the rerun waits for.
+    let (out, code) = reconcile(
+        &repo,
+        &redis.url(),
+        &["--allow-rollback", "--lock-timeout", "30s"],
+    );
     assert_eq!(code, 0, "{out} (crash outcomes: {outcomes:?})");
     assert_same(
         &strip_meta(&snapshot(&mut redis.conn())),

@@ -317,3 +317,47 @@ fn the_daemon_reports_a_hostile_revision_invalid_and_keeps_running() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(d.applied().as_deref(), Some(first.as_str()));
 }
+
+/// Finding 4 (medium): `args`/`kwargs` holding a mapping with a `__type__` key passed
+/// validation, and RedBeat's decoder then raised inside beat, which died (every schedule
+/// stopped firing). Now refused at any depth, located at the mapping that holds it.
+#[test]
+fn a_type_tag_in_task_arguments_is_refused_with_a_located_error() {
+    let mut repo = TestRepo::with_example();
+    repo.edit(
+        "manifests/schedules/billing-sync.yaml",
+        "  task: ",
+        "  args:\n    - 1\n    - nested:\n        - {__type__: datetime, year: 1}\n  kwargs:\n    __type__: crontab\n  task: ",
+    );
+    repo.commit("tagged args");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!(out, @r"
+    ------- stderr -------
+    error: the key `__type__` is reserved: Celery Beat (RedBeat) reads a mapping holding it as a tagged type and stops firing every schedule; rename the key (at `spec.args[1].nested[0]`)
+      --> manifests/schedules/billing-sync.yaml:12:11
+        |
+     12 |         - {__type__: datetime, year: 1}
+        |           ^
+    error: manifests at HEAD (5e90245b) are invalid: 1 error(s), 0 warning(s); nothing was changed
+    [exit status: 1]
+    ");
+    // At the top of `kwargs` too.
+    repo.edit(
+        "manifests/schedules/billing-sync.yaml",
+        "__type__: datetime",
+        "when: datetime",
+    );
+    repo.commit("tagged kwargs");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the key `__type__` is reserved"), "{out}");
+    assert!(
+        out.contains("manifests/schedules/billing-sync.yaml:14:5"),
+        "{out}"
+    );
+}

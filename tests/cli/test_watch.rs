@@ -624,6 +624,7 @@ fn fencing_refuses_an_apply_with_a_stale_leader_token() {
         sweep: false,
         actor: "test".into(),
         leader: Some(token.into()),
+        lock_wait: std::time::Duration::ZERO,
     };
     let now = chrono::Utc::now();
     let err = apply::reconcile(
@@ -664,6 +665,7 @@ fn fencing_refuses_an_apply_with_a_stale_leader_token() {
         &rev,
         &Options {
             leader: None,
+            lock_wait: std::time::Duration::ZERO,
             ..opts("")
         },
         &|_| apply::Ancestry::Same,
