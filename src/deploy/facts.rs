@@ -87,6 +87,11 @@ pub fn probe(name: &str, host: &CompiledHost, opts: &SshOptions) -> Probe {
         facts: None,
         elapsed_ms: 0,
     };
+    if let Some(why) = ssh::placeholder(&host.address) {
+        p.status = "placeholder".into();
+        p.error = Some(ssh::placeholder_message(name, &host.address, why));
+        return p;
+    }
     match ssh::run(&args, timeout) {
         Err(e) => {
             p.status = Failure::Other.label().into();

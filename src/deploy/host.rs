@@ -423,7 +423,11 @@ impl Job<'_> {
     fn run_inner(&self) -> HostResult {
         let t = self.host.deployment.target_dir.clone();
         let id = self.release_id.to_string();
-        let r = HostResult::new(self.name, Outcome::Failed);
+        let mut r = HostResult::new(self.name, Outcome::Failed);
+        if let Some(why) = ssh::placeholder(&self.host.address) {
+            r.detail = Some(ssh::placeholder_message(self.name, &self.host.address, why));
+            return r;
+        }
         let want_shared: BTreeMap<String, String> = self
             .shared
             .iter()

@@ -187,6 +187,23 @@ fn write_blob(repo: &Repository, id: git2::Oid, mode: i32, dest: &Path) -> Resul
     Ok(())
 }
 
+/// The unit's user and sandbox (docs/security.md): the agent and its worker run as
+/// `user`, may write only under the target directory, never gain privileges, and see
+/// neither `/home` nor the host's `/tmp`. `root` (an explicit `deployment.user: root`,
+/// for hosts whose workers run real APT tasks) gets no sandbox, and the unit says so.
+fn sandbox(user: &str, group: &str, target: &str) -> String {
+    if user == "root" {
+        return format!(
+            "# deployment.user is root: no sandbox, the worker can change the whole host.\nUser=root\nGroup={group}\n"
+        );
+    }
+    format!(
+        "User={user}\nGroup={group}\nNoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths={target}\n\
+         PrivateTmp=yes\nProtectHome=yes\nPrivateDevices=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\n\
+         ProtectControlGroups=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\n"
+    )
+}
+
 /// `root` joined with the `/`-separated `rel`, checked to stay under `root`: every
 /// component a plain name (see [`crate::source::unsafe_name`]).
 fn confined(root: &Path, rel: &str) -> Result<PathBuf, SourceError> {
@@ -242,14 +259,53 @@ pub fn host_files(
          [Unit]\nDescription=celeroot agent and Celery worker of {host} (cluster {cluster})\nAfter=network-online.target\nWants=network-online.target\n\n\
          [Service]\nType=simple\nWorkingDirectory={target}\nEnvironmentFile={target}/shared/worker.env\nEnvironmentFile=-/etc/celeroot/agent.env\n\
          ExecStart=/usr/local/bin/celeroot agent --host {host} --cluster {cluster} --release-dir {target}/current\n\
-         Restart=always\nRestartSec=2\nKillMode=control-group\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\n\
+         Restart=always\nRestartSec=2\nKillMode=control-group\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\
+         {sandbox}\n\
          [Install]\nWantedBy=multi-user.target\n",
         target = d.target_dir,
         service = d.service_name,
         cluster = state.cluster,
+        sandbox = sandbox(&d.user, &d.group, &d.target_dir),
     );
     Some(BTreeMap::from([
         ("worker.env".to_string(), env),
         (format!("{}.service", d.service_name), unit),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_sandboxes_every_user_but_an_explicit_root() {
+        let s = sandbox("celeroot", "workers", "/opt/celeroot");
+        for line in [
+            "User=celeroot",
+            "Group=workers",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/opt/celeroot",
+            "PrivateTmp=yes",
+            "ProtectHome=yes",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} in {s}");
+        }
+        let root = sandbox("root", "root", "/opt/celeroot");
+        assert!(root.contains("User=root\n"), "{root}");
+        assert!(!root.contains("NoNewPrivileges"), "{root}");
+        assert!(root.starts_with("# deployment.user is root"), "{root}");
+    }
+
+    #[test]
+    fn release_paths_stay_under_the_root() {
+        let root = Path::new("/stage/r-1");
+        assert_eq!(
+            confined(root, "tasks/a.py").ok(),
+            Some(PathBuf::from("/stage/r-1/tasks/a.py"))
+        );
+        for bad in ["../x", "tasks/../../x", "/etc/passwd", "tasks//a", "a/./b"] {
+            assert!(confined(root, bad).is_err(), "{bad}");
+        }
+    }
 }

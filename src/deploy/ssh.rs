@@ -43,6 +43,49 @@ pub fn shell_quote(arg: &str) -> String {
     out
 }
 
+/// Why `address` is a placeholder that must not be contacted: the documentation ranges
+/// (RFC 5737 `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`; RFC 3849 `2001:db8::/32`)
+/// and the reserved names (RFC 2606/6761 `.example`, `.invalid`, `example.com/.net/.org`)
+/// that the bundled and `celeroot init` manifests use. `None` for a real address.
+pub fn placeholder(address: &str) -> Option<&'static str> {
+    use std::net::IpAddr;
+    if let Ok(ip) = address.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                matches!(
+                    (o[0], o[1], o[2]),
+                    (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+                )
+                .then_some("a documentation address (RFC 5737)")
+            }
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                (s[0] == 0x2001 && s[1] == 0x0db8).then_some("a documentation address (RFC 3849)")
+            }
+        };
+    }
+    let name = address.trim_end_matches('.').to_ascii_lowercase();
+    let reserved = [
+        "example",
+        "invalid",
+        "example.com",
+        "example.net",
+        "example.org",
+    ];
+    reserved
+        .iter()
+        .any(|r| name == *r || name.ends_with(&format!(".{r}")))
+        .then_some("a reserved example name (RFC 2606)")
+}
+
+/// The message for a host whose address is a [`placeholder`].
+pub fn placeholder_message(host: &str, address: &str, why: &str) -> String {
+    format!(
+        "{address} is {why}, a placeholder from the example manifests: replace it with the real address of {host} (`celeroot hosts update {host} --address ADDR`); nothing was sent"
+    )
+}
+
 /// The argv (without the program) of `ssh` running `remote` (an argv list) on `host`.
 pub fn ssh_args(host: &CompiledHost, opts: &SshOptions, remote: &[String]) -> Vec<OsString> {
     args(host, opts, remote, false)
@@ -295,11 +338,38 @@ pub fn run_program(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documentation_addresses_and_reserved_names_are_placeholders() {
+        for p in [
+            "192.0.2.11",
+            "198.51.100.7",
+            "203.0.113.255",
+            "2001:db8::1",
+            "[2001:db8::2]",
+            "db02.fra1.example",
+            "web01.example.com",
+            "x.invalid",
+            "HOST.EXAMPLE.",
+        ] {
+            assert!(placeholder(p).is_some(), "{p}");
+        }
+        for real in [
+            "127.0.1.5",
+            "10.0.0.1",
+            "192.0.3.1",
+            "::1",
+            "web01.fra1.acme.io",
+            "example.io",
+        ] {
+            assert_eq!(placeholder(real), None, "{real}");
+        }
+    }
     use crate::desired::{EffectiveDeployment, EffectiveSsh};
 
     fn host() -> CompiledHost {
         CompiledHost {
-            address: "10.0.0.1".into(),
+            address: "192.0.2.1".into(),
             roles: vec![],
             queues: vec![],
             labels: Default::default(),
@@ -310,6 +380,8 @@ mod tests {
                 connect_timeout_secs: 5,
             },
             deployment: EffectiveDeployment {
+                user: "celeroot".into(),
+                group: "celeroot".into(),
                 target_dir: "/opt/celeroot".into(),
                 service_name: "celeroot-worker".into(),
                 restart_command: vec![],
@@ -353,7 +425,7 @@ mod tests {
         }
         assert_eq!(
             args[args.len() - 5..],
-            ["-l", "deploy", "--", "10.0.0.1", "'echo' 'a b'"]
+            ["-l", "deploy", "--", "192.0.2.1", "'echo' 'a b'"]
         );
     }
 

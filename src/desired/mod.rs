@@ -67,6 +67,9 @@ pub struct EffectiveSsh {
 pub struct EffectiveDeployment {
     pub target_dir: String,
     pub service_name: String,
+    /// The Unix user and group the agent and worker run as.
+    pub user: String,
+    pub group: String,
     pub restart_command: Vec<String>,
     pub health_check_command: Vec<String>,
     pub health_check_timeout_secs: u64,
@@ -98,6 +101,8 @@ impl Default for DeploySettings {
 
 /// Paths shipped by default (each when present).
 pub const DEFAULT_DEPLOY_PATHS: &[&str] = &["tasks", "pyproject.toml", "uv.lock"];
+/// The Unix user the agent and worker run as by default.
+pub const DEFAULT_RUN_AS_USER: &str = "celeroot";
 /// Hosts deployed at once by default.
 pub const DEFAULT_MAX_PARALLEL: u32 = 5;
 /// Releases kept per host by default.
@@ -352,6 +357,8 @@ fn deployment_json(d: &DeploymentConfig) -> Json {
         "serviceName",
         d.service_name.as_ref().map(|v| &v.value),
     );
+    put(&mut m, "user", d.user.as_ref().map(|v| &v.value));
+    put(&mut m, "group", d.group.as_ref().map(|v| &v.value));
     put(
         &mut m,
         "restartCommand",
@@ -431,6 +438,9 @@ fn effective_deployment(
     };
     let service =
         pick(|d| d.service_name.as_ref()).map_or(DEFAULT_SERVICE_NAME.into(), |v| v.value.clone());
+    let user: String =
+        pick(|d| d.user.as_ref()).map_or(DEFAULT_RUN_AS_USER.into(), |v| v.value.clone());
+    let group = pick(|d| d.group.as_ref()).map_or_else(|| user.clone(), |v| v.value.clone());
     let restart = host
         .and_then(|d| d.restart_command.as_ref())
         .or_else(|| cluster.and_then(|d| d.restart_command.as_ref()))
@@ -461,6 +471,8 @@ fn effective_deployment(
             DEFAULT_HEALTH_TIMEOUT,
         ),
         service_name: service,
+        user,
+        group,
         setup_command: host
             .and_then(|d| d.setup_command.as_ref())
             .or_else(|| cluster.and_then(|d| d.setup_command.as_ref()))

@@ -207,12 +207,12 @@ mod tests {
             "apiVersion": "celeroot.io/v1",
             "kind": "Host",
             "metadata": {"name": "web03", "labels": {"env": "production"}},
-            "spec": {"address": "10.0.1.12", "roles": ["webserver", "application"],
+            "spec": {"address": "192.0.2.12", "roles": ["webserver", "application"],
                      "ssh": {"user": "deploy", "port": 2222}}
         });
         assert_eq!(
             document(&v),
-            "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web03\n  labels:\n    env: production\nspec:\n  address: 10.0.1.12\n  roles: [webserver, application]\n  ssh:\n    user: deploy\n    port: 2222\n"
+            "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web03\n  labels:\n    env: production\nspec:\n  address: 192.0.2.12\n  roles: [webserver, application]\n  ssh:\n    user: deploy\n    port: 2222\n"
         );
         assert_eq!(round_trip(&v), v);
     }
@@ -256,7 +256,7 @@ mod tests {
             let v = json!({ "k": s, "list": [s] });
             assert_eq!(round_trip(&v), v, "{s:?} -> {}", document(&v));
         }
-        assert_eq!(string("10.0.1.11"), "10.0.1.11");
+        assert_eq!(string("192.0.2.11"), "192.0.2.11");
         assert_eq!(string("--quiet"), "--quiet");
         assert_eq!(string("*/5 * * * *"), "\"*/5 * * * *\"");
     }

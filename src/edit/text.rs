@@ -359,16 +359,16 @@ metadata:
 
 spec:
   # where it is
-  address: 10.0.1.11  # public
+  address: 192.0.2.11  # public
   roles: [webserver, application]
 ";
 
     #[test]
     fn a_scalar_change_touches_one_line_and_keeps_its_comment() {
-        let out = edit(HOST, |v| v["spec"]["address"] = json!("10.0.1.99"));
+        let out = edit(HOST, |v| v["spec"]["address"] = json!("192.0.2.99"));
         assert_eq!(
             out,
-            HOST.replace("10.0.1.11  # public", "10.0.1.99  # public")
+            HOST.replace("192.0.2.11  # public", "192.0.2.99  # public")
         );
     }
 

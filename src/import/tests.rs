@@ -49,11 +49,11 @@ workers:
     tasks: [app.tasks]
 hosts:
   Worker_1:
-    address: 10.0.0.5
+    address: 192.0.2.5
     role: default
     tags: [gpu]
   worker-2:
-    address: worker-2.example.net
+    address: worker-2.example
     roles: [default]
     ssh: {port: 2222}
     tags: {zone: a, replica: true, weight: 3}
@@ -99,7 +99,7 @@ fn maps_every_section_of_a_small_config() {
     assert_eq!(w1["metadata"]["labels"], json!({"gpu": "true"}));
     assert_eq!(
         w1["spec"],
-        json!({"address": "10.0.0.5", "roles": ["default"]})
+        json!({"address": "192.0.2.5", "roles": ["default"]})
     );
     let w2 = object(&i, Kind::Host, "worker-2");
     assert_eq!(
@@ -146,7 +146,7 @@ fn maps_every_section_of_a_small_config() {
 
 #[test]
 fn redis_and_monitoring_are_reported_never_copied() {
-    let text = "cluster: prod\nredis: redis://admin:hunter2@redis.internal:6379/0\nmonitoring:\n  flower: {port: 5555}\n";
+    let text = "cluster: prod\nredis: redis://admin:hunter2@redis.example:6379/0\nmonitoring:\n  flower: {port: 5555}\n";
     let i = ok(text);
     assert_eq!(i.objects.len(), 1);
     let all = format!("{:?}", i);
@@ -159,7 +159,7 @@ fn redis_and_monitoring_are_reported_never_copied() {
     );
     assert_eq!(
         redis.help.as_deref(),
-        Some("pass it to the commands that need it: --redis redis://admin:***@redis.internal:6379/0 (or set CELEROOT_REDIS_URL)")
+        Some("pass it to the commands that need it: --redis redis://admin:***@redis.example:6379/0 (or set CELEROOT_REDIS_URL)")
     );
     assert_eq!(
         redis.source_line, None,
@@ -255,7 +255,7 @@ fn names_that_cannot_become_object_names_are_errors() {
 
 #[test]
 fn references_are_checked_with_positions() {
-    let text = "cluster: prod\nworkers:\n  web: {}\nhosts:\n  h1:\n    address: 10.0.0.1\n    roles: [wbe]\nschedules:\n  s:\n    cron: '* * * * *'\n    task: t.x\n    targets: {hosts: [h2]}\n";
+    let text = "cluster: prod\nworkers:\n  web: {}\nhosts:\n  h1:\n    address: 192.0.2.1\n    roles: [wbe]\nschedules:\n  s:\n    cron: '* * * * *'\n    task: t.x\n    targets: {hosts: [h2]}\n";
     let d = errors(text, Options::default());
     let heads: Vec<String> = d.iter().map(Diagnostic::headline).collect();
     assert_eq!(

@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn integer_range_errors_are_readable_and_located() {
-        let l = load("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web\nspec:\n  address: 10.0.0.1\n  roles: [web]\n  ssh:\n    port: 70000\n");
+        let l = load("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web\nspec:\n  address: 192.0.2.1\n  roles: [web]\n  ssh:\n    port: 70000\n");
         let d = &l.diagnostics[0];
         assert_eq!((d.line, d.column), (9, 11));
         assert_eq!(d.message, "invalid value integer `70000`: expected an integer from 0 to 65535 (at `spec.ssh.port`)");

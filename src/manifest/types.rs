@@ -140,6 +140,13 @@ pub struct DeploymentConfig {
     /// systemd unit name of the worker service. Default: `celeroot-worker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<Located<String>>,
+    /// Unix user the agent and its worker run as (the unit's `User=`). Default:
+    /// `celeroot`. `root` also drops the unit's sandboxing (docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Located<String>>,
+    /// Unix group of the agent and its worker (the unit's `Group=`). Default: the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Located<String>>,
     /// Command that restarts the worker, as an argv list (no shell).
     /// Default: `[systemctl, restart, <serviceName>]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -148,9 +148,9 @@ mod tests {
 
     #[test]
     fn emits_block_yaml() {
-        let v = json!({"spec": {"address": "10.0.1.11", "roles": ["db", "web"], "targets": [{"role": "web"}, {"selector": {"matchLabels": {"env": "prod"}}}], "cron": "*/5 * * * *", "enabled": true, "args": ["yes", 1, null], "kwargs": {}}});
+        let v = json!({"spec": {"address": "192.0.2.11", "roles": ["db", "web"], "targets": [{"role": "web"}, {"selector": {"matchLabels": {"env": "prod"}}}], "cron": "*/5 * * * *", "enabled": true, "args": ["yes", 1, null], "kwargs": {}}});
         let expected = "spec:
-  address: \"10.0.1.11\"
+  address: \"192.0.2.11\"
   roles:
     - db
     - web

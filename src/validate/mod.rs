@@ -146,6 +146,8 @@ impl Checker<'_> {
             rules::absolute_path,
         );
         self.located("service name", &d.service_name, rules::unit_name);
+        self.located("deployment user", &d.user, rules::unix_user);
+        self.located("deployment group", &d.group, rules::unix_user);
         if let Some(c) = &d.restart_command {
             self.argv("restart command", c);
         }

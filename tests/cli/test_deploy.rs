@@ -166,6 +166,15 @@ fn first_deploy_then_a_one_file_change_sends_only_that_file() {
             )),
             "{unit}"
         );
+        // Issue 14, finding 6: the agent and worker run as an unprivileged user in a
+        // sandbox that may write only the target directory.
+        let t = target(&lab, i).display().to_string();
+        assert!(
+            unit.contains(&format!(
+                "User=celeroot\nGroup=celeroot\nNoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths={t}\nPrivateTmp=yes\nProtectHome=yes\n"
+            )),
+            "{unit}"
+        );
     }
     let deployed: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg("celeroot:{lab}:deployed")

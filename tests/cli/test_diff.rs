@@ -9,7 +9,7 @@ metadata:
     zone: fra1-c
     tier: frontend
 spec:
-  address: 10.0.1.13
+  address: 192.0.2.13
   roles: [webserver]
 ";
 

@@ -66,11 +66,11 @@ const BUILD_EXAMPLE: &[&[&str]] = &[
     &["roles", "add", "application", "--description", "General application workers (emails, billing, exports).", "--queue", "app", "--concurrency", "8", "--max-tasks-per-child", "1000", "--task", "app.tasks", "--task", "ops.tasks", "--task", "celeroot"],
     &["roles", "add", "database", "--description", "PostgreSQL hosts; their workers run backups and maintenance.", "--concurrency", "1", "--task", "dbops.tasks", "--task", "ops.tasks", "--task", "celeroot"],
     &["roles", "add", "webserver", "--description", "Front-end hosts; their workers render reports and warm caches.", "--queue", "webserver", "--concurrency", "4", "--max-tasks-per-child", "500", "--task", "webapp.tasks", "--task", "ops.tasks", "--task", "celeroot"],
-    &["hosts", "add", "app01", "--address", "10.0.2.21", "--role", "application", "--label", "env=production", "--label", "zone=fra1-a", "--label", "tier=backend"],
-    &["hosts", "add", "db01", "--address", "10.0.3.31", "--role", "database", "--label", "env=production", "--label", "zone=fra1-a", "--label", "tier=data", "--ssh-user", "postgres-ops", "--set", "deployment.targetDir=/srv/celeroot"],
-    &["hosts", "add", "db02", "--address", "db02.fra1.example.net", "--role", "database", "--role", "application", "--label", "env=production", "--label", "zone=fra1-b", "--label", "tier=data", "--label", "replica=true", "--ssh-port", "2222"],
-    &["hosts", "add", "web01", "--address", "10.0.1.11", "--role", "webserver", "--role", "application", "--label", "env=production", "--label", "zone=fra1-a", "--label", "tier=frontend"],
-    &["hosts", "add", "web02", "--address", "10.0.1.12", "--role", "webserver", "--role", "application", "--label", "env=production", "--label", "zone=fra1-b", "--label", "tier=frontend"],
+    &["hosts", "add", "app01", "--address", "198.51.100.21", "--role", "application", "--label", "env=production", "--label", "zone=fra1-a", "--label", "tier=backend"],
+    &["hosts", "add", "db01", "--address", "203.0.113.31", "--role", "database", "--label", "env=production", "--label", "zone=fra1-a", "--label", "tier=data", "--ssh-user", "postgres-ops", "--set", "deployment.targetDir=/srv/celeroot"],
+    &["hosts", "add", "db02", "--address", "db02.fra1.example", "--role", "database", "--role", "application", "--label", "env=production", "--label", "zone=fra1-b", "--label", "tier=data", "--label", "replica=true", "--ssh-port", "2222"],
+    &["hosts", "add", "web01", "--address", "192.0.2.11", "--role", "webserver", "--role", "application", "--label", "env=production", "--label", "zone=fra1-a", "--label", "tier=frontend"],
+    &["hosts", "add", "web02", "--address", "192.0.2.12", "--role", "webserver", "--role", "application", "--label", "env=production", "--label", "zone=fra1-b", "--label", "tier=frontend"],
     &["schedules", "add", "billing-sync", "--description", "Push new invoices to the billing provider; any application worker may run it.", "--every", "5m", "--task", "app.tasks.billing.sync_invoices", "--target", "role:application", "--mode", "any", "--expires", "4m"],
     &["schedules", "add", "cache-warmup", "--description", "Warm the page cache on one front end after business hours.", "--cron", "0 18 * * mon-fri", "--task", "webapp.tasks.warm_cache", "--target", "role:webserver", "--mode", "any"],
     &["schedules", "add", "db-backup", "--description", "Nightly base backup of the primary database.", "--cron", "15 2 * * *", "--task", "dbops.tasks.base_backup", "--kwargs", r#"{"destination": "s3://backups/production", "compress": true}"#, "--target", "host:db01", "--mode", "each", "--expires", "1h", "--priority", "9"],
@@ -119,7 +119,7 @@ fn hosts_add_writes_one_file_and_says_what_happens_next() {
             "add",
             "web03",
             "--address",
-            "10.0.1.13",
+            "192.0.2.13",
             "--role",
             "webserver",
             "--label",
@@ -153,7 +153,7 @@ fn hosts_add_writes_one_file_and_says_what_happens_next() {
         env: production
         zone: fra1-c
     spec:
-      address: 10.0.1.13
+      address: 192.0.2.13
       roles: [webserver]
       ssh:
         user: deploy
@@ -168,7 +168,7 @@ fn hosts_add_writes_one_file_and_says_what_happens_next() {
             "add",
             "web03",
             "--address",
-            "10.0.1.14",
+            "192.0.2.14",
             "--role",
             "webserver",
         ],
@@ -185,7 +185,7 @@ fn updates_change_only_their_lines_and_keep_comments() {
     let mut repo = TestRepo::with_example();
     repo.write(
         "manifests/hosts/web01.yaml",
-        "# The first front end. Owner: web team.\napiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web01\n  labels:\n    env: production   # billing tag\n    zone: fra1-a\n    tier: frontend\n\nspec:\n  # public address, see the IPAM sheet\n  address: 10.0.1.11  # v4\n  roles: [webserver, application]\n",
+        "# The first front end. Owner: web team.\napiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web01\n  labels:\n    env: production   # billing tag\n    zone: fra1-a\n    tier: frontend\n\nspec:\n  # public address, see the IPAM sheet\n  address: 192.0.2.11  # v4\n  roles: [webserver, application]\n",
     );
     repo.commit("example");
     ok(
@@ -195,7 +195,7 @@ fn updates_change_only_their_lines_and_keep_comments() {
             "update",
             "web01",
             "--address",
-            "10.0.1.99",
+            "192.0.2.99",
             "--remove-role",
             "application",
             "--label",
@@ -218,7 +218,7 @@ fn updates_change_only_their_lines_and_keep_comments() {
 
     spec:
       # public address, see the IPAM sheet
-      address: 10.0.1.99  # v4
+      address: 192.0.2.99  # v4
       roles: [webserver]
       ssh:
         port: 2200
@@ -265,16 +265,16 @@ fn objects_in_multi_document_files_are_edited_and_removed_in_place() {
     let mut repo = TestRepo::with_example();
     repo.remove("manifests/hosts/web01.yaml");
     repo.remove("manifests/hosts/web02.yaml");
-    let multi = "# Front ends\n---\napiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web01  # first\n  labels: {env: production, tier: frontend}\nspec:\n  address: 10.0.1.11\n  roles: [webserver, application]\n---\n# the second one\napiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web02\n  labels:\n    env: production\n    replica: \"false\"\nspec:\n  address: 10.0.1.12\n  roles: [webserver]\n";
+    let multi = "# Front ends\n---\napiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web01  # first\n  labels: {env: production, tier: frontend}\nspec:\n  address: 192.0.2.11\n  roles: [webserver, application]\n---\n# the second one\napiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: web02\n  labels:\n    env: production\n    replica: \"false\"\nspec:\n  address: 192.0.2.12\n  roles: [webserver]\n";
     repo.write("manifests/hosts/web.yaml", multi);
     repo.commit("multi-document hosts");
     ok(
         &repo,
-        &["hosts", "update", "web02", "--address", "10.0.1.22"],
+        &["hosts", "update", "web02", "--address", "192.0.2.22"],
     );
     assert_eq!(
         repo.read("manifests/hosts/web.yaml"),
-        multi.replace("10.0.1.12", "10.0.1.22")
+        multi.replace("192.0.2.12", "192.0.2.22")
     );
     // A flow mapping is rewritten as a block only where a key is added to it.
     ok(
@@ -283,7 +283,7 @@ fn objects_in_multi_document_files_are_edited_and_removed_in_place() {
     );
     assert_eq!(
         repo.read("manifests/hosts/web.yaml"),
-        multi.replace("10.0.1.12", "10.0.1.22").replace(
+        multi.replace("192.0.2.12", "192.0.2.22").replace(
             "  labels: {env: production, tier: frontend}\n",
             "  labels:\n    env: production\n    tier: frontend\n    zone: fra1-a\n"
         )
@@ -309,7 +309,7 @@ fn invalid_edits_write_nothing_and_explain() {
             "add",
             "web03",
             "--address",
-            "10.0.1.13",
+            "192.0.2.13",
             "--role",
             "webservr",
         ],
@@ -331,7 +331,7 @@ fn invalid_edits_write_nothing_and_explain() {
             "add",
             "../evil",
             "--address",
-            "10.0.0.1",
+            "192.0.2.1",
             "--role",
             "webserver",
         ],
@@ -359,7 +359,10 @@ fn invalid_edits_write_nothing_and_explain() {
         out.contains("nothing to change: give at least one option"),
         "{out}"
     );
-    let out = fails(&repo, &["hosts", "update", "web0", "--address", "10.0.0.1"]);
+    let out = fails(
+        &repo,
+        &["hosts", "update", "web0", "--address", "192.0.2.1"],
+    );
     assert!(out.contains("no host named \"web0\""), "{out}");
     assert!(out.contains("did you mean"), "{out}");
     let out = fails(
@@ -482,12 +485,12 @@ fn lists_are_tables_and_parse_as_json() {
     repo.commit("example");
     let out = ok(&repo, &["hosts", "ls"]);
     insta::assert_snapshot!(out, @r"
-    NAME   ADDRESS                ROLES                   LABELS                                             FILE
-    app01  10.0.2.21              application             env=production,zone=fra1-a,tier=backend            manifests/hosts/app01.yaml:1
-    db01   10.0.3.31              database                env=production,zone=fra1-a,tier=data               manifests/hosts/db01.yaml:1
-    db02   db02.fra1.example.net  database, application   env=production,zone=fra1-b,tier=data,replica=true  manifests/hosts/db02.yaml:1
-    web01  10.0.1.11              webserver, application  env=production,zone=fra1-a,tier=frontend           manifests/hosts/web01.yaml:1
-    web02  10.0.1.12              webserver, application  env=production,zone=fra1-b,tier=frontend           manifests/hosts/web02.yaml:1
+    NAME   ADDRESS            ROLES                   LABELS                                             FILE
+    app01  198.51.100.21      application             env=production,zone=fra1-a,tier=backend            manifests/hosts/app01.yaml:1
+    db01   203.0.113.31       database                env=production,zone=fra1-a,tier=data               manifests/hosts/db01.yaml:1
+    db02   db02.fra1.example  database, application   env=production,zone=fra1-b,tier=data,replica=true  manifests/hosts/db02.yaml:1
+    web01  192.0.2.11         webserver, application  env=production,zone=fra1-a,tier=frontend           manifests/hosts/web01.yaml:1
+    web02  192.0.2.12         webserver, application  env=production,zone=fra1-b,tier=frontend           manifests/hosts/web02.yaml:1
     [exit status: 0]
     ");
     for kind in ["hosts", "roles", "schedules"] {
@@ -513,7 +516,7 @@ fn lists_are_tables_and_parse_as_json() {
     let out = ok(&repo, &["config", "show"]);
     assert!(out.contains("3 role(s), 5 host(s), 7 schedule(s)"), "{out}");
     let out = ok(&repo, &["config", "hosts"]);
-    assert!(out.contains("db01   postgres-ops@10.0.3.31:22"), "{out}");
+    assert!(out.contains("db01   postgres-ops@203.0.113.31:22"), "{out}");
     let out = ok(&repo, &["config", "schedules", "-o", "json"]);
     let v: serde_json::Value =
         serde_json::from_str(out.trim_end_matches("[exit status: 0]\n")).expect("json");

@@ -80,7 +80,7 @@ fn test_import_of_the_example_round_trips_to_the_bundled_fleet() {
     for expected in [
         "warning: `redis` is not written to the manifests",
         "  --> cl.yaml:14:1",
-        "--redis redis://:***@redis.internal:6379/0 (or set CELEROOT_REDIS_URL)",
+        "--redis redis://:***@redis.example:6379/0 (or set CELEROOT_REDIS_URL)",
         "warning: `deployment.branch` is not mapped to the manifests\n  --> cl.yaml:29:3",
         "warning: `monitoring` is not mapped to the manifests\n  --> cl.yaml:122:1",
         "warning: schedule \"billing_sync\" is imported as \"billing-sync\"\n  --> cl.yaml:76:3",
@@ -141,7 +141,7 @@ const SMALL: &str = "\
 cluster:
   name: staging
   timezone: UTC
-redis: redis://worker:pa55@10.0.0.2:6379/1
+redis: redis://worker:pa55@192.0.2.2:6379/1
 ssh:
   user: deploy
   key: ~/.ssh/staging
@@ -155,11 +155,11 @@ workers:
     tasks: [app.tasks]
 hosts:
   worker_1:
-    address: 10.0.0.5
+    address: 192.0.2.5
     role: default
     tags: [gpu]
   worker-2:
-    address: worker-2.example.net
+    address: worker-2.example
     roles: [default]
     ssh: {port: 2222}
     tags: {zone: a, replica: true}
@@ -230,7 +230,7 @@ fn test_import_invalid_input_writes_nothing_and_exits_1() {
     let repo = TestRepo::empty();
     repo.write(
         "cl.yaml",
-        "cluster: {name: prod}\nredis: redis://:topsecret@r:6379/0\nworkers:\n  app: {concurency: 2}\nhosts:\n  h1:\n    adress: 10.0.0.1\n    role: ap\n",
+        "cluster: {name: prod}\nredis: redis://:topsecret@r:6379/0\nworkers:\n  app: {concurency: 2}\nhosts:\n  h1:\n    adress: 192.0.2.1\n    role: ap\n",
     );
     let mut cmd = repo.cmd();
     cmd.args(["import", "cl.yaml"]);
@@ -253,7 +253,7 @@ fn test_import_invalid_input_writes_nothing_and_exits_1() {
     // Unknown keys alone can be skipped on purpose.
     repo.write(
         "cl.yaml",
-        "cluster: {name: prod}\nworkers:\n  app: {concurency: 2}\nhosts:\n  h1: {address: 10.0.0.1, role: app, rack: r1}\n",
+        "cluster: {name: prod}\nworkers:\n  app: {concurency: 2}\nhosts:\n  h1: {address: 192.0.2.1, role: app, rack: r1}\n",
     );
     let mut cmd = repo.cmd();
     cmd.args(["import", "cl.yaml", "--allow-unknown"]);
@@ -273,7 +273,7 @@ fn test_import_that_would_not_validate_writes_nothing() {
     let repo = TestRepo::empty();
     repo.write(
         "cl.yaml",
-        "cluster: {name: prod, timezone: Mars/Olympus}\nworkers:\n  app: {}\nhosts:\n  h1: {address: 10.0.0.1, role: app}\nschedules:\n  s: {cron: '61 * * * *', task: a.b, targets: {role: app}}\n",
+        "cluster: {name: prod, timezone: Mars/Olympus}\nworkers:\n  app: {}\nhosts:\n  h1: {address: 192.0.2.1, role: app}\nschedules:\n  s: {cron: '61 * * * *', task: a.b, targets: {role: app}}\n",
     );
     let mut cmd = repo.cmd();
     cmd.args(["import", "cl.yaml"]);

@@ -134,7 +134,7 @@ fn first_reconcile_writes_the_documented_keys() {
         worker["max_tasks_per_child"], "500",
         "the strictest recycling limit of its roles"
     );
-    assert_eq!(worker["address"], "10.0.1.11");
+    assert_eq!(worker["address"], "192.0.2.11");
     let web: std::collections::BTreeSet<String> = redis::cmd("SMEMBERS")
         .arg(format!("{PREFIX}role:webserver:hosts"))
         .query(&mut c)

@@ -13,7 +13,7 @@ fn fleet(tick: Option<&str>) -> TestRepo {
     let repo = TestRepo::empty();
     repo.write("manifests/cluster.yaml", "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: fleet\nspec:\n  timezone: Europe/Berlin\n");
     repo.write("manifests/role.yaml", "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec:\n  concurrency: 1\n");
-    for (h, ip) in [("h1", "10.0.0.1"), ("h2", "10.0.0.2")] {
+    for (h, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
         repo.write(
             &format!("manifests/{h}.yaml"),
             &format!("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: {h}\nspec:\n  address: {ip}\n  roles: [worker]\n"),

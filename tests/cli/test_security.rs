@@ -341,7 +341,7 @@ fn a_type_tag_in_task_arguments_is_refused_with_a_located_error() {
         |
      12 |         - {__type__: datetime, year: 1}
         |           ^
-    error: manifests at HEAD (5e90245b) are invalid: 1 error(s), 0 warning(s); nothing was changed
+    error: manifests at HEAD (ebc739d5) are invalid: 1 error(s), 0 warning(s); nothing was changed
     [exit status: 1]
     ");
     // At the top of `kwargs` too.
@@ -359,5 +359,74 @@ fn a_type_tag_in_task_arguments_is_refused_with_a_located_error() {
     assert!(
         out.contains("manifests/schedules/billing-sync.yaml:14:5"),
         "{out}"
+    );
+}
+
+/// Finding 6: the unit's user comes from the manifests and is checked like every value
+/// that reaches a file on the host.
+#[test]
+fn a_deployment_user_that_is_not_a_user_name_is_refused() {
+    let mut repo = TestRepo::with_example();
+    repo.edit(
+        "manifests/cluster.yaml",
+        "    targetDir: /opt/celeroot\n",
+        "    targetDir: /opt/celeroot\n    user: \"root\\nExecStartPre=/bin/sh\"\n",
+    );
+    repo.commit("bad user");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("invalid deployment user"), "{out}");
+    assert!(out.contains("manifests/cluster.yaml:"), "{out}");
+}
+
+/// Safety net: the bundled example points only at documentation addresses and reserved
+/// names, and `deploy` / `hosts test-connection` refuse them at once (before, a newcomer's
+/// first `reconcile` SSH-connected to 10.0.x.x example addresses and waited 31 s).
+#[test]
+fn example_addresses_are_placeholders_that_deploy_and_test_connection_refuse_at_once() {
+    for (path, text) in celeroot::init::EXAMPLE_MANIFESTS {
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("address:"))
+        {
+            let addr = line.trim_start().trim_start_matches("address:").trim();
+            assert!(
+                celeroot::deploy::ssh::placeholder(addr).is_some(),
+                "{path}: {addr} is not a documentation address or reserved name"
+            );
+        }
+    }
+    let mut repo = TestRepo::with_example();
+    repo.write("tasks/__init__.py", "");
+    repo.commit("example");
+    let started = std::time::Instant::now();
+    let mut cmd = repo.cmd();
+    cmd.args(["hosts", "test-connection", "--all"]);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("web01: 192.0.2.11 is a documentation address (RFC 5737), a placeholder from the example manifests: replace it with the real address of web01 (`celeroot hosts update web01 --address ADDR`); nothing was sent"),
+        "{out}"
+    );
+    assert!(
+        out.contains("db02: db02.fra1.example is a reserved example name"),
+        "{out}"
+    );
+    let mut cmd = repo.cmd();
+    cmd.args(["deploy"]);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("web01: failed"), "{out}");
+    assert!(
+        out.contains("a placeholder from the example manifests"),
+        "{out}"
+    );
+    // Refused, not timed out: far below one SSH connect timeout (10 s in the example).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -22,7 +22,7 @@ fn validate_reads_git_objects_not_the_dirty_work_tree() {
     repo.commit("example");
     repo.edit(
         "manifests/hosts/web01.yaml",
-        "address: 10.0.1.11",
+        "address: 192.0.2.11",
         "address: not/an/address",
     );
     let mut head = repo.cmd();
@@ -205,8 +205,8 @@ fn error_rendering() {
     let mut repo = TestRepo::with_example();
     repo.edit(
         "manifests/hosts/web02.yaml",
-        "address: 10.0.1.12",
-        "adress: 10.0.1.12",
+        "address: 192.0.2.12",
+        "adress: 192.0.2.12",
     );
     repo.edit(
         "manifests/hosts/web01.yaml",
