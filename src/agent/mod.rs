@@ -472,10 +472,6 @@ fn write_heartbeat(
         .cmd("EXPIRE")
         .arg(&key)
         .arg(ttl.as_secs().max(1))
-        .ignore()
-        .cmd("SADD")
-        .arg(keys.heartbeats())
-        .arg(host)
         .ignore();
     pipe.query(c)
 }

@@ -814,6 +814,18 @@ fn reconcile_locked(
         opts.leader.as_deref(),
     )?;
     outcome.result = Result::Applied;
+    // A pruned host's agent loses its Redis user (best effort: the reconciling user may
+    // lack ACL rights; the user could then still read only its own, now deleted, keys).
+    for c in outcome
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.kind == Kind::Host && c.action == plan::Action::Remove)
+    {
+        if let Err(e) = store.delete_agent_credentials(&c.name) {
+            tracing::warn!(host = %c.name, error = %e, "cannot delete the agent's ACL user of a pruned host");
+        }
+    }
     outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let next = next_baseline(outcome.generation, desired);
     Ok((outcome, next))

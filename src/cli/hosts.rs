@@ -429,6 +429,15 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> 
         }
         return Err(err);
     }
+    let url = live::redis_url(cli)?;
+    if url.db() != 0 {
+        return Err(CliError::new(format!(
+            "{} selects database {}: an agent's Redis user may not run SELECT (an ACL cannot confine a user to one database, so SELECT would reach the same key names in every other one); nothing was created",
+            url.redacted(),
+            url.db()
+        ))
+        .hinted("keep each cluster's state in database 0 of a Redis of its own (clusters sharing one are kept apart by their key prefix)"));
+    }
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -438,7 +447,6 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> 
     let user = store
         .set_agent_credentials(&a.host, &password, a.rotate)
         .map_err(live::state_error)?;
-    let url = live::redis_url(cli)?;
     let agent_url = url.with_credentials(&user, &password);
     outln!(
         "Created ACL user {user} for the agent of {} (cluster {}).",

@@ -71,7 +71,9 @@ impl Keys {
     pub fn heartbeat(&self, host: &str) -> String {
         self.key(&format!("heartbeat:{host}"))
     }
-    /// Set: names of hosts that have ever heartbeated (written by agents).
+    /// Set: names of hosts that have ever heartbeated, written by agents before issue 14.
+    /// No longer written or read (any agent could flood or expire it); kept in
+    /// [`Keys::fixed`] so an old one is not reported as unknown.
     pub fn heartbeats(&self) -> String {
         self.key("heartbeats")
     }

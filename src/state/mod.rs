@@ -23,8 +23,8 @@ pub use image::{
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use lease::{LeaseKeeper, LEASE_RENEW_EVERY};
 pub use store::{
-    Event, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store, EVENTS_MAX,
-    HISTORY_MAX, LEASE_TTL, UNREADABLE_LEASE,
+    agent_user, Event, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store,
+    EVENTS_MAX, HISTORY_MAX, LEASE_TTL, MAX_UNMANAGED_HEARTBEATS, UNREADABLE_LEASE,
 };
 pub use url::RedisUrl;
 

@@ -31,17 +31,32 @@ pub const AGENT_COMMANDS: &[&str] = &[
     "+ping",
     "+hello",
     "+auth",
-    "+select",
     "+client|setname",
     "+hgetall",
     "+hset",
     "+expire",
-    "+sadd",
     "+multi",
     "+exec",
     "+subscribe",
     "+unsubscribe",
 ];
+
+/// The ACL user of one host's agent: `celeroot.<cluster>.<host>`. Cluster and host names
+/// are RFC 1123 labels, which never hold a `.`, so no two (cluster, host) pairs share a
+/// user (with `-`, `production`/`web-01` and `production-web`/`01` did).
+pub fn agent_user(cluster: &str, host: &str) -> String {
+    format!("celeroot.{cluster}.{host}")
+}
+
+/// The agent user name before issue 14 (`celeroot-<cluster>-<host>`), still deleted
+/// with its host.
+fn legacy_agent_user(cluster: &str, host: &str) -> String {
+    format!("celeroot-{cluster}-{host}")
+}
+
+/// Unmanaged hosts' heartbeats read at most (found by SCAN; agents cannot create any
+/// other key, so more means something is wrong, and readers stay bounded).
+pub const MAX_UNMANAGED_HEARTBEATS: usize = 1000;
 
 /// The id reported for a lease value that celeroot cannot read.
 pub const UNREADABLE_LEASE: &str = "unreadable";
@@ -538,12 +553,7 @@ impl Store {
         rotate: bool,
     ) -> Result<String, StateError> {
         let k = self.keys.clone();
-        let cluster = k
-            .prefix()
-            .trim_start_matches("celeroot:{")
-            .trim_end_matches("}:")
-            .to_string();
-        let user = format!("celeroot-{cluster}-{host}");
+        let user = agent_user(&self.cluster, host);
         if !rotate {
             let existing: Option<Value> =
                 self.query(redis::cmd("ACL").arg("GETUSER").arg(&user))?;
@@ -561,11 +571,23 @@ impl Store {
             .arg(format!(">{password}"))
             .arg(format!("%R~{}", k.worker(host)))
             .arg(format!("%W~{}", k.heartbeat(host)))
-            .arg(format!("%W~{}", k.heartbeats()))
             .arg(format!("&{}", k.changes()))
             .arg(AGENT_COMMANDS);
         let _: String = self.query(&mut cmd)?;
         Ok(user)
+    }
+
+    /// Deletes the ACL users of `host`'s agent (under the current name and the name used
+    /// before issue 14). Returns how many existed.
+    ///
+    /// # Errors
+    /// Redis errors (for example when the connection's user may not run `ACL DELUSER`).
+    pub fn delete_agent_credentials(&mut self, host: &str) -> Result<u64, StateError> {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("DELUSER")
+            .arg(agent_user(&self.cluster, host))
+            .arg(legacy_agent_user(&self.cluster, host));
+        self.query(&mut cmd)
     }
 
     /// Records deploy results (host → JSON) in the `deployed` hash.
@@ -658,8 +680,35 @@ impl Store {
         &mut self,
         hosts: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, Heartbeat>, StateError> {
-        let index: BTreeSet<String> =
-            self.query(redis::cmd("SMEMBERS").arg(self.keys.heartbeats()))?;
+        // Heartbeats of hosts not in git: found by SCAN over the heartbeat keys (an
+        // agent can write only its own key, so there is no shared index to flood), and
+        // read at most MAX_UNMANAGED_HEARTBEATS of them.
+        let pattern = format!("{}*", escape_glob(&self.keys.heartbeat("")));
+        let mut index = BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.query(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000),
+            )?;
+            let prefix = self.keys.heartbeat("");
+            index.extend(
+                batch
+                    .iter()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .filter(|h| !hosts.contains(*h))
+                    .map(String::from)
+                    .take(MAX_UNMANAGED_HEARTBEATS.saturating_sub(index.len())),
+            );
+            if next == 0 || index.len() >= MAX_UNMANAGED_HEARTBEATS {
+                break;
+            }
+            cursor = next;
+        }
         let all: Vec<String> = hosts.union(&index).cloned().collect();
         if all.is_empty() {
             return Ok(BTreeMap::new());

@@ -43,6 +43,12 @@ impl RedisUrl {
         }
     }
 
+    /// The database number the URL selects (0 when it names none).
+    pub fn db(&self) -> i64 {
+        redis::IntoConnectionInfo::into_connection_info(self.raw.as_str())
+            .map_or(0, |i| i.redis_settings().db())
+    }
+
     /// The URL with the password replaced by `***`.
     pub fn redacted(&self) -> &str {
         &self.redacted

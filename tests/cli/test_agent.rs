@@ -362,7 +362,7 @@ fn per_host_credentials_cannot_touch_another_host() {
         .find_map(|l| l.strip_prefix("CELEROOT_REDIS_URL="))
         .expect("a URL")
         .to_string();
-    assert!(url.contains("celeroot-production-web01:"), "{url}");
+    assert!(url.contains("celeroot.production.web01:"), "{url}");
     let (again, code) = creds("web01", &[]);
     assert_eq!(code, 1, "an existing user needs --rotate: {again}");
 

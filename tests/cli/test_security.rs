@@ -430,3 +430,139 @@ fn example_addresses_are_placeholders_that_deploy_and_test_connection_refuse_at_
         started.elapsed()
     );
 }
+
+fn reconciled_example(redis: &RedisServer) -> TestRepo {
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    repo
+}
+
+fn agent_url(repo: &TestRepo, redis: &str, host: &str) -> String {
+    let mut cmd = repo.cmd();
+    cmd.args(["hosts", "credentials", host])
+        .env("CELEROOT_REDIS_URL", redis);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("CELEROOT_REDIS_URL="))
+        .expect("an agent URL")
+        .to_string()
+}
+
+/// Finding 8: agent user names could collide across clusters (`production`/`web-01` and
+/// `production-web`/`01` were both `celeroot-production-web-01`); `+select` let an agent
+/// reach the same key names in another database; a pruned host's user lived on.
+#[test]
+fn agent_users_are_unique_cannot_select_and_are_deleted_with_their_host() {
+    assert_ne!(
+        celeroot::state::agent_user("production", "web-01"),
+        celeroot::state::agent_user("production-web", "01")
+    );
+    let redis = RedisServer::start();
+    let mut repo = reconciled_example(&redis);
+    let url = agent_url(&repo, &redis.url(), "web01");
+    assert!(url.contains("celeroot.production.web01:"), "{url}");
+    let mut c = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_connection()
+        .expect("log in as web01's agent");
+    let e = redis::cmd("SELECT")
+        .arg(1)
+        .query::<()>(&mut c)
+        .expect_err("SELECT must be refused");
+    assert!(e.to_string().to_lowercase().contains("noperm"), "{e}");
+    // Credentials for a URL that selects another database are refused: the agent could
+    // not log in without SELECT.
+    let mut cmd = repo.cmd();
+    cmd.args(["hosts", "credentials", "web02"])
+        .env("CELEROOT_REDIS_URL", redis.url().replace("/0", "/3"));
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("selects database 3"), "{out}");
+
+    // Pruning the host deletes its agent's user.
+    repo.remove("manifests/hosts/web01.yaml");
+    repo.commit("retire web01");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query(&mut redis.conn())
+        .expect("ACL USERS");
+    assert!(
+        !users.iter().any(|u| u == "celeroot.production.web01"),
+        "{users:?}"
+    );
+    assert!(redis::Client::open(url.as_str())
+        .expect("client")
+        .get_connection()
+        .is_err());
+}
+
+/// Finding 9: any agent could flood (SADD) or expire the shared heartbeat index, and
+/// `drift` read all of it (500,000 fake members: 1.6 s, 240 MB). The index is gone: an
+/// agent may write only its own heartbeat key, and readers find unmanaged hosts by SCAN,
+/// reading at most MAX_UNMANAGED_HEARTBEATS.
+#[test]
+fn an_agent_cannot_touch_a_shared_heartbeat_index_and_drift_ignores_a_flooded_one() {
+    let redis = RedisServer::start();
+    let repo = reconciled_example(&redis);
+    let url = agent_url(&repo, &redis.url(), "web01");
+    let mut c = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_connection()
+        .expect("log in as web01's agent");
+    for (cmd, args) in [
+        ("SADD", vec!["celeroot:{production}:heartbeats", "ghost"]),
+        ("EXPIRE", vec!["celeroot:{production}:heartbeats", "1"]),
+        (
+            "HSET",
+            vec!["celeroot:{production}:heartbeat:ghost", "ts", "1"],
+        ),
+    ] {
+        let e = redis::cmd(cmd)
+            .arg(&args)
+            .query::<redis::Value>(&mut c)
+            .expect_err(&format!("{cmd} must be refused"));
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{cmd}: {e}"
+        );
+    }
+    // A flooded index left by an old agent, and one real unmanaged heartbeat.
+    let mut admin = redis.conn();
+    for chunk in 0..50 {
+        let mut sadd = redis::cmd("SADD");
+        sadd.arg("celeroot:{production}:heartbeats");
+        for i in 0..2000 {
+            sadd.arg(format!("fake-{chunk}-{i}"));
+        }
+        let _: i64 = sadd.query(&mut admin).expect("SADD");
+    }
+    let _: () = redis::cmd("HSET")
+        .arg("celeroot:{production}:heartbeat:stray01")
+        .arg("ts")
+        .arg(
+            chrono::DateTime::parse_from_rfc3339(crate::common::NOW)
+                .expect("NOW")
+                .timestamp(),
+        )
+        .arg("status")
+        .arg("running")
+        .query(&mut admin)
+        .expect("HSET");
+    let mut cmd = repo.cmd();
+    cmd.args(["drift", "-o", "json"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, _) = run(cmd);
+    assert!(out.contains("\"host\": \"stray01\""), "{out}");
+    assert!(!out.contains("fake-"), "the old index is not read");
+}
