@@ -168,7 +168,7 @@ pub(super) fn ship(
             .as_deref()
             .map(|d| format!(": {d}"))
             .unwrap_or_default();
-        eprintln!(
+        errln!(
             "{}: {}{} ({} file(s), {} byte(s) sent, {} ms){detail}",
             r.host,
             r.outcome.label(),
@@ -248,7 +248,7 @@ fn record(cli: &Cli, cluster: &str, report: &Report) {
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = result {
-        eprintln!("warning: the deploy was not recorded in Redis: {e}");
+        errln!("warning: the deploy was not recorded in Redis: {e}");
     }
 }
 

@@ -119,7 +119,7 @@ pub fn finish(
         for c in &changes {
             print_diff(ui, &c.unified_diff());
         }
-        eprintln!("dry run: nothing was written ({summary})");
+        errln!("dry run: nothing was written ({summary})");
         return Ok(EXIT_OK);
     }
     ws.write(&changes).map_err(|e| error(Some(ui), e))?;

@@ -6,10 +6,21 @@
 //! `drift`, `reconcile --dry-run`).
 
 /// `println!` that ignores a closed stdout (`celeroot ... | head`) instead of panicking.
+/// Every byte goes through [`crate::render::terminal_safe`]: control characters from
+/// outside (heartbeats, commit subjects, manifest values) are shown, never obeyed.
 macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock());
+    }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stdout())
+        );
     }};
 }
 
@@ -17,8 +28,56 @@ macro_rules! outln {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = write!(
+            std::io::stdout().lock(),
+            "{}",
+            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stdout())
+        );
     }};
+}
+
+/// `eprintln!` through [`crate::render::terminal_safe`].
+macro_rules! errln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stderr())
+        );
+    }};
+}
+
+/// `eprint!` through [`crate::render::terminal_safe`].
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = write!(
+            std::io::stderr().lock(),
+            "{}",
+            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stderr())
+        );
+    }};
+}
+
+static COLOUR_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static COLOUR_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether celeroot writes colour to stdout (so its own SGR sequences pass the filter).
+pub fn colour_on_stdout() -> bool {
+    COLOUR_STDOUT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether celeroot writes colour to stderr.
+pub fn colour_on_stderr() -> bool {
+    COLOUR_STDERR.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 mod agent;
@@ -178,9 +237,15 @@ impl Ui {
             ColorChoice::Never => false,
             ColorChoice::Auto => env_allows && (forced || tty),
         };
+        let (colour_out, colour_err) = (
+            decide(std::io::stdout().is_terminal()),
+            decide(std::io::stderr().is_terminal()),
+        );
+        COLOUR_STDOUT.store(colour_out, std::sync::atomic::Ordering::Relaxed);
+        COLOUR_STDERR.store(colour_err, std::sync::atomic::Ordering::Relaxed);
         Ui {
-            stdout_style: Style::new(decide(std::io::stdout().is_terminal())),
-            stderr_style: Style::new(decide(std::io::stderr().is_terminal())),
+            stdout_style: Style::new(colour_out),
+            stderr_style: Style::new(colour_err),
             github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
             annotations_on_stdout: false,
         }
@@ -190,14 +255,14 @@ impl Ui {
     /// for `validate`, to stderr for commands whose stdout is a document (`diff -o json`).
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
         for d in diags {
-            eprint!("{}", d.render_text(&self.stderr_style));
+            err!("{}", d.render_text(&self.stderr_style));
         }
         if self.github {
             for d in diags {
                 if self.annotations_on_stdout {
                     outln!("{}", d.render_github());
                 } else {
-                    eprintln!("{}", d.render_github());
+                    errln!("{}", d.render_github());
                 }
             }
         }
@@ -277,9 +342,9 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let s = &ui.stderr_style;
-            eprintln!("{}: {}", s.paint(s.red(), "error"), e.message);
+            errln!("{}: {}", s.paint(s.red(), "error"), e.message);
             for h in &e.hints {
-                eprintln!("  = hint: {h}");
+                errln!("  = hint: {h}");
             }
             ExitCode::from(e.code)
         }

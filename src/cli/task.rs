@@ -513,7 +513,7 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
 
     if let Some(c) = countdown.filter(|&c| c > VISIBILITY_TIMEOUT_SECS) {
         let s = &ui.stderr_style;
-        eprintln!(
+        errln!(
             "{}: --countdown {c}s is longer than the broker's visibility timeout (1h by default): the worker may run the task twice unless broker_transport_options.visibility_timeout is raised",
             s.paint(s.yellow(), "warning")
         );
@@ -865,7 +865,7 @@ fn run_result(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8
                 ),
             }
             let s = &ui.stderr_style;
-            eprintln!("{}: task {id} failed: {}", s.paint(s.red(), "error"), r.summary());
+            errln!("{}: task {id} failed: {}", s.paint(s.red(), "error"), r.summary());
             Ok(EXIT_ERROR)
         }
         TaskState::Revoked => Err(CliError::new(format!(

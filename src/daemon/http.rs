@@ -16,6 +16,58 @@ use super::{Shared, Trigger};
 /// of a config repository are far smaller); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 
+/// How long a client may take to send a request's headers before the connection is closed
+/// (a slow-loris client cannot hold a connection open by sending nothing).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Connections served at once; further clients wait in the listen backlog until one
+/// closes, so a flood cannot exhaust file descriptors or memory.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The longest a single connection (with keep-alive, all its requests) may live.
+pub const CONNECTION_MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1 with a header read
+/// timeout, at most [`MAX_CONNECTIONS`] connections and a lifetime per connection.
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _slot = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_MAX_LIFETIME, conn).await;
+        });
+    }
+}
+
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/hooks/{provider}", post(hook))

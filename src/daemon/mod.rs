@@ -345,12 +345,7 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
     match listener {
         Some(l) => {
             let app = http::router(shared.clone());
-            if let Err(e) = axum::serve(l, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            http::serve(l, app, shutdown_signal()).await;
         }
         None => shutdown_signal().await,
     }

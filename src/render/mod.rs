@@ -6,6 +6,7 @@
 
 mod json;
 mod markdown;
+mod terminal;
 mod text;
 pub mod yaml;
 
@@ -17,6 +18,7 @@ use crate::plan::{Change, Plan};
 
 pub use json::{render_json, JSON_FORMAT_VERSION};
 pub use markdown::render_markdown;
+pub use terminal::terminal_safe;
 pub use text::render_text;
 
 /// Terminal styling; everything is a no-op when colour is off.

@@ -566,3 +566,113 @@ fn an_agent_cannot_touch_a_shared_heartbeat_index_and_drift_ignores_a_flooded_on
     assert!(out.contains("\"host\": \"stray01\""), "{out}");
     assert!(!out.contains("fake-"), "the old index is not read");
 }
+
+/// Finding 10: terminal escape sequences from heartbeats, commit subjects and object
+/// values reached the operator's terminal raw in `drift`, `history`, `status` and `diff`.
+#[test]
+fn escape_sequences_from_outside_are_shown_never_sent_to_the_terminal() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    repo.edit(
+        "manifests/schedules/billing-sync.yaml",
+        "  description: Push new invoices",
+        "  description: \"\\e]0;owned\\a\\e[2JPush new invoices\"\n  # was: Push new invoices",
+    );
+    repo.commit("subject \x1b[31mred\x1b[0m \x1b]0;title\x07 and a \r carriage return");
+    let celeroot = |args: &[&str]| {
+        let mut cmd = repo.cmd();
+        cmd.args(args).env("CELEROOT_REDIS_URL", redis.url());
+        run(cmd).0
+    };
+    let _ = celeroot(&["reconcile", "--skip-deploy"]);
+    let _: () = redis::cmd("HSET")
+        .arg("celeroot:{production}:heartbeat:web01")
+        .arg("ts")
+        .arg(
+            chrono::DateTime::parse_from_rfc3339(crate::common::NOW)
+                .expect("NOW")
+                .timestamp(),
+        )
+        .arg("status")
+        .arg("running\x1b[2J\x1b]0;pwned\x07")
+        .arg("release")
+        .arg("r-\x1b[8mhidden")
+        .query(&mut redis.conn())
+        .expect("HSET");
+    for args in [
+        &["history"][..],
+        &["status"][..],
+        &["drift"][..],
+        &["diff"][..],
+    ] {
+        let out = celeroot(args);
+        let raw: Vec<char> = out
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+            .collect();
+        assert!(
+            raw.is_empty(),
+            "{args:?} printed raw control characters {raw:?}: {out}"
+        );
+    }
+    let history = celeroot(&["history"]);
+    assert!(history.contains("\\x1b[31mred\\x1b[0m"), "{history}");
+    let drift = celeroot(&["drift"]);
+    assert!(
+        drift.contains("\\x1b"),
+        "the heartbeat's fields are shown escaped: {drift}"
+    );
+}
+
+/// Finding 11: the daemon's HTTP server had no header read timeout and no connection cap:
+/// 371 half-open requests made `/healthz` time out. Now a client that does not finish its
+/// headers within HEADER_READ_TIMEOUT (5 s) is disconnected, and at most 256 connections
+/// are served at once. A slow-loris client on loopback, bounded in count and time.
+#[test]
+fn slow_loris_clients_are_cut_off_and_healthz_keeps_answering() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    let first = repo.commit("example");
+    let bare = crate::common::daemon::BareRepo::new();
+    bare.push_from(&repo, "main");
+    let mut d = crate::common::daemon::Daemon::start(&bare.url(), &redis.url(), &[]);
+    d.wait_for("applied", Duration::from_secs(30), |d| {
+        d.applied().as_deref() == Some(first.as_str())
+    });
+    // 400 connections, each sending half a request and then nothing.
+    let mut loris = Vec::new();
+    for _ in 0..400 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .expect("write");
+        loris.push(s);
+    }
+    let asked = Instant::now();
+    let (code, body) = d.get("/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Every half-open connection is closed by the server once the timeout passes.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut closed = 0;
+    for s in &mut loris {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        // Closed: EOF, or a reset; a request timeout answer (408) counts too.
+        match s.read(&mut buf) {
+            Ok(_) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, loris.len(), "half-open connections still held open");
+    let (code, _) = d.get("/healthz");
+    assert_eq!(code, 200);
+}
