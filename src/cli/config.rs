@@ -526,14 +526,25 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
     let file = target_file(&ws, a.target.as_deref())?;
     let before = ws.files.get(&file).cloned().unwrap_or_default();
     let name = file.rsplit('/').next().unwrap_or("manifest.yaml");
-    let tmp = std::env::temp_dir().join(format!("celeroot-edit-{}-{name}", std::process::id()));
-    crate::edit::write_atomic(&tmp, &before)
-        .map_err(|err| CliError::new(format!("cannot write {}: {err}", tmp.display())))?;
-    run_editor(&tmp)?;
+    // A new file with an unpredictable name, created exclusively (O_EXCL) and 0600: no
+    // other user can read the copy or plant a link where it will be written.
+    let copy = tempfile::Builder::new()
+        .prefix("celeroot-edit-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .map_err(|err| CliError::new(format!("cannot create a temporary copy: {err}")))?;
+    std::io::Write::write_all(&mut copy.as_file(), before.as_bytes())
+        .map_err(|err| CliError::new(format!("cannot write {}: {err}", copy.path().display())))?;
+    // Removed when dropped, unless kept below.
+    let tmp = copy.into_temp_path();
+    let keep = |tmp: tempfile::TempPath| tmp.keep().map_or_else(|e| e.path.to_path_buf(), |p| p);
+    if let Err(err) = run_editor(&tmp.to_path_buf()) {
+        keep(tmp);
+        return Err(err);
+    }
     let after = std::fs::read_to_string(&tmp)
         .map_err(|err| CliError::new(format!("cannot read {}: {err}", tmp.display())))?;
     if after == before {
-        let _ = std::fs::remove_file(&tmp);
         outln!("nothing to change: {file} was not edited");
         return Ok(EXIT_OK);
     }
@@ -543,14 +554,12 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
         after: Some(after),
     };
     match e::finish(ui, &ws, &[change], &a.edit, &format!("config: edit {file}")) {
-        Ok(code) => {
-            let _ = std::fs::remove_file(&tmp);
-            Ok(code)
-        }
+        Ok(code) => Ok(code),
         Err(mut err) => {
+            let kept = keep(tmp);
             err.hints.push(format!(
                 "your edited copy is kept in {}; fix it and copy it over {file}, or run `celeroot config edit` again",
-                tmp.display()
+                kept.display()
             ));
             err.code = EXIT_ERROR;
             Err(err)

@@ -61,6 +61,39 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The scheme and `host[:port]` of a URL (lowercased host; userinfo removed).
+fn scheme_and_authority(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some((scheme.to_ascii_lowercase(), hostport.to_ascii_lowercase()))
+}
+
+/// Whether the HTTPS token may be sent to `url` (where libgit2 asks for credentials,
+/// after any redirect) for the configured `origin`: only over `https://`, and only to the
+/// origin's own host and port.
+///
+/// # Errors
+/// Why not, for the error message (without the token).
+pub fn token_allowed(origin: &str, url: &str) -> Result<(), String> {
+    let (Some((os, oa)), Some((us, ua))) =
+        (scheme_and_authority(origin), scheme_and_authority(url))
+    else {
+        return Err("the git token is sent only over https://".into());
+    };
+    if os != "https" || us != "https" {
+        return Err(format!(
+            "refusing to send the git token over {us}://: it is sent only over https://"
+        ));
+    }
+    if oa != ua {
+        return Err(format!(
+            "refusing to send the git token to {ua}: the origin {oa} redirected there, and credentials go only to the configured origin"
+        ));
+    }
+    Ok(())
+}
+
 /// How to authenticate fetches.
 #[derive(Clone, Default)]
 pub struct Credentials {
@@ -111,6 +144,14 @@ impl Mirror {
                 rev: branch.to_string(),
                 detail: "not a valid branch name".into(),
             });
+        }
+        if let (Origin::Remote(url), Some(_)) = (&origin, &credentials.token) {
+            if let Err(why) = token_allowed(url, url) {
+                return Err(SourceError::Git(git2::Error::from_str(&format!(
+                    "{why}; use an https:// URL for {} or drop --git-token-file",
+                    redact_url(url)
+                ))));
+            }
         }
         let dir = match &origin {
             Origin::Local(p) => {
@@ -168,8 +209,9 @@ impl Mirror {
         let repo = self.repo()?;
         let mut callbacks = RemoteCallbacks::new();
         let creds = self.credentials.clone();
+        let origin = url.clone();
         let mut attempts = 0;
-        callbacks.credentials(move |_url, username, allowed| {
+        callbacks.credentials(move |asking, username, allowed| {
             // libgit2 asks again after a rejected credential: give up instead of looping.
             attempts += 1;
             if attempts > 3 {
@@ -184,6 +226,7 @@ impl Mirror {
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
                 if let Some(token) = &creds.token {
+                    token_allowed(&origin, asking).map_err(|m| git2::Error::from_str(&m))?;
                     return Cred::userpass_plaintext(
                         username.unwrap_or("x-access-token"),
                         token,
@@ -250,6 +293,22 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_only_to_the_origin_over_https() {
+        let o = "https://git.example/org/config.git";
+        assert!(token_allowed(o, "https://git.example/org/config.git/info/refs").is_ok());
+        assert!(token_allowed(o, "https://bot@GIT.example/other.git").is_ok());
+        for bad in [
+            "https://evil.example/org/config.git",
+            "https://git.example:8443/org/config.git",
+            "http://git.example/org/config.git",
+            "https://git.example.evil.example/x",
+        ] {
+            assert!(token_allowed(o, bad).is_err(), "{bad}");
+        }
+        assert!(token_allowed("http://git.example/x.git", "http://git.example/x.git").is_err());
+    }
 
     #[test]
     fn origins() {

@@ -676,3 +676,127 @@ fn slow_loris_clients_are_cut_off_and_healthz_keeps_answering() {
     let (code, _) = d.get("/healthz");
     assert_eq!(code, 200);
 }
+
+/// A one-shot-per-connection HTTP server on `addr` answering every request with
+/// `response`; returns its port and every request it received (bounded: it stops after
+/// 20 requests or when the test ends).
+fn tiny_http(addr: &str, response: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind((addr, 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(20) {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).unwrap_or(0);
+            if let Ok(mut v) = log.lock() {
+                v.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            let _ = s.write_all(response.replace("{port}", &port.to_string()).as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// Finding 12: the git token went to whatever host the origin redirected to, and over
+/// plain http://. Now it is sent only to the configured origin's host and port, over
+/// https://; an http:// origin with a token is refused before any request.
+#[test]
+fn the_git_token_never_goes_over_http_or_to_a_redirected_host() {
+    // The "other host" asks for credentials and records what it gets.
+    let (other, other_seen) = tiny_http(
+        "127.0.0.2",
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    );
+    let (origin, origin_seen) = tiny_http(
+        "127.0.0.1",
+        format!("HTTP/1.1 301 Moved Permanently\r\nLocation: http://127.0.0.2:{other}/config.git/info/refs?service=git-upload-pack\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let url = format!("http://127.0.0.1:{origin}/config.git");
+    let creds = celeroot::source::remote::Credentials {
+        token: Some("TOKEN-never-sent-42".into()),
+        ssh_key: None,
+    };
+    let opened = celeroot::source::remote::Mirror::open(
+        celeroot::source::remote::Origin::parse(&url),
+        "main",
+        cache.path(),
+        creds,
+    );
+    if let Ok(m) = &opened {
+        let _ = m.fetch();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let e = opened.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("it is sent only over https://"), "{e}");
+    for (who, seen) in [("origin", &origin_seen), ("other host", &other_seen)] {
+        let seen = seen.lock().map(|v| v.join("\n")).unwrap_or_default();
+        assert!(
+            !seen.contains("Authorization"),
+            "{who} got credentials: {seen}"
+        );
+        assert!(
+            !seen.to_lowercase().contains("token-never-sent"),
+            "{who}: {seen}"
+        );
+    }
+}
+
+/// Finding 13: `config edit` wrote its copy to a predictable path in /tmp with the
+/// default mode (0644, following a planted link). Now a `tempfile` copy: created
+/// exclusively, unpredictable name, 0600; kept only when the edit is refused.
+#[test]
+fn config_edit_uses_a_private_unpredictable_temporary_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let seen = tmp.path().join("seen");
+    let script = repo.root().join("editor.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nstat -c '%a %n' \"$1\" > {}\nsed -i 's|Europe/Berlin|Europe/Paris|' \"$1\"\n",
+            seen.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut c = repo.cmd();
+    c.args(["config", "edit"])
+        .env("EDITOR", &script)
+        .env_remove("VISUAL")
+        .env("TMPDIR", tmp.path());
+    let (out, code) = run(c);
+    assert_eq!(code, 0, "{out}");
+    let seen = std::fs::read_to_string(&seen).expect("the editor ran");
+    let (mode, path) = seen.trim().split_once(' ').expect("mode and path");
+    assert_eq!(mode, "600", "{seen}");
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(
+        name.starts_with("celeroot-edit-") && name.ends_with("-cluster.yaml"),
+        "{name}"
+    );
+    assert!(
+        !name.contains(&format!("-{}-", std::process::id())),
+        "{name}"
+    );
+    assert!(
+        !std::path::Path::new(path).exists(),
+        "removed after a saved edit"
+    );
+    // The manifest keeps its mode after the atomic write.
+    let mode = std::fs::metadata(repo.root().join("manifests/cluster.yaml"))
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o644);
+}
