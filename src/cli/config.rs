@@ -537,7 +537,7 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
         .map_err(|err| CliError::new(format!("cannot write {}: {err}", copy.path().display())))?;
     // Removed when dropped, unless kept below.
     let tmp = copy.into_temp_path();
-    let keep = |tmp: tempfile::TempPath| tmp.keep().map_or_else(|e| e.path.to_path_buf(), |p| p);
+    let keep = |tmp: tempfile::TempPath| tmp.keep().unwrap_or_else(|e| e.path.to_path_buf());
     if let Err(err) = run_editor(&tmp.to_path_buf()) {
         keep(tmp);
         return Err(err);
