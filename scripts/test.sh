@@ -19,6 +19,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Snapshot tests never write new snapshots here: a missing or changed snapshot fails.
 export INSTA_UPDATE=no
+# The fuzz harness (tests/fuzz/main.rs) runs each target this long; scripts/fuzz.sh runs
+# it for longer.
+export CELEROOT_FUZZ_SECONDS="${CELEROOT_FUZZ_SECONDS:-30}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -176,6 +176,11 @@ fn the_worker_runs_the_configuration_and_restarts_when_it_changes() {
     assert_eq!(hb["queues"], r#"["app","webserver","celeroot.host.web01"]"#);
     assert!(hb["kernel"].starts_with("Linux"), "{hb:?}");
     assert_eq!(hb["agent_version"], env!("CARGO_PKG_VERSION"));
+    // "running" is reported once the process is spawned; the stand-in worker writes its
+    // argv a moment later (under load, after the heartbeat).
+    wait_until("the worker's argv logged", &agent, || {
+        !agent.starts().is_empty()
+    });
     let starts = agent.starts();
     assert_eq!(starts.len(), 1, "{starts:?}");
     assert!(
