@@ -35,6 +35,12 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CliError> {
     let snapshot = super::diff::snapshot(cli, &args.rev, args.worktree)?;
     let files = snapshot.files.len();
     let compiled = crate::compile_snapshot(snapshot).map_err(|e| ui.compile_error(e))?;
+    // A git revision's shipped trees must be safe to stage, as `reconcile` and `deploy`
+    // will check (docs/security.md, finding 1): report it in the PR check already.
+    if let Some(commit) = &compiled.revision.commit {
+        let repo = crate::source::open_repo(cli.repo.as_deref())?;
+        crate::source::release_id(&repo, commit, &compiled.state.deploy.paths)?;
+    }
     ui.diagnostics(&compiled.warnings);
     let s = &compiled.state;
     let count = |k: crate::manifest::Kind| s.objects.keys().filter(|id| id.kind == k).count();
