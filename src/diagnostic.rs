@@ -1,7 +1,9 @@
 //! Diagnostics: located errors and warnings about manifests, and their rendering.
 //!
 //! Owns: the `Diagnostic` value (severity, file, line, column, message, help, related
-//! locations, source line) and its text and GitHub-annotation renderings.
+//! locations, source line) and its text and GitHub-annotation renderings; the source
+//! position [`Pos`] and the terminal [`Style`] (the lowest layer: `manifest` and `render`
+//! build on them).
 //! Must not know: how manifests are parsed or validated.
 
 use std::collections::BTreeMap;
@@ -9,7 +11,73 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::manifest::Pos;
+/// A 1-based position in a manifest file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// Terminal styling; everything is a no-op when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    pub fn plain() -> Self {
+        Style { color: false }
+    }
+
+    pub fn colored() -> Self {
+        Style { color: true }
+    }
+
+    pub fn new(color: bool) -> Self {
+        Style { color }
+    }
+
+    fn pick(&self, s: anstyle::Style) -> anstyle::Style {
+        if self.color {
+            s
+        } else {
+            anstyle::Style::new()
+        }
+    }
+
+    fn fg(&self, c: anstyle::AnsiColor) -> anstyle::Style {
+        self.pick(anstyle::Style::new().fg_color(Some(c.into())))
+    }
+
+    pub fn red(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Red)
+    }
+
+    pub fn green(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Green)
+    }
+
+    pub fn yellow(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Yellow)
+    }
+
+    pub fn cyan(&self) -> anstyle::Style {
+        self.fg(anstyle::AnsiColor::Cyan)
+    }
+
+    pub fn bold(&self) -> anstyle::Style {
+        self.pick(anstyle::Style::new().bold())
+    }
+
+    pub fn dim(&self) -> anstyle::Style {
+        self.pick(anstyle::Style::new().dimmed())
+    }
+
+    /// `text` wrapped in `style`.
+    pub fn paint(&self, style: anstyle::Style, text: &str) -> String {
+        format!("{}{text}{}", style.render(), style.render_reset())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,7 +190,7 @@ impl Diagnostic {
     }
 
     /// Renders the diagnostic for a terminal, rustc style, with the source line.
-    pub fn render_text(&self, style: &crate::render::Style) -> String {
+    pub fn render_text(&self, style: &Style) -> String {
         let mut out = String::new();
         let (label, color) = match self.severity {
             Severity::Error => ("error", style.red()),
@@ -260,7 +328,7 @@ mod tests {
         )];
         let sources = BTreeMap::from([("a.yaml".to_string(), "x: 1\n  y: 2\n".to_string())]);
         attach_source_lines(&mut d, &sources);
-        let text = d[0].render_text(&crate::render::Style::plain());
+        let text = d[0].render_text(&Style::plain());
         assert_eq!(
             text,
             "error: boom\n  --> a.yaml:2:3\n   |\n 2 |   y: 2\n   |   ^\n"

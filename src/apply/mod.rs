@@ -650,7 +650,7 @@ fn reconcile_locked(
     } else {
         let live_side = match &base_state {
             Some(s) => plan::Side::of(s),
-            None => state::live_side(&keys, &observed.image),
+            None => crate::plan::live_side(&keys, &observed.image),
         };
         let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
         let removed: Vec<ObjectId> = plan

@@ -116,7 +116,7 @@ fn run_live(
     let desired = crate::state::desired_image(&keys, &after.state, &None);
     let wanted: Vec<String> = desired.keys().cloned().collect();
     let observed = store.observe(&wanted).map_err(super::live::state_error)?;
-    let side = crate::state::live_side(&keys, &observed.image);
+    let side = crate::plan::live_side(&keys, &observed.image);
     let plan = crate::plan::diff_sides(&side, &after.state, now);
     let report = PlanReport {
         cluster: after.state.cluster.clone(),

@@ -7,7 +7,11 @@
 //! also consumes its own queue `celeroot.host.<name>`.
 //! Must not know: git, YAML, Redis, or output formats.
 
-pub mod schedule;
+/// Schedule value syntax and fire times (in [`crate::manifest::values`], which
+/// `validate` shares).
+pub mod schedule {
+    pub use crate::manifest::values::*;
+}
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,7 +26,8 @@ use schedule::{format_duration, parse_cron, parse_duration, Crontab};
 /// Prefix of the per-host queue names.
 pub const HOST_QUEUE_PREFIX: &str = "celeroot.host.";
 
-pub const DEFAULT_TIMEZONE: &str = "UTC";
+pub use crate::manifest::values::DEFAULT_TIMEZONE;
+pub use crate::manifest::HostIndex;
 pub const DEFAULT_SSH_USER: &str = "celeroot";
 pub const DEFAULT_SSH_PORT: u16 = 22;
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
@@ -201,75 +206,6 @@ pub fn select_hosts<'a>(
         })
         .map(|(n, _)| n.as_str())
         .collect()
-}
-
-/// The hosts of a revision indexed by role and by label, so that resolving a role's
-/// hosts or a selector costs the size of the answer, not the size of the fleet (a
-/// 10,000-host repository with 20,000 schedules made the linear scans of
-/// [`hosts_with_role`] and [`select_hosts`] quadratic). Answers are sorted by name and
-/// equal to those functions' answers when built from hosts in name order.
-#[derive(Debug, Default)]
-pub struct HostIndex<'a> {
-    names: Vec<&'a str>,
-    by_role: std::collections::HashMap<&'a str, Vec<&'a str>>,
-    by_label: std::collections::HashMap<(&'a str, &'a str), Vec<&'a str>>,
-}
-
-impl<'a> HostIndex<'a> {
-    /// Indexes `hosts`, which must come in name order (as a `BTreeMap` iterates).
-    pub fn new(hosts: impl Iterator<Item = (&'a String, &'a Host)>) -> Self {
-        let mut ix = HostIndex::default();
-        for (name, h) in hosts {
-            let name = name.as_str();
-            ix.names.push(name);
-            for r in &h.spec.roles.value {
-                let list = ix.by_role.entry(r.value.as_str()).or_default();
-                if list.last() != Some(&name) {
-                    list.push(name);
-                }
-            }
-            if let Some(labels) = &h.metadata.labels {
-                for (k, v) in &labels.value {
-                    ix.by_label
-                        .entry((k.as_str(), v.as_str()))
-                        .or_default()
-                        .push(name);
-                }
-            }
-        }
-        ix
-    }
-
-    /// Names of hosts that have `role` (as [`hosts_with_role`]).
-    pub fn with_role(&self, role: &str) -> &[&'a str] {
-        self.by_role.get(role).map_or(&[], Vec::as_slice)
-    }
-
-    /// Names of hosts whose labels contain every pair of `match_labels` (as
-    /// [`select_hosts`]; an empty selector matches every host).
-    pub fn select(&self, match_labels: &BTreeMap<String, String>) -> Vec<&'a str> {
-        let mut lists = Vec::with_capacity(match_labels.len());
-        for (k, v) in match_labels {
-            match self.by_label.get(&(k.as_str(), v.as_str())) {
-                Some(l) => lists.push(l),
-                None => return Vec::new(),
-            }
-        }
-        lists.sort_by_key(|l| l.len());
-        let Some((first, rest)) = lists.split_first() else {
-            return self.names.clone();
-        };
-        first
-            .iter()
-            .filter(|n| rest.iter().all(|l| l.binary_search(n).is_ok()))
-            .copied()
-            .collect()
-    }
-
-    /// Whether a host named `name` exists.
-    pub fn contains(&self, name: &str) -> bool {
-        self.names.binary_search(&name).is_ok()
-    }
 }
 
 fn meta_json(m: &ObjectMeta) -> Json {

@@ -216,7 +216,7 @@ pub fn detect(
     }
 
     // Class 3: desired vs live.
-    let side = state::live_side(&keys, &observed.image);
+    let side = crate::plan::live_side(&keys, &observed.image);
     let pending = plan::diff_sides(&side, &target.state, now);
     Ok(DriftReport {
         format_version: 1,
@@ -365,7 +365,7 @@ pub fn status(
     let keys = store.keys().clone();
     let desired = state::desired_image(&keys, &target.state, &None);
     let observed = store.observe(&desired.keys().cloned().collect::<Vec<_>>())?;
-    let side = state::live_side(&keys, &observed.image);
+    let side = crate::plan::live_side(&keys, &observed.image);
     let pending = plan::diff_sides(&side, &target.state, now).changes.len();
     let workers: BTreeMap<String, BTreeMap<String, String>> = observed
         .image

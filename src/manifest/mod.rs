@@ -2,16 +2,21 @@
 //!
 //! Owns: the object model (`types`), the located YAML node tree (`node`, `yaml`), turning
 //! files into typed objects with located diagnostics (`load`), and the JSON Schemas
-//! generated from the model (`schema`).
+//! generated from the model (`schema`), the value syntax of fields (`values`: durations,
+//! cron expressions, time zones) and the host index (`index`) that `validate` and
+//! `desired` share.
 //! Must not know: where files come from (git or disk: `source`), cross-object rules
 //! (`validate`), Redis, or hosts.
 
+mod index;
 mod load;
 mod node;
 pub mod schema;
 mod types;
+pub mod values;
 pub mod yaml;
 
+pub use index::HostIndex;
 pub use load::{load_files, LoadedFiles, Object, ObjectBody};
 pub use node::{decode, did_you_mean, DecodeError, Located, Node, Pos, Value};
 pub use types::*;

@@ -4,9 +4,13 @@
 //! consequences an operator cares about: hosts a role change affects, a host's queues,
 //! a schedule's resolved targets before and after and its next fire times.
 //! A plan is data; renderers only read it.
-//! Must not know: git, Redis, or output formats.
+//! Reads live key images only to rebuild a plan's "before" side ([`live_side`]).
+//! Must not know: git, Redis connections, or output formats.
 
-pub mod keys;
+/// The key-level planner, kept with the store in [`crate::state::writes`].
+pub mod keys {
+    pub use crate::state::writes::*;
+}
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -397,4 +401,39 @@ fn effects(
         }
     }
     out
+}
+
+/// The "before" side of a plan, rebuilt from the live image.
+pub fn live_side(keys: &crate::state::Keys, image: &crate::state::Image) -> Side {
+    use crate::state::KeyValue;
+    let objects = crate::state::live_objects(keys, image);
+    let mut side = Side::default();
+    for (id, o) in &objects {
+        match id.kind {
+            Kind::Host => {
+                let queues = match image.get(&keys.worker(&id.name)) {
+                    Some(KeyValue::Hash(w)) => w
+                        .get("queues")
+                        .and_then(|q| serde_json::from_str(q).ok())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                side.host_queues.insert(id.name.clone(), queues);
+            }
+            Kind::Role => {
+                let hosts = match image.get(&keys.role_hosts(&id.name)) {
+                    Some(KeyValue::Set(s)) => s.iter().cloned().collect(),
+                    _ => Vec::new(),
+                };
+                side.role_hosts.insert(id.name.clone(), hosts);
+            }
+            Kind::Schedule => {
+                side.schedule_entries
+                    .insert(id.name.clone(), o.entries.clone());
+            }
+            Kind::Cluster => {}
+        }
+    }
+    side.objects = objects.into_iter().map(|(id, o)| (id, o.object)).collect();
+    side
 }

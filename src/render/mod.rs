@@ -21,66 +21,7 @@ pub use markdown::render_markdown;
 pub use terminal::terminal_safe;
 pub use text::render_text;
 
-/// Terminal styling; everything is a no-op when colour is off.
-#[derive(Debug, Clone, Copy)]
-pub struct Style {
-    color: bool,
-}
-
-impl Style {
-    pub fn plain() -> Self {
-        Style { color: false }
-    }
-
-    pub fn colored() -> Self {
-        Style { color: true }
-    }
-
-    pub fn new(color: bool) -> Self {
-        Style { color }
-    }
-
-    fn pick(&self, s: anstyle::Style) -> anstyle::Style {
-        if self.color {
-            s
-        } else {
-            anstyle::Style::new()
-        }
-    }
-
-    fn fg(&self, c: anstyle::AnsiColor) -> anstyle::Style {
-        self.pick(anstyle::Style::new().fg_color(Some(c.into())))
-    }
-
-    pub fn red(&self) -> anstyle::Style {
-        self.fg(anstyle::AnsiColor::Red)
-    }
-
-    pub fn green(&self) -> anstyle::Style {
-        self.fg(anstyle::AnsiColor::Green)
-    }
-
-    pub fn yellow(&self) -> anstyle::Style {
-        self.fg(anstyle::AnsiColor::Yellow)
-    }
-
-    pub fn cyan(&self) -> anstyle::Style {
-        self.fg(anstyle::AnsiColor::Cyan)
-    }
-
-    pub fn bold(&self) -> anstyle::Style {
-        self.pick(anstyle::Style::new().bold())
-    }
-
-    pub fn dim(&self) -> anstyle::Style {
-        self.pick(anstyle::Style::new().dimmed())
-    }
-
-    /// `text` wrapped in `style`.
-    pub fn paint(&self, style: anstyle::Style, text: &str) -> String {
-        format!("{}{text}{}", style.render(), style.render_reset())
-    }
-}
+pub use crate::diagnostic::Style;
 
 /// One side of a comparison: what the user named, and the commit it resolved to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lease;
 mod store;
 mod url;
+pub mod writes;
 
 use std::collections::BTreeMap;
 
@@ -30,7 +31,6 @@ pub use url::RedisUrl;
 
 use crate::desired::{DesiredObject, ScheduleEntry};
 use crate::manifest::{Kind, ObjectId};
-use crate::plan::Side;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -101,38 +101,4 @@ pub fn live_objects(keys: &Keys, image: &Image) -> BTreeMap<ObjectId, LiveObject
         );
     }
     out
-}
-
-/// The "before" side of a plan, rebuilt from the live image.
-pub fn live_side(keys: &Keys, image: &Image) -> Side {
-    let objects = live_objects(keys, image);
-    let mut side = Side::default();
-    for (id, o) in &objects {
-        match id.kind {
-            Kind::Host => {
-                let queues = match image.get(&keys.worker(&id.name)) {
-                    Some(KeyValue::Hash(w)) => w
-                        .get("queues")
-                        .and_then(|q| serde_json::from_str(q).ok())
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
-                };
-                side.host_queues.insert(id.name.clone(), queues);
-            }
-            Kind::Role => {
-                let hosts = match image.get(&keys.role_hosts(&id.name)) {
-                    Some(KeyValue::Set(s)) => s.iter().cloned().collect(),
-                    _ => Vec::new(),
-                };
-                side.role_hosts.insert(id.name.clone(), hosts);
-            }
-            Kind::Schedule => {
-                side.schedule_entries
-                    .insert(id.name.clone(), o.entries.clone());
-            }
-            Kind::Cluster => {}
-        }
-    }
-    side.objects = objects.into_iter().map(|(id, o)| (id, o.object)).collect();
-    side
 }

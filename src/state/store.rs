@@ -479,7 +479,7 @@ impl Store {
         &mut self,
         expected_generation: u64,
         lease_id: &str,
-        writes: &[crate::plan::keys::KeyOp],
+        writes: &[super::writes::KeyOp],
         applied: &BTreeMap<String, String>,
         history: &serde_json::Value,
         event: &BTreeMap<String, String>,

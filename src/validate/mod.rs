@@ -10,8 +10,8 @@ pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::desired::schedule::{parse_cron, parse_duration, parse_timezone};
 use crate::diagnostic::Diagnostic;
+use crate::manifest::values::{parse_cron, parse_duration, parse_timezone, DEFAULT_TIMEZONE};
 use crate::manifest::*;
 
 /// A validated object and where it was defined.
@@ -505,12 +505,11 @@ fn check_schedule_timezones(
         .spec
         .timezone
         .as_ref()
-        .map_or(crate::desired::DEFAULT_TIMEZONE, |t| t.value.as_str());
+        .map_or(DEFAULT_TIMEZONE, |t| t.value.as_str());
     for (name, s) in schedules {
         if let (Some(_), Some(tz)) = (&s.object.spec.cron, &s.object.spec.timezone) {
             // An unknown zone is reported by the per-object check already.
-            if tz.value != cluster_tz && crate::desired::schedule::parse_timezone(&tz.value).is_ok()
-            {
+            if tz.value != cluster_tz && parse_timezone(&tz.value).is_ok() {
                 let mut d = Diagnostic::error(
                     &s.file,
                     tz.pos,
@@ -659,7 +658,7 @@ fn check_schedule_references(
     undecoded: &BTreeSet<ObjectId>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let index = crate::desired::HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
+    let index = crate::manifest::HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
     for (name, s) in schedules {
         let by = format!("schedule {name:?}");
         let mut target_roles: BTreeSet<&str> = BTreeSet::new();

@@ -1,13 +1,15 @@
 //! Key-level plans: the Redis writes that turn a live key image into a desired one.
 //!
 //! Pure functions over [`Image`]s, so the planner is tested without any store:
-//! `apply_ops(live, plan_keys(desired, live)) == desired`.
+//! `apply_ops(live, plan_keys(desired, live)) == desired`. Lives in `state` (the store
+//! applies these writes); `plan::keys` re-exports it.
+//! Must not know: objects, plans of objects, or Redis connections.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::state::{Image, KeyValue};
+use super::{Image, KeyValue};
 
 /// Hash fields and set members are written in chunks of at most this many, so that a
 /// Lua script never unpacks an unbounded argument list.

@@ -1,11 +1,17 @@
-//! Celery schedule semantics: durations, crontab expressions, and next fire times.
+//! Value syntax of manifest fields with Celery semantics: durations, crontab expressions,
+//! time zones, and next fire times.
 //!
 //! Owns: parsing `every:` durations and 5-field cron expressions exactly as Celery's
 //! `crontab` reads them (day-of-month AND day-of-week, Sunday = 0, weekday and month
-//! names, no `L`/`W`/`#`), and computing fire times in a time zone.
-//! Must not know: manifests, Redis, or how schedules are stored.
+//! names, no `L`/`W`/`#`), IANA time zones, and computing fire times in a time zone. Lives
+//! in `manifest` so that `validate` and `desired` both use it without importing each
+//! other (`desired::schedule` re-exports it).
+//! Must not know: manifest objects, Redis, or how schedules are stored.
 
 use chrono::{DateTime, Utc};
+
+/// The time zone of a cluster that names none.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
@@ -355,12 +361,9 @@ fn parse_cron_uncached(expr: &str) -> Result<Crontab, String> {
 /// A message with a suggestion when the name is unknown.
 pub fn parse_timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
-        let hint =
-            crate::manifest::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_else(|| {
-                    "; expected an IANA name such as `UTC` or `Europe/Berlin`".into()
-                });
+        let hint = super::did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_else(|| "; expected an IANA name such as `UTC` or `Europe/Berlin`".into());
         format!("unknown time zone `{name}`{hint}")
     })
 }
