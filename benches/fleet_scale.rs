@@ -119,6 +119,7 @@ fn options() -> Options {
         actor: "bench@fleet".into(),
         leader: None,
         lock_wait: std::time::Duration::ZERO,
+        fault: None,
     }
 }
 
@@ -339,7 +340,7 @@ fn main() {
             let started = Instant::now();
             let (o, next) = reconcile_in_process(&mut store, &repo, &rev, Some(base));
             t.push(started.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(o.result, apply::Result::Noop);
+            assert_eq!(o.result, apply::Applied::Noop);
             assert!(o.incremental);
             trips.push(o.round_trips);
             base = next.expect("baseline");
@@ -361,7 +362,7 @@ fn main() {
             let started = Instant::now();
             let (o, _) = reconcile_in_process(&mut store, &repo, &rev, None);
             t.push(started.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(o.result, apply::Result::Noop);
+            assert_eq!(o.result, apply::Applied::Noop);
             trips.push(o.round_trips);
         }
         trips.sort_unstable();

@@ -41,6 +41,23 @@ pub struct Options {
     /// How long to wait for a lease held by someone else before refusing (zero: refuse
     /// at once). `celeroot reconcile --lock-timeout`.
     pub lock_wait: std::time::Duration,
+    /// A fault to inject, for tests of the all-or-nothing guarantee (the CLI sets it from
+    /// `CELEROOT_FAULT`; the library reads no environment for it).
+    pub fault: Option<Fault>,
+}
+
+/// Faults a test can inject into a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail after planning, just before the apply script: nothing is written.
+    BeforeApply,
+}
+
+impl Fault {
+    /// `before-apply`, the spelling of `CELEROOT_FAULT`.
+    pub fn parse(s: &str) -> Option<Fault> {
+        (s == "before-apply").then_some(Fault::BeforeApply)
+    }
 }
 
 /// What is known about the target revision beyond its compiled state.
@@ -74,7 +91,7 @@ pub fn load_revision(
     repo: &git2::Repository,
     rev: &str,
     path: &str,
-) -> std::result::Result<Revision, crate::CompileError> {
+) -> Result<Revision, crate::CompileError> {
     let snapshot = crate::source::read_git(repo, rev, path)?;
     let commit = snapshot.commit.clone().unwrap_or_default();
     let compiled = crate::compile_snapshot(snapshot)?;
@@ -138,7 +155,7 @@ impl ApplyError {
 /// What a reconcile did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Result {
+pub enum Applied {
     /// Writes were applied.
     Applied,
     /// Nothing differed; only the event was written.
@@ -153,7 +170,7 @@ pub enum Result {
 pub struct Outcome {
     /// Version of this JSON structure (docs/cli.md).
     pub format_version: u32,
-    pub result: Result,
+    pub result: Applied,
     pub cluster: String,
     pub revision: String,
     pub previous_revision: Option<String>,
@@ -337,7 +354,7 @@ fn guard_mass_delete(
     live_hosts: usize,
     kept: &[ObjectId],
     opts: &Options,
-) -> std::result::Result<(), ApplyError> {
+) -> Result<(), ApplyError> {
     if opts.allow_mass_delete {
         return Ok(());
     }
@@ -380,7 +397,7 @@ pub fn reconcile(
     opts: &Options,
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
-) -> std::result::Result<Outcome, ApplyError> {
+) -> Result<Outcome, ApplyError> {
     reconcile_from(store, rev, opts, ancestry, now, None).map(|(o, _)| o)
 }
 
@@ -409,7 +426,7 @@ pub fn reconcile_from(
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
     baseline: Option<Baseline>,
-) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
+) -> Result<(Outcome, Option<Baseline>), ApplyError> {
     reconcile_hooked(store, rev, opts, ancestry, now, baseline, &mut |_, _| {})
 }
 
@@ -427,7 +444,7 @@ pub fn reconcile_then<T>(
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
     then: impl FnOnce(&Outcome, &dyn Fn() -> bool) -> T,
-) -> std::result::Result<(Outcome, Option<T>), ApplyError> {
+) -> Result<(Outcome, Option<T>), ApplyError> {
     let mut then = Some(then);
     let mut out = None;
     let (o, _) = reconcile_hooked(store, rev, opts, ancestry, now, None, &mut |o, held| {
@@ -447,7 +464,7 @@ fn acquire(
     opts: &Options,
     target: &str,
     started: Instant,
-) -> std::result::Result<(), ApplyError> {
+) -> Result<(), ApplyError> {
     let deadline = started + opts.lock_wait;
     loop {
         match store.acquire_lease(lease) {
@@ -481,7 +498,7 @@ fn reconcile_hooked(
     now: chrono::DateTime<chrono::Utc>,
     baseline: Option<Baseline>,
     after: &mut AfterApply<'_>,
-) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
+) -> Result<(Outcome, Option<Baseline>), ApplyError> {
     let started = Instant::now();
     let round_trips_before = store.round_trips();
     let target = rev
@@ -566,7 +583,7 @@ fn reconcile_locked(
     target: &str,
     started: Instant,
     baseline: Option<Baseline>,
-) -> std::result::Result<(Outcome, Option<Baseline>), ApplyError> {
+) -> Result<(Outcome, Option<Baseline>), ApplyError> {
     let keys = store.keys().clone();
     // The baseline path: trusted when the live state still records the baseline's
     // revision and generation, and nothing removed from git would be kept.
@@ -718,7 +735,7 @@ fn reconcile_locked(
     let summary = plan.summary();
     let mut outcome = Outcome {
         format_version: 1,
-        result: Result::DryRun,
+        result: Applied::DryRun,
         cluster: rev.compiled.state.cluster.clone(),
         revision: target.to_string(),
         previous_revision: previous.clone(),
@@ -766,15 +783,13 @@ fn reconcile_locked(
         ev.insert("kind".into(), "noop".into());
         ev.insert("result".into(), "noop".into());
         store.record_event(&ev)?;
-        outcome.result = Result::Noop;
+        outcome.result = Applied::Noop;
         outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let next = next_baseline(outcome.generation, desired);
         return Ok((outcome, next));
     }
-    if let Ok(f) = std::env::var("CELEROOT_FAULT") {
-        if f == "before-apply" {
-            return Err(ApplyError::Fault(f));
-        }
+    if opts.fault == Some(Fault::BeforeApply) {
+        return Err(ApplyError::Fault("before-apply".into()));
     }
     let kind = if !same_revision || corrective_writes < ops.len() {
         "intentional"
@@ -813,7 +828,7 @@ fn reconcile_locked(
         &ev,
         opts.leader.as_deref(),
     )?;
-    outcome.result = Result::Applied;
+    outcome.result = Applied::Applied;
     // A pruned host's agent loses its Redis user (best effort: the reconciling user may
     // lack ACL rights; the user could then still read only its own, now deleted, keys).
     for c in outcome

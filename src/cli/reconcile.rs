@@ -111,6 +111,9 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         actor: apply::actor(),
         leader: None,
         lock_wait: args.lock_timeout,
+        fault: std::env::var("CELEROOT_FAULT")
+            .ok()
+            .and_then(|f| apply::Fault::parse(&f)),
     };
     let ancestry = live::ancestry(&repo, &target);
     // After the transaction, still holding the lease: ship the release to the hosts that
@@ -179,7 +182,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         .hinted("fix the hosts, then run `celeroot deploy` (or reconcile again)"));
     }
     Ok(match outcome.result {
-        apply::Result::DryRun
+        apply::Applied::DryRun
             if outcome.writes > 0
                 || outcome.previous_revision.as_deref() != Some(outcome.revision.as_str()) =>
         {
@@ -209,7 +212,7 @@ fn render_outcome(ui: &Ui, o: &Outcome, to: &RevisionInfo, rev: &apply::Revision
         ));
     }
     let line = match o.result {
-        apply::Result::Applied => format!(
+        apply::Applied::Applied => format!(
             "Applied {} write(s) ({} corrective) in one transaction: live state is now {} (generation {}, {} ms).",
             o.writes,
             o.corrective_writes,
@@ -217,8 +220,8 @@ fn render_outcome(ui: &Ui, o: &Outcome, to: &RevisionInfo, rev: &apply::Revision
             o.generation,
             o.duration_ms
         ),
-        apply::Result::Noop => format!("Nothing to do: the live state already matches {}. Recorded a no-op event.", to.describe()),
-        apply::Result::DryRun => format!("Dry run: {} write(s) would be applied ({} corrective); nothing was written.", o.writes, o.corrective_writes),
+        apply::Applied::Noop => format!("Nothing to do: the live state already matches {}. Recorded a no-op event.", to.describe()),
+        apply::Applied::DryRun => format!("Dry run: {} write(s) would be applied ({} corrective); nothing was written.", o.writes, o.corrective_writes),
     };
     text.push_str(&s.paint(s.bold(), &line));
     text.push('\n');

@@ -306,6 +306,7 @@ impl Worker {
             actor: self.cfg.identity.clone(),
             leader: Some(self.shared.token.clone()),
             lock_wait: std::time::Duration::ZERO,
+            fault: None,
         }
     }
 
@@ -389,7 +390,7 @@ impl Worker {
         match result {
             Ok(o) => {
                 let label = match o.result {
-                    apply::Result::Applied => "applied",
+                    apply::Applied::Applied => "applied",
                     _ => "noop",
                 };
                 tracing::info!(

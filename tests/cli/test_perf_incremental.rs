@@ -24,6 +24,7 @@ fn options() -> Options {
         actor: "test@perf".into(),
         leader: None,
         lock_wait: std::time::Duration::ZERO,
+        fault: None,
     }
 }
 
@@ -274,7 +275,7 @@ fn incremental_compile_and_reconcile_equal_the_full_path_over_a_history() {
     let (o, next) =
         apply::reconcile_from(&mut incr_store, &rev, &options(), &ancestry, now, baseline)
             .expect("no-op");
-    assert_eq!(o.result, apply::Result::Noop);
+    assert_eq!(o.result, apply::Applied::Noop);
     assert!(o.incremental);
     assert_eq!(o.round_trips, 4);
     assert!(next.is_some());

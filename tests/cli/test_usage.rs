@@ -61,3 +61,39 @@ fn help_texts() {
     }
     insta::assert_snapshot!("help", all);
 }
+
+/// Every command's `--help`, the whole tree (issue 15): any change to a flag, a default
+/// or a help text shows up in review as a change of this one snapshot.
+#[test]
+fn cli_reference() {
+    use clap::CommandFactory;
+    fn paths(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(prefix.clone());
+        let mut subs: Vec<&clap::Command> = cmd
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help")
+            .collect();
+        subs.sort_by_key(|s| s.get_name().to_string());
+        for s in subs {
+            let mut p = prefix.clone();
+            p.push(s.get_name().to_string());
+            paths(s, p, out);
+        }
+    }
+    let mut all_paths = Vec::new();
+    paths(&celeroot::cli::Cli::command(), Vec::new(), &mut all_paths);
+    let repo = TestRepo::empty();
+    let mut all = String::new();
+    for p in &all_paths {
+        let mut cmd = repo.cmd();
+        cmd.args(p).arg("--help").env("COLUMNS", "100");
+        let (out, code) = run(cmd);
+        assert_eq!(code, 0, "{p:?}: {out}");
+        all.push_str(
+            &format!("$ celeroot {} --help\n{out}\n", p.join(" "))
+                .replace("celeroot  --help", "celeroot --help"),
+        );
+    }
+    assert!(all_paths.len() > 30, "{} commands", all_paths.len());
+    insta::assert_snapshot!("cli_reference", all);
+}

@@ -625,6 +625,7 @@ fn fencing_refuses_an_apply_with_a_stale_leader_token() {
         actor: "test".into(),
         leader: Some(token.into()),
         lock_wait: std::time::Duration::ZERO,
+        fault: None,
     };
     let now = chrono::Utc::now();
     let err = apply::reconcile(
@@ -666,6 +667,7 @@ fn fencing_refuses_an_apply_with_a_stale_leader_token() {
         &Options {
             leader: None,
             lock_wait: std::time::Duration::ZERO,
+            fault: None,
             ..opts("")
         },
         &|_| apply::Ancestry::Same,
