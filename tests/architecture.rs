@@ -120,6 +120,38 @@ fn every_stage_uses_only_the_stages_before_it() {
     );
 }
 
+/// The CLI only parses arguments and prints: it talks to neither Redis nor git itself.
+#[test]
+fn the_cli_uses_no_redis_or_git2_directly() {
+    let mut files = Vec::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli"),
+        &mut files,
+    );
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read source");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            if code.contains("redis::")
+                || code.contains("git2::")
+                || code.starts_with("use redis")
+                || code.starts_with("use git2")
+            {
+                found.push(format!("{}:{}: {code}", f.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "src/cli uses redis or git2 directly:\n{}",
+        found.join("\n")
+    );
+}
+
 #[test]
 fn every_module_of_src_is_placed_in_the_order() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

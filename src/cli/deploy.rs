@@ -154,7 +154,7 @@ fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<Stri
 /// Redis (best effort: a deploy does not need Redis, but drift and status read it).
 pub(super) fn ship(
     cli: &Cli,
-    repo: &git2::Repository,
+    repo: &crate::source::Repository,
     rev: &Revision,
     release: &str,
     hosts: &[String],

@@ -1,11 +1,9 @@
 //! Shared plumbing for commands that talk to Redis: compile a revision first (so invalid
 //! manifests never open a connection), then connect.
 
-use git2::Repository;
-
 use super::{Cli, CliError, Ui};
 use crate::apply::{self, Ancestry, Revision};
-use crate::source;
+use crate::source::{self, Repository};
 use crate::state::{RedisUrl, StateError, Store};
 
 /// The Redis URL from `--redis` / `CELEROOT_REDIS_URL`.

@@ -9,7 +9,10 @@ pub mod remote;
 
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Repository, Tree};
+use git2::{ObjectType, Tree};
+
+/// An open git repository (git2's), so front ends name it without depending on git2.
+pub use git2::Repository;
 
 /// Files larger than this are rejected (manifests are small; this bounds memory).
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
