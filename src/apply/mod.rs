@@ -477,15 +477,27 @@ fn acquire(
                 // Record the refused attempt too: the stream is the audit log of every
                 // attempt.
                 let e = ApplyError::from(e);
-                let mut ev = event_base(opts, target, rev, started);
-                ev.insert("kind".into(), "failed".into());
-                ev.insert("result".into(), e.label().into());
-                ev.insert("error".into(), e.to_string());
-                let _ = store.record_event(&ev);
+                record_failure(store, opts, target, rev, started, &e);
                 return Err(e);
             }
         }
     }
+}
+
+/// Records a failed or refused attempt in the event stream (best effort).
+fn record_failure(
+    store: &mut Store,
+    opts: &Options,
+    target: &str,
+    rev: &Revision,
+    started: Instant,
+    e: &ApplyError,
+) {
+    let mut ev = event_base(opts, target, rev, started);
+    ev.insert("kind".into(), "failed".into());
+    ev.insert("result".into(), e.label().into());
+    ev.insert("error".into(), e.to_string());
+    let _ = store.record_event(&ev);
 }
 
 type AfterApply<'a> = dyn FnMut(&Outcome, &dyn Fn() -> bool) + 'a;
@@ -537,11 +549,7 @@ fn reconcile_hooked(
     drop(keeper);
     if !opts.dry_run {
         if let Err(e) = &result {
-            let mut ev = event_base(opts, &target, rev, started);
-            ev.insert("kind".into(), "failed".into());
-            ev.insert("result".into(), e.label().into());
-            ev.insert("error".into(), e.to_string());
-            let _ = store.record_event(&ev);
+            record_failure(store, opts, &target, rev, started, e);
         }
         let _ = store.release_lease(&lease.id);
     }

@@ -683,32 +683,15 @@ impl Store {
         // Heartbeats of hosts not in git: found by SCAN over the heartbeat keys (an
         // agent can write only its own key, so there is no shared index to flood), and
         // read at most MAX_UNMANAGED_HEARTBEATS of them.
-        let pattern = format!("{}*", escape_glob(&self.keys.heartbeat("")));
+        let prefix = self.keys.heartbeat("");
+        let pattern = format!("{}*", escape_glob(&prefix));
         let mut index = BTreeSet::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self.query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000),
-            )?;
-            let prefix = self.keys.heartbeat("");
-            index.extend(
-                batch
-                    .iter()
-                    .filter_map(|k| k.strip_prefix(&prefix))
-                    .filter(|h| !hosts.contains(*h))
-                    .map(String::from)
-                    .take(MAX_UNMANAGED_HEARTBEATS.saturating_sub(index.len())),
-            );
-            if next == 0 || index.len() >= MAX_UNMANAGED_HEARTBEATS {
-                break;
+        self.scan(&pattern, |k| {
+            if let Some(h) = k.strip_prefix(&prefix).filter(|h| !hosts.contains(*h)) {
+                index.insert(h.to_string());
             }
-            cursor = next;
-        }
+            index.len() < MAX_UNMANAGED_HEARTBEATS
+        })?;
         let all: Vec<String> = hosts.union(&index).cloned().collect();
         if all.is_empty() {
             return Ok(BTreeMap::new());
@@ -734,20 +717,38 @@ impl Store {
     /// Redis errors.
     pub fn scan_prefix(&mut self) -> Result<BTreeSet<String>, StateError> {
         let pattern = format!("{}*", escape_glob(self.keys.prefix()));
-        let mut cursor = 0u64;
         let mut out = BTreeSet::new();
+        self.scan(&pattern, |k| {
+            out.insert(k.to_string());
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `keep` with every key matching `pattern` (SCAN in batches of 1,000; never
+    /// blocks the server) until it returns false.
+    fn scan(
+        &mut self,
+        pattern: &str,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Result<(), StateError> {
+        let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = self.query(
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(1000),
             )?;
-            out.extend(batch);
+            for k in &batch {
+                if !keep(k) {
+                    return Ok(());
+                }
+            }
             if next == 0 {
-                return Ok(out);
+                return Ok(());
             }
             cursor = next;
         }
