@@ -2,7 +2,7 @@
 //! results from the result backend, revoke it. The wire formats live in `crate::celery`;
 //! this file resolves targets against the compiled manifests, checks input, and prints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// The registered Celery task name, e.g. celeroot.ping.
     #[arg(value_name = "TASK")]
     pub task: String,
-    /// Where to send it: role:NAME, host:NAME or label:KEY=VALUE. Repeat for several.
+    /// Where to send it: role:NAME, host:NAME or selector:KEY=VALUE[,KEY=VALUE...] (as in
+    /// the editing commands; label:KEY=VALUE is accepted too). Repeat for several.
     #[arg(long = "target", value_name = "TARGET", required = true)]
     pub targets: Vec<String>,
     /// each: one message per matched host (its host queue); any: one message per role
@@ -215,7 +216,8 @@ fn celery_error(e: CeleryError, nothing_sent: bool) -> CliError {
 enum Target {
     Role(String),
     Host(String),
-    Label(String, String),
+    /// Hosts whose labels contain every pair.
+    Selector(BTreeMap<String, String>),
 }
 
 impl std::fmt::Display for Target {
@@ -223,13 +225,16 @@ impl std::fmt::Display for Target {
         match self {
             Target::Role(n) => write!(f, "role:{n}"),
             Target::Host(n) => write!(f, "host:{n}"),
-            Target::Label(k, v) => write!(f, "label:{k}={v}"),
+            Target::Selector(m) => {
+                let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(f, "selector:{}", pairs.join(","))
+            }
         }
     }
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
-    const EXPECTED: &str = "expected role:NAME, host:NAME or label:KEY=VALUE";
+    const EXPECTED: &str = "expected role:NAME, host:NAME or selector:KEY=VALUE[,KEY=VALUE...]";
     let (kind, rest) = s
         .split_once(':')
         .ok_or_else(|| format!("invalid target `{s}`: {EXPECTED}"))?;
@@ -241,13 +246,25 @@ fn parse_target(s: &str) -> Result<Target, String> {
     match kind {
         "role" => Ok(Target::Role(rest.to_string())),
         "host" => Ok(Target::Host(rest.to_string())),
-        "label" => {
-            let (k, v) = rest.split_once('=').ok_or_else(|| {
-                format!("invalid target `{s}`: a label target is label:KEY=VALUE")
-            })?;
-            rules::label_key(k).map_err(|e| format!("invalid target `{s}`: label key: {e}"))?;
-            rules::label_value(v).map_err(|e| format!("invalid target `{s}`: label value: {e}"))?;
-            Ok(Target::Label(k.to_string(), v.to_string()))
+        // `selector:` as in the editing commands and the manifests; `label:` (the spelling
+        // of earlier versions) is the same.
+        "selector" | "label" => {
+            let mut labels = BTreeMap::new();
+            for pair in rest.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').ok_or_else(|| {
+                    format!("invalid target `{s}`: a selector is selector:KEY=VALUE[,KEY=VALUE...]")
+                })?;
+                rules::label_key(k).map_err(|e| format!("invalid target `{s}`: label key: {e}"))?;
+                rules::label_value(v)
+                    .map_err(|e| format!("invalid target `{s}`: label value: {e}"))?;
+                labels.insert(k.to_string(), v.to_string());
+            }
+            if labels.is_empty() {
+                return Err(format!(
+                    "invalid target `{s}`: the selector is empty ({EXPECTED})"
+                ));
+            }
+            Ok(Target::Selector(labels))
         }
         _ => Err(format!(
             "invalid target `{s}`: unknown kind `{kind}`; {EXPECTED}"
@@ -416,10 +433,10 @@ fn resolve(
                         }
                         Some((n, _)) => vec![n],
                     },
-                    Target::Label(k, v) => state
+                    Target::Selector(m) => state
                         .hosts
                         .iter()
-                        .filter(|(_, h)| h.labels.get(k) == Some(v))
+                        .filter(|(_, h)| m.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
                         .map(|(n, _)| n)
                         .collect(),
                 };
@@ -923,9 +940,17 @@ mod tests {
     fn targets_parse() {
         assert_eq!(parse_target("role:web"), Ok(Target::Role("web".into())));
         assert_eq!(parse_target("host:web01"), Ok(Target::Host("web01".into())));
+        let one = Ok(Target::Selector(BTreeMap::from([(
+            "zone".to_string(),
+            "fra1-a".to_string(),
+        )])));
+        assert_eq!(parse_target("label:zone=fra1-a"), one);
+        assert_eq!(parse_target("selector:zone=fra1-a"), one);
         assert_eq!(
-            parse_target("label:zone=fra1-a"),
-            Ok(Target::Label("zone".into(), "fra1-a".into()))
+            parse_target("selector:zone=fra1-a,tier=frontend")
+                .map(|t| t.to_string())
+                .as_deref(),
+            Ok("selector:tier=frontend,zone=fra1-a")
         );
         for bad in [
             "web01",
@@ -934,6 +959,8 @@ mod tests {
             "label:zone",
             "label:-x=1",
             "label:k=a b",
+            "selector:",
+            "selector:zone",
         ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }

@@ -294,7 +294,7 @@ fn bad_input_sends_nothing() {
         ),
         (
             &["run", "celeroot.ping", "--target", "label:zone=mars"],
-            "label:zone=mars: matches no host",
+            "selector:zone=mars: matches no host",
         ),
         (
             &["run", "celeroot.ping", "--target", "web01"],
