@@ -6,8 +6,9 @@
 //! `drift`, `reconcile --dry-run`).
 
 /// `println!` that ignores a closed stdout (`celeroot ... | head`) instead of panicking.
-/// Every byte goes through [`crate::render::terminal_safe`]: control characters from
-/// outside (heartbeats, commit subjects, manifest values) are shown, never obeyed.
+/// Every byte goes through [`crate::render::terminal_safe`], piece by piece (never copied
+/// whole): control characters from outside (heartbeats, commit subjects, manifest values)
+/// are shown, never obeyed.
 macro_rules! outln {
     () => {{
         use std::io::Write as _;
@@ -15,25 +16,25 @@ macro_rules! outln {
     }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = format!($($arg)*);
-        let _ = writeln!(
+        let mut w = $crate::render::SafeWriter::new(
             std::io::stdout().lock(),
-            "{}",
-            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stdout())
+            $crate::cli::colour_on_stdout(),
         );
+        let _ = std::fmt::Write::write_fmt(&mut w, format_args!($($arg)*));
+        let _ = w.inner.write_all(b"\n");
     }};
 }
 
-/// `print!` that ignores a closed stdout.
+/// `print!` that ignores a closed stdout, through [`crate::render::terminal_safe`].
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = format!($($arg)*);
-        let _ = write!(
+        let mut w = $crate::render::SafeWriter::new(
             std::io::stdout().lock(),
-            "{}",
-            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stdout())
+            $crate::cli::colour_on_stdout(),
         );
+        let _ = std::fmt::Write::write_fmt(&mut w, format_args!($($arg)*));
+        let _ = w.inner.flush();
     }};
 }
 
@@ -45,25 +46,23 @@ macro_rules! errln {
     }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = format!($($arg)*);
-        let _ = writeln!(
+        let mut w = $crate::render::SafeWriter::new(
             std::io::stderr().lock(),
-            "{}",
-            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stderr())
+            $crate::cli::colour_on_stderr(),
         );
+        let _ = std::fmt::Write::write_fmt(&mut w, format_args!($($arg)*));
+        let _ = w.inner.write_all(b"\n");
     }};
 }
 
 /// `eprint!` through [`crate::render::terminal_safe`].
 macro_rules! err {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let text = format!($($arg)*);
-        let _ = write!(
+        let mut w = $crate::render::SafeWriter::new(
             std::io::stderr().lock(),
-            "{}",
-            $crate::render::terminal_safe(&text, $crate::cli::colour_on_stderr())
+            $crate::cli::colour_on_stderr(),
         );
+        let _ = std::fmt::Write::write_fmt(&mut w, format_args!($($arg)*));
     }};
 }
 

@@ -18,7 +18,7 @@ use crate::plan::{Change, Plan};
 
 pub use json::{render_json, JSON_FORMAT_VERSION};
 pub use markdown::render_markdown;
-pub use terminal::terminal_safe;
+pub use terminal::{terminal_safe, SafeWriter};
 pub use text::render_text;
 
 pub use crate::diagnostic::Style;

@@ -38,6 +38,28 @@ pub fn terminal_safe(text: &str, allow_sgr: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A writer that passes everything through [`terminal_safe`] on its way to `inner`,
+/// piece by piece, so a large output is never copied whole. celeroot's own colour
+/// sequences arrive whole within one piece (`Style::paint` formats them as one string).
+pub struct SafeWriter<W: std::io::Write> {
+    pub inner: W,
+    allow_sgr: bool,
+}
+
+impl<W: std::io::Write> SafeWriter<W> {
+    pub fn new(inner: W, allow_sgr: bool) -> Self {
+        SafeWriter { inner, allow_sgr }
+    }
+}
+
+impl<W: std::io::Write> std::fmt::Write for SafeWriter<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.inner
+            .write_all(terminal_safe(s, self.allow_sgr).as_bytes())
+            .map_err(|_| std::fmt::Error)
+    }
+}
+
 /// The length of an SGR sequence (`ESC [ [0-9;]* m`) at the start of `s`.
 fn sgr_len(s: &str) -> Option<usize> {
     let b = s.as_bytes();
@@ -68,5 +90,13 @@ mod tests {
             "\x1b[1;31merror\x1b[0m \\x1b[2J"
         );
         assert_eq!(terminal_safe("\x1b[31m", false), "\\x1b[31m");
+    }
+
+    #[test]
+    fn the_writer_filters_every_piece() {
+        use std::fmt::Write as _;
+        let mut w = SafeWriter::new(Vec::new(), false);
+        let _ = write!(w, "{} and {}", "a\x1b[2J", 5);
+        assert_eq!(String::from_utf8_lossy(&w.inner), "a\\x1b[2J and 5");
     }
 }
