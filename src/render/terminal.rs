@@ -96,7 +96,8 @@ mod tests {
     fn the_writer_filters_every_piece() {
         use std::fmt::Write as _;
         let mut w = SafeWriter::new(Vec::new(), false);
-        let _ = write!(w, "{} and {}", "a\x1b[2J", 5);
+        let outside = "a\x1b[2J";
+        let _ = write!(w, "{outside} and {}", 5);
         assert_eq!(String::from_utf8_lossy(&w.inner), "a\\x1b[2J and 5");
     }
 }
