@@ -148,8 +148,9 @@ pub fn detect(
         .chain(keys.fixed())
         .chain([keys.digests()])
         .collect();
-    for key in store.scan_prefix()? {
-        if !known.contains(&key) && !keys.is_heartbeat(&key) {
+    let scanned = store.scan_prefix()?;
+    for key in &scanned {
+        if !known.contains(key) && !keys.is_heartbeat(key) {
             live.push(KeyDrift {
                 key: key.clone(),
                 kind: "unknown",
@@ -171,7 +172,8 @@ pub fn detect(
             }
         })
         .collect();
-    let beats = store.heartbeats(&workers.keys().cloned().collect())?;
+    // The keys were scanned above: no second SCAN for unmanaged heartbeats.
+    let beats = store.heartbeats_among(&workers.keys().cloned().collect(), &scanned)?;
     let now_s = now_unix(now);
     let deployed = store.deployed()?;
     let mut hosts = Vec::new();

@@ -12,6 +12,24 @@ pub const LAYOUT_VERSION: &str = "2";
 /// (layout 1 lacks only the RedBeat keys, which reconcile then writes).
 pub const UPGRADABLE_LAYOUTS: &[&str] = &["1"];
 
+/// The suffixes (after the cluster prefix) of [`Keys::fixed`]: RedBeat's own lock and
+/// statics keys, then the keys celeroot keeps outside the key image.
+const FIXED_SUFFIXES: &[&str] = &[
+    "redbeat::lock",
+    "redbeat::statics",
+    "layout",
+    "generation",
+    "applied",
+    "digests",
+    "heartbeats",
+    "history",
+    "events",
+    "lock",
+    "leader",
+    "leader-epoch",
+    "deployed",
+];
+
 /// The keys of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -130,21 +148,7 @@ impl Keys {
     /// Keys celeroot manages outside the key image, and keys Celery Beat owns under the
     /// prefix (never reported as unknown, never swept).
     pub fn fixed(&self) -> Vec<String> {
-        vec![
-            format!("{}:lock", self.redbeat_prefix()),
-            format!("{}:statics", self.redbeat_prefix()),
-            self.layout(),
-            self.generation(),
-            self.applied(),
-            self.digests(),
-            self.heartbeats(),
-            self.history(),
-            self.events(),
-            self.lock(),
-            self.leader(),
-            self.leader_epoch(),
-            self.deployed(),
-        ]
+        FIXED_SUFFIXES.iter().map(|s| self.key(s)).collect()
     }
 
     /// Whether reconcile may own (write, and so delete) `key`: only keys under this
@@ -152,9 +156,9 @@ impl Keys {
     /// outside the key image ([`Keys::fixed`]). A field of the digests hash naming any
     /// other key was not written by celeroot: it is reported and never acted on.
     pub fn may_own(&self, key: &str) -> bool {
-        key.starts_with(&self.prefix)
-            && !self.is_heartbeat(key)
-            && !self.fixed().iter().any(|f| f == key)
+        // Called for every field of the digests hash: no allocation.
+        key.strip_prefix(&self.prefix)
+            .is_some_and(|rest| !rest.starts_with("heartbeat:") && !FIXED_SUFFIXES.contains(&rest))
     }
 
     /// Whether `key` is a heartbeat key (written by agents, not by reconcile).
@@ -188,5 +192,30 @@ mod tests {
         assert!(!k.may_own(&k.heartbeat("web01")));
         assert!(!k.may_own(&k.history()));
         assert!(!k.may_own(&k.digests()));
+    }
+
+    #[test]
+    fn fixed_keys_are_the_documented_ones() {
+        let k = Keys::new("production");
+        let fixed = k.fixed();
+        for key in [
+            format!("{}:lock", k.redbeat_prefix()),
+            format!("{}:statics", k.redbeat_prefix()),
+            k.layout(),
+            k.generation(),
+            k.applied(),
+            k.digests(),
+            k.heartbeats(),
+            k.history(),
+            k.events(),
+            k.lock(),
+            k.leader(),
+            k.leader_epoch(),
+            k.deployed(),
+        ] {
+            assert!(fixed.contains(&key), "{key}");
+            assert!(!k.may_own(&key), "{key}");
+        }
+        assert_eq!(fixed.len(), 13);
     }
 }

@@ -297,11 +297,11 @@ impl Store {
         if let Some(KeyValue::Hash(d)) = out.image.get(&k.digests()) {
             out.foreign_digests = d.keys().filter(|f| !k.may_own(f)).cloned().collect();
         }
+        // No desired key is foreign (they all lie under the prefix and are managed), so
+        // none of these was asked for.
         for f in &out.foreign_digests {
-            if !extra.contains(f) {
-                out.image.remove(f);
-                out.foreign_types.remove(f);
-            }
+            out.image.remove(f);
+            out.foreign_types.remove(f);
         }
         out.image = super::image::project_owned(&self.keys, out.image);
         Ok(out)
@@ -671,8 +671,9 @@ impl Store {
             .collect())
     }
 
-    /// Heartbeats of `hosts` and of every host in the heartbeat index, in two round trips
-    /// (the index, then one pipeline).
+    /// Heartbeats of `hosts` and of at most [`MAX_UNMANAGED_HEARTBEATS`] hosts not among
+    /// them, found by SCAN over the heartbeat keys (an agent can write only its own key,
+    /// so there is no shared index to flood); then one pipeline.
     ///
     /// # Errors
     /// Redis errors.
@@ -680,9 +681,6 @@ impl Store {
         &mut self,
         hosts: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, Heartbeat>, StateError> {
-        // Heartbeats of hosts not in git: found by SCAN over the heartbeat keys (an
-        // agent can write only its own key, so there is no shared index to flood), and
-        // read at most MAX_UNMANAGED_HEARTBEATS of them.
         let prefix = self.keys.heartbeat("");
         let pattern = format!("{}*", escape_glob(&prefix));
         let mut index = BTreeSet::new();
@@ -692,6 +690,35 @@ impl Store {
             }
             index.len() < MAX_UNMANAGED_HEARTBEATS
         })?;
+        self.read_heartbeats(hosts, index)
+    }
+
+    /// [`Store::heartbeats`], finding the unmanaged hosts among `scanned` keys (a
+    /// [`Store::scan_prefix`] the caller made already) instead of scanning again.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn heartbeats_among(
+        &mut self,
+        hosts: &BTreeSet<String>,
+        scanned: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Heartbeat>, StateError> {
+        let prefix = self.keys.heartbeat("");
+        let index = scanned
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter(|h| !hosts.contains(*h))
+            .take(MAX_UNMANAGED_HEARTBEATS)
+            .map(String::from)
+            .collect();
+        self.read_heartbeats(hosts, index)
+    }
+
+    fn read_heartbeats(
+        &mut self,
+        hosts: &BTreeSet<String>,
+        index: BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Heartbeat>, StateError> {
         let all: Vec<String> = hosts.union(&index).cloned().collect();
         if all.is_empty() {
             return Ok(BTreeMap::new());
