@@ -121,13 +121,13 @@ pub fn ancestry(repo: &git2::Repository, target: &str, applied: &str) -> Ancestr
 pub enum ApplyError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("refusing to remove {removed} of {live} live {what} (more than half); pass --allow-mass-delete if this is intended (a wrong --path or an emptied commit looks like this)")]
+    #[error("refusing to remove {removed} of {live} live {what} (more than half)")]
     MassDelete {
         removed: usize,
         live: usize,
         what: &'static str,
     },
-    #[error("refusing to apply {target}: {reason} {applied}; pass --allow-rollback (or use `celeroot rollback`) if this is intended")]
+    #[error("refusing to apply {target}: {reason} {applied}")]
     Rollback {
         target: String,
         applied: String,

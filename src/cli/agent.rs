@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{live, Cli, CliError, EXIT_OK};
+use super::{live, Cli, CommandError, EXIT_OK};
 use crate::agent::{self, Config};
 
 /// Run the host agent: read this host's worker configuration from Redis, run and
@@ -60,10 +60,10 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CliError> {
+pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
     for (what, v) in [("--host", &a.host), ("--cluster", &a.cluster)] {
         crate::validate::rules::rfc1123_label(v)
-            .map_err(|e| CliError::new(format!("invalid {what} {v:?}: {e}")))?;
+            .map_err(|e| CommandError::invalid(format!("invalid {what} {v:?}: {e}")))?;
     }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value as Json};
 
 use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
-use super::{Cli, CliError, Ui, EXIT_ERROR, EXIT_OK};
+use super::{Cli, CommandError, Ui, EXIT_OK};
 use crate::edit::{Change, Workspace};
 use crate::manifest::{Kind, API_VERSION};
 use crate::Compiled;
@@ -94,7 +94,7 @@ pub struct EditFileArgs {
     pub edit: EditArgs,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, a: &ConfigArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, a: &ConfigArgs) -> Result<u8, CommandError> {
     match &a.command {
         ConfigCommand::Show(r) => show(ui, cli, r),
         ConfigCommand::Hosts(r) => hosts(ui, cli, r),
@@ -104,7 +104,7 @@ pub fn run(ui: &Ui, cli: &Cli, a: &ConfigArgs) -> Result<u8, CliError> {
         ConfigCommand::Init(i) => init(ui, cli, i),
         ConfigCommand::Set(s) => {
             let (path, value) =
-                e::parse_set(&format!("{}={}", s.setting, s.value)).map_err(CliError::new)?;
+                e::parse_set(&format!("{}={}", s.setting, s.value)).map_err(CommandError::usage)?;
             set(
                 ui,
                 cli,
@@ -115,7 +115,8 @@ pub fn run(ui: &Ui, cli: &Cli, a: &ConfigArgs) -> Result<u8, CliError> {
             )
         }
         ConfigCommand::Unset(u) => {
-            let (path, _) = e::parse_set(&format!("{}=null", u.setting)).map_err(CliError::new)?;
+            let (path, _) =
+                e::parse_set(&format!("{}=null", u.setting)).map_err(CommandError::usage)?;
             set(
                 ui,
                 cli,
@@ -130,7 +131,7 @@ pub fn run(ui: &Ui, cli: &Cli, a: &ConfigArgs) -> Result<u8, CliError> {
 }
 
 /// The whole repository, compiled; an invalid one is an error with diagnostics.
-fn compiled(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<(Workspace, Compiled), CliError> {
+fn compiled(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<(Workspace, Compiled), CommandError> {
     let ws = e::read_workspace(cli, &r.rev)?;
     let c = ws.check(&[]).map_err(|err| match err {
         crate::edit::EditError::Invalid(c) => ui.compile_error(*c),
@@ -139,7 +140,7 @@ fn compiled(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<(Workspace, Compiled), C
     Ok((ws, c))
 }
 
-fn show(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn show(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (ws, c) = compiled(ui, cli, r)?;
     let docs = ws.docs();
     if r.output != ListFormat::Table {
@@ -219,7 +220,7 @@ fn flat(v: &Json) -> String {
     }
 }
 
-fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
     if r.output != ListFormat::Table {
         e::print_value(r.output, &json!(c.state.hosts));
@@ -245,7 +246,7 @@ fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn roles(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn roles(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
     if r.output != ListFormat::Table {
         e::print_value(r.output, &json!(c.state.roles));
@@ -282,7 +283,7 @@ fn roles(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn schedules(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn schedules(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
     let now = super::now()?;
     let entries: Vec<(String, Json)> = c
@@ -345,7 +346,7 @@ fn schedules(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
     let workers: serde_json::Map<String, Json> = c
         .state
@@ -402,7 +403,7 @@ fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn init(ui: &Ui, cli: &Cli, a: &InitArgs) -> Result<u8, CliError> {
+fn init(ui: &Ui, cli: &Cli, a: &InitArgs) -> Result<u8, CommandError> {
     let root =
         crate::edit::worktree_root(cli.repo.as_deref()).map_err(|err| e::error(None, err))?;
     let dir = crate::source::normalize_path(&cli.path)?;
@@ -419,7 +420,7 @@ fn init(ui: &Ui, cli: &Cli, a: &InitArgs) -> Result<u8, CliError> {
         Err(err) => return Err(e::error(Some(ui), err)),
     };
     if let Some(c) = ws.docs().into_iter().find(|d| d.kind == Kind::Cluster) {
-        return Err(CliError::new(format!(
+        return Err(CommandError::invalid(format!(
             "the repository already has a cluster, {:?} ({}:{})",
             c.name, c.file, c.line
         ))
@@ -468,11 +469,13 @@ fn set(
     value: Json,
     args: &EditArgs,
     summary: &str,
-) -> Result<u8, CliError> {
+) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let Some(doc) = ws.docs().into_iter().find(|d| d.kind == Kind::Cluster) else {
-        return Err(CliError::new("the repository has no Cluster manifest")
-            .hinted("create one with `celeroot config init NAME`"));
+        return Err(
+            CommandError::invalid("the repository has no Cluster manifest")
+                .hinted("create one with `celeroot config init NAME`"),
+        );
     };
     let mut new = doc.value.clone();
     crate::edit::ops::set_path(&mut new, path, value);
@@ -483,7 +486,7 @@ fn set(
 }
 
 /// The file of `target` (KIND/NAME, `cluster`, or a path).
-fn target_file(ws: &Workspace, target: Option<&str>) -> Result<String, CliError> {
+fn target_file(ws: &Workspace, target: Option<&str>) -> Result<String, CommandError> {
     let docs = ws.docs();
     let Some(target) = target else {
         return docs
@@ -491,7 +494,9 @@ fn target_file(ws: &Workspace, target: Option<&str>) -> Result<String, CliError>
             .find(|d| d.kind == Kind::Cluster)
             .map(|d| d.file.clone())
             .ok_or_else(|| {
-                CliError::new("the repository has no Cluster manifest; name a file or KIND/NAME")
+                CommandError::invalid(
+                    "the repository has no Cluster manifest; name a file or KIND/NAME",
+                )
             });
     };
     if ws.files.contains_key(target) {
@@ -515,13 +520,13 @@ fn target_file(ws: &Workspace, target: Option<&str>) -> Result<String, CliError>
             .find(kind, name)
             .map(|d| d.file)
             .map_err(|err| e::error(None, err)),
-        _ => Err(CliError::new(format!(
+        _ => Err(CommandError::invalid(format!(
             "{target:?} is neither a manifest file nor KIND/NAME (host/web01, role/webserver, schedule/db-backup, cluster)"
         ))),
     }
 }
 
-fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
+fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let file = target_file(&ws, a.target.as_deref())?;
     let before = ws.files.get(&file).cloned().unwrap_or_default();
@@ -532,9 +537,10 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
         .prefix("celeroot-edit-")
         .suffix(&format!("-{name}"))
         .tempfile()
-        .map_err(|err| CliError::new(format!("cannot create a temporary copy: {err}")))?;
-    std::io::Write::write_all(&mut copy.as_file(), before.as_bytes())
-        .map_err(|err| CliError::new(format!("cannot write {}: {err}", copy.path().display())))?;
+        .map_err(|err| CommandError::invalid(format!("cannot create a temporary copy: {err}")))?;
+    std::io::Write::write_all(&mut copy.as_file(), before.as_bytes()).map_err(|err| {
+        CommandError::invalid(format!("cannot write {}: {err}", copy.path().display()))
+    })?;
     // Removed when dropped, unless kept below.
     let tmp = copy.into_temp_path();
     let keep = |tmp: tempfile::TempPath| tmp.keep().unwrap_or_else(|e| e.path.to_path_buf());
@@ -543,7 +549,7 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
         return Err(err);
     }
     let after = std::fs::read_to_string(&tmp)
-        .map_err(|err| CliError::new(format!("cannot read {}: {err}", tmp.display())))?;
+        .map_err(|err| CommandError::invalid(format!("cannot read {}: {err}", tmp.display())))?;
     if after == before {
         outln!("nothing to change: {file} was not edited");
         return Ok(EXIT_OK);
@@ -561,7 +567,6 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
                 "your edited copy is kept in {}; fix it and copy it over {file}, or run `celeroot config edit` again",
                 kept.display()
             ));
-            err.code = EXIT_ERROR;
             Err(err)
         }
     }
@@ -569,7 +574,7 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CliError> {
 
 /// Runs `$VISUAL`, `$EDITOR` or `vi` on `path` and waits for it. The variable may hold
 /// arguments (`code --wait`); they are split on whitespace, never passed to a shell.
-fn run_editor(path: &PathBuf) -> Result<(), CliError> {
+fn run_editor(path: &PathBuf) -> Result<(), CommandError> {
     let editor = ["VISUAL", "EDITOR"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
@@ -581,10 +586,11 @@ fn run_editor(path: &PathBuf) -> Result<(), CliError> {
         .arg(path)
         .status()
         .map_err(|err| {
-            CliError::new(format!("cannot run the editor {program:?}: {err}")).hinted("set $EDITOR")
+            CommandError::invalid(format!("cannot run the editor {program:?}: {err}"))
+                .hinted("set $EDITOR")
         })?;
     if !status.success() {
-        return Err(CliError::new(format!(
+        return Err(CommandError::invalid(format!(
             "the editor exited with {status}; nothing was written (your copy: {})",
             path.display()
         )));

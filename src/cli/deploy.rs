@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{live, Cli, CliError, Ui, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use super::{live, Cli, CommandError, Ui, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::apply::Revision;
 use crate::deploy::{self, HostResult, Outcome, Report, SshOptions};
 
@@ -69,7 +69,7 @@ pub enum Format {
     Json,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, a: &DeployArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, a: &DeployArgs) -> Result<u8, CommandError> {
     let (repo, rev) = live::revision(ui, cli, &a.rev)?;
     let hosts = select(&rev, &a.hosts, &a.roles)?;
     let Some(release) = rev.release.clone() else {
@@ -111,7 +111,7 @@ pub(super) fn exit_code(r: &Report) -> u8 {
     }
 }
 
-fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<String>, CliError> {
+fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<String>, CommandError> {
     let state = &rev.compiled.state;
     if hosts.is_empty() && roles.is_empty() {
         return Ok(state.hosts.keys().cloned().collect());
@@ -119,7 +119,7 @@ fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<Stri
     let mut out = BTreeSet::new();
     for h in hosts {
         if !state.hosts.contains_key(h) {
-            let mut e = CliError::new(format!(
+            let mut e = CommandError::invalid(format!(
                 "no host named {h:?} at {}",
                 rev.compiled.revision.describe()
             ));
@@ -134,7 +134,7 @@ fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<Stri
     }
     for r in roles {
         let Some(role) = state.roles.get(r) else {
-            let mut e = CliError::new(format!(
+            let mut e = CommandError::invalid(format!(
                 "no role named {r:?} at {}",
                 rev.compiled.revision.describe()
             ));
@@ -160,7 +160,7 @@ pub(super) fn ship(
     hosts: &[String],
     ssh: &SshOptions,
     check: bool,
-) -> Result<Report, CliError> {
+) -> Result<Report, CommandError> {
     let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
     let progress = |r: &HostResult| {
         let detail = r
@@ -191,7 +191,7 @@ pub(super) fn ship(
         check,
         &progress,
     )
-    .map_err(|e| CliError::new(format!("cannot stage release {release}: {e}")))?;
+    .map_err(|e| CommandError::invalid(format!("cannot stage release {release}: {e}")))?;
     if !check {
         record(cli, &rev.compiled.state.cluster, &report);
     }
@@ -240,7 +240,7 @@ fn record(cli: &Cli, cluster: &str, report: &Report) {
         ("skipped".to_string(), counts(Outcome::Skipped)),
     ]);
     let result = live::redis_url(cli)
-        .map_err(|e| e.message)
+        .map_err(|e| e.headline())
         .and_then(|url| crate::state::Store::connect(&url, cluster).map_err(|e| e.to_string()))
         .and_then(|mut s| {
             s.record_deploys(&entries)

@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use super::{Cli, CliError, Ui, EXIT_CHANGES, EXIT_OK};
+use super::{Cli, CommandError, Ui, Untouched, EXIT_CHANGES, EXIT_OK};
 use crate::render::{render_json, render_markdown, render_text, PlanReport};
 use crate::source::{self, Snapshot};
 
@@ -40,7 +40,7 @@ pub enum OutputFormat {
 }
 
 /// Reads the manifest files of `rev` (or the work tree) for the repository in `cli`.
-pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot, CliError> {
+pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot, CommandError> {
     if worktree {
         let root = match source::open_repo(cli.repo.as_deref()) {
             Ok(repo) => repo.workdir().map(std::path::Path::to_path_buf),
@@ -55,7 +55,7 @@ pub(super) fn snapshot(cli: &Cli, rev: &str, worktree: bool) -> Result<Snapshot,
     Ok(source::read_git(&repo, rev, &cli.path)?)
 }
 
-pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CommandError> {
     let now = super::now()?;
     let Some(from) = &args.from else {
         return run_live(ui, cli, args, now);
@@ -72,7 +72,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
         let repo = source::open_repo(cli.repo.as_deref())?;
         let mut compiler = crate::apply::Compiler::new(&cli.path);
         let mut side = |rev: &str| match compiler.compile(&repo, rev) {
-            Err(crate::CompileError::Source(e)) => Err(CliError::from(e)),
+            Err(crate::CompileError::Source(e)) => Err(CommandError::from(e)),
             other => Ok(other.map(|(c, _)| c)),
         };
         (side(from)?, side(&args.to)?)
@@ -83,10 +83,10 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CliError> {
         (Err(eb), Err(ea)) => {
             let first = ui.compile_error(eb);
             let second = ui.compile_error(ea);
-            return Err(CliError::new(format!(
-                "{}; {}",
-                first.message, second.message
-            )));
+            return Err(
+                CommandError::invalid(format!("{}; {}", first.source, second.source))
+                    .untouched(Untouched::Changed),
+            );
         }
     };
     ui.diagnostics(&after.warnings);
@@ -107,7 +107,7 @@ fn run_live(
     cli: &Cli,
     args: &DiffArgs,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<u8, CliError> {
+) -> Result<u8, CommandError> {
     let after = crate::compile_snapshot(snapshot(cli, &args.to, args.worktree)?)
         .map_err(|e| ui.compile_error(e))?;
     ui.diagnostics(&after.warnings);
@@ -115,7 +115,7 @@ fn run_live(
     let keys = store.keys().clone();
     let desired = crate::state::desired_image(&keys, &after.state, &None);
     let wanted: Vec<String> = desired.keys().cloned().collect();
-    let observed = store.observe(&wanted).map_err(super::live::state_error)?;
+    let observed = store.observe(&wanted)?;
     let side = crate::plan::live_side(&keys, &observed.image);
     let plan = crate::plan::diff_sides(&side, &after.state, now);
     let report = PlanReport {
@@ -136,7 +136,7 @@ fn run_live(
 }
 
 /// Prints a plan in the chosen format; exit status 2 when it has changes, else 0.
-fn print_plan(ui: &Ui, format: OutputFormat, report: &PlanReport) -> Result<u8, CliError> {
+fn print_plan(ui: &Ui, format: OutputFormat, report: &PlanReport) -> Result<u8, CommandError> {
     let out = match format {
         OutputFormat::Text => render_text(report, &ui.stdout_style),
         OutputFormat::Json => render_json(report),

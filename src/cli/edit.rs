@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 pub use crate::edit::ops::parse_set;
 
-use super::{Cli, CliError, Ui, EXIT_OK};
+use super::{Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_OK};
 use crate::edit::{self, Change, EditError, Workspace};
 use crate::manifest::Kind;
 
@@ -45,13 +45,13 @@ pub struct ReadArgs {
 }
 
 /// The work tree being edited.
-pub fn workspace(cli: &Cli) -> Result<Workspace, CliError> {
+pub fn workspace(cli: &Cli) -> Result<Workspace, CommandError> {
     let root = edit::worktree_root(cli.repo.as_deref()).map_err(|e| error(None, e))?;
     Workspace::open(&root, &cli.path).map_err(|e| error(None, e))
 }
 
 /// The manifests to read: the work tree, or a revision's (`--rev`).
-pub fn read_workspace(cli: &Cli, rev: &Option<String>) -> Result<Workspace, CliError> {
+pub fn read_workspace(cli: &Cli, rev: &Option<String>) -> Result<Workspace, CommandError> {
     match rev {
         None => workspace(cli),
         Some(rev) => {
@@ -63,35 +63,15 @@ pub fn read_workspace(cli: &Cli, rev: &Option<String>) -> Result<Workspace, CliE
     }
 }
 
-/// An edit error as a CLI error (diagnostics of an invalid result go to stderr).
-pub fn error(ui: Option<&Ui>, e: EditError) -> CliError {
+/// An edit error as a CLI error; the diagnostics of an invalid result go to stderr.
+pub fn error(ui: Option<&Ui>, e: EditError) -> CommandError {
     match e {
-        EditError::Source(s) => s.into(),
-        EditError::Invalid(c) => {
-            let err = match ui {
-                Some(ui) => ui.compile_error(*c),
-                None => CliError::new(c.to_string()),
-            };
-            CliError::new(format!(
-                "{}; the change was not written",
-                err.message.trim_end_matches("; nothing was changed")
-            ))
+        EditError::Invalid(c) => match ui {
+            Some(ui) => ui.compile_error(*c),
+            None => CommandError::new(ErrorKind::Invalid, *c),
         }
-        EditError::NotFound { kind, name, known } => {
-            let what = kind.as_str().to_ascii_lowercase();
-            let mut err = CliError::new(format!("no {what} named {name:?}"));
-            if let Some(s) = crate::manifest::did_you_mean(&name, known.iter().map(String::as_str))
-            {
-                err = err.hinted(format!("did you mean {s:?}?"));
-            }
-            err.hinted(format!("list them with `celeroot {what}s ls`"))
-        }
-        EditError::Exists { kind, ref name, .. } => {
-            let what = kind.as_str().to_ascii_lowercase();
-            let hint = format!("change it with `celeroot {what}s update {name} ...`");
-            CliError::new(e.to_string()).hinted(hint)
-        }
-        other => CliError::new(other.to_string()),
+        .untouched(Untouched::Edit),
+        e => e.into(),
     }
 }
 
@@ -103,7 +83,7 @@ pub fn finish(
     changes: &[Change],
     args: &EditArgs,
     summary: &str,
-) -> Result<u8, CliError> {
+) -> Result<u8, CommandError> {
     let changes: Vec<Change> = changes
         .iter()
         .filter(|c| c.before != c.after)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, ValueEnum};
 
-use super::{Cli, CliError, EXIT_OK};
+use super::{Cli, CommandError, EXIT_OK};
 
 /// Print a shell completion script to stdout.
 ///
@@ -39,7 +39,7 @@ pub struct ManArgs {
     pub out_dir: Option<PathBuf>,
 }
 
-pub fn completions(a: &CompletionsArgs) -> Result<u8, CliError> {
+pub fn completions(a: &CompletionsArgs) -> Result<u8, CommandError> {
     use clap_complete::Shell as S;
     let shell = match a.shell {
         Shell::Bash => S::Bash,
@@ -55,19 +55,20 @@ pub fn completions(a: &CompletionsArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-pub fn man(a: &ManArgs) -> Result<u8, CliError> {
+pub fn man(a: &ManArgs) -> Result<u8, CommandError> {
     let cmd = Cli::command();
     match &a.out_dir {
         None => {
             let mut buf = Vec::new();
             clap_mangen::Man::new(cmd)
                 .render(&mut buf)
-                .map_err(|e| CliError::new(format!("cannot render the man page: {e}")))?;
+                .map_err(|e| CommandError::invalid(format!("cannot render the man page: {e}")))?;
             out!("{}", String::from_utf8_lossy(&buf));
         }
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                CommandError::invalid(format!("cannot create {}: {e}", dir.display()))
+            })?;
             let written = write_pages(&cmd, "celeroot", dir)?;
             outln!("wrote {written} man page(s) to {}", dir.display());
         }
@@ -76,15 +77,19 @@ pub fn man(a: &ManArgs) -> Result<u8, CliError> {
 }
 
 /// Writes the page of `cmd` (named `name`) and of every subcommand; returns the count.
-fn write_pages(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> Result<usize, CliError> {
+fn write_pages(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<usize, CommandError> {
     let cmd = cmd.clone().name(name.to_string());
     let path = dir.join(format!("{name}.1"));
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .render(&mut buf)
-        .map_err(|e| CliError::new(format!("cannot render {name}.1: {e}")))?;
+        .map_err(|e| CommandError::invalid(format!("cannot render {name}.1: {e}")))?;
     crate::edit::write_atomic(&path, &String::from_utf8_lossy(&buf))
-        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| CommandError::invalid(format!("cannot write {}: {e}", path.display())))?;
     let mut count = 1;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let sub_name = format!("{name}-{}", sub.get_name());

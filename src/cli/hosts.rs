@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value as Json};
 
 use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
-use super::{live, Cli, CliError, Ui, EXIT_ERROR, EXIT_OK};
+use super::{live, Cli, CommandError, Ui, EXIT_ERROR, EXIT_OK};
 use crate::deploy::{self, SshOptions};
 use crate::edit::ops::{self, HostFields};
 use crate::manifest::Kind;
@@ -179,7 +179,7 @@ pub enum Format {
     Json,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, a: &HostsArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, a: &HostsArgs) -> Result<u8, CommandError> {
     match &a.command {
         HostsCommand::Ls(r) => list(cli, r),
         HostsCommand::Show(s) => show(ui, cli, s),
@@ -202,7 +202,7 @@ fn fields(o: &HostOptions) -> HostFields {
     }
 }
 
-fn add(ui: &Ui, cli: &Cli, a: &AddArgs) -> Result<u8, CliError> {
+fn add(ui: &Ui, cli: &Cli, a: &AddArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let f = HostFields {
         address: Some(a.address.clone()),
@@ -244,7 +244,7 @@ fn next_steps(ui: &Ui, name: &str, address: &str, committed: bool) {
     outln!("  4. Give its agent Redis credentials: celeroot hosts credentials {name}");
 }
 
-fn update(ui: &Ui, cli: &Cli, u: &UpdateArgs) -> Result<u8, CliError> {
+fn update(ui: &Ui, cli: &Cli, u: &UpdateArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let f = HostFields {
         address: u.address.clone(),
@@ -271,22 +271,14 @@ pub(super) fn remove(
     kind: Kind,
     name: &str,
     edit: &EditArgs,
-) -> Result<u8, CliError> {
+) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
-    match ops::remove(&ws, kind, name).map_err(|err| e::error(Some(ui), err))? {
-        Ok(change) => {
-            let what = kind.as_str().to_ascii_lowercase();
-            e::finish(ui, &ws, &[change], edit, &format!("{what}s: remove {name}"))
-        }
-        Err(in_use) => {
-            let mut err = CliError::new(in_use.message);
-            err.hints = in_use.hints;
-            Err(err)
-        }
-    }
+    let change = ops::remove(&ws, kind, name).map_err(|err| e::error(Some(ui), err))?;
+    let what = kind.as_str().to_ascii_lowercase();
+    e::finish(ui, &ws, &[change], edit, &format!("{what}s: remove {name}"))
 }
 
-fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &r.rev)?;
     let docs: Vec<_> = ws
         .docs()
@@ -335,7 +327,7 @@ pub(super) fn labels_text(v: Option<&Json>) -> String {
     }
 }
 
-fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
+fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &a.read.rev)?;
     let doc = ws
         .find(Kind::Host, &a.name)
@@ -417,11 +409,11 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> {
+fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CommandError> {
     let (_, rev) = live::revision(ui, cli, &a.rev)?;
     let state = &rev.compiled.state;
     if !state.hosts.contains_key(&a.host) {
-        let mut err = CliError::new(format!("no host named {:?} at {}", a.host, a.rev));
+        let mut err = CommandError::invalid(format!("no host named {:?} at {}", a.host, a.rev));
         if let Some(s) =
             crate::manifest::did_you_mean(&a.host, state.hosts.keys().map(String::as_str))
         {
@@ -431,7 +423,7 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> 
     }
     let url = live::redis_url(cli)?;
     if url.db() != 0 {
-        return Err(CliError::new(format!(
+        return Err(CommandError::invalid(format!(
             "{} selects database {}: an agent's Redis user may not run SELECT (an ACL cannot confine a user to one database, so SELECT would reach the same key names in every other one); nothing was created",
             url.redacted(),
             url.db()
@@ -441,12 +433,10 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> 
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| CliError::new(format!("cannot read /dev/urandom: {e}")))?;
+        .map_err(|e| CommandError::invalid(format!("cannot read /dev/urandom: {e}")))?;
     let password = hex::encode(bytes);
     let mut store = live::connect(cli, &state.cluster)?;
-    let user = store
-        .set_agent_credentials(&a.host, &password, a.rotate)
-        .map_err(live::state_error)?;
+    let user = store.set_agent_credentials(&a.host, &password, a.rotate)?;
     let agent_url = url.with_credentials(&user, &password);
     outln!(
         "Created ACL user {user} for the agent of {} (cluster {}).",
@@ -459,12 +449,12 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CliError> 
     Ok(EXIT_OK)
 }
 
-fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, CliError> {
+fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, CommandError> {
     let (_, rev) = live::revision(ui, cli, &a.rev)?;
     let hosts = &rev.compiled.state.hosts;
     if a.hosts.is_empty() && !a.all {
         return Err(
-            CliError::new("name the hosts to test, or pass --all").hinted(format!(
+            CommandError::invalid("name the hosts to test, or pass --all").hinted(format!(
                 "hosts at {}: {}",
                 a.rev,
                 hosts.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -479,7 +469,8 @@ fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, Cli
             match hosts.get(name) {
                 Some(h) => selected.push((name.clone(), h.clone())),
                 None => {
-                    let mut err = CliError::new(format!("no host named {name:?} at {}", a.rev));
+                    let mut err =
+                        CommandError::invalid(format!("no host named {name:?} at {}", a.rev));
                     if let Some(s) =
                         crate::manifest::did_you_mean(name, hosts.keys().map(String::as_str))
                     {

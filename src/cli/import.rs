@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Cli, CliError, Ui, EXIT_OK};
+use super::{Cli, CommandError, Ui, Untouched, EXIT_OK};
 use crate::edit::{self, EditError};
 use crate::import::{self, ImportError, Options};
 use crate::manifest::Kind;
@@ -40,10 +40,10 @@ pub struct ImportArgs {
     pub message: Option<String>,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, args: &ImportArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, args: &ImportArgs) -> Result<u8, CommandError> {
     let label = args.file.display().to_string();
     let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| CliError::new(format!("cannot read {label}: {e}")))?;
+        .map_err(|e| CommandError::invalid(format!("cannot read {label}: {e}")))?;
     let imported = match import::convert(
         &label,
         &text,
@@ -55,7 +55,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ImportArgs) -> Result<u8, CliError> {
         Err(ImportError::Invalid { file, diagnostics }) => {
             ui.diagnostics(&diagnostics);
             let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-            return Err(CliError::new(format!(
+            return Err(CommandError::invalid(format!(
                 "{file} cannot be imported: {errors} error(s); nothing was written"
             )));
         }
@@ -76,10 +76,11 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ImportArgs) -> Result<u8, CliError> {
         Ok(compiled) => ui.diagnostics(&compiled.warnings),
         Err(EditError::Invalid(e)) => {
             let err = ui.compile_error(*e);
-            return Err(CliError::new(format!(
+            return Err(CommandError::invalid(format!(
                 "the imported manifests would not validate: {}",
-                err.message
+                err.source
             ))
+            .untouched(Untouched::Changed)
             .hinted("the locations above are the files the import would write; fix the matching entries in the input"));
         }
         Err(e) => return Err(edit_error(e)),
@@ -140,9 +141,9 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ImportArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn edit_error(e: EditError) -> CliError {
+fn edit_error(e: EditError) -> CommandError {
     match e {
         EditError::Source(s) => s.into(),
-        other => CliError::new(other.to_string()),
+        other => CommandError::invalid(other.to_string()),
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, Ui, EXIT_OK};
+use super::{CommandError, Ui, EXIT_OK};
 use crate::init::{scaffold, Outcome};
 
 /// Scaffold a new config repository.
@@ -18,8 +18,8 @@ pub struct InitArgs {
     pub dir: PathBuf,
 }
 
-pub fn run(ui: &Ui, args: &InitArgs) -> Result<u8, CliError> {
-    let report = scaffold(&args.dir).map_err(|e| CliError::new(e.to_string()))?;
+pub fn run(ui: &Ui, args: &InitArgs) -> Result<u8, CommandError> {
+    let report = scaffold(&args.dir).map_err(|e| CommandError::invalid(e.to_string()))?;
     let s = &ui.stdout_style;
     if report.git_initialized {
         outln!(

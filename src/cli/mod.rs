@@ -84,6 +84,7 @@ mod config;
 mod deploy;
 mod diff;
 mod edit;
+mod error;
 mod generate;
 mod hosts;
 mod import;
@@ -106,8 +107,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::diagnostic::Diagnostic;
 use crate::render::Style;
-use crate::source::SourceError;
 use crate::CompileError;
+
+pub use error::{CommandError, ErrorKind, Untouched};
 
 /// Exit code: success, or no changes.
 pub const EXIT_OK: u8 = 0;
@@ -179,43 +181,6 @@ pub enum Command {
     Man(generate::ManArgs),
 }
 
-/// An error at the CLI edge: a message, hints, and the exit code.
-#[derive(Debug)]
-pub struct CliError {
-    pub message: String,
-    pub hints: Vec<String>,
-    pub code: u8,
-}
-
-impl CliError {
-    pub fn new(message: impl Into<String>) -> Self {
-        CliError {
-            message: message.into(),
-            hints: Vec::new(),
-            code: EXIT_ERROR,
-        }
-    }
-
-    pub fn hinted(mut self, hint: impl Into<String>) -> Self {
-        self.hints.push(hint.into());
-        self
-    }
-}
-
-impl From<SourceError> for CliError {
-    fn from(e: SourceError) -> Self {
-        let err = CliError::new(e.to_string());
-        match e {
-            SourceError::UnknownRevision { .. } => {
-                err.hinted("list revisions with `git log --oneline`")
-            }
-            SourceError::MissingPath { .. } => err
-                .hinted("pass --path DIR if the manifests live elsewhere, or run `celeroot init`"),
-            _ => err,
-        }
-    }
-}
-
 /// Shared context for commands: output styling and the environment.
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
@@ -268,7 +233,7 @@ impl Ui {
     }
 
     /// Reports a compile error: diagnostics, then a one-line summary.
-    pub fn compile_error(&self, e: CompileError) -> CliError {
+    pub fn compile_error(&self, e: CompileError) -> CommandError {
         match e {
             CompileError::Source(s) => s.into(),
             CompileError::Invalid {
@@ -278,10 +243,11 @@ impl Ui {
                 self.diagnostics(&diagnostics);
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
                 let warnings = diagnostics.len() - errors;
-                CliError::new(format!(
-                    "manifests at {} are invalid: {errors} error(s), {warnings} warning(s); nothing was changed",
+                CommandError::invalid(format!(
+                    "manifests at {} are invalid: {errors} error(s), {warnings} warning(s)",
                     revision.describe()
                 ))
+                .untouched(Untouched::Changed)
             }
         }
     }
@@ -291,12 +257,12 @@ impl Ui {
 ///
 /// # Errors
 /// When `CELEROOT_NOW` is set but is not an RFC 3339 timestamp.
-pub fn now() -> Result<chrono::DateTime<chrono::Utc>, CliError> {
+pub fn now() -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
     match std::env::var("CELEROOT_NOW") {
         Ok(v) if !v.is_empty() => chrono::DateTime::parse_from_rfc3339(&v)
             .map(|d| d.with_timezone(&chrono::Utc))
             .map_err(|e| {
-                CliError::new(format!(
+                CommandError::usage(format!(
                     "CELEROOT_NOW={v:?} is not an RFC 3339 timestamp: {e}"
                 ))
             }),
@@ -340,12 +306,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let s = &ui.stderr_style;
-            errln!("{}: {}", s.paint(s.red(), "error"), e.message);
-            for h in &e.hints {
-                errln!("  = hint: {h}");
-            }
-            ExitCode::from(e.code)
+            e.print(&ui.stderr_style);
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use clap::{Args, ValueEnum};
 
-use super::{live, Cli, CliError, Ui, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use super::{live, Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_CHANGES, EXIT_OK};
 use crate::drift::{self, DriftReport};
 use crate::render::{render_markdown, PlanReport, RevisionInfo, Style};
 
@@ -72,16 +72,16 @@ pub struct UnlockArgs {
     pub cluster: Option<String>,
 }
 
-fn compiled(ui: &Ui, cli: &Cli, rev: &str) -> Result<crate::Compiled, CliError> {
+fn compiled(ui: &Ui, cli: &Cli, rev: &str) -> Result<crate::Compiled, CommandError> {
     let (_, r) = live::revision(ui, cli, rev)?;
     Ok(r.compiled)
 }
 
-pub fn run_drift(ui: &Ui, cli: &Cli, args: &DriftArgs) -> Result<u8, CliError> {
+pub fn run_drift(ui: &Ui, cli: &Cli, args: &DriftArgs) -> Result<u8, CommandError> {
     let now = super::now()?;
     let target = compiled(ui, cli, &args.rev)?;
     let mut store = live::connect(cli, &target.state.cluster)?;
-    let report = drift::detect(&mut store, &target, now).map_err(live::state_error)?;
+    let report = drift::detect(&mut store, &target, now)?;
     let text = match args.output {
         ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
         ReportFormat::Text => drift_text(&report, &ui.stdout_style),
@@ -216,12 +216,12 @@ fn drift_markdown(r: &DriftReport) -> String {
     out
 }
 
-pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CliError> {
+pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandError> {
     let now = super::now()?;
     let target = compiled(ui, cli, &args.rev)?;
     let mut store = live::connect(cli, &target.state.cluster)?;
     let url = live::redis_url(cli)?;
-    let st = drift::status(&mut store, url.redacted(), &target, now).map_err(live::state_error)?;
+    let st = drift::status(&mut store, url.redacted(), &target, now)?;
     if args.output == ListFormat::Json {
         outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return Ok(EXIT_OK);
@@ -342,21 +342,19 @@ pub(super) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) ->
 }
 
 /// `--cluster`, validated, or the cluster named by the manifests at HEAD.
-fn cluster_name(ui: &Ui, cli: &Cli, explicit: &Option<String>) -> Result<String, CliError> {
+fn cluster_name(ui: &Ui, cli: &Cli, explicit: &Option<String>) -> Result<String, CommandError> {
     match explicit {
         Some(c) => crate::validate::rules::rfc1123_label(c)
             .map(|()| c.clone())
-            .map_err(|e| CliError::new(format!("invalid --cluster {c:?}: {e}"))),
+            .map_err(|e| CommandError::usage(format!("invalid --cluster {c:?}: {e}"))),
         None => Ok(compiled(ui, cli, "HEAD")?.state.cluster.clone()),
     }
 }
 
-pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, CliError> {
+pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, CommandError> {
     let cluster = cluster_name(ui, cli, &args.cluster)?;
     let mut store = live::connect(cli, &cluster)?;
-    let entries = store
-        .history(usize::from(args.limit))
-        .map_err(live::state_error)?;
+    let entries = store.history(usize::from(args.limit))?;
     if args.output == ListFormat::Json {
         outln!(
             "{}",
@@ -393,10 +391,10 @@ pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, CliErro
     Ok(EXIT_OK)
 }
 
-pub fn run_unlock(ui: &Ui, cli: &Cli, args: &UnlockArgs) -> Result<u8, CliError> {
+pub fn run_unlock(ui: &Ui, cli: &Cli, args: &UnlockArgs) -> Result<u8, CommandError> {
     let cluster = cluster_name(ui, cli, &args.cluster)?;
     let mut store = live::connect(cli, &cluster)?;
-    let lease = store.lease().map_err(live::state_error)?;
+    let lease = store.lease()?;
     let Some(lease) = lease else {
         outln!("No reconcile lease is held for cluster {cluster}.");
         return Ok(EXIT_OK);
@@ -410,27 +408,32 @@ pub fn run_unlock(ui: &Ui, cli: &Cli, args: &UnlockArgs) -> Result<u8, CliError>
         lease.revision
     );
     match &args.id {
-        None => {
-            outln!(
-                "If that reconcile is gone, release the lease with `celeroot unlock {}`.",
-                lease.id
-            );
-            Ok(EXIT_ERROR)
-        }
+        None => Err(CommandError::message(
+            ErrorKind::Conflict,
+            format!("the lease {} is held", lease.id),
+        )
+        .untouched(Untouched::Released)
+        .hinted(format!(
+            "if that reconcile is gone, release the lease with `celeroot unlock {}`",
+            lease.id
+        ))),
         Some(id) if *id == lease.id => {
-            if store.force_release(id).map_err(live::state_error)? {
+            if store.force_release(id)? {
                 outln!("Released.");
                 Ok(EXIT_OK)
             } else {
-                Err(CliError::new(
-                    "the lease changed hands before it could be released; nothing was released",
+                Err(CommandError::message(
+                    ErrorKind::Conflict,
+                    "the lease changed hands before it could be released",
                 )
+                .untouched(Untouched::Released)
                 .hinted("run `celeroot unlock` again to see the new holder"))
             }
         }
-        Some(id) => Err(CliError::new(format!(
-            "lease id {id} does not match the held lease {}; nothing was released",
+        Some(id) => Err(CommandError::usage(format!(
+            "lease id {id} does not match the held lease {}",
             lease.id
-        ))),
+        ))
+        .untouched(Untouched::Released)),
     }
 }

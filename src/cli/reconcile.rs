@@ -2,8 +2,8 @@
 
 use clap::{Args, ValueEnum};
 
-use super::{live, Cli, CliError, Ui, EXIT_CHANGES, EXIT_OK};
-use crate::apply::{self, ApplyError, Options, Outcome};
+use super::{live, Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_CHANGES, EXIT_OK};
+use crate::apply::{self, Options, Outcome};
 use crate::render::{render_text, PlanReport, RevisionInfo};
 
 /// Apply a revision to the live state in Redis: validate, compile, observe, plan, apply
@@ -78,7 +78,7 @@ pub struct RollbackArgs {
     pub output: ReconcileFormat,
 }
 
-pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CliError> {
+pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CommandError> {
     run(
         ui,
         cli,
@@ -97,7 +97,7 @@ pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CliError
     )
 }
 
-pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError> {
     let now = super::now()?;
     let (repo, rev) = live::revision(ui, cli, &args.rev)?;
     let mut store = live::connect(cli, &rev.compiled.state.cluster)?;
@@ -124,7 +124,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         &opts,
         &ancestry,
         now,
-        |_, held| -> Result<Option<crate::deploy::Report>, CliError> {
+        |_, held| -> Result<Option<crate::deploy::Report>, CommandError> {
             let Some(release) = rev
                 .release
                 .clone()
@@ -133,9 +133,11 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
                 return Ok(None);
             };
             if !held() {
-                return Err(CliError::new(
-                    "the reconcile lease was lost before the deploy; nothing was deployed",
+                return Err(CommandError::message(
+                    ErrorKind::Conflict,
+                    "the reconcile lease was lost before the deploy",
                 )
+                .untouched(Untouched::Deployed)
                 .hinted("check Redis, then run `celeroot deploy` (or reconcile again)"));
             }
             let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
@@ -150,11 +152,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
             )
             .map(Some)
         },
-    )
-    .map_err(|e| match e {
-        ApplyError::State(s) => live::state_error(s),
-        other => CliError::new(other.to_string()),
-    })?;
+    )?;
     let mut deploy_failed = false;
     if let Some(report) = deployed.transpose()?.flatten() {
         deploy_failed = super::deploy::exit_code(&report) != EXIT_OK;
@@ -176,7 +174,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CliError> {
         }
     }
     if deploy_failed {
-        return Err(CliError::new(
+        return Err(CommandError::invalid(
             "the live state was applied, but the deploy failed on some hosts (see above)",
         )
         .hinted("fix the hosts, then run `celeroot deploy` (or reconcile again)"));

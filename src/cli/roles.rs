@@ -5,7 +5,7 @@ use serde_json::{json, Value as Json};
 
 use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
 use super::hosts::{RmArgs, ShowArgs};
-use super::{Cli, CliError, Ui, EXIT_OK};
+use super::{Cli, CommandError, Ui, EXIT_OK};
 use crate::edit::ops::{self, RoleFields};
 use crate::manifest::Kind;
 
@@ -84,7 +84,7 @@ pub struct UpdateArgs {
     pub edit: EditArgs,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, a: &RolesArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, a: &RolesArgs) -> Result<u8, CommandError> {
     match &a.command {
         RolesCommand::Ls(r) => list(cli, r),
         RolesCommand::Show(s) => show(ui, cli, s),
@@ -136,7 +136,7 @@ fn fields(o: &RoleOptions) -> RoleFields {
     }
 }
 
-fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &r.rev)?;
     let all = ws.docs();
     let mut docs: Vec<_> = all.iter().filter(|d| d.kind == Kind::Role).collect();
@@ -170,7 +170,7 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
-fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
+fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &a.read.rev)?;
     let all = ws.docs();
     let doc =

@@ -6,7 +6,7 @@ use serde_json::{json, Value as Json};
 
 use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
 use super::hosts::{RmArgs, ShowArgs};
-use super::{Cli, CliError, Ui, EXIT_OK};
+use super::{Cli, CommandError, Ui, EXIT_OK};
 use crate::desired::{schedule, CompiledSchedule, Trigger};
 use crate::edit::ops::{self, ScheduleFields};
 use crate::manifest::Kind;
@@ -106,7 +106,7 @@ fn json_value(s: &str) -> Result<Json, String> {
     serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
 }
 
-pub fn run(ui: &Ui, cli: &Cli, a: &SchedulesArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, a: &SchedulesArgs) -> Result<u8, CommandError> {
     match &a.command {
         SchedulesCommand::Ls(r) => list(cli, r),
         SchedulesCommand::Show(s) => show(ui, cli, s),
@@ -117,7 +117,7 @@ pub fn run(ui: &Ui, cli: &Cli, a: &SchedulesArgs) -> Result<u8, CliError> {
     }
 }
 
-fn add(ui: &Ui, cli: &Cli, a: &AddArgs) -> Result<u8, CliError> {
+fn add(ui: &Ui, cli: &Cli, a: &AddArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let f = ScheduleFields {
         description: a.description.clone(),
@@ -147,7 +147,7 @@ fn add(ui: &Ui, cli: &Cli, a: &AddArgs) -> Result<u8, CliError> {
     )
 }
 
-fn toggle(ui: &Ui, cli: &Cli, t: &ToggleArgs, enabled: bool) -> Result<u8, CliError> {
+fn toggle(ui: &Ui, cli: &Cli, t: &ToggleArgs, enabled: bool) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let verb = if enabled { "enable" } else { "disable" };
     match ops::set_schedule_enabled(&ws, &t.name, enabled).map_err(|err| e::error(Some(ui), err))? {
@@ -200,7 +200,7 @@ fn targets_text(v: Option<&Json>) -> String {
     e::list_or_dash(&items)
 }
 
-fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CliError> {
+fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &r.rev)?;
     let mut docs: Vec<_> = ws
         .docs()
@@ -259,7 +259,7 @@ pub(super) fn next_fire_times(
     }
 }
 
-fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CliError> {
+fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &a.read.rev)?;
     let doc = ws
         .find(Kind::Schedule, &a.name)

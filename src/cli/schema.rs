@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, EXIT_OK};
+use super::{CommandError, EXIT_OK};
 use crate::manifest::{schema, Kind};
 
 /// Print the JSON Schema of manifests (all kinds, or one), or write all schema files.
@@ -17,14 +17,14 @@ pub struct SchemaArgs {
     pub write: Option<PathBuf>,
 }
 
-pub fn run(args: &SchemaArgs) -> Result<u8, CliError> {
+pub fn run(args: &SchemaArgs) -> Result<u8, CommandError> {
     if let Some(dir) = &args.write {
         std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| CommandError::invalid(format!("{}: {e}", dir.display())))?;
         for (name, text) in schema::all_schemas() {
             let path = dir.join(&name);
             std::fs::write(&path, text)
-                .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+                .map_err(|e| CommandError::invalid(format!("{}: {e}", path.display())))?;
             outln!("wrote {}", path.display());
         }
         return Ok(EXIT_OK);
@@ -36,7 +36,7 @@ pub fn run(args: &SchemaArgs) -> Result<u8, CliError> {
                 .into_iter()
                 .find(|x| x.as_str().eq_ignore_ascii_case(k))
                 .ok_or_else(|| {
-                    CliError::new(format!("unknown kind `{k}`"))
+                    CommandError::invalid(format!("unknown kind `{k}`"))
                         .hinted("expected one of: cluster, role, host, schedule")
                 })?;
             schema::kind_schema(kind)

@@ -9,10 +9,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value as Json};
 
-use super::{Cli, CliError, Ui, EXIT_ERROR, EXIT_OK};
+use super::{Cli, CommandError, Ui, Untouched, EXIT_OK};
 use crate::celery::{
-    self, message, Broker, CeleryError, Endpoint, ResultBackend, TaskRequest, TaskResult,
-    TaskState, Waited,
+    self, message, Broker, ResultBackend, TaskRequest, TaskResult, TaskState, Waited,
 };
 use crate::desired::{host_queue, DesiredState};
 use crate::render::Style;
@@ -153,11 +152,11 @@ pub struct RevokeArgs {
     pub terminate: bool,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, args: &TaskArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, args: &TaskArgs) -> Result<u8, CommandError> {
     match &args.command {
         TaskCommand::Run(a) => run_task(ui, cli, args, a),
         TaskCommand::Status(a) => run_status(ui, cli, args, a),
-        TaskCommand::Result(a) => run_result(ui, cli, args, a),
+        TaskCommand::Result(a) => run_result(cli, args, a),
         TaskCommand::Revoke(a) => run_revoke(cli, args, a),
     }
 }
@@ -170,41 +169,18 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 }
 
 /// The broker URL: --broker / CELEROOT_BROKER_URL, else --redis.
-fn broker_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CliError> {
+fn broker_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CommandError> {
     let raw = non_empty(&args.broker).unwrap_or(&cli.redis);
-    RedisUrl::parse(raw).map_err(|e| CliError::new(format!("--broker: {e}")))
+    RedisUrl::parse(raw).map_err(|e| CommandError::usage(format!("--broker: {e}")))
 }
 
 /// The result backend URL: --result-backend / CELEROOT_RESULT_BACKEND, else the broker.
-fn backend_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CliError> {
+fn backend_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CommandError> {
     match non_empty(&args.result_backend) {
         Some(raw) => {
-            RedisUrl::parse(raw).map_err(|e| CliError::new(format!("--result-backend: {e}")))
+            RedisUrl::parse(raw).map_err(|e| CommandError::usage(format!("--result-backend: {e}")))
         }
         None => broker_url(cli, args),
-    }
-}
-
-fn celery_error(e: CeleryError, nothing_sent: bool) -> CliError {
-    let hint = match &e {
-        CeleryError::Connect {
-            endpoint: Endpoint::Broker,
-            ..
-        } => Some("check --broker / CELEROOT_BROKER_URL (default: --redis) and that the server is running"),
-        CeleryError::Connect {
-            endpoint: Endpoint::ResultBackend,
-            ..
-        } => Some("check --result-backend / CELEROOT_RESULT_BACKEND (default: the broker) and that the server is running"),
-        CeleryError::Redis { .. } => None,
-    };
-    let mut msg = e.to_string();
-    if nothing_sent {
-        msg.push_str("; nothing was sent");
-    }
-    let err = CliError::new(msg);
-    match hint {
-        Some(h) => err.hinted(h),
-        None => err,
     }
 }
 
@@ -273,7 +249,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
 }
 
 /// Parses a JSON option, pointing at the offending column on error.
-fn json_option(option: &str, text: &str, example: &str) -> Result<Json, CliError> {
+fn json_option(option: &str, text: &str, example: &str) -> Result<Json, CommandError> {
     serde_json::from_str(text).map_err(|e| {
         let mut msg = format!("{option} is not valid JSON: {e}");
         // Show the line with a caret under the column serde_json reports.
@@ -286,27 +262,27 @@ fn json_option(option: &str, text: &str, example: &str) -> Result<Json, CliError
                 .collect();
             let _ = write!(msg, "\n  | {line}\n  | {caret_pad}^");
         }
-        CliError::new(format!("{msg}\nnothing was sent")).hinted(format!(
+        CommandError::usage(msg).hinted(format!(
             "{option} takes a JSON {example}; quote it for the shell"
         ))
     })
 }
 
-fn parse_args_json(text: Option<&str>) -> Result<Vec<Json>, CliError> {
+fn parse_args_json(text: Option<&str>) -> Result<Vec<Json>, CommandError> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
     match json_option("--args", text, "array, e.g. --args '[1, \"a\"]'")? {
         Json::Array(a) => Ok(a),
-        other => Err(CliError::new(format!(
-            "--args must be a JSON array of positional arguments, not {}; nothing was sent",
+        other => Err(CommandError::usage(format!(
+            "--args must be a JSON array of positional arguments, not {}",
             json_kind(&other)
         ))
         .hinted("wrap a single argument in brackets: --args '[42]'")),
     }
 }
 
-fn parse_kwargs_json(text: Option<&str>) -> Result<Map<String, Json>, CliError> {
+fn parse_kwargs_json(text: Option<&str>) -> Result<Map<String, Json>, CommandError> {
     let Some(text) = text else {
         return Ok(Map::new());
     };
@@ -316,8 +292,8 @@ fn parse_kwargs_json(text: Option<&str>) -> Result<Map<String, Json>, CliError> 
         "object, e.g. --kwargs '{\"dry_run\": true}'",
     )? {
         Json::Object(m) => Ok(m),
-        other => Err(CliError::new(format!(
-            "--kwargs must be a JSON object of keyword arguments, not {}; nothing was sent",
+        other => Err(CommandError::usage(format!(
+            "--kwargs must be a JSON object of keyword arguments, not {}",
             json_kind(&other)
         ))),
     }
@@ -335,20 +311,20 @@ fn json_kind(v: &Json) -> &'static str {
 }
 
 /// Seconds: a number (`2.5`) or a duration (`90s`, `5m`, `1h30m`).
-fn parse_seconds(option: &str, text: &str) -> Result<f64, CliError> {
+fn parse_seconds(option: &str, text: &str) -> Result<f64, CommandError> {
     let t = text.trim();
     let secs = match t.parse::<f64>() {
         Ok(n) => n,
         Err(_) => crate::desired::schedule::parse_duration(t)
             .map(|n| n as f64)
             .map_err(|e| {
-                CliError::new(format!(
+                CommandError::usage(format!(
                     "{option} {text:?}: expected seconds (a number such as 30 or 2.5) or a duration; {e}"
                 ))
             })?,
     };
     if !secs.is_finite() || secs < 0.0 {
-        return Err(CliError::new(format!(
+        return Err(CommandError::invalid(format!(
             "{option} {text:?}: expected a number of seconds, zero or more"
         )));
     }
@@ -383,7 +359,7 @@ fn resolve(
     targets: &[Target],
     mode: RunMode,
     at: &str,
-) -> Result<Vec<Destination>, CliError> {
+) -> Result<Vec<Destination>, CommandError> {
     let mut problems: Vec<String> = Vec::new();
     let mut hints: BTreeSet<String> = BTreeSet::new();
     let roles = || state.roles.keys().cloned().collect::<Vec<_>>().join(", ");
@@ -452,8 +428,8 @@ fn resolve(
         }
     }
     if !problems.is_empty() {
-        let mut err = CliError::new(format!(
-            "target{} not resolved at {at}: {}; nothing was sent",
+        let mut err = CommandError::invalid(format!(
+            "target{} not resolved at {at}: {}",
             if problems.len() == 1 { "" } else { "s" },
             problems.join("; ")
         ));
@@ -468,14 +444,29 @@ fn resolve(
 // ---------------------------------------------------------------------------------------
 // task run
 
-fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, CliError> {
+/// What `task run` checked before sending anything.
+struct Prepared {
+    args: Vec<Json>,
+    kwargs: Map<String, Json>,
+    countdown: Option<f64>,
+    expires: Option<f64>,
+    timeout: f64,
+    broker_url: RedisUrl,
+    backend_url: RedisUrl,
+    at: String,
+    destinations: Vec<Destination>,
+    broker: Broker,
+    backend: Option<ResultBackend>,
+}
+
+/// Steps 1 to 3 of `task run`: every check, and the connections. Sends nothing.
+fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared, CommandError> {
     // 1. Everything that can be checked without git or Redis.
-    message::validate_task_name(&a.task)
-        .map_err(|e| CliError::new(format!("{e}; nothing was sent")))?;
+    message::validate_task_name(&a.task).map_err(CommandError::invalid)?;
     let targets: Vec<Target> = a
         .targets
         .iter()
-        .map(|t| parse_target(t).map_err(|e| CliError::new(format!("{e}; nothing was sent"))))
+        .map(|t| parse_target(t).map_err(CommandError::invalid))
         .collect::<Result<_, _>>()?;
     let args = parse_args_json(a.args_json.as_deref())?;
     let kwargs = parse_kwargs_json(a.kwargs_json.as_deref())?;
@@ -484,8 +475,8 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
         ("--kwargs", Json::Object(kwargs.clone())),
     ] {
         if let Some(path) = message::find_kombu_tagged(&v, "") {
-            return Err(CliError::new(format!(
-                "{name}: the object at {name}{path} has exactly the keys __type__ and __value__, which Celery's JSON decoder reads as a tagged value, not as data; nothing was sent"
+            return Err(CommandError::invalid(format!(
+                "{name}: the object at {name}{path} has exactly the keys __type__ and __value__, which Celery's JSON decoder reads as a tagged value, not as data"
             )));
         }
     }
@@ -501,8 +492,8 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
         .transpose()?;
     if let Some(e) = expires {
         if e <= countdown.unwrap_or(0.0) {
-            return Err(CliError::new(format!(
-                "--expires {e}s must be later than --countdown {}s: the task would expire before it may run; nothing was sent",
+            return Err(CommandError::usage(format!(
+                "--expires {e}s must be later than --countdown {}s: the task would expire before it may run",
                 countdown.unwrap_or(0.0)
             )));
         }
@@ -517,13 +508,7 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
     // 2. Compile the manifests and resolve the targets.
     let repo = source::open_repo(cli.repo.as_deref())?;
     let snapshot = source::read_git(&repo, &a.rev, &cli.path)?;
-    let compiled = crate::compile_snapshot(snapshot).map_err(|e| {
-        let mut err = ui.compile_error(e);
-        err.message = err
-            .message
-            .replace("nothing was changed", "nothing was sent");
-        err
-    })?;
+    let compiled = crate::compile_snapshot(snapshot).map_err(|e| ui.compile_error(e))?;
     ui.diagnostics(&compiled.warnings);
     let at = compiled.revision.describe();
     let destinations = resolve(&compiled.state, &targets, a.mode, &at)?;
@@ -537,12 +522,42 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
     }
 
     // 3. Connect (the result backend too, so an unreachable one stops us before sending).
-    let mut broker = Broker::connect(&broker_url).map_err(|e| celery_error(e, true))?;
-    let mut backend = if a.wait {
-        Some(ResultBackend::connect(&backend_url).map_err(|e| celery_error(e, true))?)
+    let broker = Broker::connect(&broker_url)?;
+    let backend = if a.wait {
+        Some(ResultBackend::connect(&backend_url)?)
     } else {
         None
     };
+
+    Ok(Prepared {
+        args,
+        kwargs,
+        countdown,
+        expires,
+        timeout,
+        broker_url,
+        backend_url,
+        at,
+        destinations,
+        broker,
+        backend,
+    })
+}
+
+fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, CommandError> {
+    let Prepared {
+        args,
+        kwargs,
+        countdown,
+        expires,
+        timeout,
+        broker_url,
+        backend_url,
+        at,
+        destinations,
+        mut broker,
+        mut backend,
+    } = prepare(ui, cli, targs, a).map_err(|e| e.untouched(Untouched::Sent))?;
 
     // 4. Build and send, all in one transaction.
     let req = TaskRequest {
@@ -558,7 +573,9 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
         .iter()
         .map(|d| celery::build(&req, &d.queue, sent_at))
         .collect();
-    broker.send(&messages).map_err(|e| celery_error(e, true))?;
+    broker
+        .send(&messages)
+        .map_err(|e| CommandError::from(e).untouched(Untouched::Sent))?;
 
     let s = &ui.stdout_style;
     let what = match a.mode {
@@ -597,9 +614,7 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
         plural(messages.len(), "result")
     );
     let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
-    let waited = backend
-        .wait(&ids, Duration::from_secs_f64(timeout), POLL)
-        .map_err(|e| celery_error(e, false))?;
+    let waited = backend.wait(&ids, Duration::from_secs_f64(timeout), POLL)?;
     let labels: Vec<String> = destinations.iter().map(|d| d.label.clone()).collect();
     let (text, tally) = wait_table(&labels, &waited, sent_at, timeout, s);
     outln!();
@@ -608,7 +623,7 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Cli
     if tally.all_succeeded() {
         return Ok(EXIT_OK);
     }
-    let mut err = CliError::new(format!(
+    let mut err = CommandError::failed(format!(
         "{} of {} did not succeed",
         tally.total - tally.succeeded,
         plural(tally.total, "task")
@@ -817,12 +832,10 @@ fn table(headers: &[&str], rows: &[Vec<String>], s: &Style) -> String {
 // ---------------------------------------------------------------------------------------
 // task status / result / revoke
 
-fn run_status(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &StatusArgs) -> Result<u8, CliError> {
+fn run_status(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &StatusArgs) -> Result<u8, CommandError> {
     let url = backend_url(cli, targs)?;
-    let mut backend = ResultBackend::connect(&url).map_err(|e| celery_error(e, false))?;
-    let results = backend
-        .get_many(&a.ids)
-        .map_err(|e| celery_error(e, false))?;
+    let mut backend = ResultBackend::connect(&url)?;
+    let results = backend.get_many(&a.ids)?;
     let rows: Vec<Vec<String>> = a
         .ids
         .iter()
@@ -857,13 +870,10 @@ fn run_status(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &StatusArgs) -> Result<u8
     Ok(EXIT_OK)
 }
 
-fn run_result(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8, CliError> {
+fn run_result(cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8, CommandError> {
     let url = backend_url(cli, targs)?;
-    let mut backend = ResultBackend::connect(&url).map_err(|e| celery_error(e, false))?;
-    let r = backend
-        .get(&a.id)
-        .map_err(|e| celery_error(e, false))?
-        .map_err(CliError::new)?;
+    let mut backend = ResultBackend::connect(&url)?;
+    let r = backend.get(&a.id)?.map_err(CommandError::invalid)?;
     let id = &a.id;
     match r.state {
         TaskState::Success => {
@@ -881,19 +891,20 @@ fn run_result(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8
                     serde_json::to_string_pretty(&r.result).unwrap_or_default()
                 ),
             }
-            let s = &ui.stderr_style;
-            errln!("{}: task {id} failed: {}", s.paint(s.red(), "error"), r.summary());
-            Ok(EXIT_ERROR)
+            Err(CommandError::failed(format!(
+                "task {id} failed: {}",
+                r.summary()
+            )))
         }
-        TaskState::Revoked => Err(CliError::new(format!(
+        TaskState::Revoked => Err(CommandError::failed(format!(
             "task {id} was revoked: {}",
             r.summary()
         ))),
-        TaskState::Pending => Err(CliError::new(format!(
+        TaskState::Pending => Err(CommandError::invalid(format!(
             "task {id} has no result in {url}: PENDING (not run yet, an unknown id, a task that ignores its result, or a result older than the backend keeps it, 1 day by default)"
         ))
         .hinted("check the id, --result-backend, and that a worker consumes the task's queue")),
-        ref other => Err(CliError::new(format!(
+        ref other => Err(CommandError::failed(format!(
             "task {id} has not finished: {other}{}",
             match r.summary() {
                 s if s.is_empty() => String::new(),
@@ -903,15 +914,13 @@ fn run_result(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8
     }
 }
 
-fn run_revoke(cli: &Cli, targs: &TaskArgs, a: &RevokeArgs) -> Result<u8, CliError> {
+fn run_revoke(cli: &Cli, targs: &TaskArgs, a: &RevokeArgs) -> Result<u8, CommandError> {
     let url = broker_url(cli, targs)?;
-    let mut broker = Broker::connect(&url).map_err(|e| celery_error(e, false))?;
+    let mut broker = Broker::connect(&url)?;
     let mut unheard = Vec::new();
     for id in &a.ids {
         let now = chrono::Utc::now();
-        let n = broker
-            .revoke(id, a.terminate, now)
-            .map_err(|e| celery_error(e, false))?;
+        let n = broker.revoke(id, a.terminate, now)?;
         outln!(
             "Revoke{} of {id} broadcast to {} via {url}.",
             if a.terminate { " (terminate)" } else { "" },
@@ -924,7 +933,7 @@ fn run_revoke(cli: &Cli, targs: &TaskArgs, a: &RevokeArgs) -> Result<u8, CliErro
     if unheard.is_empty() {
         Ok(EXIT_OK)
     } else {
-        Err(CliError::new(format!(
+        Err(CommandError::failed(format!(
             "no worker is listening for remote control on {url}: the revoke of {} reached nobody",
             unheard.join(", ")
         ))
@@ -968,7 +977,7 @@ mod tests {
 
     #[test]
     fn seconds_parse() {
-        let p = |t: &str| parse_seconds("--x", t).map_err(|e| e.message);
+        let p = |t: &str| parse_seconds("--x", t).map_err(|e| e.headline());
         assert_eq!(p("2.5"), Ok(2.5));
         assert_eq!(p("90s"), Ok(90.0));
         assert_eq!(p("1h30m"), Ok(5400.0));
@@ -979,13 +988,17 @@ mod tests {
 
     #[test]
     fn json_errors_point_at_the_column() {
-        let e = parse_args_json(Some("[1, oops]")).err().map(|e| e.message);
+        let e = parse_args_json(Some("[1, oops]"))
+            .err()
+            .map(|e| e.headline());
         let msg = e.unwrap_or_default();
         assert!(msg.contains("line 1 column 5"), "{msg}");
         assert!(msg.contains("  | [1, oops]\n  |     ^"), "{msg}");
-        let e = parse_args_json(Some("{\"a\": 1}")).err().map(|e| e.message);
+        let e = parse_args_json(Some("{\"a\": 1}"))
+            .err()
+            .map(|e| e.headline());
         assert!(e.unwrap_or_default().contains("must be a JSON array"));
-        let e = parse_kwargs_json(Some("[1]")).err().map(|e| e.message);
+        let e = parse_kwargs_json(Some("[1]")).err().map(|e| e.headline());
         assert!(e.unwrap_or_default().contains("must be a JSON object"));
     }
 

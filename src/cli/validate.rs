@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use super::{Cli, CliError, Ui, EXIT_OK};
+use super::{Cli, CommandError, Ui, EXIT_OK};
 
 /// Validate the manifests at a revision (or in the work tree) without changing anything.
 ///
@@ -26,7 +26,7 @@ pub enum ValidateFormat {
     Github,
 }
 
-pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CliError> {
+pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CommandError> {
     let ui = Ui {
         github: ui.github || args.format == ValidateFormat::Github,
         annotations_on_stdout: true,

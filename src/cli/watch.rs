@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{Cli, CliError, EXIT_OK};
+use super::{Cli, CommandError, EXIT_OK};
 use crate::daemon::{self, Config, DriftMode};
 use crate::source::remote::{Credentials, Origin};
 
@@ -105,16 +105,16 @@ pub(super) fn parse_wait(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn read_secret(path: &PathBuf, what: &str) -> Result<Vec<u8>, CliError> {
+fn read_secret(path: &PathBuf, what: &str) -> Result<Vec<u8>, CommandError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        CliError::new(format!(
+        CommandError::invalid(format!(
             "cannot read the {what} file {}: {e}",
             path.display()
         ))
     })?;
     let trimmed = bytes.trim_ascii().to_vec();
     if trimmed.is_empty() {
-        return Err(CliError::new(format!(
+        return Err(CommandError::invalid(format!(
             "the {what} file {} is empty",
             path.display()
         )));
@@ -144,7 +144,7 @@ fn default_cache_dir() -> PathBuf {
         .join("repos")
 }
 
-pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CliError> {
+pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CommandError> {
     init_logging(a.log_format);
     let origin = match &cli.repo {
         Some(r) => Origin::parse(&r.to_string_lossy()),
@@ -153,7 +153,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CliError> {
     let listen: Option<SocketAddr> = match a.listen.as_str() {
         "off" | "" => None,
         s => Some(s.parse().map_err(|e| {
-            CliError::new(format!("invalid --listen {s:?}: {e}"))
+            CommandError::usage(format!("invalid --listen {s:?}: {e}"))
                 .hinted("use HOST:PORT, e.g. 127.0.0.1:9470 or 0.0.0.0:9470, or `off`")
         })?),
     };
@@ -169,7 +169,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CliError> {
     };
     if let Some(c) = &a.cluster {
         crate::validate::rules::rfc1123_label(c)
-            .map_err(|e| CliError::new(format!("invalid --cluster {c:?}: {e}")))?;
+            .map_err(|e| CommandError::usage(format!("invalid --cluster {c:?}: {e}")))?;
     }
     let cfg = Config {
         origin,
@@ -197,7 +197,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CliError> {
         allow_rollback: a.allow_rollback,
         identity: crate::apply::actor(),
     };
-    daemon::run(cfg).map_err(|e| CliError::new(e.to_string()))?;
+    daemon::run(cfg).map_err(|e| CommandError::invalid(e.to_string()))?;
     Ok(EXIT_OK)
 }
 

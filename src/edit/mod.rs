@@ -48,6 +48,8 @@ pub enum EditError {
     },
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    InUse(InUse),
     #[error("{path}: {message}")]
     Layout { path: String, message: String },
     #[error("{path}: {source}")]
@@ -58,6 +60,19 @@ pub enum EditError {
     },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+}
+
+/// Why `rm` refuses: the objects that still use the one being removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InUse {
+    #[error("role {role:?} is still used by {} host(s): {}", hosts.len(), hosts.join(", "))]
+    ByHosts { role: String, hosts: Vec<String> },
+    #[error("{} {name:?} is still a target of {} schedule(s): {}", kind.as_str().to_ascii_lowercase(), schedules.len(), schedules.join(", "))]
+    ByTargets {
+        kind: Kind,
+        name: String,
+        schedules: Vec<String>,
+    },
 }
 
 /// One file's change: its text before (`None`: new file) and after (`None`: deleted).
@@ -220,12 +235,7 @@ impl Workspace {
         let edited =
             text::edit_document(chunk, &doc.value, new).map_err(|e| EditError::Layout {
                 path: format!("{}:{}", doc.file, doc.line),
-                message: format!(
-                    "{}; edit it by hand or with `celeroot config edit {}/{}`",
-                    e.0,
-                    doc.kind.as_str().to_ascii_lowercase(),
-                    doc.name
-                ),
+                message: e.0,
             })?;
         let mut after = String::with_capacity(before.len() + 64);
         after.push_str(&before[..doc.range.start]);

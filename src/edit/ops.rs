@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value as Json};
 
-use super::{Change, Doc, EditError, Workspace};
+use super::{Change, Doc, EditError, InUse, Workspace};
 use crate::manifest::{Kind, API_VERSION};
 use crate::validate::rules;
 
@@ -540,56 +540,30 @@ pub fn hosts_with_role(docs: &[Doc], name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Why `rm` refuses: the objects that still use the one being removed, and the commands
-/// that would change them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InUse {
-    pub message: String,
-    pub hints: Vec<String>,
-}
-
 /// `hosts|roles|schedules rm`. A role still held by hosts, or a role or host still named
-/// by a schedule's targets, is refused with [`InUse`].
+/// by a schedule's targets, is refused with [`EditError::InUse`].
 ///
 /// # Errors
-/// An unknown object (`EditError`), or `Ok(Err(InUse))` when it is still used.
-pub fn remove(ws: &Workspace, kind: Kind, name: &str) -> Result<Result<Change, InUse>, EditError> {
+/// An unknown object, or an object still in use.
+pub fn remove(ws: &Workspace, kind: Kind, name: &str) -> Result<Change, EditError> {
     let docs = ws.docs();
     let doc = super::find_doc(&docs, kind, name)?;
-    let what = kind.as_str().to_ascii_lowercase();
     if kind == Kind::Role {
         let hosts = hosts_with_role(&docs, name);
         if !hosts.is_empty() {
-            let hints = hosts
-                .iter()
-                .take(5)
-                .map(|h| format!("first run: celeroot hosts update {h} --remove-role {name}"))
-                .collect();
-            return Ok(Err(InUse {
-                message: format!(
-                    "role {name:?} is still used by {} host(s): {}; nothing was changed",
-                    hosts.len(),
-                    hosts.join(", ")
-                ),
-                hints,
+            return Err(EditError::InUse(InUse::ByHosts {
+                role: name.to_string(),
+                hosts,
             }));
         }
     }
     let schedules = schedules_targeting(&docs, kind, name);
     if !schedules.is_empty() {
-        let hints = schedules
-            .iter()
-            .take(5)
-            .map(|s| format!("remove or retarget it: celeroot schedules rm {s} (or edit its targets: celeroot config edit schedule/{s})"))
-            .collect();
-        return Ok(Err(InUse {
-            message: format!(
-                "{what} {name:?} is still a target of {} schedule(s): {}; nothing was changed",
-                schedules.len(),
-                schedules.join(", ")
-            ),
-            hints,
+        return Err(EditError::InUse(InUse::ByTargets {
+            kind,
+            name: name.to_string(),
+            schedules,
         }));
     }
-    Ok(Ok(ws.delete(&doc)))
+    Ok(ws.delete(&doc))
 }

@@ -18,7 +18,7 @@ use crate::manifest::{Node, Value};
 /// Why a document could not be edited in place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct EditError(pub String);
+pub struct LayoutError(pub String);
 
 /// The untyped JSON value of a YAML node (mapping keys as strings).
 pub fn node_to_json(node: &Node) -> Json {
@@ -50,7 +50,7 @@ pub fn node_to_json(node: &Node) -> Json {
 ///
 /// # Errors
 /// When the edited text does not read back as `new`.
-pub fn edit_document(doc: &str, old: &Json, new: &Json) -> Result<String, EditError> {
+pub fn edit_document(doc: &str, old: &Json, new: &Json) -> Result<String, LayoutError> {
     let mut edits = Vec::new();
     diff(old, new, &mut Vec::new(), &mut edits);
     let mut lines: Vec<String> = doc.lines().map(str::to_string).collect();
@@ -67,7 +67,7 @@ pub fn edit_document(doc: &str, old: &Json, new: &Json) -> Result<String, EditEr
     }
     match parse_documents(&text).as_slice() {
         [Ok(parsed)] if node_to_json(&parsed.root) == *new => Ok(text),
-        _ => Err(EditError(
+        _ => Err(LayoutError(
             "the document's layout could not be edited in place".into(),
         )),
     }
@@ -193,7 +193,7 @@ fn find_key(
     from: usize,
     to: usize,
     key: &str,
-) -> Result<Option<KeyLine>, EditError> {
+) -> Result<Option<KeyLine>, LayoutError> {
     let Some(first) = (from..to).find(|&i| is_content(&lines[i])) else {
         return Ok(None);
     };
@@ -206,7 +206,7 @@ fn find_key(
         let body = &line[indent..];
         if body.starts_with("- ") || body == "-" {
             if i == first {
-                return Err(EditError("expected a mapping, found a list".into()));
+                return Err(LayoutError("expected a mapping, found a list".into()));
             }
             // An item of the previous key's indentless list (`key:` then `- item`).
             continue;
@@ -249,7 +249,7 @@ fn find_key(
 fn mapping_range(
     lines: &[String],
     path: &[String],
-) -> Result<Option<(usize, usize, usize)>, EditError> {
+) -> Result<Option<(usize, usize, usize)>, LayoutError> {
     let mut range = (0, lines.len(), 0);
     for key in path {
         let Some(kl) = find_key(lines, range.0, range.1, key)? else {
@@ -276,14 +276,14 @@ fn value_lines(head: &str, indent: usize, value: &Json, comment: &str) -> Vec<St
     }
 }
 
-fn set(lines: &mut Vec<String>, path: &[String], new: &Json) -> Result<(), EditError> {
+fn set(lines: &mut Vec<String>, path: &[String], new: &Json) -> Result<(), LayoutError> {
     // Walk down as far as the existing block mappings go.
     let mut range = (0usize, lines.len(), 0usize);
     for depth in 0..path.len() {
         let key = &path[depth];
         let prefix = &path[..=depth];
         let value =
-            lookup(new, prefix).ok_or_else(|| EditError("internal: no new value".into()))?;
+            lookup(new, prefix).ok_or_else(|| LayoutError("internal: no new value".into()))?;
         match find_key(lines, range.0, range.1, key)? {
             Some(kl) if depth + 1 < path.len() && kl.value.is_empty() && kl.end > kl.line + 1 => {
                 range = (kl.line + 1, kl.end, kl.indent + 2);
@@ -311,15 +311,15 @@ fn set(lines: &mut Vec<String>, path: &[String], new: &Json) -> Result<(), EditE
             }
         }
     }
-    Err(EditError("internal: empty path".into()))
+    Err(LayoutError("internal: empty path".into()))
 }
 
-fn remove(lines: &mut Vec<String>, path: &[String]) -> Result<(), EditError> {
+fn remove(lines: &mut Vec<String>, path: &[String]) -> Result<(), LayoutError> {
     let Some((last, parent)) = path.split_last() else {
-        return Err(EditError("internal: empty path".into()));
+        return Err(LayoutError("internal: empty path".into()));
     };
     let Some((from, to, _)) = mapping_range(lines, parent)? else {
-        return Err(EditError(
+        return Err(LayoutError(
             "the document's layout could not be edited in place".into(),
         ));
     };

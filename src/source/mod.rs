@@ -39,7 +39,7 @@ pub struct Snapshot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{path} is not inside a git repository (pass --repo PATH, or --worktree to read files from disk)")]
+    #[error("{path} is not inside a git repository")]
     NotARepository { path: String },
     #[error("unknown revision `{rev}`: {detail}")]
     UnknownRevision { rev: String, detail: String },

@@ -46,6 +46,9 @@ pub enum StateError {
     Locked(Box<LeaseInfo>),
     #[error("{0}")]
     Conflict(String),
+    /// An agent's ACL user exists and was not to be replaced.
+    #[error("the ACL user {user} exists already")]
+    AclUserExists { user: String },
     /// A `watch` daemon lost its leader lease: the apply was refused (fencing).
     #[error("{0}")]
     Fenced(String),

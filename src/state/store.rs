@@ -544,7 +544,7 @@ impl Store {
     /// listen on the changes channel; nothing else. Returns the user name.
     ///
     /// # Errors
-    /// [`StateError::Conflict`] when the user exists and `rotate` is false; Redis errors
+    /// [`StateError::AclUserExists`] when the user exists and `rotate` is false; Redis errors
     /// (for example when the connection's user may not run `ACL SETUSER`).
     pub fn set_agent_credentials(
         &mut self,
@@ -558,9 +558,7 @@ impl Store {
             let existing: Option<Value> =
                 self.query(redis::cmd("ACL").arg("GETUSER").arg(&user))?;
             if existing.is_some_and(|v| v != Value::Nil) {
-                return Err(StateError::Conflict(format!(
-                    "the ACL user {user} exists already; pass --rotate to replace its password"
-                )));
+                return Err(StateError::AclUserExists { user });
             }
         }
         let mut cmd = redis::cmd("ACL");
