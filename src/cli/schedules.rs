@@ -7,7 +7,7 @@ use serde_json::{json, Value as Json};
 use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
 use super::hosts::{RmArgs, ShowArgs};
 use super::{Cli, CommandError, Ui, EXIT_OK};
-use crate::desired::{schedule, CompiledSchedule, Trigger};
+use crate::desired::{schedule, CompiledSchedule, Target, Trigger};
 use crate::edit::ops::{self, ScheduleFields};
 use crate::manifest::Kind;
 
@@ -69,8 +69,8 @@ pub struct AddArgs {
     #[arg(long, value_name = "TASK")]
     pub task: String,
     /// Where it runs: role:NAME, host:NAME or selector:KEY=VALUE[,KEY=VALUE...] (repeatable).
-    #[arg(long = "target", value_name = "TARGET", required = true, value_parser = ops::parse_target)]
-    pub targets: Vec<Json>,
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    pub targets: Vec<Target>,
     /// each: every matched host runs it; any: one worker per targeted role.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -180,20 +180,7 @@ fn targets_text(v: Option<&Json>) -> String {
         .and_then(Json::as_array)
         .map(|ts| {
             ts.iter()
-                .map(|t| {
-                    if let Some(r) = t.get("role") {
-                        format!("role:{}", e::scalar_text(r))
-                    } else if let Some(h) = t.get("host") {
-                        format!("host:{}", e::scalar_text(h))
-                    } else if let Some(sel) = t.pointer("/selector/matchLabels") {
-                        match super::hosts::labels_text(Some(sel)).as_str() {
-                            "-" => "selector:".to_string(),
-                            pairs => format!("selector:{pairs}"),
-                        }
-                    } else {
-                        t.to_string()
-                    }
-                })
+                .map(|t| Target::from_manifest(t).map_or_else(|| t.to_string(), |t| t.to_string()))
                 .collect()
         })
         .unwrap_or_default();

@@ -2,22 +2,23 @@
 //! results from the result backend, revoke it. The wire formats live in `crate::celery`;
 //! this file resolves targets against the compiled manifests, checks input, and prints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value as Json};
 
-use super::{Cli, CommandError, Ui, Untouched, EXIT_OK};
+use super::{Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_OK};
 use crate::celery::{
     self, message, Broker, ResultBackend, TaskRequest, TaskResult, TaskState, Waited,
 };
-use crate::desired::{host_queue, DesiredState};
+use crate::desired::targets::{self, Target, Unresolved};
+use crate::desired::{DesiredState, ScheduleEntry};
+use crate::manifest::Mode;
 use crate::render::Style;
 use crate::source;
 use crate::state::RedisUrl;
-use crate::validate::rules;
 
 /// Lines of a traceback shown under a failed task in `task run --wait`.
 const TRACEBACK_TAIL: usize = 3;
@@ -187,67 +188,6 @@ fn backend_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CommandError> {
 // ---------------------------------------------------------------------------------------
 // Input
 
-/// A `--target`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Target {
-    Role(String),
-    Host(String),
-    /// Hosts whose labels contain every pair.
-    Selector(BTreeMap<String, String>),
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Role(n) => write!(f, "role:{n}"),
-            Target::Host(n) => write!(f, "host:{n}"),
-            Target::Selector(m) => {
-                let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                write!(f, "selector:{}", pairs.join(","))
-            }
-        }
-    }
-}
-
-fn parse_target(s: &str) -> Result<Target, String> {
-    const EXPECTED: &str = "expected role:NAME, host:NAME or selector:KEY=VALUE[,KEY=VALUE...]";
-    let (kind, rest) = s
-        .split_once(':')
-        .ok_or_else(|| format!("invalid target `{s}`: {EXPECTED}"))?;
-    if rest.is_empty() {
-        return Err(format!(
-            "invalid target `{s}`: the name is empty ({EXPECTED})"
-        ));
-    }
-    match kind {
-        "role" => Ok(Target::Role(rest.to_string())),
-        "host" => Ok(Target::Host(rest.to_string())),
-        // `selector:` as in the editing commands and the manifests; `label:` (the spelling
-        // of earlier versions) is the same.
-        "selector" | "label" => {
-            let mut labels = BTreeMap::new();
-            for pair in rest.split(',').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| {
-                    format!("invalid target `{s}`: a selector is selector:KEY=VALUE[,KEY=VALUE...]")
-                })?;
-                rules::label_key(k).map_err(|e| format!("invalid target `{s}`: label key: {e}"))?;
-                rules::label_value(v)
-                    .map_err(|e| format!("invalid target `{s}`: label value: {e}"))?;
-                labels.insert(k.to_string(), v.to_string());
-            }
-            if labels.is_empty() {
-                return Err(format!(
-                    "invalid target `{s}`: the selector is empty ({EXPECTED})"
-                ));
-            }
-            Ok(Target::Selector(labels))
-        }
-        _ => Err(format!(
-            "invalid target `{s}`: unknown kind `{kind}`; {EXPECTED}"
-        )),
-    }
-}
-
 /// Parses a JSON option, pointing at the offending column on error.
 fn json_option(option: &str, text: &str, example: &str) -> Result<Json, CommandError> {
     serde_json::from_str(text).map_err(|e| {
@@ -345,100 +285,59 @@ fn origin() -> String {
 // ---------------------------------------------------------------------------------------
 // Targets
 
-/// Where one message goes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Destination {
-    /// `host/web01` or `role/webserver`.
-    label: String,
-    queue: String,
-}
-
 /// Resolves targets against the compiled state: hosts (mode each) or roles (mode any).
+/// Anything that does not resolve stops the command, with hints.
 fn resolve(
     state: &DesiredState,
     targets: &[Target],
     mode: RunMode,
     at: &str,
-) -> Result<Vec<Destination>, CommandError> {
-    let mut problems: Vec<String> = Vec::new();
+) -> Result<Vec<ScheduleEntry>, CommandError> {
+    let mode = match mode {
+        RunMode::Each => Mode::Each,
+        RunMode::Any => Mode::Any,
+    };
+    let r = targets::resolve(targets, mode, state);
+    if r.unresolved.is_empty() {
+        return Ok(r.entries);
+    }
+    let names = |m: Vec<&String>| m.into_iter().cloned().collect::<Vec<_>>().join(", ");
     let mut hints: BTreeSet<String> = BTreeSet::new();
-    let roles = || state.roles.keys().cloned().collect::<Vec<_>>().join(", ");
-    let hosts = || state.hosts.keys().cloned().collect::<Vec<_>>().join(", ");
-    let mut out: BTreeSet<Destination> = BTreeSet::new();
-    for t in targets {
-        match (mode, t) {
-            (RunMode::Any, Target::Role(name)) => match state.roles.get(name) {
-                None => {
-                    problems.push(format!("{t}: no Role `{name}`"));
-                    hints.insert(format!("roles at {at}: {}", roles()));
-                }
-                Some(r) if r.hosts.is_empty() => {
-                    problems.push(format!(
-                        "{t}: the role has no hosts, so no worker consumes its queue `{}`",
-                        r.queue
-                    ));
-                }
-                Some(r) => {
-                    out.insert(Destination {
-                        label: format!("role/{name}"),
-                        queue: r.queue.clone(),
-                    });
-                }
-            },
-            (RunMode::Any, _) => {
-                problems.push(format!(
-                    "{t}: --mode any sends one message per role queue, so it takes role targets only"
+    for u in &r.unresolved {
+        match u {
+            Unresolved::NoRole(_) => {
+                hints.insert(format!(
+                    "roles at {at}: {}",
+                    names(state.roles.keys().collect())
                 ));
-                hints.insert("use --mode each to send to hosts, or --target role:NAME".to_string());
             }
-            (RunMode::Each, _) => {
-                let matched: Vec<&String> = match t {
-                    Target::Role(name) => match state.roles.get(name) {
-                        None => {
-                            problems.push(format!("{t}: no Role `{name}`"));
-                            hints.insert(format!("roles at {at}: {}", roles()));
-                            continue;
-                        }
-                        Some(r) => r.hosts.iter().collect(),
-                    },
-                    Target::Host(name) => match state.hosts.get_key_value(name) {
-                        None => {
-                            problems.push(format!("{t}: no Host `{name}`"));
-                            hints.insert(format!("hosts at {at}: {}", hosts()));
-                            continue;
-                        }
-                        Some((n, _)) => vec![n],
-                    },
-                    Target::Selector(m) => state
-                        .hosts
-                        .iter()
-                        .filter(|(_, h)| m.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-                        .map(|(n, _)| n)
-                        .collect(),
-                };
-                if matched.is_empty() {
-                    problems.push(format!("{t}: matches no host"));
-                    continue;
-                }
-                out.extend(matched.into_iter().map(|n| Destination {
-                    label: format!("host/{n}"),
-                    queue: host_queue(n),
-                }));
+            Unresolved::NoHost(_) => {
+                hints.insert(format!(
+                    "hosts at {at}: {}",
+                    names(state.hosts.keys().collect())
+                ));
             }
+            Unresolved::NotARole(_) => {
+                hints.insert("use --mode each to send to hosts, or --target role:NAME".into());
+            }
+            Unresolved::EmptyRole { .. } | Unresolved::NoMatch(_) => {}
         }
     }
-    if !problems.is_empty() {
-        let mut err = CommandError::invalid(format!(
-            "target{} not resolved at {at}: {}",
-            if problems.len() == 1 { "" } else { "s" },
-            problems.join("; ")
-        ));
-        for h in hints {
-            err = err.hinted(h);
-        }
-        return Err(err);
+    let problems: Vec<String> = r.unresolved.iter().map(ToString::to_string).collect();
+    let mut err = CommandError::invalid(format!(
+        "target{} not resolved at {at}: {}",
+        if problems.len() == 1 { "" } else { "s" },
+        problems.join("; ")
+    ));
+    for h in hints {
+        err = err.hinted(h);
     }
-    Ok(out.into_iter().collect())
+    Err(err)
+}
+
+/// `host/NAME` or `role/NAME`.
+fn label(e: &ScheduleEntry) -> String {
+    format!("{}/{}", e.kind, e.name)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,7 +353,7 @@ struct Prepared {
     broker_url: RedisUrl,
     backend_url: RedisUrl,
     at: String,
-    destinations: Vec<Destination>,
+    destinations: Vec<ScheduleEntry>,
     broker: Broker,
     backend: Option<ResultBackend>,
 }
@@ -466,7 +365,10 @@ fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared
     let targets: Vec<Target> = a
         .targets
         .iter()
-        .map(|t| parse_target(t).map_err(CommandError::invalid))
+        .map(|t| {
+            t.parse::<Target>()
+                .map_err(|e| CommandError::new(ErrorKind::Usage, e))
+        })
         .collect::<Result<_, _>>()?;
     let args = parse_args_json(a.args_json.as_deref())?;
     let kwargs = parse_kwargs_json(a.kwargs_json.as_deref())?;
@@ -599,7 +501,7 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Com
     let rows: Vec<Vec<String>> = destinations
         .iter()
         .zip(&messages)
-        .map(|(d, m)| vec![d.label.clone(), m.id.clone(), d.queue.clone()])
+        .map(|(d, m)| vec![label(d), m.id.clone(), d.queue.clone()])
         .collect();
     out!("{}", table(&["TARGET", "TASK ID", "QUEUE"], &rows, s));
 
@@ -615,7 +517,7 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Com
     );
     let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
     let waited = backend.wait(&ids, Duration::from_secs_f64(timeout), POLL)?;
-    let labels: Vec<String> = destinations.iter().map(|d| d.label.clone()).collect();
+    let labels: Vec<String> = destinations.iter().map(label).collect();
     let (text, tally) = wait_table(&labels, &waited, sent_at, timeout, s);
     outln!();
     out!("{text}");
@@ -944,36 +846,6 @@ fn run_revoke(cli: &Cli, targs: &TaskArgs, a: &RevokeArgs) -> Result<u8, Command
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_parse() {
-        assert_eq!(parse_target("role:web"), Ok(Target::Role("web".into())));
-        assert_eq!(parse_target("host:web01"), Ok(Target::Host("web01".into())));
-        let one = Ok(Target::Selector(BTreeMap::from([(
-            "zone".to_string(),
-            "fra1-a".to_string(),
-        )])));
-        assert_eq!(parse_target("label:zone=fra1-a"), one);
-        assert_eq!(parse_target("selector:zone=fra1-a"), one);
-        assert_eq!(
-            parse_target("selector:zone=fra1-a,tier=frontend")
-                .map(|t| t.to_string())
-                .as_deref(),
-            Ok("selector:tier=frontend,zone=fra1-a")
-        );
-        for bad in [
-            "web01",
-            "role:",
-            "node:x",
-            "label:zone",
-            "label:-x=1",
-            "label:k=a b",
-            "selector:",
-            "selector:zone",
-        ] {
-            assert!(parse_target(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn seconds_parse() {

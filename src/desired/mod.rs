@@ -13,7 +13,9 @@ pub mod schedule {
     pub use crate::manifest::values::*;
 }
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod targets;
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
@@ -28,6 +30,7 @@ pub const HOST_QUEUE_PREFIX: &str = "celeroot.host.";
 
 pub use crate::manifest::values::DEFAULT_TIMEZONE;
 pub use crate::manifest::HostIndex;
+pub use targets::Target;
 pub const DEFAULT_SSH_USER: &str = "celeroot";
 pub const DEFAULT_SSH_PORT: u16 = 22;
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
@@ -674,39 +677,12 @@ fn resolve_entries(
     index: &HostIndex<'_>,
     roles: &BTreeMap<String, CompiledRole>,
 ) -> Vec<ScheduleEntry> {
-    let mut set: BTreeSet<ScheduleEntry> = BTreeSet::new();
-    for t in &s.targets.value {
-        match s.mode.value {
-            Mode::Any => {
-                if let Some(r) = t.role.as_ref().and_then(|r| roles.get_key_value(&r.value)) {
-                    set.insert(ScheduleEntry {
-                        kind: EntryKind::Role,
-                        name: r.0.clone(),
-                        queue: r.1.queue.clone(),
-                    });
-                }
-            }
-            Mode::Each => {
-                let names: Vec<&str> = if let Some(r) = &t.role {
-                    index.with_role(&r.value).to_vec()
-                } else if let Some(h) = &t.host {
-                    if index.contains(&h.value) {
-                        vec![h.value.as_str()]
-                    } else {
-                        Vec::new()
-                    }
-                } else if let Some(sel) = &t.selector {
-                    index.select(&sel.match_labels)
-                } else {
-                    Vec::new()
-                };
-                set.extend(names.into_iter().map(|n| ScheduleEntry {
-                    kind: EntryKind::Host,
-                    name: n.to_string(),
-                    queue: host_queue(n),
-                }));
-            }
-        }
-    }
-    set.into_iter().collect()
+    let targets: Vec<Target> = s
+        .targets
+        .value
+        .iter()
+        .filter_map(|t| Target::of(t))
+        .collect();
+    let fleet = targets::Compiling { index, roles };
+    targets::resolve(&targets, s.mode.value, &fleet).entries
 }

@@ -8,6 +8,7 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::{Change, Doc, EditError, InUse, Workspace};
+use crate::desired::Target;
 use crate::manifest::{Kind, API_VERSION};
 use crate::validate::rules;
 
@@ -80,8 +81,9 @@ pub struct ScheduleFields {
     pub every: Option<String>,
     pub timezone: Option<String>,
     pub task: String,
-    /// Targets as written in the manifest (`{role: x}`, `{host: x}`, `{selector: …}`).
-    pub targets: Vec<Json>,
+    /// Where the task goes; written in the manifest form (`{role: x}`, `{host: x}`,
+    /// `{selector: {matchLabels: …}}`).
+    pub targets: Vec<Target>,
     pub mode: Option<String>,
     pub args: Option<Json>,
     pub kwargs: Option<Json>,
@@ -163,30 +165,6 @@ pub fn check_name(kind: Kind, name: &str) -> Result<(), EditError> {
             kind.as_str().to_ascii_lowercase()
         ))
     })
-}
-
-/// Parses `--target role:NAME`, `host:NAME` or `selector:k=v[,k=v...]` (`selector:` alone
-/// selects every host).
-///
-/// # Errors
-/// A message saying what was expected.
-pub fn parse_target(text: &str) -> Result<Json, String> {
-    let expected = "expected role:NAME, host:NAME or selector:KEY=VALUE[,KEY=VALUE...]";
-    let Some((kind, rest)) = text.split_once(':') else {
-        return Err(format!("target {text:?}: {expected}"));
-    };
-    match kind {
-        "role" | "host" if !rest.is_empty() => Ok(json!({ kind: rest })),
-        "selector" => {
-            let mut labels = Map::new();
-            for pair in rest.split(',').filter(|p| !p.is_empty()) {
-                let (k, v) = parse_label(pair).map_err(|e| format!("target {text:?}: {e}"))?;
-                labels.insert(k, Json::String(v));
-            }
-            Ok(json!({ "selector": { "matchLabels": labels } }))
-        }
-        _ => Err(format!("target {text:?}: {expected}")),
-    }
 }
 
 /// Parses `KEY=VALUE`.
@@ -451,7 +429,10 @@ pub fn add_schedule(ws: &Workspace, name: &str, f: &ScheduleFields) -> Result<Ch
             )))
         }
     }
-    spec.insert("targets".into(), Json::Array(f.targets.clone()));
+    spec.insert(
+        "targets".into(),
+        Json::Array(f.targets.iter().map(Target::to_manifest).collect()),
+    );
     if let Some(m) = &f.mode {
         spec.insert("mode".into(), json!(m));
     }
