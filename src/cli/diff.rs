@@ -112,24 +112,15 @@ fn run_live(
         .map_err(|e| ui.compile_error(e))?;
     ui.diagnostics(&after.warnings);
     let mut store = super::live::connect(cli, &after.state.cluster)?;
-    let keys = store.keys().clone();
-    let desired = crate::state::desired_image(&keys, &after.state, &None);
-    let wanted: Vec<String> = desired.keys().cloned().collect();
-    let observed = store.observe(&wanted)?;
-    let side = crate::plan::live_side(&keys, &observed.image);
-    let plan = crate::plan::diff_sides(&side, &after.state, now);
+    let live = crate::plan::against_live(&mut store, &after.state, now)?;
     let report = PlanReport {
         cluster: after.state.cluster.clone(),
         from: crate::render::RevisionInfo {
             rev: "live".into(),
-            commit: observed
-                .applied
-                .get("revision")
-                .cloned()
-                .filter(|s| !s.is_empty()),
+            commit: live.applied_revision(),
         },
         to: after.revision,
-        plan,
+        plan: live.plan,
         warnings: after.warnings,
     };
     print_plan(ui, args.output, &report)

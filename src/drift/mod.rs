@@ -77,8 +77,13 @@ pub fn detect(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<DriftReport, StateError> {
     let keys = store.keys().clone();
-    let desired = state::desired_image(&keys, &target.state, &None);
-    let observed = store.observe(&desired.keys().cloned().collect::<Vec<_>>())?;
+    let live_plan = plan::against_live(store, &target.state, now)?;
+    let applied_revision = live_plan.applied_revision();
+    let plan::LivePlan {
+        plan: pending,
+        observed,
+        ..
+    } = live_plan;
     let mut live = Vec::new();
 
     // Class 1: live vs what celeroot wrote.
@@ -217,17 +222,11 @@ pub fn detect(
         }
     }
 
-    // Class 3: desired vs live.
-    let side = crate::plan::live_side(&keys, &observed.image);
-    let pending = plan::diff_sides(&side, &target.state, now);
+    // Class 3: desired vs live (`pending`, planned above).
     Ok(DriftReport {
         format_version: 1,
         cluster: target.state.cluster.clone(),
-        applied_revision: observed
-            .applied
-            .get("revision")
-            .cloned()
-            .filter(|s| !s.is_empty()),
+        applied_revision,
         target: target.revision.clone(),
         live,
         hosts,
@@ -365,10 +364,9 @@ pub fn status(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Status, StateError> {
     let keys = store.keys().clone();
-    let desired = state::desired_image(&keys, &target.state, &None);
-    let observed = store.observe(&desired.keys().cloned().collect::<Vec<_>>())?;
-    let side = crate::plan::live_side(&keys, &observed.image);
-    let pending = plan::diff_sides(&side, &target.state, now).changes.len();
+    let live_plan = plan::against_live(store, &target.state, now)?;
+    let pending = live_plan.plan.changes.len();
+    let observed = live_plan.observed;
     let workers: BTreeMap<String, BTreeMap<String, String>> = observed
         .image
         .iter()

@@ -4,8 +4,11 @@
 //! consequences an operator cares about: hosts a role change affects, a host's queues,
 //! a schedule's resolved targets before and after and its next fire times.
 //! A plan is data; renderers only read it.
-//! Reads live key images only to rebuild a plan's "before" side ([`live_side`]).
-//! Must not know: git, Redis connections, or output formats.
+//! Reads live key images only to rebuild a plan's "before" side ([`live_side`]);
+//! [`against_live`] is the one sequence that plans a revision against the live state
+//! (observe through a [`crate::state::Store`], rebuild the side, diff), shared by `diff`,
+//! `drift` and `status`.
+//! Must not know: git, Redis commands or key names, or output formats.
 
 /// The key-level planner, kept with the store in [`crate::state::writes`].
 pub mod keys {
@@ -436,4 +439,47 @@ pub fn live_side(keys: &crate::state::Keys, image: &crate::state::Image) -> Side
     }
     side.objects = objects.into_iter().map(|(id, o)| (id, o.object)).collect();
     side
+}
+
+/// A plan against the live state, with what was observed to make it.
+#[derive(Debug)]
+pub struct LivePlan {
+    pub plan: Plan,
+    /// The "before" side, rebuilt from the live image.
+    pub side: Side,
+    pub observed: crate::state::Observed,
+}
+
+impl LivePlan {
+    /// The commit the live state was applied from, when recorded.
+    pub fn applied_revision(&self) -> Option<String> {
+        self.observed
+            .applied
+            .get("revision")
+            .cloned()
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// Plans `desired` against the live state: observes the keys `desired` would write (and
+/// those the digests index lists), rebuilds the live side, and diffs. Reads only.
+///
+/// # Errors
+/// Redis errors.
+pub fn against_live(
+    store: &mut crate::state::Store,
+    desired: &DesiredState,
+    now: DateTime<Utc>,
+) -> Result<LivePlan, crate::state::StateError> {
+    let keys = store.keys().clone();
+    let image = crate::state::desired_image(&keys, desired, &None);
+    let wanted: Vec<String> = image.into_keys().collect();
+    let observed = store.observe(&wanted)?;
+    let side = live_side(&keys, &observed.image);
+    let plan = diff_sides(&side, desired, now);
+    Ok(LivePlan {
+        plan,
+        side,
+        observed,
+    })
 }
