@@ -455,6 +455,97 @@ pub fn reconcile_then<T>(
     Ok((o, out))
 }
 
+/// The rollout that follows an applied reconcile, for [`reconcile_and_deploy`].
+pub struct Deploy<'a> {
+    pub repo: &'a git2::Repository,
+    pub ssh: &'a crate::deploy::SshOptions,
+    /// Where the rollout's records go (the store's own Redis, on a second connection).
+    pub redis: Option<&'a state::RedisUrl>,
+    /// Called as each host finishes.
+    pub progress: &'a (dyn Fn(&crate::deploy::HostResult) + Sync),
+}
+
+/// Why the rollout after an applied reconcile did not run or could not start. The live
+/// state was applied either way.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("the reconcile lease was lost before the deploy")]
+    LeaseLost,
+    #[error("cannot stage release {release}: {source}")]
+    Stage {
+        release: String,
+        #[source]
+        source: crate::source::SourceError,
+    },
+}
+
+/// What happened after the transaction: the rollout's problems, if any (its report is
+/// in [`Outcome::deploy`]).
+#[derive(Debug, Default)]
+pub struct AfterTransaction {
+    /// The rollout did not run or could not start.
+    pub failed: Option<DeployError>,
+    /// The rollout ran, but its records could not be written.
+    pub unrecorded: Option<StateError>,
+}
+
+/// A reconcile, then, while the lease is still held, the rollout of the revision's
+/// release to every host of the revision (hosts already running it are left alone).
+/// `deploy: None` (or a dry run, or a revision that ships nothing) skips the rollout.
+/// `celeroot reconcile` calls this; so can the daemon.
+///
+/// # Errors
+/// As [`reconcile`]; a rollout that fails is in [`AfterTransaction`], not an error.
+pub fn reconcile_and_deploy(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    deploy: Option<Deploy<'_>>,
+) -> Result<(Outcome, AfterTransaction), ApplyError> {
+    let (mut outcome, shipped) = reconcile_then(store, rev, opts, ancestry, now, |_, held| {
+        let (Some(d), Some(release)) = (deploy.filter(|_| !opts.dry_run), rev.release.as_deref())
+        else {
+            return Ok(None);
+        };
+        if !held() {
+            return Err(DeployError::LeaseLost);
+        }
+        let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
+        let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
+        crate::deploy::ship(
+            &crate::deploy::Ship {
+                repo: d.repo,
+                commit: &commit,
+                release,
+                state: &rev.compiled.state,
+                hosts: &hosts,
+                ssh: d.ssh,
+                check: false,
+                redis: d.redis,
+                actor: &opts.actor,
+            },
+            d.progress,
+        )
+        .map(Some)
+        .map_err(|source| DeployError::Stage {
+            release: release.to_string(),
+            source,
+        })
+    })?;
+    let mut after = AfterTransaction::default();
+    match shipped {
+        None | Some(Ok(None)) => {}
+        Some(Ok(Some(s))) => {
+            outcome.deploy = Some(s.report);
+            after.unrecorded = s.unrecorded;
+        }
+        Some(Err(e)) => after.failed = Some(e),
+    }
+    Ok((outcome, after))
+}
+
 /// Takes the lease (waiting up to `opts.lock_wait` for another holder), recording a
 /// refused attempt as an event.
 fn acquire(
@@ -500,7 +591,7 @@ fn record_failure(
     let _ = store.record_event(&ev);
 }
 
-type AfterApply<'a> = dyn FnMut(&Outcome, &dyn Fn() -> bool) + 'a;
+type AfterApplyHook<'a> = dyn FnMut(&Outcome, &dyn Fn() -> bool) + 'a;
 
 fn reconcile_hooked(
     store: &mut Store,
@@ -509,7 +600,7 @@ fn reconcile_hooked(
     ancestry: &dyn Fn(&str) -> Ancestry,
     now: chrono::DateTime<chrono::Utc>,
     baseline: Option<Baseline>,
-    after: &mut AfterApply<'_>,
+    after: &mut AfterApplyHook<'_>,
 ) -> Result<(Outcome, Option<Baseline>), ApplyError> {
     let started = Instant::now();
     let round_trips_before = store.round_trips();

@@ -1,12 +1,12 @@
 //! `celeroot deploy`: ship the worker code of a revision to hosts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::{live, Cli, CommandError, Ui, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
+use super::{live, Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::apply::Revision;
 use crate::deploy::{self, HostResult, Outcome, Report, SshOptions};
 
@@ -101,8 +101,7 @@ pub fn run(ui: &Ui, cli: &Cli, a: &DeployArgs) -> Result<u8, CommandError> {
 
 /// The exit status of a rollout (or a check).
 pub(super) fn exit_code(r: &Report) -> u8 {
-    let bad = r.count(Outcome::Failed) + r.count(Outcome::RolledBack) + r.count(Outcome::Skipped);
-    if bad > 0 {
+    if !r.succeeded() {
         EXIT_ERROR
     } else if r.check && r.count(Outcome::OutOfDate) > 0 {
         EXIT_CHANGES
@@ -150,8 +149,9 @@ fn select(rev: &Revision, hosts: &[String], roles: &[String]) -> Result<Vec<Stri
     Ok(out.into_iter().collect())
 }
 
-/// Runs the rollout with a progress line per host on stderr, and records the results in
-/// Redis (best effort: a deploy does not need Redis, but drift and status read it).
+/// Runs the rollout with a progress line per host on stderr; the library records the
+/// results in Redis (best effort: a deploy does not need Redis, but drift and status read
+/// it).
 pub(super) fn ship(
     cli: &Cli,
     repo: &crate::source::Repository,
@@ -162,94 +162,64 @@ pub(super) fn ship(
     check: bool,
 ) -> Result<Report, CommandError> {
     let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
-    let progress = |r: &HostResult| {
-        let detail = r
-            .detail
-            .as_deref()
-            .map(|d| format!(": {d}"))
-            .unwrap_or_default();
-        errln!(
-            "{}: {}{} ({} file(s), {} byte(s) sent, {} ms){detail}",
-            r.host,
-            r.outcome.label(),
-            r.current
-                .as_deref()
-                .map(|c| format!(" {c}"))
-                .unwrap_or_default(),
-            r.files_sent,
-            r.bytes_sent,
-            r.duration_ms
-        );
-    };
-    let report = deploy::rollout(
-        repo,
-        &commit,
-        release,
-        &rev.compiled.state,
-        hosts,
-        ssh,
-        check,
+    let redis = live::redis_url(cli);
+    let actor = crate::apply::actor();
+    let shipped = deploy::ship(
+        &deploy::Ship {
+            repo,
+            commit: &commit,
+            release,
+            state: &rev.compiled.state,
+            hosts,
+            ssh,
+            check,
+            redis: redis.as_ref().ok(),
+            actor: &actor,
+        },
         &progress,
     )
-    .map_err(|e| CommandError::invalid(format!("cannot stage release {release}: {e}")))?;
-    if !check {
-        record(cli, &rev.compiled.state.cluster, &report);
+    .map_err(|e| stage_error(release, e))?;
+    match (&redis, shipped.unrecorded) {
+        (Err(e), _) if !check => {
+            errln!(
+                "warning: the deploy was not recorded in Redis: {}",
+                e.headline()
+            );
+        }
+        (_, Some(e)) => errln!("warning: the deploy was not recorded in Redis: {e}"),
+        _ => {}
     }
-    Ok(report)
+    Ok(shipped.report)
 }
 
-fn record(cli: &Cli, cluster: &str, report: &Report) {
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let entries: BTreeMap<String, String> = report
-        .hosts
-        .iter()
-        .filter(|h| h.outcome != Outcome::Skipped)
-        .map(|h| {
-            (
-                h.host.clone(),
-                serde_json::json!({
-                    "release": h.current,
-                    "outcome": h.outcome.label(),
-                    "previous": h.previous,
-                    "wanted": report.release,
-                    "at": at,
-                })
-                .to_string(),
-            )
-        })
-        .collect();
-    let counts = |o: Outcome| report.count(o).to_string();
-    let event = BTreeMap::from([
-        ("ts".to_string(), at.clone()),
-        ("actor".to_string(), crate::apply::actor()),
-        ("kind".to_string(), "deploy".to_string()),
-        ("revision".to_string(), report.revision.clone()),
-        ("release".to_string(), report.release.clone()),
-        (
-            "result".to_string(),
-            if exit_code(report) == EXIT_OK {
-                "ok"
-            } else {
-                "failed"
-            }
-            .to_string(),
-        ),
-        ("deployed".to_string(), counts(Outcome::Deployed)),
-        ("failed".to_string(), counts(Outcome::Failed)),
-        ("rolled_back".to_string(), counts(Outcome::RolledBack)),
-        ("skipped".to_string(), counts(Outcome::Skipped)),
-    ]);
-    let result = live::redis_url(cli)
-        .map_err(|e| e.headline())
-        .and_then(|url| crate::state::Store::connect(&url, cluster).map_err(|e| e.to_string()))
-        .and_then(|mut s| {
-            s.record_deploys(&entries)
-                .and_then(|()| s.record_event(&event))
-                .map_err(|e| e.to_string())
-        });
-    if let Err(e) = result {
-        errln!("warning: the deploy was not recorded in Redis: {e}");
-    }
+/// A release that could not be staged locally.
+pub(super) fn stage_error(release: &str, e: crate::source::SourceError) -> CommandError {
+    CommandError::message(
+        ErrorKind::Failed,
+        format!("cannot stage release {release}: {e}"),
+    )
+    .untouched(Untouched::Deployed)
+}
+
+/// One line per host on stderr as it finishes.
+pub(super) fn progress(r: &HostResult) {
+    let detail = r
+        .detail
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    errln!(
+        "{}: {}{} ({} file(s), {} byte(s) sent, {} ms){detail}",
+        r.host,
+        r.outcome.label(),
+        r.current
+            .as_deref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default(),
+        r.files_sent,
+        r.bytes_sent,
+        r.duration_ms
+    );
 }
 
 pub(super) fn summary(r: &Report) -> String {

@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use super::EXIT_ERROR;
-use crate::apply::ApplyError;
+use crate::apply::{ApplyError, DeployError};
 use crate::celery::{CeleryError, Endpoint};
 use crate::daemon::DaemonError;
 use crate::edit::{EditError, InUse};
@@ -249,6 +249,24 @@ impl From<ApplyError> for CommandError {
             ),
             e @ ApplyError::Fault(_) => CommandError::new(ErrorKind::Failed, e),
         }
+    }
+}
+
+impl From<DeployError> for CommandError {
+    fn from(e: DeployError) -> Self {
+        let (kind, hint) = match e {
+            DeployError::LeaseLost => (
+                ErrorKind::Conflict,
+                "check Redis, then run `celeroot deploy` (or reconcile again)",
+            ),
+            DeployError::Stage { .. } => (
+                ErrorKind::Failed,
+                "the live state was applied; fix the local problem, then run `celeroot deploy`",
+            ),
+        };
+        CommandError::new(kind, e)
+            .untouched(Untouched::Deployed)
+            .hinted(hint)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 
-use super::{live, Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_CHANGES, EXIT_OK};
+use super::{live, Cli, CommandError, Ui, EXIT_CHANGES, EXIT_OK};
 use crate::apply::{self, Options, Outcome};
 use crate::render::{render_text, PlanReport, RevisionInfo};
 
@@ -116,48 +116,23 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError>
             .and_then(|f| apply::Fault::parse(&f)),
     };
     let ancestry = live::ancestry(&repo, &target);
-    // After the transaction, still holding the lease: ship the release to the hosts that
-    // do not run it yet, so no other reconcile can apply a newer revision meanwhile.
-    let (mut outcome, deployed) = apply::reconcile_then(
-        &mut store,
-        &rev,
-        &opts,
-        &ancestry,
-        now,
-        |_, held| -> Result<Option<crate::deploy::Report>, CommandError> {
-            let Some(release) = rev
-                .release
-                .clone()
-                .filter(|_| !args.dry_run && !args.skip_deploy)
-            else {
-                return Ok(None);
-            };
-            if !held() {
-                return Err(CommandError::message(
-                    ErrorKind::Conflict,
-                    "the reconcile lease was lost before the deploy",
-                )
-                .untouched(Untouched::Deployed)
-                .hinted("check Redis, then run `celeroot deploy` (or reconcile again)"));
-            }
-            let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
-            super::deploy::ship(
-                cli,
-                &repo,
-                &rev,
-                &release,
-                &hosts,
-                &args.ssh.options(),
-                false,
-            )
-            .map(Some)
-        },
-    )?;
-    let mut deploy_failed = false;
-    if let Some(report) = deployed.transpose()?.flatten() {
-        deploy_failed = super::deploy::exit_code(&report) != EXIT_OK;
-        outcome.deploy = Some(report);
+    let redis = live::redis_url(cli)?;
+    let ssh = args.ssh.options();
+    let deploy = (!args.skip_deploy).then_some(apply::Deploy {
+        repo: &repo,
+        ssh: &ssh,
+        redis: Some(&redis),
+        progress: &super::deploy::progress,
+    });
+    let (outcome, after) =
+        apply::reconcile_and_deploy(&mut store, &rev, &opts, &ancestry, now, deploy)?;
+    if let Some(e) = after.failed {
+        return Err(e.into());
     }
+    if let Some(e) = after.unrecorded {
+        errln!("warning: the deploy was not recorded in Redis: {e}");
+    }
+    let deploy_failed = outcome.deploy.as_ref().is_some_and(|d| !d.succeeded());
     match args.output {
         ReconcileFormat::Json => outln!(
             "{}",

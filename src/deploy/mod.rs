@@ -5,15 +5,18 @@
 //! probing hosts (`celeroot hosts test-connection`), staging releases from git objects,
 //! and rolling them out (transfer, setup, atomic switch, restart, health check, rollback,
 //! pruning; canaries, batches and a failure budget). See docs/deploy.md.
+//! Records of a rollout go through [`crate::state::Store`] ([`record`]).
 //! Must not know: YAML, the Redis protocol, or output formats.
 
 pub mod facts;
 pub mod host;
+pub mod record;
 pub mod release;
 pub mod rollout;
 pub mod ssh;
 
 pub use facts::{probe, probe_all, Facts, Probe};
 pub use host::{HostResult, Outcome};
+pub use record::{record, ship, Ship, Shipped};
 pub use rollout::{rollout, Report};
 pub use ssh::{shell_quote, Failure, SshOptions};

@@ -32,6 +32,12 @@ impl Report {
     pub fn count(&self, o: Outcome) -> usize {
         self.hosts.iter().filter(|h| h.outcome == o).count()
     }
+
+    /// No host failed, was rolled back or was skipped.
+    pub fn succeeded(&self) -> bool {
+        self.count(Outcome::Failed) + self.count(Outcome::RolledBack) + self.count(Outcome::Skipped)
+            == 0
+    }
 }
 
 /// A scratch directory removed on drop (staging, connection sockets).
