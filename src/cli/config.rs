@@ -9,8 +9,8 @@ use serde_json::{json, Value as Json};
 
 use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
 use super::{Cli, CommandError, Ui, EXIT_OK};
-use crate::edit::{Change, Workspace};
-use crate::manifest::{Kind, API_VERSION};
+use crate::edit::{ops, Change, Workspace};
+use crate::manifest::Kind;
 use crate::Compiled;
 
 /// The whole configuration: views, cluster settings, and editing in $EDITOR.
@@ -406,53 +406,14 @@ fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
 fn init(ui: &Ui, cli: &Cli, a: &InitArgs) -> Result<u8, CommandError> {
     let root =
         crate::edit::worktree_root(cli.repo.as_deref()).map_err(|err| e::error(None, err))?;
-    let dir = crate::source::normalize_path(&cli.path)?;
     // A fresh repository has no manifests directory yet.
-    let ws = match Workspace::open(&root, &dir) {
-        Ok(ws) => ws,
-        Err(crate::edit::EditError::Source(crate::source::SourceError::MissingPath { .. })) => {
-            Workspace {
-                root: root.clone(),
-                dir: dir.clone(),
-                files: Default::default(),
-            }
-        }
-        Err(err) => return Err(e::error(Some(ui), err)),
+    let ws = Workspace::open_or_empty(&root, &cli.path).map_err(|err| e::error(Some(ui), err))?;
+    let fields = ops::ClusterFields {
+        description: a.description.clone(),
+        timezone: a.timezone.clone(),
+        labels: a.labels.clone(),
     };
-    if let Some(c) = ws.docs().into_iter().find(|d| d.kind == Kind::Cluster) {
-        return Err(CommandError::invalid(format!(
-            "the repository already has a cluster, {:?} ({}:{})",
-            c.name, c.file, c.line
-        ))
-        .hinted("change its settings with `celeroot config set PATH VALUE`"));
-    }
-    crate::edit::ops::check_name(Kind::Cluster, &a.name).map_err(|err| e::error(None, err))?;
-    let mut meta = serde_json::Map::new();
-    meta.insert("name".into(), json!(a.name));
-    if !a.labels.is_empty() {
-        let labels: serde_json::Map<String, Json> = a
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        meta.insert("labels".into(), Json::Object(labels));
-    }
-    let mut spec = serde_json::Map::new();
-    if let Some(d) = &a.description {
-        spec.insert("description".into(), json!(d));
-    }
-    if let Some(t) = &a.timezone {
-        spec.insert("timezone".into(), json!(t));
-    }
-    let value = json!({
-        "apiVersion": API_VERSION,
-        "kind": "Cluster",
-        "metadata": meta,
-        "spec": spec,
-    });
-    let change = ws
-        .create(Kind::Cluster, &a.name, &value)
-        .map_err(|err| e::error(Some(ui), err))?;
+    let change = ops::init_cluster(&ws, &a.name, &fields).map_err(|err| e::error(Some(ui), err))?;
     e::finish(
         ui,
         &ws,
@@ -471,64 +432,13 @@ fn set(
     summary: &str,
 ) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
-    let Some(doc) = ws.docs().into_iter().find(|d| d.kind == Kind::Cluster) else {
-        return Err(
-            CommandError::invalid("the repository has no Cluster manifest")
-                .hinted("create one with `celeroot config init NAME`"),
-        );
-    };
-    let mut new = doc.value.clone();
-    crate::edit::ops::set_path(&mut new, path, value);
-    let change = ws
-        .update(&doc, &new)
-        .map_err(|err| e::error(Some(ui), err))?;
+    let change = ops::set_cluster(&ws, path, value).map_err(|err| e::error(Some(ui), err))?;
     e::finish(ui, &ws, &[change], args, summary)
-}
-
-/// The file of `target` (KIND/NAME, `cluster`, or a path).
-fn target_file(ws: &Workspace, target: Option<&str>) -> Result<String, CommandError> {
-    let docs = ws.docs();
-    let Some(target) = target else {
-        return docs
-            .iter()
-            .find(|d| d.kind == Kind::Cluster)
-            .map(|d| d.file.clone())
-            .ok_or_else(|| {
-                CommandError::invalid(
-                    "the repository has no Cluster manifest; name a file or KIND/NAME",
-                )
-            });
-    };
-    if ws.files.contains_key(target) {
-        return Ok(target.to_string());
-    }
-    let joined = if ws.dir.is_empty() {
-        target.to_string()
-    } else {
-        format!("{}/{target}", ws.dir)
-    };
-    if ws.files.contains_key(&joined) {
-        return Ok(joined);
-    }
-    let (kind, name) = match target.split_once('/') {
-        Some((k, n)) => (e::parse_kind(k), Some(n)),
-        None => (e::parse_kind(target), None),
-    };
-    match (kind, name) {
-        (Some(Kind::Cluster), _) => target_file(ws, None),
-        (Some(kind), Some(name)) => ws
-            .find(kind, name)
-            .map(|d| d.file)
-            .map_err(|err| e::error(None, err)),
-        _ => Err(CommandError::invalid(format!(
-            "{target:?} is neither a manifest file nor KIND/NAME (host/web01, role/webserver, schedule/db-backup, cluster)"
-        ))),
-    }
 }
 
 fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
-    let file = target_file(&ws, a.target.as_deref())?;
+    let file = ops::file_of(&ws, a.target.as_deref()).map_err(|err| e::error(None, err))?;
     let before = ws.files.get(&file).cloned().unwrap_or_default();
     let name = file.rsplit('/').next().unwrap_or("manifest.yaml");
     // A new file with an unpredictable name, created exclusively (O_EXCL) and 0600: no

@@ -8,7 +8,6 @@ pub use crate::edit::ops::parse_set;
 
 use super::{Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_OK};
 use crate::edit::{self, Change, EditError, Workspace};
-use crate::manifest::Kind;
 
 /// `--dry-run`, `--commit`, `--message`.
 #[derive(Debug, Clone, Args)]
@@ -184,15 +183,6 @@ pub fn print_header(ui: &Ui, doc: &crate::edit::Doc) {
         doc.file,
         doc.line
     );
-}
-
-/// `kind` names as typed on the command line (`host`, `hosts`, `Host`).
-pub fn parse_kind(s: &str) -> Option<Kind> {
-    let lower = s.to_ascii_lowercase();
-    let singular = lower.strip_suffix('s').unwrap_or(&lower);
-    Kind::ALL
-        .into_iter()
-        .find(|k| k.as_str().to_ascii_lowercase() == singular)
 }
 
 /// `a, b, c`, or `-` when empty.

@@ -15,6 +15,7 @@ use crate::celery::{CeleryError, Endpoint};
 use crate::daemon::DaemonError;
 use crate::edit::{EditError, InUse};
 use crate::init::InitError;
+use crate::manifest::Kind;
 use crate::render::Style;
 use crate::source::SourceError;
 use crate::state::StateError;
@@ -284,11 +285,18 @@ impl From<EditError> for CommandError {
                 }
                 err.hinted(format!("list them with `celeroot {what}s ls`"))
             }
+            EditError::Exists {
+                kind: Kind::Cluster,
+                ..
+            } => CommandError::new(ErrorKind::Invalid, e)
+                .hinted("a repository has one cluster; change its settings with `celeroot config set PATH VALUE`"),
             EditError::Exists { kind, ref name, .. } => {
                 let what = kind.as_str().to_ascii_lowercase();
                 let hint = format!("change it with `celeroot {what}s update {name} ...`");
                 CommandError::new(ErrorKind::Invalid, e).hinted(hint)
             }
+            EditError::NoCluster => CommandError::new(ErrorKind::Invalid, e)
+                .hinted("create one with `celeroot config init NAME`"),
             EditError::InUse(in_use) => {
                 let hints: Vec<String> = match &in_use {
                     InUse::ByHosts { role, hosts } => hosts

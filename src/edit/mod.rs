@@ -48,6 +48,9 @@ pub enum EditError {
     },
     #[error("{0}")]
     Refused(String),
+    /// The repository has no `Cluster` manifest.
+    #[error("the repository has no Cluster manifest")]
+    NoCluster,
     #[error(transparent)]
     InUse(InUse),
     #[error("{path}: {message}")]
@@ -151,6 +154,22 @@ impl Workspace {
                 .map(|f| (f.path, f.text))
                 .collect(),
         })
+    }
+
+    /// As [`Workspace::open`], but a manifests directory that does not exist yet (a fresh
+    /// repository) is an empty workspace.
+    ///
+    /// # Errors
+    /// As [`Workspace::open`], except a missing directory.
+    pub fn open_or_empty(root: &Path, dir: &str) -> Result<Workspace, EditError> {
+        match Workspace::open(root, dir) {
+            Err(EditError::Source(SourceError::MissingPath { .. })) => Ok(Workspace {
+                root: root.to_path_buf(),
+                dir: source::normalize_path(dir)?,
+                files: Default::default(),
+            }),
+            other => other,
+        }
     }
 
     /// The manifests of a snapshot (a git revision), read-only in practice: writes would

@@ -359,6 +359,101 @@ fn apply_role(value: &mut Json, f: &RoleFields) {
     apply_set(value, &f.set);
 }
 
+/// What `config init` writes into a new `Cluster`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFields {
+    pub description: Option<String>,
+    pub timezone: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// `config init`: the repository's `Cluster`, in `<dir>/cluster.yaml`. A repository has
+/// one cluster.
+///
+/// # Errors
+/// An invalid name, or a cluster that exists already (under any name).
+pub fn init_cluster(ws: &Workspace, name: &str, f: &ClusterFields) -> Result<Change, EditError> {
+    if let Some(c) = ws.docs().into_iter().find(|d| d.kind == Kind::Cluster) {
+        return Err(EditError::Exists {
+            kind: Kind::Cluster,
+            name: c.name,
+            file: c.file,
+            line: c.line,
+        });
+    }
+    check_name(Kind::Cluster, name)?;
+    let mut value = Json::Object(object(Kind::Cluster, name));
+    if !f.labels.is_empty() {
+        let labels: Map<String, Json> = f
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        value["metadata"]["labels"] = Json::Object(labels);
+    }
+    let mut spec = Map::new();
+    if let Some(d) = &f.description {
+        spec.insert("description".into(), json!(d));
+    }
+    if let Some(t) = &f.timezone {
+        spec.insert("timezone".into(), json!(t));
+    }
+    value["spec"] = Json::Object(spec);
+    ws.create(Kind::Cluster, name, &value)
+}
+
+/// `config set` / `config unset`: sets (`Json::Null`: removes) the value at `path` of the
+/// repository's `Cluster`, in place.
+///
+/// # Errors
+/// No `Cluster` manifest; an uneditable layout.
+pub fn set_cluster(ws: &Workspace, path: &[String], value: Json) -> Result<Change, EditError> {
+    let Some(doc) = ws.docs().into_iter().find(|d| d.kind == Kind::Cluster) else {
+        return Err(EditError::NoCluster);
+    };
+    let mut new = doc.value.clone();
+    set_path(&mut new, path, value);
+    ws.update(&doc, &new)
+}
+
+/// The file `target` names: a manifest file (relative to the repository or to the
+/// manifests directory), `KIND/NAME`, or `cluster`; `None` is the cluster's file.
+///
+/// # Errors
+/// No such file or object; no `Cluster` manifest.
+pub fn file_of(ws: &Workspace, target: Option<&str>) -> Result<String, EditError> {
+    let docs = ws.docs();
+    let Some(target) = target else {
+        return docs
+            .iter()
+            .find(|d| d.kind == Kind::Cluster)
+            .map(|d| d.file.clone())
+            .ok_or(EditError::NoCluster);
+    };
+    if ws.files.contains_key(target) {
+        return Ok(target.to_string());
+    }
+    let joined = if ws.dir.is_empty() {
+        target.to_string()
+    } else {
+        format!("{}/{target}", ws.dir)
+    };
+    if ws.files.contains_key(&joined) {
+        return Ok(joined);
+    }
+    let (kind, name) = match target.split_once('/') {
+        Some((k, n)) => (Kind::parse_loose(k), Some(n)),
+        None => (Kind::parse_loose(target), None),
+    };
+    match (kind, name) {
+        (Some(Kind::Cluster), _) => file_of(ws, None),
+        (Some(kind), Some(name)) => ws.find(kind, name).map(|d| d.file),
+        _ => Err(EditError::Refused(format!(
+            "{target:?} is neither a manifest file nor KIND/NAME (host/web01, role/webserver, schedule/db-backup, cluster)"
+        ))),
+    }
+}
+
 /// `roles add`: a new `Role` in `<dir>/roles/<name>.yaml`.
 ///
 /// # Errors

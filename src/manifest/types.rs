@@ -40,6 +40,16 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// A kind as people type it on a command line: any case, singular or plural
+    /// (`host`, `Hosts`, `schedule`).
+    pub fn parse_loose(s: &str) -> Option<Kind> {
+        let lower = s.to_ascii_lowercase();
+        let singular = lower.strip_suffix('s').unwrap_or(&lower);
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().to_ascii_lowercase() == singular)
+    }
 }
 
 impl std::fmt::Display for Kind {
