@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value as Json};
 
-use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
+use super::edit::{self as e, EditArgs, ReadArgs};
 use super::{Cli, CommandError, Ui, EXIT_OK};
 use crate::edit::{ops, Change, Workspace};
 use crate::manifest::Kind;
@@ -143,7 +143,7 @@ fn compiled(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<(Workspace, Compiled), C
 fn show(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (ws, c) = compiled(ui, cli, r)?;
     let docs = ws.docs();
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         let mut sorted: Vec<_> = docs.iter().collect();
         sorted.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         e::print_documents(
@@ -222,7 +222,7 @@ fn flat(v: &Json) -> String {
 
 fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         e::print_value(r.output, &json!(c.state.hosts));
         return Ok(EXIT_OK);
     }
@@ -241,14 +241,14 @@ fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(&["HOST", "SSH", "ROLES", "QUEUES"], &rows)
+        super::table(r.output.wide(), &["HOST", "SSH", "ROLES", "QUEUES"], &rows)
     );
     Ok(EXIT_OK)
 }
 
 fn roles(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         e::print_value(r.output, &json!(c.state.roles));
         return Ok(EXIT_OK);
     }
@@ -269,7 +269,8 @@ fn roles(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(
+        super::table(
+            r.output.wide(),
             &[
                 "ROLE",
                 "QUEUE",
@@ -312,7 +313,7 @@ fn schedules(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
             )
         })
         .collect();
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         let map: serde_json::Map<String, Json> = entries.into_iter().collect();
         e::print_value(r.output, &Json::Object(map));
         return Ok(EXIT_OK);
@@ -338,7 +339,8 @@ fn schedules(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(
+        super::table(
+            r.output.wide(),
             &["SCHEDULE", "WHEN", "TASK", "MODE", "QUEUES", "NEXT"],
             &rows
         )
@@ -372,7 +374,7 @@ fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
             ))
         })
         .collect();
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         e::print_value(r.output, &Json::Object(workers));
         return Ok(EXIT_OK);
     }
@@ -395,7 +397,8 @@ fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(
+        super::table(
+            r.output.wide(),
             &["HOST", "QUEUES", "CONCURRENCY", "MAX-TASKS-PER-CHILD"],
             &rows
         )

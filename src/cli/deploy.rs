@@ -66,6 +66,8 @@ impl SshArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
+    /// The table with every cell in full.
+    Wide,
     Json,
 }
 
@@ -94,7 +96,7 @@ pub fn run(ui: &Ui, cli: &Cli, a: &DeployArgs) -> Result<u8, CommandError> {
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         ),
-        Format::Text => out!("{}", summary(&report)),
+        Format::Text | Format::Wide => out!("{}", summary(&report, a.output == Format::Wide)),
     }
     Ok(exit_code(&report))
 }
@@ -222,7 +224,7 @@ pub(super) fn progress(r: &HostResult) {
     );
 }
 
-pub(super) fn summary(r: &Report) -> String {
+pub(super) fn summary(r: &Report, wide: bool) -> String {
     let mut out = String::new();
     let head = [
         "HOST", "RESULT", "RELEASE", "PREVIOUS", "FILES", "BYTES", "TIME",
@@ -246,7 +248,7 @@ pub(super) fn summary(r: &Report) -> String {
             ]
         })
         .collect();
-    out.push_str(&super::observe::table(&head, &rows));
+    out.push_str(&super::table(wide, &head, &rows));
     for h in r.hosts.iter().filter(|h| h.detail.is_some()) {
         let _ = writeln!(out, "{}: {}", h.host, h.detail.clone().unwrap_or_default());
     }

@@ -26,10 +26,23 @@ pub struct EditArgs {
 /// Output format of `ls` and `show`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
-    /// Aligned columns (`show`: a readable summary).
+    /// Aligned columns fitted to the terminal (`show`: a readable summary).
     Table,
+    /// Aligned columns, every cell in full.
+    Wide,
     Json,
     Yaml,
+}
+
+impl ListFormat {
+    /// A table (`table` or `wide`), not a document.
+    pub fn is_table(self) -> bool {
+        matches!(self, ListFormat::Table | ListFormat::Wide)
+    }
+
+    pub fn wide(self) -> bool {
+        self == ListFormat::Wide
+    }
 }
 
 /// `-o`, and where to read from.

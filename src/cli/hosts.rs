@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use serde_json::{json, Value as Json};
 
-use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
+use super::edit::{self as e, EditArgs, ReadArgs};
 use super::{live, Cli, CommandError, Ui, EXIT_ERROR, EXIT_OK};
 use crate::deploy::{self, SshOptions};
 use crate::edit::ops::{self, HostFields};
@@ -176,6 +176,8 @@ pub struct TestConnectionArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
+    /// The table with every cell in full.
+    Wide,
     Json,
 }
 
@@ -285,7 +287,7 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .into_iter()
         .filter(|d| d.kind == Kind::Host)
         .collect();
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         e::print_documents(r.output, &docs.iter().map(|d| &d.value).collect::<Vec<_>>());
         return Ok(EXIT_OK);
     }
@@ -305,7 +307,11 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(&["NAME", "ADDRESS", "ROLES", "LABELS", "FILE"], &rows)
+        super::table(
+            r.output.wide(),
+            &["NAME", "ADDRESS", "ROLES", "LABELS", "FILE"],
+            &rows
+        )
     );
     Ok(EXIT_OK)
 }
@@ -352,7 +358,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
                 .collect()
         })
         .unwrap_or_default();
-    if a.read.output != ListFormat::Table {
+    if !a.read.output.is_table() {
         let value = json!({
             "file": doc.file,
             "line": doc.line,
@@ -493,12 +499,12 @@ fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, Com
             "{}",
             serde_json::to_string_pretty(&probes).unwrap_or_default()
         ),
-        Format::Text => out!("{}", table(&probes, failed)),
+        Format::Text | Format::Wide => out!("{}", table(&probes, failed, a.output == Format::Wide)),
     }
     Ok(if failed == 0 { EXIT_OK } else { EXIT_ERROR })
 }
 
-fn table(probes: &[deploy::Probe], failed: usize) -> String {
+fn table(probes: &[deploy::Probe], failed: usize, wide: bool) -> String {
     let rows: Vec<[String; 7]> = probes
         .iter()
         .map(|p| {
@@ -521,7 +527,8 @@ fn table(probes: &[deploy::Probe], failed: usize) -> String {
             ]
         })
         .collect();
-    let mut out = super::observe::table(
+    let mut out = super::table(
+        wide,
         &["HOST", "SSH", "STATUS", "OS", "KERNEL", "PYTHON", "UV"],
         &rows,
     );

@@ -66,6 +66,37 @@ macro_rules! err {
     }};
 }
 
+/// The terminal's width when stdout is one (or `COLUMNS`), 0 when unknown.
+static WIDTH: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// How listings fit: the terminal's width, and `-o wide` (`wide`) to show every cell in
+/// full.
+pub fn fit(wide: bool) -> crate::render::Fit {
+    let w = WIDTH.load(std::sync::atomic::Ordering::Relaxed);
+    crate::render::Fit {
+        width: (w > 0).then_some(w),
+        wide,
+    }
+}
+
+/// A listing as text: [`crate::render::Table`], fitted with [`fit`].
+pub fn table<const N: usize>(wide: bool, header: &[&str; N], rows: &[[String; N]]) -> String {
+    crate::render::Table::new(header.iter().copied())
+        .with_rows(rows.iter().map(|r| r.iter().map(String::as_str)))
+        .render(fit(wide), &Style::new(false))
+}
+
+/// The width listings fit: the terminal's, when stdout is one; else `COLUMNS`, when set.
+fn terminal_width() -> u16 {
+    if let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size_of(std::io::stdout()) {
+        return w;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 static COLOUR_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static COLOUR_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -207,6 +238,7 @@ impl Ui {
         );
         COLOUR_STDOUT.store(colour_out, std::sync::atomic::Ordering::Relaxed);
         COLOUR_STDERR.store(colour_err, std::sync::atomic::Ordering::Relaxed);
+        WIDTH.store(terminal_width(), std::sync::atomic::Ordering::Relaxed);
         Ui {
             stdout_style: Style::new(colour_out),
             stderr_style: Style::new(colour_err),

@@ -32,6 +32,8 @@ pub struct DriftArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
     Text,
+    /// The table with every cell in full.
+    Wide,
     Json,
 }
 
@@ -287,7 +289,8 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
             ]
         })
         .collect();
-    out.push_str(&table(
+    out.push_str(&super::table(
+        args.output == ListFormat::Wide,
         &["HOST", "ROLES", "RELEASE", "HEARTBEAT", "HEALTH"],
         &rows,
     ));
@@ -313,32 +316,6 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
     }
     out!("{out}");
     Ok(EXIT_OK)
-}
-
-/// A left-aligned table with two spaces between columns.
-pub(super) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                l.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.to_vec());
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-    }
-    out
 }
 
 /// `--cluster`, validated, or the cluster named by the manifests at HEAD.
@@ -382,7 +359,8 @@ pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, Command
         .collect();
     out!(
         "{}",
-        table(
+        super::table(
+            args.output == ListFormat::Wide,
             &["GEN", "REVISION", "APPLIED AT", "BY", "CHANGES", "SUBJECT"],
             &rows
         )

@@ -144,7 +144,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError>
                 render_outcome(ui, &outcome, &rev.compiled.revision, &rev)
             );
             if let Some(d) = &outcome.deploy {
-                out!("\n{}", super::deploy::summary(d));
+                out!("\n{}", super::deploy::summary(d, false));
             }
         }
     }

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value as Json};
 
-use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
+use super::edit::{self as e, EditArgs, ReadArgs};
 use super::hosts::{RmArgs, ShowArgs};
 use super::{Cli, CommandError, Ui, EXIT_OK};
 use crate::edit::ops::{self, RoleFields};
@@ -140,7 +140,7 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &r.rev)?;
     let all = ws.docs();
     let mut docs: Vec<_> = all.iter().filter(|d| d.kind == Kind::Role).collect();
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         e::print_documents(r.output, &docs.iter().map(|d| &d.value).collect::<Vec<_>>());
         return Ok(EXIT_OK);
     }
@@ -162,7 +162,8 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(
+        super::table(
+            r.output.wide(),
             &["NAME", "QUEUE", "CONCURRENCY", "HOSTS", "TASKS", "FILE"],
             &rows
         )
@@ -179,7 +180,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
     let schedules = ops::schedules_targeting(&all, Kind::Role, &a.name);
     let compiled = ws.check(&[]).ok();
     let role = compiled.as_ref().and_then(|c| c.state.roles.get(&a.name));
-    if a.read.output != ListFormat::Table {
+    if !a.read.output.is_table() {
         let value = json!({
             "file": doc.file,
             "line": doc.line,

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value as Json};
 
-use super::edit::{self as e, EditArgs, ListFormat, ReadArgs};
+use super::edit::{self as e, EditArgs, ReadArgs};
 use super::hosts::{RmArgs, ShowArgs};
 use super::{Cli, CommandError, Ui, EXIT_OK};
 use crate::desired::{schedule, CompiledSchedule, Target, Trigger};
@@ -194,7 +194,7 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .into_iter()
         .filter(|d| d.kind == Kind::Schedule)
         .collect();
-    if r.output != ListFormat::Table {
+    if !r.output.is_table() {
         e::print_documents(r.output, &docs.iter().map(|d| &d.value).collect::<Vec<_>>());
         return Ok(EXIT_OK);
     }
@@ -218,7 +218,8 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     out!(
         "{}",
-        super::observe::table(
+        super::table(
+            r.output.wide(),
             &["NAME", "WHEN", "TASK", "TARGETS", "MODE", "ENABLED"],
             &rows
         )
@@ -259,7 +260,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
     let next = compiled_schedule
         .map(|s| next_fire_times(s, now, 5))
         .unwrap_or_default();
-    if a.read.output != ListFormat::Table {
+    if !a.read.output.is_table() {
         let value = json!({
             "file": doc.file,
             "line": doc.line,

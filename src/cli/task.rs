@@ -16,7 +16,7 @@ use crate::celery::{
 use crate::desired::targets::{self, Target, Unresolved};
 use crate::desired::{DesiredState, ScheduleEntry};
 use crate::manifest::Mode;
-use crate::render::Style;
+use crate::render::{Style, Table};
 use crate::source;
 use crate::state::RedisUrl;
 
@@ -621,26 +621,27 @@ fn wait_table(
         extra.push(tail);
     }
     let headers = ["TARGET", "STATE", "TIME", "RESULT"];
-    let widths = column_widths(&headers, &rows);
+    let lines = Table::new(headers)
+        .indent(2)
+        .with_rows(rows.iter().map(|r| r.iter().map(String::as_str)))
+        .lines(super::fit(false));
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "  {}",
-        s.paint(s.bold(), &row_text(&headers.map(String::from), &widths))
-    );
-    let indent = widths[..3].iter().map(|w| w + 2).sum::<usize>();
-    for (row, tail) in rows.iter().zip(extra) {
-        let line = row_text(row, &widths);
+    let mut lines = lines.into_iter();
+    let head = lines.next().unwrap_or_default();
+    // Traceback tails sit under the RESULT column.
+    let indent = head.find("RESULT").unwrap_or(2);
+    let _ = writeln!(out, "  {}", s.paint(s.bold(), head.trim_start()));
+    for ((line, row), tail) in lines.zip(&rows).zip(extra) {
         let painted = match row[1].as_str() {
             "SUCCESS" => line.replacen("SUCCESS", &s.paint(s.green(), "SUCCESS"), 1),
             "PENDING" | "STARTED" | "RETRY" => line,
             other => line.replacen(other, &s.paint(s.red(), other), 1),
         };
-        let _ = writeln!(out, "  {painted}");
+        let _ = writeln!(out, "{painted}");
         for l in tail {
             let _ = writeln!(
                 out,
-                "  {}{}",
+                "{}{}",
                 " ".repeat(indent),
                 s.paint(s.dim(), &format!("| {l}"))
             );
@@ -695,40 +696,11 @@ fn cut(s: &str) -> String {
     t
 }
 
-fn column_widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
-    (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([headers[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
-fn row_text(row: &[String], widths: &[usize]) -> String {
-    let mut line = String::new();
-    for (i, cell) in row.iter().enumerate() {
-        if i + 1 == row.len() {
-            line.push_str(cell);
-        } else {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            line.push_str(cell);
-            line.push_str(&" ".repeat(pad + 2));
-        }
-    }
-    line.trim_end().to_string()
-}
-
 fn table(headers: &[&str], rows: &[Vec<String>], s: &Style) -> String {
-    let widths = column_widths(headers, rows);
-    let head: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    let mut out = format!("  {}\n", s.paint(s.bold(), &row_text(&head, &widths)));
-    for r in rows {
-        let _ = writeln!(out, "  {}", row_text(r, &widths));
-    }
-    out
+    Table::new(headers.iter().copied())
+        .indent(2)
+        .with_rows(rows.iter().map(|r| r.iter().map(String::as_str)))
+        .render(super::fit(false), s)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 
 mod json;
 mod markdown;
+mod table;
 mod terminal;
 mod text;
 pub mod yaml;
@@ -18,6 +19,7 @@ use crate::plan::{Change, Plan};
 
 pub use json::{render_json, JSON_FORMAT_VERSION};
 pub use markdown::render_markdown;
+pub use table::{Fit, Table};
 pub use terminal::{terminal_safe, SafeWriter};
 pub use text::render_text;
 

@@ -479,6 +479,39 @@ fn commit_and_dry_run() {
         .contains("enabled"));
 }
 
+/// Listings fit the terminal (here COLUMNS, as stdout is a pipe): the widest columns are
+/// cut with `…`, one line per row; `-o wide` shows every cell in full.
+#[test]
+fn tables_fit_the_width_and_wide_shows_everything() {
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let mut c = repo.cmd();
+    c.args(["hosts", "ls"]).env("COLUMNS", "72");
+    let (out, _) = run(c);
+    insta::assert_snapshot!(out, @r"
+    NAME   ADDRESS           ROLES        LABELS            FILE
+    app01  198.51.100.21     application  env=production,…  manifests/hosts…
+    db01   203.0.113.31      database     env=production,…  manifests/hosts…
+    db02   db02.fra1.examp…  database,…   env=production,…  manifests/hosts…
+    web01  192.0.2.11        webserver,…  env=production,…  manifests/hosts…
+    web02  192.0.2.12        webserver,…  env=production,…  manifests/hosts…
+    [exit status: 0]
+    ");
+    let mut c = repo.cmd();
+    c.args(["hosts", "ls", "-o", "wide"]).env("COLUMNS", "72");
+    let (wide, _) = run(c);
+    let mut c = repo.cmd();
+    c.args(["hosts", "ls"]);
+    let (piped, _) = run(c);
+    assert_eq!(wide, piped);
+    assert!(
+        wide.contains(
+            "env=production,zone=fra1-b,tier=data,replica=true  manifests/hosts/db02.yaml:1"
+        ),
+        "{wide}"
+    );
+}
+
 #[test]
 fn lists_are_tables_and_parse_as_json() {
     let mut repo = TestRepo::with_example();

@@ -113,6 +113,8 @@ pub fn celeroot_cmd(dir: &Path) -> Command {
         .env_remove("CELEROOT_FAULT")
         .env_remove("CELEROOT_BROKER_URL")
         .env_remove("CELEROOT_RESULT_BACKEND")
+        // Tables fit COLUMNS when it is set: tests that want a width set it themselves.
+        .env_remove("COLUMNS")
         .env("CELEROOT_REDIS_URL", "redis://127.0.0.1:1/0")
         .env("CELEROOT_ACTOR", "tester@ci");
     c
