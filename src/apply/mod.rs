@@ -7,6 +7,7 @@
 //! Must not know: YAML, argument parsing, or output formats.
 
 pub mod incremental;
+mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -14,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::manifest::{Kind, ObjectId};
-use crate::plan::keys::{plan_keys, KeyOp};
+use crate::plan::keys::KeyOp;
 use crate::plan::{self, Plan};
 use crate::state::{self, Image, KeyValue, Keys, LeaseInfo, Observed, Release, StateError, Store};
 use crate::Compiled;
@@ -138,17 +139,21 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// A short label for events.
-    pub fn label(&self) -> &'static str {
+    /// What kind of failure, for events and metrics.
+    pub fn failure(&self) -> state::events::Failure {
+        use state::events::Failure;
         match self {
-            ApplyError::State(StateError::Locked(_)) => "locked",
-            ApplyError::State(StateError::Conflict(_)) => "conflict",
-            ApplyError::State(StateError::Fenced(_)) => "fenced",
-            ApplyError::State(_) => "failed",
-            ApplyError::MassDelete { .. } => "refused",
-            ApplyError::Rollback { .. } => "refused",
-            ApplyError::Fault(_) => "failed",
+            ApplyError::State(StateError::Locked(_)) => Failure::Locked,
+            ApplyError::State(StateError::Conflict(_)) => Failure::Conflict,
+            ApplyError::State(StateError::Fenced(_)) => Failure::Fenced,
+            ApplyError::State(_) | ApplyError::Fault(_) => Failure::Failed,
+            ApplyError::MassDelete { .. } | ApplyError::Rollback { .. } => Failure::Refused,
         }
+    }
+
+    /// A short label for events and metrics.
+    pub fn label(&self) -> &'static str {
+        self.failure().as_str()
     }
 }
 
@@ -584,11 +589,17 @@ fn record_failure(
     started: Instant,
     e: &ApplyError,
 ) {
-    let mut ev = event_base(opts, target, rev, started);
-    ev.insert("kind".into(), "failed".into());
-    ev.insert("result".into(), e.label().into());
-    ev.insert("error".into(), e.to_string());
-    let _ = store.record_event(&ev);
+    let event = state::Event::now(
+        &opts.actor,
+        target,
+        state::events::What::Failed {
+            why: e.failure(),
+            error: e.to_string(),
+        },
+    )
+    .rev(&rev.compiled.revision.rev)
+    .took(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let _ = store.record_event(&event);
 }
 
 type AfterApplyHook<'a> = dyn FnMut(&Outcome, &dyn Fn() -> bool) + 'a;
@@ -650,27 +661,7 @@ fn reconcile_hooked(
     result
 }
 
-fn event_base(
-    opts: &Options,
-    target: &str,
-    rev: &Revision,
-    started: Instant,
-) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "ts".into(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        ),
-        ("actor".into(), opts.actor.clone()),
-        ("revision".into(), target.to_string()),
-        ("rev".into(), rev.compiled.revision.rev.clone()),
-        (
-            "duration_ms".into(),
-            started.elapsed().as_millis().to_string(),
-        ),
-    ])
-}
-
+/// One reconcile under the lease, in named steps ([`steps`]).
 #[allow(clippy::too_many_arguments)]
 fn reconcile_locked(
     store: &mut Store,
@@ -684,263 +675,10 @@ fn reconcile_locked(
     baseline: Option<Baseline>,
 ) -> Result<(Outcome, Option<Baseline>), ApplyError> {
     let keys = store.keys().clone();
-    // The baseline path: trusted when the live state still records the baseline's
-    // revision and generation, and nothing removed from git would be kept.
-    let mut base = None;
-    let mut same = false;
-    if let (Some(b), false) = (baseline, opts.sweep) {
-        let head = store.observe_head()?;
-        // The baseline's own revision again: its image is the desired image, nothing to
-        // plan (and nothing removed).
-        same = b.revision == target && b.release == rev.release;
-        if b.matches(&head) && (same || b.prunes_all(&rev.compiled.state, opts)) {
-            base = Some((b, head));
-        } else {
-            same = false;
-        }
-    }
-    let incremental = base.is_some();
-    let mut desired = match &base {
-        Some(_) => Image::new(),
-        None => state::desired_image(&keys, &rev.compiled.state, &rev.release),
-    };
-    // From a baseline: patch its image where the objects that may differ say.
-    let mut ids = Vec::new();
-    let (observed, mut base_state, base_image, patched) = match base {
-        Some((b, head)) if same => (head, Some(b.state), Some(b.image), None),
-        Some((b, head)) => {
-            ids = incremental::candidates(&b.state, &rev.compiled.state);
-            match incremental::patch_image(
-                &keys,
-                &b.state,
-                b.image,
-                &b.release,
-                &rev.compiled.state,
-                &rev.release,
-                &ids,
-            ) {
-                Ok(p) => (head, Some(b.state), None, Some(p)),
-                Err(image) => {
-                    let img =
-                        state::desired_image_undigested(&keys, &rev.compiled.state, &rev.release);
-                    desired = state::with_digests_reusing(&keys, img, &image);
-                    (head, Some(b.state), Some(image), None)
-                }
-            }
-        }
-        None => (store.observe(&desired_keys(&desired))?, None, None, None),
-    };
-    let previous = observed
-        .applied
-        .get("revision")
-        .cloned()
-        .filter(|s| !s.is_empty());
-    if let Some(applied) = &previous {
-        let reason = match ancestry(applied) {
-            Ancestry::Same | Ancestry::Forward => None,
-            Ancestry::NotDescendant => Some("it is not a descendant of the applied revision"),
-            Ancestry::Unknown => Some("this repository does not contain the applied revision"),
-        };
-        if let (Some(reason), false) = (reason, opts.allow_rollback) {
-            return Err(ApplyError::Rollback {
-                target: rev.compiled.revision.describe(),
-                applied: applied.clone(),
-                reason,
-            });
-        }
-    }
-    let mut ops: Vec<KeyOp> = Vec::new();
-    let (plan, kept) = if same {
-        desired = base_image.unwrap_or_default();
-        (Plan::default(), Vec::new())
-    } else if let (Some(p), Some(before)) = (patched, &base_state) {
-        // Only the candidates can differ (the baseline prunes every removed object).
-        let before_side = plan::Side::of_some(before, &ids);
-        let after_side = plan::Side::of_some(&rev.compiled.state, &ids);
-        let plan = plan::diff_among(&before_side, &after_side, &rev.compiled.state, &ids, now);
-        let live_hosts = before.hosts.len();
-        guard_mass_delete(&plan, before.objects.len(), live_hosts, &[], opts)?;
-        ops.extend(plan_keys(&p.after, &p.before));
-        desired = p.image;
-        (plan, Vec::new())
-    } else {
-        let live_side = match &base_state {
-            Some(s) => plan::Side::of(s),
-            None => crate::plan::live_side(&keys, &observed.image),
-        };
-        let plan = plan::diff_sides(&live_side, &rev.compiled.state, now);
-        let removed: Vec<ObjectId> = plan
-            .changes
-            .iter()
-            .filter(|c| c.action == plan::Action::Remove)
-            .map(plan::Change::id)
-            .collect();
-        let (kept_desired, kept) = keep_unpruned(&keys, desired, &observed.image, &removed, opts);
-        desired = kept_desired;
-        let plan = Plan {
-            changes: plan
-                .changes
-                .into_iter()
-                .filter(|c| !kept.contains(&c.id()))
-                .collect(),
-        };
-        let live_hosts = live_side
-            .objects
-            .keys()
-            .filter(|id| id.kind == Kind::Host)
-            .count();
-        guard_mass_delete(&plan, live_side.objects.len(), live_hosts, &kept, opts)?;
-        let observed_managed: Image;
-        let live_managed: &Image = match &base_image {
-            Some(img) => img,
-            None => {
-                observed_managed = observed
-                    .image
-                    .iter()
-                    .filter(|(k, _)| !keys.is_heartbeat(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                &observed_managed
-            }
-        };
-        // Keys celeroot manages whose type was changed out of band (a list where a hash
-        // belongs): delete them first, then write them afresh.
-        ops.extend(
-            observed
-                .foreign_types
-                .keys()
-                .map(|key| KeyOp::Del { key: key.clone() }),
-        );
-        ops.extend(plan_keys(&desired, live_managed));
-        if opts.sweep {
-            let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
-            for key in store.scan_prefix()? {
-                if !known.contains(&key)
-                    && !keys.is_heartbeat(&key)
-                    && !live_managed.contains_key(&key)
-                {
-                    ops.push(KeyOp::Del { key });
-                }
-            }
-        }
-        (plan, kept)
-    };
-    // The baseline path read no managed key, so it cannot tell a healing write.
-    let corrective_writes = if incremental {
-        0
-    } else {
-        corrective(&keys, &observed, &ops)
-    };
-    let summary = plan.summary();
-    let mut outcome = Outcome {
-        format_version: 1,
-        result: Applied::DryRun,
-        cluster: rev.compiled.state.cluster.clone(),
-        revision: target.to_string(),
-        previous_revision: previous.clone(),
-        plan,
-        writes: ops.len(),
-        corrective_writes,
-        kept: kept.iter().map(ToString::to_string).collect(),
-        generation: observed.generation,
-        duration_ms: 0,
-        round_trips: 0,
-        incremental,
-        deploy: None,
-    };
-    if opts.dry_run {
-        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        return Ok((outcome, None));
-    }
-    // After this reconcile the live managed keys equal `desired` (unless objects were
-    // kept): the baseline for the next one.
-    // (The same revision keeps the baseline's state: cloning a large fleet's costs more
-    // than the rest of a no-op.)
-    let kept_state = if same { base_state.take() } else { None };
-    if let Some(s) = base_state.take() {
-        incremental::drop_later(s);
-    }
-    let next_baseline = |generation: u64, desired: Image| {
-        kept.is_empty().then(|| Baseline {
-            revision: target.to_string(),
-            generation,
-            state: kept_state.unwrap_or_else(|| rev.compiled.state.clone()),
-            image: desired,
-            release: rev.release.clone(),
-        })
-    };
-    let same_revision = previous.as_deref() == Some(target);
-    let summary_json =
-        serde_json::json!({"add": summary.add, "change": summary.change, "remove": summary.remove})
-            .to_string();
-    let mut ev = event_base(opts, target, rev, started);
-    ev.insert("summary".into(), summary_json.clone());
-    ev.insert("writes".into(), ops.len().to_string());
-    ev.insert("corrective_writes".into(), corrective_writes.to_string());
-    if ops.is_empty() && same_revision && observed.layout.as_deref() == Some(state::LAYOUT_VERSION)
-    {
-        ev.insert("kind".into(), "noop".into());
-        ev.insert("result".into(), "noop".into());
-        store.record_event(&ev)?;
-        outcome.result = Applied::Noop;
-        outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = next_baseline(outcome.generation, desired);
-        return Ok((outcome, next));
-    }
-    if opts.fault == Some(Fault::BeforeApply) {
-        return Err(ApplyError::Fault("before-apply".into()));
-    }
-    let kind = if !same_revision || corrective_writes < ops.len() {
-        "intentional"
-    } else {
-        "corrective"
-    };
-    ev.insert("kind".into(), kind.into());
-    ev.insert("result".into(), "applied".into());
-    let applied_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let applied = BTreeMap::from([
-        ("revision".to_string(), target.to_string()),
-        ("rev".to_string(), rev.compiled.revision.rev.clone()),
-        ("subject".to_string(), rev.subject.clone()),
-        ("applied_at".to_string(), applied_at.clone()),
-        ("actor".to_string(), opts.actor.clone()),
-        (
-            "release".to_string(),
-            rev.release.clone().unwrap_or_default(),
-        ),
-        ("summary".to_string(), summary_json.clone()),
-    ]);
-    let history = serde_json::json!({
-        "revision": target,
-        "rev": rev.compiled.revision.rev,
-        "subject": rev.subject,
-        "applied_at": applied_at,
-        "actor": opts.actor,
-        "summary": {"add": summary.add, "change": summary.change, "remove": summary.remove},
-    });
-    outcome.generation = store.apply(
-        observed.generation,
-        &lease.id,
-        &ops,
-        &applied,
-        &history,
-        &ev,
-        opts.leader.as_deref(),
-    )?;
-    outcome.result = Applied::Applied;
-    // A pruned host's agent loses its Redis user (best effort: the reconciling user may
-    // lack ACL rights; the user could then still read only its own, now deleted, keys).
-    for c in outcome
-        .plan
-        .changes
-        .iter()
-        .filter(|c| c.kind == Kind::Host && c.action == plan::Action::Remove)
-    {
-        if let Err(e) = store.delete_agent_credentials(&c.name) {
-            tracing::warn!(host = %c.name, error = %e, "cannot delete the agent's ACL user of a pruned host");
-        }
-    }
-    outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let next = next_baseline(outcome.generation, desired);
-    Ok((outcome, next))
+    let observation = steps::observe(store, rev, opts, target, baseline)?;
+    let previous = steps::guard_rollback(&observation.observed, rev, opts, ancestry)?;
+    let (writes, observed) = steps::plan_writes(&keys, rev, opts, observation, now)?;
+    steps::commit(
+        store, rev, opts, lease, target, started, previous, &observed, writes,
+    )
 }

@@ -4,7 +4,6 @@
 //! Failures of Redis or git back off exponentially with jitter and recover by themselves.
 //! An invalid head is reported once and never applied; the last good revision stays live.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +14,8 @@ use super::{
 use crate::apply::{self, ApplyError, Options, Revision};
 use crate::source::remote::Mirror;
 use crate::source::SourceError;
-use crate::state::{StateError, Store};
+use crate::state::events::{Failure, What};
+use crate::state::{Event, StateError, Store};
 use crate::CompileError;
 
 /// First retry delay after a failure; doubled up to [`BACKOFF_MAX`], with ±20 % jitter.
@@ -507,19 +507,16 @@ impl Worker {
                 ..LastResult::default()
             });
         });
-        let fields = BTreeMap::from([
-            ("ts".to_string(), now_rfc3339()),
-            ("actor".to_string(), self.cfg.identity.clone()),
-            ("revision".to_string(), head.to_string()),
-            ("rev".to_string(), self.cfg.branch.clone()),
-            ("kind".to_string(), "failed".to_string()),
-            ("result".to_string(), "invalid".to_string()),
-            (
-                "error".to_string(),
-                format!("{} error(s); first: {}", inv.errors, inv.first_error),
-            ),
-        ]);
-        if let Err(e) = self.store().and_then(|s| s.record_event(&fields)) {
+        let event = Event::now(
+            &self.cfg.identity,
+            head,
+            What::Failed {
+                why: Failure::Invalid,
+                error: format!("{} error(s); first: {}", inv.errors, inv.first_error),
+            },
+        )
+        .rev(&self.cfg.branch);
+        if let Err(e) = self.store().and_then(|s| s.record_event(&event)) {
             tracing::warn!(error = %e, "could not record the invalid revision as an event");
             self.store = None;
         }
@@ -576,25 +573,17 @@ impl Worker {
                     "drift found (--drift report: not healed)"
                 );
                 self.shared.metrics.reconciled("drift", 0.0);
-                let keys: Vec<&str> = report
-                    .live
-                    .iter()
-                    .map(|d| d.key.as_str())
-                    .take(20)
-                    .collect();
-                let fields = BTreeMap::from([
-                    ("ts".to_string(), now_rfc3339()),
-                    ("actor".to_string(), self.cfg.identity.clone()),
-                    (
-                        "revision".to_string(),
-                        rev.compiled.revision.commit.clone().unwrap_or_default(),
-                    ),
-                    ("kind".to_string(), "drift".to_string()),
-                    ("result".to_string(), "reported".to_string()),
-                    ("drifted_keys".to_string(), healable.to_string()),
-                    ("keys".to_string(), keys.join(" ")),
-                ]);
-                if let Err(e) = self.store().and_then(|s| s.record_event(&fields)) {
+                let keys: Vec<String> =
+                    report.live.iter().map(|d| d.key.clone()).take(20).collect();
+                let event = Event::now(
+                    &self.cfg.identity,
+                    rev.compiled.revision.commit.as_deref().unwrap_or_default(),
+                    What::Drift {
+                        drifted_keys: healable,
+                        keys,
+                    },
+                );
+                if let Err(e) = self.store().and_then(|s| s.record_event(&event)) {
                     tracing::warn!(error = %e, "could not record drift");
                     self.store = None;
                 }

@@ -11,6 +11,7 @@ use super::rollout::{rollout, Report};
 use super::ssh::SshOptions;
 use crate::desired::DesiredState;
 use crate::source::SourceError;
+use crate::state::events::What;
 use crate::state::{RedisUrl, StateError, Store};
 
 /// One rollout to run: a release of a commit to some hosts of a compiled state.
@@ -85,22 +86,21 @@ pub fn record(
             )
         })
         .collect();
-    let counts = |o: Outcome| report.count(o).to_string();
-    let event = BTreeMap::from([
-        ("ts".to_string(), at.clone()),
-        ("actor".to_string(), actor.to_string()),
-        ("kind".to_string(), "deploy".to_string()),
-        ("revision".to_string(), report.revision.clone()),
-        ("release".to_string(), report.release.clone()),
-        (
-            "result".to_string(),
-            if report.succeeded() { "ok" } else { "failed" }.to_string(),
-        ),
-        ("deployed".to_string(), counts(Outcome::Deployed)),
-        ("failed".to_string(), counts(Outcome::Failed)),
-        ("rolled_back".to_string(), counts(Outcome::RolledBack)),
-        ("skipped".to_string(), counts(Outcome::Skipped)),
-    ]);
+    let event = crate::state::Event {
+        ts: at,
+        ..crate::state::Event::now(
+            actor,
+            &report.revision,
+            What::Deployed {
+                release: report.release.clone(),
+                ok: report.succeeded(),
+                deployed: report.count(Outcome::Deployed),
+                failed: report.count(Outcome::Failed),
+                rolled_back: report.count(Outcome::RolledBack),
+                skipped: report.count(Outcome::Skipped),
+            },
+        )
+    };
     store.record_deploys(&entries)?;
     store.record_event(&event)
 }

@@ -339,7 +339,7 @@ pub struct Status {
     /// Objects that would change if `target` were reconciled.
     pub pending: usize,
     pub hosts: Vec<HostStatus>,
-    pub events: Vec<state::Event>,
+    pub events: Vec<state::StoredEvent>,
     /// The `celeroot watch` daemon holding the leader lease, if any.
     pub daemon_leader: Option<DaemonLeader>,
 }

@@ -5,6 +5,7 @@
 //! heartbeat contract. Reconstructs the "before" side of a plan from what it observed.
 //! Must not know: YAML, git, validation rules, or output formats.
 
+pub mod events;
 pub mod heartbeat;
 mod image;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod writes;
 
 use std::collections::BTreeMap;
 
+pub use events::Event;
 pub use heartbeat::Heartbeat;
 pub use image::{
     desired_image, desired_image_undigested, normalize, object_entry, project_owned,
@@ -24,7 +26,7 @@ pub use image::{
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use lease::{LeaseKeeper, LEASE_RENEW_EVERY};
 pub use store::{
-    agent_user, Event, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store,
+    agent_user, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store, StoredEvent,
     EVENTS_MAX, HISTORY_MAX, LEASE_TTL, MAX_UNMANAGED_HEARTBEATS, UNREADABLE_LEASE,
 };
 pub use url::RedisUrl;

@@ -133,7 +133,7 @@ pub struct HistoryEntry {
 
 /// One event of the audit stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Event {
+pub struct StoredEvent {
     pub id: String,
     pub fields: BTreeMap<String, String>,
 }
@@ -482,7 +482,7 @@ impl Store {
         writes: &[super::writes::KeyOp],
         applied: &BTreeMap<String, String>,
         history: &serde_json::Value,
-        event: &BTreeMap<String, String>,
+        event: &super::Event,
         fence: Option<&str>,
     ) -> Result<u64, StateError> {
         let k = self.keys.clone();
@@ -492,7 +492,7 @@ impl Store {
             serde_json::to_string(writes).unwrap_or_default(),
             serde_json::to_string(applied).unwrap_or_default(),
             history.to_string(),
-            serde_json::to_string(event).unwrap_or_default(),
+            serde_json::to_string(&event.fields()).unwrap_or_default(),
             LAYOUT_VERSION.to_string(),
             EVENTS_MAX.to_string(),
             HISTORY_MAX.to_string(),
@@ -528,11 +528,11 @@ impl Store {
     ///
     /// # Errors
     /// Redis errors.
-    pub fn record_event(&mut self, fields: &BTreeMap<String, String>) -> Result<(), StateError> {
+    pub fn record_event(&mut self, event: &super::Event) -> Result<(), StateError> {
         let key = self.keys.events();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(key).arg("MAXLEN").arg("~").arg(EVENTS_MAX).arg("*");
-        for (f, v) in fields {
+        for (f, v) in &event.fields() {
             cmd.arg(f).arg(v);
         }
         let _: String = self.query(&mut cmd)?;
@@ -628,7 +628,7 @@ impl Store {
     ///
     /// # Errors
     /// Redis errors.
-    pub fn events(&mut self, n: usize) -> Result<Vec<Event>, StateError> {
+    pub fn events(&mut self, n: usize) -> Result<Vec<StoredEvent>, StateError> {
         let key = self.keys.events();
         let v: Value = self.query(
             redis::cmd("XREVRANGE")
@@ -643,7 +643,7 @@ impl Store {
             let [id, fields]: [Value; 2] = array(e)?
                 .try_into()
                 .map_err(|_| StateError::Protocol("stream entry has an unexpected shape".into()))?;
-            out.push(Event {
+            out.push(StoredEvent {
                 id: string(id)?,
                 fields: pairs(fields)?,
             });
