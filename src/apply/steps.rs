@@ -444,15 +444,16 @@ mod tests {
     use crate::source::{Snapshot, SourceFile};
     use crate::state::KeyValue;
 
+    /// The repository's bundled example manifests, each file passed through `edit`
+    /// (`None` drops it).
     fn revision(edit: impl Fn(&str, &str) -> Option<String>) -> Revision {
-        let files = crate::init::EXAMPLE_MANIFESTS
-            .iter()
-            .filter_map(|(path, text)| {
-                edit(path, text).map(|text| SourceFile {
-                    path: path.to_string(),
-                    text,
-                })
-            })
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = crate::source::read_worktree(root, "manifests")
+            .unwrap_or_else(|e| panic!("the example manifests: {e}"));
+        let files = example
+            .files
+            .into_iter()
+            .filter_map(|f| edit(&f.path, &f.text).map(|text| SourceFile { path: f.path, text }))
             .collect();
         let compiled = crate::compile_snapshot(Snapshot {
             label: "HEAD".into(),

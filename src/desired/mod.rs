@@ -435,35 +435,88 @@ fn role_queue(name: &str, r: &Role) -> String {
 
 /// Compiles validated manifests into the desired state. Pure and deterministic.
 pub fn compile(m: &Manifests) -> DesiredState {
+    let c = &m.cluster.object;
     let mut out = DesiredState {
-        cluster: m.cluster.object.metadata.name.value.clone(),
+        cluster: c.metadata.name.value.clone(),
+        deploy: deploy_settings(c),
         ..DesiredState::default()
     };
-    let c = &m.cluster.object;
-    if let Some(d) = &c.spec.deployment {
-        let st = d.strategy.clone().unwrap_or_default();
-        out.deploy = DeploySettings {
-            paths: d.paths.as_ref().map_or_else(
-                || DeploySettings::default().paths,
-                |p| {
-                    p.value
-                        .iter()
-                        .map(|v| v.value.trim_end_matches('/').to_string())
-                        .collect()
-                },
-            ),
-            max_parallel: st.max_parallel.map_or(DEFAULT_MAX_PARALLEL, |v| v.value),
-            canary: st.canary.map_or(0, |v| v.value),
-            failure_budget: st.failure_budget.map_or(0, |v| v.value),
-        };
-    }
     let cluster_tz = c
         .spec
         .timezone
         .as_ref()
         .map_or(DEFAULT_TIMEZONE.to_string(), |t| t.value.clone());
+    out.objects.insert(
+        ObjectId {
+            kind: Kind::Cluster,
+            name: out.cluster.clone(),
+        },
+        compile_cluster(c, &cluster_tz),
+    );
+    let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
+    for (name, e) in &m.roles {
+        let (object, role) = compile_role(name, &e.object, &index);
+        out.objects.insert(
+            ObjectId {
+                kind: Kind::Role,
+                name: name.clone(),
+            },
+            object,
+        );
+        out.roles.insert(name.clone(), role);
+    }
+    for (name, e) in &m.hosts {
+        let (object, host) = compile_host(name, &e.object, c, &out.roles);
+        out.objects.insert(
+            ObjectId {
+                kind: Kind::Host,
+                name: name.clone(),
+            },
+            object,
+        );
+        out.hosts.insert(name.clone(), host);
+    }
+    for (name, e) in &m.schedules {
+        let Some((object, schedule)) = compile_schedule(&e.object, &cluster_tz, &index, &out.roles)
+        else {
+            continue;
+        };
+        out.objects.insert(
+            ObjectId {
+                kind: Kind::Schedule,
+                name: name.clone(),
+            },
+            object,
+        );
+        out.schedules.insert(name.clone(), schedule);
+    }
+    out
+}
 
-    // Cluster
+/// The cluster's rollout settings, defaults applied.
+fn deploy_settings(c: &Cluster) -> DeploySettings {
+    let Some(d) = &c.spec.deployment else {
+        return DeploySettings::default();
+    };
+    let st = d.strategy.clone().unwrap_or_default();
+    DeploySettings {
+        paths: d.paths.as_ref().map_or_else(
+            || DeploySettings::default().paths,
+            |p| {
+                p.value
+                    .iter()
+                    .map(|v| v.value.trim_end_matches('/').to_string())
+                    .collect()
+            },
+        ),
+        max_parallel: st.max_parallel.map_or(DEFAULT_MAX_PARALLEL, |v| v.value),
+        canary: st.canary.map_or(0, |v| v.value),
+        failure_budget: st.failure_budget.map_or(0, |v| v.value),
+    }
+}
+
+/// The Cluster object: its effective SSH and deployment defaults.
+fn compile_cluster(c: &Cluster, cluster_tz: &str) -> DesiredObject {
     let eff_ssh = effective_ssh(c.spec.ssh.as_ref(), None);
     let eff_dep = effective_deployment(c.spec.deployment.as_ref(), None);
     let mut spec = Map::new();
@@ -485,190 +538,159 @@ pub fn compile(m: &Manifests) -> DesiredState {
             "healthCheck": {"command": eff_dep.health_check_command, "timeout": format_duration(eff_dep.health_check_timeout_secs)},
         }),
     );
-    out.objects.insert(
-        ObjectId {
-            kind: Kind::Cluster,
-            name: out.cluster.clone(),
-        },
-        object(&c.metadata, Json::Object(spec)),
+    object(&c.metadata, Json::Object(spec))
+}
+
+/// A Role object and its queue and hosts.
+fn compile_role(name: &str, r: &Role, index: &HostIndex<'_>) -> (DesiredObject, CompiledRole) {
+    let queue = role_queue(name, r);
+    let mut tasks: Vec<&str> = r.spec.tasks.iter().map(|t| t.value.as_str()).collect();
+    tasks.sort_unstable();
+    let mut spec = Map::new();
+    put(&mut spec, "description", r.spec.description.as_ref());
+    spec.insert("queue".into(), json!(queue));
+    put(
+        &mut spec,
+        "concurrency",
+        r.spec.concurrency.as_ref().map(|v| v.value),
     );
-
-    let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
-
-    // Roles
-    for (name, e) in &m.roles {
-        let r = &e.object;
-        let queue = role_queue(name, r);
-        let mut tasks: Vec<&str> = r.spec.tasks.iter().map(|t| t.value.as_str()).collect();
-        tasks.sort_unstable();
-        let mut spec = Map::new();
-        put(&mut spec, "description", r.spec.description.as_ref());
-        spec.insert("queue".into(), json!(queue));
-        put(
-            &mut spec,
-            "concurrency",
-            r.spec.concurrency.as_ref().map(|v| v.value),
-        );
-        put(
-            &mut spec,
-            "maxTasksPerChild",
-            r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
-        );
-        if !tasks.is_empty() {
-            spec.insert("tasks".into(), json!(tasks));
-        }
-        out.objects.insert(
-            ObjectId {
-                kind: Kind::Role,
-                name: name.clone(),
-            },
-            object(&r.metadata, Json::Object(spec)),
-        );
-        let hosts = index.with_role(name);
-        out.roles.insert(
-            name.clone(),
-            CompiledRole {
-                queue,
-                concurrency: r.spec.concurrency.as_ref().map(|v| v.value),
-                max_tasks_per_child: r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
-                hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            },
-        );
+    put(
+        &mut spec,
+        "maxTasksPerChild",
+        r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
+    );
+    if !tasks.is_empty() {
+        spec.insert("tasks".into(), json!(tasks));
     }
-
-    // Hosts
-    for (name, e) in &m.hosts {
-        let h = &e.object;
-        let mut roles: Vec<String> = h.spec.roles.value.iter().map(|r| r.value.clone()).collect();
-        roles.sort();
-        let mut spec = Map::new();
-        spec.insert("address".into(), json!(h.spec.address.value));
-        spec.insert("roles".into(), json!(roles));
-        if let Some(s) = &h.spec.ssh {
-            spec.insert("ssh".into(), ssh_json(s));
-        }
-        if let Some(d) = &h.spec.deployment {
-            spec.insert("deployment".into(), deployment_json(d));
-        }
-        out.objects.insert(
-            ObjectId {
-                kind: Kind::Host,
-                name: name.clone(),
-            },
-            object(&h.metadata, Json::Object(spec)),
-        );
-        let mut queues: Vec<String> = roles
+    let role = CompiledRole {
+        queue,
+        concurrency: r.spec.concurrency.as_ref().map(|v| v.value),
+        max_tasks_per_child: r.spec.max_tasks_per_child.as_ref().map(|v| v.value),
+        hosts: index
+            .with_role(name)
             .iter()
-            .filter_map(|r| out.roles.get(r).map(|c| c.queue.clone()))
-            .collect();
-        queues.push(host_queue(name));
-        out.hosts.insert(
-            name.clone(),
-            CompiledHost {
-                address: h.spec.address.value.clone(),
-                roles,
-                queues,
-                labels: h.metadata.labels(),
-                ssh: effective_ssh(c.spec.ssh.as_ref(), h.spec.ssh.as_ref()),
-                deployment: effective_deployment(
-                    c.spec.deployment.as_ref(),
-                    h.spec.deployment.as_ref(),
-                ),
-            },
-        );
-    }
+            .map(|h| h.to_string())
+            .collect(),
+    };
+    (object(&r.metadata, Json::Object(spec)), role)
+}
 
-    // Schedules
-    for (name, e) in &m.schedules {
-        let s = &e.object.spec;
-        let trigger = match (&s.cron, &s.every) {
-            (Some(c), _) => match parse_cron(&c.value) {
-                Ok(ct) => Trigger::Cron(Box::new(ct)),
-                Err(_) => continue,
-            },
-            (None, Some(ev)) => Trigger::Every(parse_duration(&ev.value).unwrap_or(0)),
-            (None, None) => continue,
-        };
-        let tz = s
-            .timezone
+/// A Host object and its queues and effective settings (the cluster's defaults applied).
+fn compile_host(
+    name: &str,
+    h: &Host,
+    c: &Cluster,
+    roles: &BTreeMap<String, CompiledRole>,
+) -> (DesiredObject, CompiledHost) {
+    let mut role_names: Vec<String> = h.spec.roles.value.iter().map(|r| r.value.clone()).collect();
+    role_names.sort();
+    let mut spec = Map::new();
+    spec.insert("address".into(), json!(h.spec.address.value));
+    spec.insert("roles".into(), json!(role_names));
+    if let Some(s) = &h.spec.ssh {
+        spec.insert("ssh".into(), ssh_json(s));
+    }
+    if let Some(d) = &h.spec.deployment {
+        spec.insert("deployment".into(), deployment_json(d));
+    }
+    let mut queues: Vec<String> = role_names
+        .iter()
+        .filter_map(|r| roles.get(r).map(|c| c.queue.clone()))
+        .collect();
+    queues.push(host_queue(name));
+    let host = CompiledHost {
+        address: h.spec.address.value.clone(),
+        roles: role_names,
+        queues,
+        labels: h.metadata.labels(),
+        ssh: effective_ssh(c.spec.ssh.as_ref(), h.spec.ssh.as_ref()),
+        deployment: effective_deployment(c.spec.deployment.as_ref(), h.spec.deployment.as_ref()),
+    };
+    (object(&h.metadata, Json::Object(spec)), host)
+}
+
+/// A Schedule object and its trigger and resolved targets; `None` for a schedule
+/// without a valid trigger (validation reports it).
+fn compile_schedule(
+    sch: &Schedule,
+    cluster_tz: &str,
+    index: &HostIndex<'_>,
+    roles: &BTreeMap<String, CompiledRole>,
+) -> Option<(DesiredObject, CompiledSchedule)> {
+    let s = &sch.spec;
+    let trigger = match (&s.cron, &s.every) {
+        (Some(c), _) => Trigger::Cron(Box::new(parse_cron(&c.value).ok()?)),
+        (None, Some(ev)) => Trigger::Every(parse_duration(&ev.value).unwrap_or(0)),
+        (None, None) => return None,
+    };
+    let tz = s
+        .timezone
+        .as_ref()
+        .map_or(cluster_tz.to_string(), |t| t.value.clone());
+    let enabled = s.enabled.unwrap_or(true);
+    let mut spec = Map::new();
+    put(&mut spec, "description", s.description.as_ref());
+    match &trigger {
+        Trigger::Cron(ct) => {
+            spec.insert("cron".into(), json!(ct.expression()));
+            spec.insert("timezone".into(), json!(tz));
+        }
+        Trigger::Every(secs) => {
+            spec.insert("every".into(), json!(format_duration(*secs)));
+        }
+    }
+    spec.insert("task".into(), json!(s.task.value));
+    if !s.args.is_empty() {
+        spec.insert("args".into(), canonical(json!(s.args)));
+    }
+    if !s.kwargs.is_empty() {
+        spec.insert("kwargs".into(), canonical(json!(s.kwargs)));
+    }
+    // Target order has no meaning: sort so reordering is not a change.
+    let mut targets: Vec<Json> = s
+        .targets
+        .value
+        .iter()
+        .map(|t| canonical(json!(t)))
+        .collect();
+    targets.sort_by_key(Json::to_string);
+    targets.dedup();
+    spec.insert("targets".into(), Json::Array(targets));
+    spec.insert("mode".into(), json!(s.mode.value));
+    spec.insert("enabled".into(), json!(enabled));
+    if let Some(o) = &s.options {
+        let mut om = Map::new();
+        put(
+            &mut om,
+            "expires",
+            o.expires.as_ref().map(canonical_duration),
+        );
+        put(&mut om, "priority", o.priority.as_ref().map(|p| p.value));
+        if !om.is_empty() {
+            spec.insert("options".into(), Json::Object(om));
+        }
+    }
+    let schedule = CompiledSchedule {
+        task: s.task.value.clone(),
+        trigger,
+        timezone: tz,
+        mode: s.mode.value,
+        enabled,
+        args: s.args.clone(),
+        kwargs: s.kwargs.clone(),
+        expires: s
+            .options
             .as_ref()
-            .map_or(cluster_tz.clone(), |t| t.value.clone());
-        let enabled = s.enabled.unwrap_or(true);
-        let mut spec = Map::new();
-        put(&mut spec, "description", s.description.as_ref());
-        match &trigger {
-            Trigger::Cron(ct) => {
-                spec.insert("cron".into(), json!(ct.expression()));
-                spec.insert("timezone".into(), json!(tz));
-            }
-            Trigger::Every(secs) => {
-                spec.insert("every".into(), json!(format_duration(*secs)));
-            }
-        }
-        spec.insert("task".into(), json!(s.task.value));
-        if !s.args.is_empty() {
-            spec.insert("args".into(), canonical(json!(s.args)));
-        }
-        if !s.kwargs.is_empty() {
-            spec.insert("kwargs".into(), canonical(json!(s.kwargs)));
-        }
-        // Target order has no meaning: sort so reordering is not a change.
-        let mut targets: Vec<Json> = s
-            .targets
-            .value
-            .iter()
-            .map(|t| canonical(json!(t)))
-            .collect();
-        targets.sort_by_key(Json::to_string);
-        targets.dedup();
-        spec.insert("targets".into(), Json::Array(targets));
-        spec.insert("mode".into(), json!(s.mode.value));
-        spec.insert("enabled".into(), json!(enabled));
-        if let Some(o) = &s.options {
-            let mut om = Map::new();
-            put(
-                &mut om,
-                "expires",
-                o.expires.as_ref().map(canonical_duration),
-            );
-            put(&mut om, "priority", o.priority.as_ref().map(|p| p.value));
-            if !om.is_empty() {
-                spec.insert("options".into(), Json::Object(om));
-            }
-        }
-        out.objects.insert(
-            ObjectId {
-                kind: Kind::Schedule,
-                name: name.clone(),
-            },
-            object(&e.object.metadata, Json::Object(spec)),
-        );
-        let entries = resolve_entries(s, &index, &out.roles);
-        out.schedules.insert(
-            name.clone(),
-            CompiledSchedule {
-                task: s.task.value.clone(),
-                trigger,
-                timezone: tz,
-                mode: s.mode.value,
-                enabled,
-                args: s.args.clone(),
-                kwargs: s.kwargs.clone(),
-                expires: s
-                    .options
-                    .as_ref()
-                    .and_then(|o| o.expires.as_ref())
-                    .and_then(|e| parse_duration(&e.value).ok()),
-                priority: s
-                    .options
-                    .as_ref()
-                    .and_then(|o| o.priority.as_ref())
-                    .map(|p| p.value),
-                entries,
-            },
-        );
-    }
-    out
+            .and_then(|o| o.expires.as_ref())
+            .and_then(|e| parse_duration(&e.value).ok()),
+        priority: s
+            .options
+            .as_ref()
+            .and_then(|o| o.priority.as_ref())
+            .map(|p| p.value),
+        entries: resolve_entries(s, index, roles),
+    };
+    Some((object(&sch.metadata, Json::Object(spec)), schedule))
 }
 
 /// The hosts (mode each) or roles (mode any) a schedule resolves to, with their queues.
