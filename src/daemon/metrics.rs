@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    pub result: String,
+    pub result: super::events::Result,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,11 +125,9 @@ impl Metrics {
         }
     }
 
-    pub fn reconciled(&self, result: &str, seconds: f64) {
+    pub fn reconciled(&self, result: super::events::Result, seconds: f64) {
         self.reconciles
-            .get_or_create(&ResultLabels {
-                result: result.to_string(),
-            })
+            .get_or_create(&ResultLabels { result })
             .inc();
         self.reconcile_duration.observe(seconds);
     }
@@ -199,7 +197,7 @@ mod tests {
     #[test]
     fn renders_every_metric() {
         let m = Metrics::new();
-        m.reconciled("applied", 0.02);
+        m.reconciled(crate::daemon::events::Result::Applied, 0.02);
         m.succeeded("prod", "abc");
         m.succeeded("prod", "def");
         m.webhook("github", "accepted");

@@ -12,9 +12,11 @@
 //! Redis connection (git2 and the store are synchronous). They talk through a channel of
 //! [`Trigger`]s and the [`Shared`] state.
 
+mod events;
 mod http;
 mod leader;
 pub mod metrics;
+pub mod reconciler;
 pub mod webhook;
 mod worker;
 
@@ -129,7 +131,7 @@ pub enum Trigger {
 #[serde(rename_all = "camelCase")]
 pub struct LastResult {
     /// applied, noop, drift, invalid, refused, locked, conflict, fenced or failed.
-    pub result: String,
+    pub result: events::Result,
     pub revision: String,
     /// RFC 3339.
     pub at: String,

@@ -8,41 +8,36 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{
-    Config, DaemonError, DriftMode, DriftSummary, InvalidRevision, LastResult, Shared, Trigger,
-};
+use super::events;
+use super::reconciler::{self, Action};
+use super::{Config, DaemonError, DriftMode, DriftSummary, InvalidRevision, Shared, Trigger};
 use crate::apply::{self, ApplyError, Options, Revision};
 use crate::source::remote::Mirror;
 use crate::source::SourceError;
-use crate::state::events::{Failure, What};
-use crate::state::{Event, StateError, Store};
+use crate::state::{StateError, Store};
 use crate::CompileError;
 
-/// First retry delay after a failure; doubled up to [`BACKOFF_MAX`], with ±20 % jitter.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// The longest delay between retries.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
+/// Failures in a row, for the back-off of [`reconciler::error_policy`].
 #[derive(Debug, Default)]
 struct Backoff {
-    current: Option<Duration>,
+    attempts: u32,
 }
 
 impl Backoff {
+    /// Counts a failure; the jittered delay before the next attempt.
     fn next(&mut self) -> Duration {
-        let d = self
-            .current
-            .map_or(BACKOFF_BASE, |c| (c * 2).min(BACKOFF_MAX));
-        self.current = Some(d);
-        // Jitter from the clock's low bits: enough to spread replicas apart.
-        let nanos = chrono::Utc::now().timestamp_subsec_nanos();
-        let factor = 0.8 + f64::from(nanos % 400) / 1000.0;
-        d.mul_f64(factor)
+        self.attempts = self.attempts.saturating_add(1);
+        jittered(reconciler::backoff(self.attempts))
     }
 
     fn reset(&mut self) {
-        self.current = None;
+        self.attempts = 0;
     }
+}
+
+/// Jitter from the clock's low bits: enough to spread replicas apart.
+fn jittered(d: Duration) -> Duration {
+    reconciler::jitter(d, chrono::Utc::now().timestamp_subsec_nanos())
 }
 
 /// A compiled head, or why it cannot be applied.
@@ -386,42 +381,9 @@ impl Worker {
             o
         });
         let secs = started.elapsed().as_secs_f64();
-        let cluster = rev.compiled.state.cluster.clone();
         match result {
             Ok(o) => {
-                let label = match o.result {
-                    apply::Applied::Applied => "applied",
-                    _ => "noop",
-                };
-                tracing::info!(
-                    revision = %o.revision,
-                    result = label,
-                    writes = o.writes,
-                    corrective = o.corrective_writes,
-                    generation = o.generation,
-                    duration_ms = o.duration_ms,
-                    incremental = o.incremental,
-                    round_trips = o.round_trips,
-                    "reconciled"
-                );
-                self.shared.metrics.reconciled(label, secs);
-                self.shared.metrics.succeeded(&cluster, &o.revision);
-                let at = now_rfc3339();
-                self.shared.update(|s| {
-                    s.applied_revision = Some(o.revision.clone());
-                    s.last_success_at = Some(at.clone());
-                    s.invalid_revision = None;
-                    s.last_result = Some(LastResult {
-                        result: label.into(),
-                        revision: o.revision.clone(),
-                        at,
-                        writes: o.writes,
-                        corrective_writes: o.corrective_writes,
-                        duration_ms: o.duration_ms,
-                        error: None,
-                    });
-                });
-                self.shared.set_redis_ok(true);
+                events::Reconciled { outcome: &o, secs }.emit(&self.shared);
                 self.handled = Some(head.to_string());
                 if let Some(old) = self.last_good.replace(Box::new(rev.clone())) {
                     apply::incremental::drop_later(old);
@@ -434,90 +396,51 @@ impl Worker {
         }
     }
 
+    /// Carries out the [`reconciler::error_policy`] of a failed attempt.
     fn failed(&mut self, head: &str, e: &ApplyError, secs: f64) {
-        let label = e.label();
-        self.shared.metrics.reconciled(label, secs);
-        let error = e.to_string();
-        self.shared.update(|s| {
-            s.last_result = Some(LastResult {
-                result: label.into(),
-                revision: head.to_string(),
-                at: now_rfc3339(),
-                duration_ms: u64::try_from((secs * 1000.0) as i64).unwrap_or(0),
-                error: Some(error.clone()),
-                ..LastResult::default()
-            });
-        });
-        match e {
-            ApplyError::MassDelete { .. } | ApplyError::Rollback { .. } => {
-                // Refused by a guard: retrying cannot help; the next push or an operator can.
-                tracing::error!(
-                    revision = head,
-                    error,
-                    "reconcile refused; the live state is unchanged"
-                );
+        self.backoff.attempts = self.backoff.attempts.saturating_add(1);
+        let action = match reconciler::error_policy(e, self.backoff.attempts) {
+            Action::Requeue(after) => Action::Requeue(jittered(after)),
+            other => other,
+        };
+        events::Failed {
+            head,
+            error: e,
+            secs,
+            action,
+        }
+        .emit(&self.shared);
+        if matches!(
+            e,
+            ApplyError::State(StateError::Connect { .. } | StateError::Redis(_))
+        ) {
+            self.store = None;
+        }
+        match action {
+            Action::AwaitChange => {
                 self.handled = Some(head.to_string());
                 self.retry_at = None;
             }
-            ApplyError::State(StateError::Fenced(_)) => {
-                tracing::warn!(
-                    revision = head,
-                    error,
-                    "fenced: this daemon lost the leader lease; nothing was written"
-                );
-                self.shared.set_leading(false);
-            }
-            _ => {
-                if matches!(
-                    e,
-                    ApplyError::State(StateError::Connect { .. } | StateError::Redis(_))
-                ) {
-                    self.store = None;
-                    self.shared.set_redis_ok(false);
-                }
-                let delay = self.backoff.next();
-                tracing::warn!(
-                    revision = head,
-                    error,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "reconcile failed; retrying"
-                );
-                self.retry_at = Some(Instant::now() + delay);
-            }
+            Action::StepDown => self.shared.set_leading(false),
+            Action::Requeue(after) => self.retry_at = Some(Instant::now() + after),
         }
     }
 
     fn report_invalid(&mut self, head: &str, inv: &InvalidRevision) {
         self.handled = Some(head.to_string());
         self.retry_at = None;
-        tracing::error!(
-            revision = head,
-            errors = inv.errors,
-            first_error = %inv.first_error,
-            "the branch head is invalid and was not applied; the last good revision stays live"
-        );
-        self.shared.metrics.reconciled("invalid", 0.0);
-        self.shared.update(|s| {
-            s.invalid_revision = Some(inv.clone());
-            s.last_result = Some(LastResult {
-                result: "invalid".into(),
-                revision: head.to_string(),
-                at: now_rfc3339(),
-                error: Some(inv.first_error.clone()),
-                ..LastResult::default()
-            });
-        });
-        let event = Event::now(
-            &self.cfg.identity,
-            head,
-            What::Failed {
-                why: Failure::Invalid,
-                error: format!("{} error(s); first: {}", inv.errors, inv.first_error),
-            },
-        )
-        .rev(&self.cfg.branch);
-        if let Err(e) = self.store().and_then(|s| s.record_event(&event)) {
-            tracing::warn!(error = %e, "could not record the invalid revision as an event");
+        let shared = Arc::clone(&self.shared);
+        let (identity, branch) = (self.cfg.identity.clone(), self.cfg.branch.clone());
+        let event = events::Invalid {
+            invalid: inv,
+            identity: &identity,
+            branch: &branch,
+        };
+        let unrecorded = match self.store() {
+            Ok(store) => event.emit(&shared, Some(store)),
+            Err(e) => event.emit(&shared, None).or(Some(e)),
+        };
+        if unrecorded.is_some() {
             self.store = None;
         }
     }
@@ -544,7 +467,7 @@ impl Worker {
         let healable = report
             .live
             .iter()
-            .filter(|d| d.fixed_by == "reconcile")
+            .filter(|d| d.fixed_by == crate::drift::Fix::Reconcile)
             .count();
         let summary = DriftSummary {
             checked_at: now_rfc3339(),
@@ -553,8 +476,7 @@ impl Worker {
             hosts: report.hosts.len(),
             pending: report.pending.changes.len(),
         };
-        self.shared.metrics.drift(healable);
-        self.shared.update(|s| s.drift = Some(summary.clone()));
+        events::DriftChecked { summary: &summary }.emit(&self.shared);
         if healable == 0 && report.pending.is_empty() {
             return;
         }
@@ -567,24 +489,20 @@ impl Worker {
                 self.apply(&head, &rev);
             }
             DriftMode::Report => {
-                tracing::warn!(
-                    keys = healable,
-                    pending = summary.pending,
-                    "drift found (--drift report: not healed)"
-                );
-                self.shared.metrics.reconciled("drift", 0.0);
-                let keys: Vec<String> =
-                    report.live.iter().map(|d| d.key.clone()).take(20).collect();
-                let event = Event::now(
-                    &self.cfg.identity,
-                    rev.compiled.revision.commit.as_deref().unwrap_or_default(),
-                    What::Drift {
-                        drifted_keys: healable,
-                        keys,
-                    },
-                );
-                if let Err(e) = self.store().and_then(|s| s.record_event(&event)) {
-                    tracing::warn!(error = %e, "could not record drift");
+                let shared = Arc::clone(&self.shared);
+                let identity = self.cfg.identity.clone();
+                let revision = rev.compiled.revision.commit.clone().unwrap_or_default();
+                let event = events::DriftReported {
+                    summary: &summary,
+                    revision: &revision,
+                    keys: report.live.iter().map(|d| d.key.clone()).take(20).collect(),
+                    identity: &identity,
+                };
+                let unrecorded = match self.store() {
+                    Ok(store) => event.emit(&shared, Some(store)),
+                    Err(e) => event.emit(&shared, None).or(Some(e)),
+                };
+                if unrecorded.is_some() {
                     self.store = None;
                 }
             }
@@ -650,6 +568,7 @@ pub(super) fn watch_files(
 
 #[cfg(test)]
 mod tests {
+    use super::reconciler::{BACKOFF_BASE, BACKOFF_MAX};
     use super::*;
 
     #[test]

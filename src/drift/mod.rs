@@ -17,16 +17,67 @@ use crate::plan::{self, Plan};
 use crate::state::{self, heartbeat::HEARTBEAT_TTL_SECS, Heartbeat, KeyValue, StateError, Store};
 use crate::Compiled;
 
+/// Why a live key differs from what celeroot wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyDriftKind {
+    Edited,
+    Deleted,
+    Unknown,
+    ObjectEdited,
+    ForeignDigest,
+}
+
+/// Why a host's reported state differs from the live configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostDriftKind {
+    NoHeartbeat,
+    StaleHeartbeat,
+    Unmanaged,
+    Release,
+    Queues,
+    WorkerStatus,
+    NotDeployed,
+    ModifiedFiles,
+}
+
+/// What fixes a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Fix {
+    #[serde(rename = "reconcile")]
+    Reconcile,
+    #[serde(rename = "reconcile --sweep")]
+    Sweep,
+    #[serde(rename = "agent")]
+    Agent,
+    #[serde(rename = "deploy")]
+    Deploy,
+    #[serde(rename = "git")]
+    Git,
+}
+
+macro_rules! display_as_serde {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let v = serde_json::to_value(self).unwrap_or_default();
+                f.write_str(v.as_str().unwrap_or_default())
+            }
+        }
+    )*};
+}
+display_as_serde!(KeyDriftKind, HostDriftKind, Fix);
+
 /// One live key (class 1) that differs from what celeroot wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyDrift {
     pub key: String,
-    /// `edited`, `deleted`, `unknown`, `object-edited` or `foreign-digest`.
-    pub kind: &'static str,
+    pub kind: KeyDriftKind,
     pub detail: String,
     /// What fixes it: `reconcile`, or `reconcile --sweep` for unknown keys.
-    pub fixed_by: &'static str,
+    pub fixed_by: Fix,
 }
 
 /// One host (class 2) whose reported state differs from the live configuration.
@@ -34,12 +85,10 @@ pub struct KeyDrift {
 #[serde(rename_all = "camelCase")]
 pub struct HostDrift {
     pub host: String,
-    /// `no-heartbeat`, `stale-heartbeat`, `unmanaged`, `release`, `queues`, `worker-status`,
-    /// `not-deployed`, `modified-files`.
-    pub kind: &'static str,
+    pub kind: HostDriftKind,
     pub detail: String,
     /// What fixes it: `agent`, `deploy`, or `git` (add the host, or stop its agent).
-    pub fixed_by: &'static str,
+    pub fixed_by: Fix,
 }
 
 /// The drift report.
@@ -94,12 +143,12 @@ pub fn detect(
     for key in &observed.foreign_digests {
         live.push(KeyDrift {
             key: key.clone(),
-            kind: "foreign-digest",
+            kind: KeyDriftKind::ForeignDigest,
             detail: format!(
                 "listed in {} but not a key celeroot owns; ignored, never written or deleted",
                 keys.digests()
             ),
-            fixed_by: "reconcile",
+            fixed_by: Fix::Reconcile,
         });
     }
     for (key, digest) in &digests {
@@ -111,18 +160,18 @@ pub fn detect(
             None if observed.foreign_types.contains_key(key) => {}
             None => live.push(KeyDrift {
                 key: key.clone(),
-                kind: "deleted",
+                kind: KeyDriftKind::Deleted,
                 detail: "deleted out of band".into(),
-                fixed_by: "reconcile",
+                fixed_by: Fix::Reconcile,
             }),
             Some(v) if &v.digest() != digest => live.push(KeyDrift {
                 key: key.clone(),
-                kind: "edited",
+                kind: KeyDriftKind::Edited,
                 detail: format!(
                     "edited out of band ({} differs from what celeroot wrote)",
                     v.type_name()
                 ),
-                fixed_by: "reconcile",
+                fixed_by: Fix::Reconcile,
             }),
             Some(_) => {}
         }
@@ -133,17 +182,17 @@ pub fn detect(
     {
         live.push(KeyDrift {
             key: format!("{} {}", keys.objects(), o.id),
-            kind: "object-edited",
+            kind: KeyDriftKind::ObjectEdited,
             detail: format!("stored object {} does not match its hash", o.id),
-            fixed_by: "reconcile",
+            fixed_by: Fix::Reconcile,
         });
     }
     for (key, t) in &observed.foreign_types {
         live.push(KeyDrift {
             key: key.clone(),
-            kind: "edited",
+            kind: KeyDriftKind::Edited,
             detail: format!("has type {t}, which celeroot never writes"),
-            fixed_by: "reconcile",
+            fixed_by: Fix::Reconcile,
         });
     }
     let known: BTreeSet<String> = digests
@@ -158,9 +207,9 @@ pub fn detect(
         if !known.contains(key) && !keys.is_heartbeat(key) {
             live.push(KeyDrift {
                 key: key.clone(),
-                kind: "unknown",
+                kind: KeyDriftKind::Unknown,
                 detail: "under celeroot's prefix but not written by celeroot".into(),
-                fixed_by: "reconcile --sweep",
+                fixed_by: Fix::Sweep,
             });
         }
     }
@@ -194,7 +243,7 @@ pub fn detect(
             if &got != want {
                 hosts.push(HostDrift {
                     host: host.clone(),
-                    kind: "not-deployed",
+                    kind: HostDriftKind::NotDeployed,
                     detail: format!(
                         "the last deploy left {} current, the live configuration wants {want}",
                         if got.is_empty() {
@@ -203,7 +252,7 @@ pub fn detect(
                             got.as_str()
                         }
                     ),
-                    fixed_by: "deploy",
+                    fixed_by: Fix::Deploy,
                 });
             }
         }
@@ -212,12 +261,12 @@ pub fn detect(
         if !workers.contains_key(host) && hb.age(now_s) <= HEARTBEAT_TTL_SECS {
             hosts.push(HostDrift {
                 host: host.clone(),
-                kind: "unmanaged",
+                kind: HostDriftKind::Unmanaged,
                 detail: format!(
                     "heartbeating (release {:?}) but not in the live configuration",
                     hb.release
                 ),
-                fixed_by: "git",
+                fixed_by: Fix::Git,
             });
         }
     }
@@ -249,25 +298,25 @@ fn host_drift(
     };
     let Some(hb) = hb else {
         return vec![d(
-            "no-heartbeat",
+            HostDriftKind::NoHeartbeat,
             "no heartbeat: its agent is not running or cannot reach Redis".into(),
-            "agent",
+            Fix::Agent,
         )];
     };
     if hb.age(now) > HEARTBEAT_TTL_SECS {
         return vec![d(
-            "stale-heartbeat",
+            HostDriftKind::StaleHeartbeat,
             format!("last heartbeat {}s ago", hb.age(now)),
-            "agent",
+            Fix::Agent,
         )];
     }
     let mut out = Vec::new();
     let want_release = w.get("release").cloned().unwrap_or_default();
     if !want_release.is_empty() && hb.release != want_release {
         out.push(d(
-            "release",
+            HostDriftKind::Release,
             format!("runs release {:?}, should run {want_release:?}", hb.release),
-            "deploy",
+            Fix::Deploy,
         ));
     }
     let want_queues: BTreeSet<String> = w
@@ -277,30 +326,30 @@ fn host_drift(
     let got: BTreeSet<String> = hb.queues.iter().cloned().collect();
     if got != want_queues {
         out.push(d(
-            "queues",
+            HostDriftKind::Queues,
             format!(
                 "consumes {}, should consume {}",
                 got.into_iter().collect::<Vec<_>>().join(","),
                 want_queues.into_iter().collect::<Vec<_>>().join(",")
             ),
-            "agent",
+            Fix::Agent,
         ));
     }
     if hb.modified_count > 0 {
         out.push(d(
-            "modified-files",
+            HostDriftKind::ModifiedFiles,
             format!(
                 "{} file(s) of release {} differ from what was deployed: {}",
                 hb.modified_count,
                 hb.release,
                 hb.modified.join(", ")
             ),
-            "deploy",
+            Fix::Deploy,
         ));
     }
     if hb.status != "running" {
         out.push(d(
-            "worker-status",
+            HostDriftKind::WorkerStatus,
             format!(
                 "worker is {}",
                 if hb.status.is_empty() {
@@ -309,7 +358,7 @@ fn host_drift(
                     &hb.status
                 }
             ),
-            "agent",
+            Fix::Agent,
         ));
     }
     out

@@ -1,0 +1,288 @@
+//! What the daemon reports, like Vector's internal events: each observable event is one
+//! type whose [`emit`](Reconciled::emit) updates the log line, the metric and `/status`
+//! together (and, for the events only the daemon knows of, the Redis event stream), so
+//! the four never disagree. Labels are bounded: [`Result`] is an enum.
+//!
+//! Owns: the daemon's log lines, metric updates and `/status` results. Must not know:
+//! when to retry (that is [`super::reconciler`]).
+
+use serde::Serialize;
+
+use super::reconciler::Action;
+use super::{DriftSummary, InvalidRevision, LastResult, Shared};
+use crate::apply::{self, ApplyError, Outcome};
+use crate::state::events::{Failure, What};
+use crate::state::{Event, StateError, Store};
+
+/// The result of an attempt: `/status`'s `lastResult.result` and the
+/// `celeroot_reconciles_total` label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Result {
+    Applied,
+    Noop,
+    Drift,
+    Invalid,
+    Refused,
+    Locked,
+    Conflict,
+    Fenced,
+    #[default]
+    Failed,
+}
+
+impl Result {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Result::Applied => "applied",
+            Result::Noop => "noop",
+            Result::Drift => "drift",
+            Result::Invalid => "invalid",
+            Result::Refused => "refused",
+            Result::Locked => "locked",
+            Result::Conflict => "conflict",
+            Result::Fenced => "fenced",
+            Result::Failed => "failed",
+        }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Result {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> std::result::Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
+impl From<Failure> for Result {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Locked => Result::Locked,
+            Failure::Conflict => Result::Conflict,
+            Failure::Fenced => Result::Fenced,
+            Failure::Refused => Result::Refused,
+            Failure::Invalid => Result::Invalid,
+            Failure::Failed => Result::Failed,
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A reconcile that applied a revision or found nothing to do.
+pub struct Reconciled<'a> {
+    pub outcome: &'a Outcome,
+    pub secs: f64,
+}
+
+impl Reconciled<'_> {
+    pub fn emit(&self, shared: &Shared) {
+        let o = self.outcome;
+        let result = match o.result {
+            apply::Applied::Applied => Result::Applied,
+            _ => Result::Noop,
+        };
+        tracing::info!(
+            revision = %o.revision,
+            result = result.as_str(),
+            writes = o.writes,
+            corrective = o.corrective_writes,
+            generation = o.generation,
+            duration_ms = o.duration_ms,
+            incremental = o.incremental,
+            round_trips = o.round_trips,
+            "reconciled"
+        );
+        shared.metrics.reconciled(result, self.secs);
+        shared.metrics.succeeded(&o.cluster, &o.revision);
+        let at = now_rfc3339();
+        shared.update(|s| {
+            s.applied_revision = Some(o.revision.clone());
+            s.last_success_at = Some(at.clone());
+            s.invalid_revision = None;
+            s.last_result = Some(LastResult {
+                result,
+                revision: o.revision.clone(),
+                at,
+                writes: o.writes,
+                corrective_writes: o.corrective_writes,
+                duration_ms: o.duration_ms,
+                error: None,
+            });
+        });
+        shared.set_redis_ok(true);
+    }
+}
+
+/// A reconcile that wrote nothing, and what the daemon does next (the library recorded
+/// the Redis event).
+pub struct Failed<'a> {
+    pub head: &'a str,
+    pub error: &'a ApplyError,
+    pub secs: f64,
+    pub action: Action,
+}
+
+impl Failed<'_> {
+    pub fn emit(&self, shared: &Shared) {
+        let result = Result::from(self.error.failure());
+        shared.metrics.reconciled(result, self.secs);
+        let error = self.error.to_string();
+        shared.update(|s| {
+            s.last_result = Some(LastResult {
+                result,
+                revision: self.head.to_string(),
+                at: now_rfc3339(),
+                duration_ms: u64::try_from((self.secs * 1000.0) as i64).unwrap_or(0),
+                error: Some(error.clone()),
+                ..LastResult::default()
+            });
+        });
+        let head = self.head;
+        match self.action {
+            Action::AwaitChange => tracing::error!(
+                revision = head,
+                error,
+                "reconcile refused; the live state is unchanged"
+            ),
+            Action::StepDown => tracing::warn!(
+                revision = head,
+                error,
+                "fenced: this daemon lost the leader lease; nothing was written"
+            ),
+            Action::Requeue(after) => tracing::warn!(
+                revision = head,
+                error,
+                retry_in_ms = after.as_millis() as u64,
+                "reconcile failed; retrying"
+            ),
+        }
+        if matches!(
+            self.error,
+            ApplyError::State(StateError::Connect { .. } | StateError::Redis(_))
+        ) {
+            shared.set_redis_ok(false);
+        }
+    }
+}
+
+/// The branch head does not validate; the last good revision stays live.
+pub struct Invalid<'a> {
+    pub invalid: &'a InvalidRevision,
+    pub identity: &'a str,
+    pub branch: &'a str,
+}
+
+impl Invalid<'_> {
+    /// Also records the Redis event (best effort); returns its error, if any.
+    pub fn emit(&self, shared: &Shared, store: Option<&mut Store>) -> Option<StateError> {
+        let inv = self.invalid;
+        tracing::error!(
+            revision = inv.revision,
+            errors = inv.errors,
+            first_error = %inv.first_error,
+            "the branch head is invalid and was not applied; the last good revision stays live"
+        );
+        shared.metrics.reconciled(Result::Invalid, 0.0);
+        shared.update(|s| {
+            s.invalid_revision = Some(inv.clone());
+            s.last_result = Some(LastResult {
+                result: Result::Invalid,
+                revision: inv.revision.clone(),
+                at: now_rfc3339(),
+                error: Some(inv.first_error.clone()),
+                ..LastResult::default()
+            });
+        });
+        let event = Event::now(
+            self.identity,
+            &inv.revision,
+            What::Failed {
+                why: Failure::Invalid,
+                error: format!("{} error(s); first: {}", inv.errors, inv.first_error),
+            },
+        )
+        .rev(self.branch);
+        record(
+            store,
+            &event,
+            "could not record the invalid revision as an event",
+        )
+    }
+}
+
+/// A resync's findings.
+pub struct DriftChecked<'a> {
+    pub summary: &'a DriftSummary,
+}
+
+impl DriftChecked<'_> {
+    pub fn emit(&self, shared: &Shared) {
+        shared.metrics.drift(self.summary.live_keys);
+        shared.update(|s| s.drift = Some(self.summary.clone()));
+    }
+}
+
+/// Drift found with `--drift report`: reported, not healed.
+pub struct DriftReported<'a> {
+    pub summary: &'a DriftSummary,
+    pub revision: &'a str,
+    /// The first drifted keys.
+    pub keys: Vec<String>,
+    pub identity: &'a str,
+}
+
+impl DriftReported<'_> {
+    /// Also records the Redis event (best effort); returns its error, if any.
+    pub fn emit(self, shared: &Shared, store: Option<&mut Store>) -> Option<StateError> {
+        tracing::warn!(
+            keys = self.summary.live_keys,
+            pending = self.summary.pending,
+            "drift found (--drift report: not healed)"
+        );
+        shared.metrics.reconciled(Result::Drift, 0.0);
+        let event = Event::now(
+            self.identity,
+            self.revision,
+            What::Drift {
+                drifted_keys: self.summary.live_keys,
+                keys: self.keys,
+            },
+        );
+        record(store, &event, "could not record drift")
+    }
+}
+
+fn record(store: Option<&mut Store>, event: &Event, what: &str) -> Option<StateError> {
+    let e = store?.record_event(event).err()?;
+    tracing::warn!(error = %e, "{what}");
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_read_the_same_in_status_and_metrics() {
+        for r in [
+            Result::Applied,
+            Result::Noop,
+            Result::Drift,
+            Result::Invalid,
+            Result::Refused,
+            Result::Locked,
+            Result::Conflict,
+            Result::Fenced,
+            Result::Failed,
+        ] {
+            let json = serde_json::to_value(r).unwrap_or_default();
+            assert_eq!(json.as_str(), Some(r.as_str()));
+        }
+        assert_eq!(Result::from(Failure::Invalid), Result::Invalid);
+    }
+}
