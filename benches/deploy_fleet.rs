@@ -6,6 +6,8 @@
 //! Needs sshd, ssh, rsync (scripts/test.sh installs them) and root (sshd's privilege
 //! separation), like the tests.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 #[path = "../tests/cli/common/sshd.rs"]
 #[allow(dead_code)]
 mod sshd;

@@ -19,6 +19,8 @@
 //! Needs `redis-server` and `redis-benchmark` (scripts/test.sh installs redis-server,
 //! which ships both). Every figure is printed with the command that reproduces it.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 #[path = "support/fleet.rs"]
 mod fleet;
 #[path = "../tests/cli/common/http.rs"]
@@ -44,7 +46,7 @@ fn num(args: &[String], name: &str, default: usize) -> usize {
 /// Median, min and max of samples in milliseconds.
 fn stats(samples: &[f64]) -> (f64, f64, f64) {
     let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_by(f64::total_cmp);
     let med = if s.is_empty() {
         0.0
     } else if s.len() % 2 == 1 {
@@ -61,7 +63,7 @@ fn stats(samples: &[f64]) -> (f64, f64, f64) {
 
 fn pct(samples: &[f64], p: f64) -> f64 {
     let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_by(f64::total_cmp);
     let i = ((s.len() as f64 * p).ceil() as usize).clamp(1, s.len().max(1)) - 1;
     s.get(i).copied().unwrap_or(0.0)
 }

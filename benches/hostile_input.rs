@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench hostile_input` (`-- --runs N`).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 use std::time::Instant;
 
 use celeroot::source::{Snapshot, SourceFile};

@@ -7,6 +7,8 @@
 //! daemon's `/status` reporting the commit as applied (the reconcile transaction has
 //! committed in Redis by then).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 #[path = "../tests/cli/common/http.rs"]
 mod http;
 // `fleet_scale` reads the daemon's pid; this bench only keeps it alive.

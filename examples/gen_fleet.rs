@@ -8,6 +8,8 @@
 //! celeroot --repo DIR diff --from HEAD~1 --to HEAD
 //! ```
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark tool: a failure is the report
+
 #[path = "../benches/support/fleet.rs"]
 mod fleet;
 

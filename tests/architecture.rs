@@ -3,6 +3,8 @@
 //! source → manifest → validate → desired → state (observe) → plan → render/apply → drift
 //! stays a straight line and no two stages import each other.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -180,7 +182,7 @@ fn the_reference_scanner_reads_paths_and_groups() {
     let r = references("use crate::{state::Keys, plan, manifest::{Kind, ObjectId}};\nlet x = crate::desired::f();\n// crate::cli in a comment\n");
     let want: BTreeSet<String> = ["state", "plan", "manifest", "desired"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     assert_eq!(r, want);
 }

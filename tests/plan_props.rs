@@ -1,6 +1,8 @@
 //! Property tests for the planner: applying a plan to the state it was made from yields
 //! the target state, an unchanged state plans nothing, and plans are symmetric.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 use std::collections::BTreeMap;
 
 use celeroot::desired::{DesiredObject, DesiredState};

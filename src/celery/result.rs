@@ -174,7 +174,7 @@ impl TaskResult {
         let lines: Vec<&str> = tb.lines().filter(|l| !marker(l)).collect();
         lines[lines.len().saturating_sub(n)..]
             .iter()
-            .map(|l| l.to_string())
+            .map(std::string::ToString::to_string)
             .collect()
     }
 }

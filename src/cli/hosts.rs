@@ -230,10 +230,10 @@ fn next_steps(ui: &Ui, name: &str, address: &str, committed: bool) {
     let s = &ui.stdout_style;
     outln!();
     outln!("{}", s.paint(s.bold(), "Next steps"));
-    if !committed {
-        outln!("  1. Commit the change: git add -A && git commit -m \"hosts: add {name}\" (or pass --commit).");
-    } else {
+    if committed {
         outln!("  1. Push the commit (a running `celeroot watch` applies it).");
+    } else {
+        outln!("  1. Commit the change: git add -A && git commit -m \"hosts: add {name}\" (or pass --commit).");
     }
     outln!(
         "  2. On {name} ({address}): an SSH user for celeroot with your key, python3, uv, rsync,"

@@ -192,10 +192,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         reply(StatusCode::OK, format!("ready ({role})"))
     } else {
         let st = shared.status();
-        let why = if st.redis != "ok" {
-            "Redis is not reachable"
-        } else {
+        let why = if st.redis == "ok" {
             "no valid revision read yet (the cluster is unknown)"
+        } else {
+            "Redis is not reachable"
         };
         reply(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"))
     }

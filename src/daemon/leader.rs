@@ -38,7 +38,7 @@ pub(super) fn run(shared: &Shared, cfg: &Config, stop: &AtomicBool) {
             match s.resign(&shared.token) {
                 Ok(_) => tracing::info!("released the leader lease"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not release the leader lease; it expires by itself")
+                    tracing::warn!(error = %e, "could not release the leader lease; it expires by itself");
                 }
             }
         }

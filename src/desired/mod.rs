@@ -99,7 +99,10 @@ pub struct DeploySettings {
 impl Default for DeploySettings {
     fn default() -> Self {
         DeploySettings {
-            paths: DEFAULT_DEPLOY_PATHS.iter().map(|p| p.to_string()).collect(),
+            paths: DEFAULT_DEPLOY_PATHS
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             max_parallel: DEFAULT_MAX_PARALLEL,
             canary: 0,
             failure_budget: 0,
@@ -569,7 +572,7 @@ fn compile_role(name: &str, r: &Role, index: &HostIndex<'_>) -> (DesiredObject, 
         hosts: index
             .with_role(name)
             .iter()
-            .map(|h| h.to_string())
+            .map(std::string::ToString::to_string)
             .collect(),
     };
     (object(&r.metadata, Json::Object(spec)), role)

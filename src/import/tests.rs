@@ -149,7 +149,7 @@ fn redis_and_monitoring_are_reported_never_copied() {
     let text = "cluster: prod\nredis: redis://admin:hunter2@redis.example:6379/0\nmonitoring:\n  flower: {port: 5555}\n";
     let i = ok(text);
     assert_eq!(i.objects.len(), 1);
-    let all = format!("{:?}", i);
+    let all = format!("{i:?}");
     assert!(!all.contains("hunter2"), "{all}");
     let redis = &i.warnings[0];
     assert_eq!(redis.line, 2);

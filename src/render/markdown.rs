@@ -51,16 +51,16 @@ pub fn render_markdown(r: &PlanReport) -> String {
         );
         let _ = writeln!(out);
         let diff = spec_diff(c);
-        if !diff.is_empty() {
+        if diff.is_empty() {
+            let _ = writeln!(out, "_Spec unchanged; derived state changed._");
+            let _ = writeln!(out);
+        } else {
             let _ = writeln!(out, "```diff");
             out.push_str(&diff.replace("```", "`\u{200b}``"));
             if !diff.ends_with('\n') {
                 out.push('\n');
             }
             let _ = writeln!(out, "```");
-            let _ = writeln!(out);
-        } else {
-            let _ = writeln!(out, "_Spec unchanged; derived state changed._");
             let _ = writeln!(out);
         }
         for e in &c.effects {
@@ -99,13 +99,13 @@ fn summary_cell(c: &Change) -> String {
     for e in &c.effects {
         match e {
             Effect::AffectedHosts { hosts } => {
-                parts.push(format!("affects {} host(s)", hosts.len()))
+                parts.push(format!("affects {} host(s)", hosts.len()));
             }
             Effect::Queues { after, .. } if !after.is_empty() => {
-                parts.push(format!("queues: {}", after.join(", ")))
+                parts.push(format!("queues: {}", after.join(", ")));
             }
             Effect::Targets { before, after } => {
-                parts.push(format!("targets: {} → {}", before.len(), after.len()))
+                parts.push(format!("targets: {} → {}", before.len(), after.len()));
             }
             Effect::Disabled => parts.push("disabled".into()),
             _ => {}

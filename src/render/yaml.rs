@@ -138,7 +138,7 @@ fn needs_quotes(s: &str) -> bool {
     ]) {
         return true;
     }
-    s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(|c| c.is_control())
+    s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(char::is_control)
 }
 
 #[cfg(test)]

@@ -375,7 +375,7 @@ fn list_tree(
     prefix: &str,
     out: &mut Vec<TreeEntry>,
 ) -> Result<(), SourceError> {
-    for entry in tree.iter() {
+    for entry in tree {
         let Ok(name) = entry.name() else { continue };
         let full = if prefix.is_empty() {
             name.to_string()
@@ -602,7 +602,7 @@ fn walk_shipped(
     out: &mut Vec<ShippedFile>,
 ) -> Result<(), SourceError> {
     let mut seen = std::collections::HashSet::new();
-    for entry in tree.iter() {
+    for entry in tree {
         let raw = entry.name_bytes();
         let shown = format!("{prefix}/{}", String::from_utf8_lossy(raw));
         if let Some(reason) = unsafe_name(raw) {

@@ -1,5 +1,7 @@
 //! Integration tests: the real `celeroot` binary against real git repositories in temp dirs.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 mod common;
 mod test_agent;
 mod test_deploy;

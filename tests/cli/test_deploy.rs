@@ -613,7 +613,7 @@ fn concurrent_reconciles_of_two_revisions_end_with_every_host_on_the_newer_one()
     let newer = repo.commit("newer");
     let paths: Vec<String> = celeroot::desired::DEFAULT_DEPLOY_PATHS
         .iter()
-        .map(|p| p.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     let git = git2::Repository::open(repo.root()).expect("open");
     let want = celeroot::source::release_id(&git, &newer, &paths)

@@ -12,6 +12,8 @@
 //! seed (printed on every run), `CELEROOT_FUZZ_TARGETS` a comma-separated selection.
 //! `scripts/fuzz.sh` runs it for longer; scripts/test.sh (and so CI) for 30 s each.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is the report
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -406,7 +408,10 @@ fn main() {
                 let msg = p
                     .downcast_ref::<String>()
                     .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| {
+                        p.downcast_ref::<&str>()
+                            .map(std::string::ToString::to_string)
+                    })
                     .unwrap_or_default();
                 error = Some(finding(t.name, &input, &format!("panicked: {msg}")));
                 break;

@@ -50,7 +50,7 @@ impl RedisServer {
             child: None,
             port: 0,
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(std::string::ToString::to_string).collect(),
             password: password.map(String::from),
         };
         s.boot(None);
