@@ -186,3 +186,66 @@ fn the_reference_scanner_reads_paths_and_groups() {
         .collect();
     assert_eq!(r, want);
 }
+
+/// The sibling files of a stage a file refers to: `super::NAME` and `crate::STAGE::NAME`.
+fn sibling_references(text: &str, stage: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = BTreeSet::new();
+    for prefix in ["super::".to_string(), format!("crate::{stage}::")] {
+        let mut rest = code.as_str();
+        while let Some(i) = rest.find(&prefix) {
+            rest = &rest[i + prefix.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if siblings.contains(&name) {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// Within a stage, no two files use each other (the parent `mod.rs` aside, which declares
+/// and re-exports its children): `manifest/node.rs` knows nothing of `manifest/yaml.rs`.
+#[test]
+fn no_two_files_of_a_stage_use_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut cycles = Vec::new();
+    for stage in ORDER {
+        let dir = src.join(stage);
+        if !dir.is_dir() {
+            continue;
+        }
+        let names: BTreeSet<String> = std::fs::read_dir(&dir)
+            .expect("read stage dir")
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                let stem = p.file_stem()?.to_str()?.to_string();
+                (p.extension().is_some_and(|x| x == "rs") && stem != "mod" && stem != "tests")
+                    .then_some(stem)
+            })
+            .collect();
+        let uses: Vec<(String, BTreeSet<String>)> = names
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(dir.join(format!("{n}.rs"))).expect("read");
+                (n.clone(), sibling_references(&text, stage, &names))
+            })
+            .collect();
+        for (a, used) in &uses {
+            for b in used.iter().filter(|b| *b > a) {
+                if uses.iter().any(|(n, u)| n == b && u.contains(a)) {
+                    cycles.push(format!("{stage}/{a}.rs and {stage}/{b}.rs use each other"));
+                }
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "{}", cycles.join("\n"));
+}

@@ -196,7 +196,7 @@ mod tests {
         let text = document(v);
         let docs = parse_documents(&text);
         match docs.first() {
-            Some(Ok(doc)) => super::super::text::node_to_json(&doc.root),
+            Some(Ok(doc)) => crate::manifest::node_to_json(&doc.root),
             other => panic!("{text}\n{other:?}"),
         }
     }

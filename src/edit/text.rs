@@ -13,37 +13,13 @@ use serde_json::Value as Json;
 
 use super::emit;
 use crate::manifest::yaml::parse_documents;
-use crate::manifest::{Node, Value};
 
 /// Why a document could not be edited in place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct LayoutError(pub String);
 
-/// The untyped JSON value of a YAML node (mapping keys as strings).
-pub fn node_to_json(node: &Node) -> Json {
-    match &node.value {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::UInt(u) => Json::from(*u),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Str(s) => Json::String(s.clone()),
-        Value::Seq(items) => Json::Array(items.iter().map(node_to_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| {
-                    let key = match &k.value {
-                        Value::Str(s) => s.clone(),
-                        _ => node_to_json(k).to_string(),
-                    };
-                    (key, node_to_json(v))
-                })
-                .collect(),
-        ),
-    }
-}
+pub use crate::manifest::node_to_json;
 
 /// Rewrites `doc` (the text of one YAML document whose value is `old`) so that its value
 /// becomes `new`, changing only the lines of the values that differ.

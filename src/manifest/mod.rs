@@ -18,5 +18,5 @@ pub mod yaml;
 
 pub use index::HostIndex;
 pub use load::{load_files, LoadedFiles, Object, ObjectBody};
-pub use node::{decode, did_you_mean, DecodeError, Located, Node, Pos, Value};
+pub use node::{decode, did_you_mean, node_to_json, DecodeError, Located, Node, Pos, Value};
 pub use types::*;

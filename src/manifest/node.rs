@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use serde_json::Value as Json;
+
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -81,61 +83,28 @@ pub(crate) fn node_at(line: u64, column: u64, value: Value) -> Node {
     }
 }
 
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Value;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any YAML value")
-            }
-            fn visit_unit<E>(self) -> Result<Value, E> {
-                Ok(Value::Null)
-            }
-            fn visit_none<E>(self) -> Result<Value, E> {
-                Ok(Value::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-                Value::deserialize(d)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-                Ok(Value::Bool(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-                Ok(Value::Int(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-                Ok(match i64::try_from(v) {
-                    Ok(i) => Value::Int(i),
-                    Err(_) => Value::UInt(v),
+/// The untyped JSON value of a YAML node (mapping keys as strings).
+pub fn node_to_json(node: &Node) -> Json {
+    match &node.value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::UInt(u) => Json::from(*u),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Str(s) => Json::String(s.clone()),
+        Value::Seq(items) => Json::Array(items.iter().map(node_to_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match &k.value {
+                        Value::Str(s) => s.clone(),
+                        _ => node_to_json(k).to_string(),
+                    };
+                    (key, node_to_json(v))
                 })
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-                Ok(Value::Float(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-                Ok(Value::Str(v.to_owned()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Value, E> {
-                Ok(Value::Str(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(n) = a.next_element::<crate::manifest::yaml::ParsedNode>()? {
-                    out.push(n.0);
-                }
-                Ok(Value::Seq(out))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
-                let mut out = Vec::new();
-                while let Some(k) = a.next_key::<crate::manifest::yaml::ParsedNode>()? {
-                    let v = a.next_value::<crate::manifest::yaml::ParsedNode>()?;
-                    out.push((k.0, v.0));
-                }
-                Ok(Value::Map(out))
-            }
-        }
-        d.deserialize_any(V)
+                .collect(),
+        ),
     }
 }
 

@@ -5,6 +5,7 @@
 //! expansion), and turning parser errors into positions and messages.
 //! Must not know: manifest kinds or their fields.
 
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::node::{node_at, Node, Pos, Value};
@@ -36,6 +37,66 @@ impl<'de> Deserialize<'de> for ParsedNode {
         let s = serde_saphyr::Spanned::<Value>::deserialize(d)?;
         let loc = s.referenced;
         Ok(ParsedNode(node_at(loc.line(), loc.column(), s.value)))
+    }
+}
+
+/// Reads a node's value from serde-saphyr, the children with their positions (through
+/// [`ParsedNode`]). Here, with the YAML reader, so `node` knows nothing of YAML.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                Value::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(match i64::try_from(v) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::UInt(v),
+                })
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(n) = a.next_element::<ParsedNode>()? {
+                    out.push(n.0);
+                }
+                Ok(Value::Seq(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = a.next_key::<ParsedNode>()? {
+                    let v = a.next_value::<ParsedNode>()?;
+                    out.push((k.0, v.0));
+                }
+                Ok(Value::Map(out))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
