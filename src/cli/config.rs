@@ -2,14 +2,12 @@
 //! `schedules`, `workers`), the cluster's settings (`init`, `set`, `unset`), and
 //! `edit`, which opens `$EDITOR` on a copy and validates before saving.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use serde_json::{json, Value as Json};
 
 use super::edit::{self as e, EditArgs, ReadArgs};
-use super::{Cli, CommandError, Ui, EXIT_OK};
-use crate::edit::{ops, Change, Workspace};
+use super::{Cli, CommandError, Ui, Untouched, EXIT_OK};
+use crate::edit::{external, ops, Change, Workspace};
 use crate::manifest::Kind;
 use crate::Compiled;
 
@@ -443,26 +441,20 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let file = ops::file_of(&ws, a.target.as_deref()).map_err(|err| e::error(None, err))?;
     let before = ws.files.get(&file).cloned().unwrap_or_default();
-    let name = file.rsplit('/').next().unwrap_or("manifest.yaml");
-    // A new file with an unpredictable name, created exclusively (O_EXCL) and 0600: no
-    // other user can read the copy or plant a link where it will be written.
-    let copy = tempfile::Builder::new()
-        .prefix("celeroot-edit-")
-        .suffix(&format!("-{name}"))
-        .tempfile()
-        .map_err(|err| CommandError::invalid(format!("cannot create a temporary copy: {err}")))?;
-    std::io::Write::write_all(&mut copy.as_file(), before.as_bytes()).map_err(|err| {
-        CommandError::invalid(format!("cannot write {}: {err}", copy.path().display()))
-    })?;
-    // Removed when dropped, unless kept below.
-    let tmp = copy.into_temp_path();
-    let keep = |tmp: tempfile::TempPath| tmp.keep().unwrap_or_else(|e| e.path.to_path_buf());
-    if let Err(err) = run_editor(&tmp.to_path_buf()) {
-        keep(tmp);
-        return Err(err);
+    let copy = external::Copy::new(&file, &before)?;
+    if let Err(err) = copy.edit_with(&external::editor()) {
+        let no_editor = matches!(err, crate::edit::EditError::NoEditor { .. });
+        let kept = copy.keep();
+        let err = CommandError::from(err)
+            .untouched(Untouched::Written)
+            .hinted(format!("your copy: {}", kept.display()));
+        return Err(if no_editor {
+            err.hinted("set $EDITOR")
+        } else {
+            err
+        });
     }
-    let after = std::fs::read_to_string(&tmp)
-        .map_err(|err| CommandError::invalid(format!("cannot read {}: {err}", tmp.display())))?;
+    let after = copy.read()?;
     if after == before {
         outln!("nothing to change: {file} was not edited");
         return Ok(EXIT_OK);
@@ -475,7 +467,7 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CommandError> {
     match e::finish(ui, &ws, &[change], &a.edit, &format!("config: edit {file}")) {
         Ok(code) => Ok(code),
         Err(mut err) => {
-            let kept = keep(tmp);
+            let kept = copy.keep();
             err.hints.push(format!(
                 "your edited copy is kept in {}; fix it and copy it over {file}, or run `celeroot config edit` again",
                 kept.display()
@@ -483,30 +475,4 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CommandError> {
             Err(err)
         }
     }
-}
-
-/// Runs `$VISUAL`, `$EDITOR` or `vi` on `path` and waits for it. The variable may hold
-/// arguments (`code --wait`); they are split on whitespace, never passed to a shell.
-fn run_editor(path: &PathBuf) -> Result<(), CommandError> {
-    let editor = ["VISUAL", "EDITOR"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
-        .unwrap_or_else(|| "vi".into());
-    let mut words = editor.split_whitespace();
-    let program = words.next().unwrap_or("vi");
-    let status = std::process::Command::new(program)
-        .args(words)
-        .arg(path)
-        .status()
-        .map_err(|err| {
-            CommandError::invalid(format!("cannot run the editor {program:?}: {err}"))
-                .hinted("set $EDITOR")
-        })?;
-    if !status.success() {
-        return Err(CommandError::invalid(format!(
-            "the editor exited with {status}; nothing was written (your copy: {})",
-            path.display()
-        )));
-    }
-    Ok(())
 }

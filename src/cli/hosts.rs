@@ -436,11 +436,12 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CommandErr
         ))
         .hinted("keep each cluster's state in database 0 of a Redis of its own (clusters sharing one are kept apart by their key prefix)"));
     }
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| CommandError::invalid(format!("cannot read /dev/urandom: {e}")))?;
-    let password = hex::encode(bytes);
+    let password = crate::state::random_secret(24).map_err(|e| {
+        CommandError::message(
+            super::ErrorKind::Failed,
+            format!("cannot generate a password from the kernel's random source: {e}"),
+        )
+    })?;
     let mut store = live::connect(cli, &state.cluster)?;
     let user = store.set_agent_credentials(&a.host, &password, a.rotate)?;
     let agent_url = url.with_credentials(&user, &password);

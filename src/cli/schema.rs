@@ -19,12 +19,7 @@ pub struct SchemaArgs {
 
 pub fn run(args: &SchemaArgs) -> Result<u8, CommandError> {
     if let Some(dir) = &args.write {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CommandError::invalid(format!("{}: {e}", dir.display())))?;
-        for (name, text) in schema::all_schemas() {
-            let path = dir.join(&name);
-            std::fs::write(&path, text)
-                .map_err(|e| CommandError::invalid(format!("{}: {e}", path.display())))?;
+        for path in schema::write_all(dir)? {
             outln!("wrote {}", path.display());
         }
         return Ok(EXIT_OK);

@@ -273,13 +273,7 @@ fn parse_seconds(option: &str, text: &str) -> Result<f64, CommandError> {
 
 /// The producer name in the `origin` header: `celeroot@<hostname>`.
 fn origin() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "localhost".into());
-    format!("celeroot@{host}")
+    format!("celeroot@{}", crate::state::events::hostname())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 //! truth: nothing here talks to the live state.
 
 pub mod emit;
+pub mod external;
 pub mod ops;
 pub mod text;
 
@@ -48,6 +49,16 @@ pub enum EditError {
     },
     #[error("{0}")]
     Refused(String),
+    /// The editor of `config edit` could not be started.
+    #[error("cannot run the editor {program:?}: {source}")]
+    NoEditor {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The editor of `config edit` exited with a failure.
+    #[error("the editor exited with {0}")]
+    EditorFailed(std::process::ExitStatus),
     /// The repository has no `Cluster` manifest.
     #[error("the repository has no Cluster manifest")]
     NoCluster,

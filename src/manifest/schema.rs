@@ -91,3 +91,24 @@ fn pretty(v: &Json) -> String {
     s.push('\n');
     s
 }
+
+/// Writes every schema file into `dir` (created if missing); returns the paths written.
+///
+/// # Errors
+/// The directory or a file cannot be written (the error names the path).
+pub fn write_all(
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, crate::source::SourceError> {
+    let io = |p: &std::path::Path| {
+        let path = p.display().to_string();
+        move |source| crate::source::SourceError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut written = Vec::new();
+    for (name, text) in all_schemas() {
+        let path = dir.join(&name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}

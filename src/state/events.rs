@@ -8,6 +8,17 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+/// This machine's name: `/etc/hostname`, else `$HOSTNAME`, else `localhost`. Names the
+/// actor of events and leases, and the producer of task messages.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// How a reconcile that wrote (or would have written) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconciled {

@@ -31,6 +31,18 @@ pub use store::{
 };
 pub use url::RedisUrl;
 
+/// `n` random bytes from the kernel (`/dev/urandom`), hex-encoded: passwords of the ACL
+/// users celeroot creates.
+///
+/// # Errors
+/// `/dev/urandom` cannot be read.
+pub fn random_secret(n: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    let mut f = std::fs::File::open("/dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
 use crate::desired::{DesiredObject, ScheduleEntry};
 use crate::manifest::{Kind, ObjectId};
 
