@@ -18,6 +18,7 @@ mod test_scaffold;
 mod test_schedules;
 mod test_schema;
 mod test_security;
+mod test_story;
 mod test_task;
 mod test_usage;
 mod test_validate;

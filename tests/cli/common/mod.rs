@@ -3,6 +3,7 @@
 
 pub mod celery;
 pub mod daemon;
+pub mod env;
 pub mod http;
 pub mod redis;
 pub mod sshd;
