@@ -974,3 +974,68 @@ fn schema_init_import_and_the_daemon_refusing_bad_options() {
     [exit status: 1]
     ");
 }
+
+#[test]
+fn the_daemon_applies_a_push_and_status_shows_it_leading() {
+    use crate::common::daemon::{BareRepo, Daemon};
+    let env = TestEnv::example().with_redis();
+    let bare = BareRepo::new();
+    bare.push_from(&env.repo, "main");
+    let repo = git2::Repository::open(env.repo.root()).expect("open the repository");
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .expect("the example's commit");
+    let mut daemon = Daemon::start(&bare.url(), &env.redis_url(), &["--branch", "main"]);
+    daemon.wait_for(
+        "the example applied",
+        std::time::Duration::from_secs(20),
+        |d| d.applied().as_deref() == Some(head.as_str()),
+    );
+    let status = daemon.status();
+    let last = &status["lastResult"];
+    insta::assert_snapshot!(
+        format!(
+            "leader: {}\nredis: {}\nresult: {} ({} writes)\n",
+            status["leader"], status["redis"], last["result"], last["writes"]
+        ),
+        @r#"
+    leader: true
+    redis: "ok"
+    result: "applied" (46 writes)
+    "#
+    );
+    insta::assert_snapshot!(env.run(&["status"]), @r#"
+    cluster production (live state in redis://127.0.0.1:[PORT]/0)
+    applied:  47c6fb43 "example" at [TIME] by daemon@ci (generation 1)
+    daemon:   daemon@ci leads `celeroot watch` (epoch 1, since [TIME])
+    HEAD (47c6fb43): in sync
+
+    HOST   ROLES                  RELEASE  HEARTBEAT  HEALTH
+    app01  application            -        -          no-heartbeat
+    db01   database               -        -          no-heartbeat
+    db02   application,database   -        -          no-heartbeat
+    web01  application,webserver  -        -          no-heartbeat
+    web02  application,webserver  -        -          no-heartbeat
+
+    latest events:
+      [TIME]  intentional applied  47c6fb43 by daemon@ci
+    [exit status: 0]
+    "#);
+}
+
+#[test]
+fn completions_and_man_pages() {
+    let env = TestEnv::example();
+    let bash = env.run(&["completions", "bash"]);
+    insta::assert_snapshot!(bash.lines().take(3).collect::<Vec<_>>().join("\n"), @r"
+    _celeroot() {
+        local i cur prev opts cmd
+        COMPREPLY=()
+    ");
+    insta::assert_snapshot!(env.run(&["man", "--out-dir", "man"]), @r"
+    wrote 53 man page(s) to man
+    [exit status: 0]
+    ");
+}

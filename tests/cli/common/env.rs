@@ -38,6 +38,14 @@ impl TestEnv {
         self
     }
 
+    /// The redis-server's URL.
+    pub fn redis_url(&self) -> String {
+        self.redis
+            .as_ref()
+            .map(RedisServer::url)
+            .unwrap_or_default()
+    }
+
     /// Runs `celeroot ARGS` in the repository; returns the normalised transcript.
     pub fn run(&self, args: &[&str]) -> String {
         let mut c = celeroot_cmd(&self.repo.root());
