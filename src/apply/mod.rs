@@ -504,46 +504,68 @@ pub fn reconcile_and_deploy(
     now: chrono::DateTime<chrono::Utc>,
     deploy: Option<Deploy<'_>>,
 ) -> Result<(Outcome, AfterTransaction), ApplyError> {
-    let (mut outcome, shipped) = reconcile_then(store, rev, opts, ancestry, now, |_, held| {
-        let (Some(d), Some(release)) = (deploy.filter(|_| !opts.dry_run), rev.release.as_deref())
-        else {
-            return Ok(None);
-        };
-        if !held() {
-            return Err(DeployError::LeaseLost);
-        }
-        let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
-        let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
-        crate::deploy::ship(
-            &crate::deploy::Ship {
-                repo: d.repo,
-                commit: &commit,
-                release,
-                state: &rev.compiled.state,
-                hosts: &hosts,
-                ssh: d.ssh,
-                check: false,
-                redis: d.redis,
-                actor: &opts.actor,
-            },
-            d.progress,
-        )
-        .map(Some)
-        .map_err(|source| DeployError::Stage {
-            release: release.to_string(),
-            source,
-        })
-    })?;
+    reconcile_from_and_deploy(store, rev, opts, ancestry, now, None, deploy)
+        .map(|(o, after, _)| (o, after))
+}
+
+/// [`reconcile_and_deploy`] from a baseline, as [`reconcile_from`]: the daemon's entry
+/// point. Also returns the next baseline.
+///
+/// # Errors
+/// As [`reconcile`].
+pub fn reconcile_from_and_deploy(
+    store: &mut Store,
+    rev: &Revision,
+    opts: &Options,
+    ancestry: &dyn Fn(&str) -> Ancestry,
+    now: chrono::DateTime<chrono::Utc>,
+    baseline: Option<Baseline>,
+    deploy: Option<Deploy<'_>>,
+) -> Result<(Outcome, AfterTransaction, Option<Baseline>), ApplyError> {
+    let mut deploy = deploy.filter(|_| !opts.dry_run);
+    let mut shipped = None;
+    let (mut outcome, next) =
+        reconcile_hooked(store, rev, opts, ancestry, now, baseline, &mut |_, held| {
+            let (Some(d), Some(release)) = (deploy.take(), rev.release.as_deref()) else {
+                return;
+            };
+            if !held() {
+                shipped = Some(Err(DeployError::LeaseLost));
+                return;
+            }
+            let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
+            let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
+            shipped = Some(
+                crate::deploy::ship(
+                    &crate::deploy::Ship {
+                        repo: d.repo,
+                        commit: &commit,
+                        release,
+                        state: &rev.compiled.state,
+                        hosts: &hosts,
+                        ssh: d.ssh,
+                        check: false,
+                        redis: d.redis,
+                        actor: &opts.actor,
+                    },
+                    d.progress,
+                )
+                .map_err(|source| DeployError::Stage {
+                    release: release.to_string(),
+                    source,
+                }),
+            );
+        })?;
     let mut after = AfterTransaction::default();
     match shipped {
-        None | Some(Ok(None)) => {}
-        Some(Ok(Some(s))) => {
+        None => {}
+        Some(Ok(s)) => {
             outcome.deploy = Some(s.report);
             after.unrecorded = s.unrecorded;
         }
         Some(Err(e)) => after.failed = Some(e),
     }
-    Ok((outcome, after))
+    Ok((outcome, after, next))
 }
 
 /// Takes the lease (waiting up to `opts.lock_wait` for another holder), recording a

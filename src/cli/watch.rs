@@ -67,6 +67,12 @@ pub struct WatchArgs {
     /// Apply a head that is not a descendant of the applied revision (force pushes).
     #[arg(long, env = "CELEROOT_ALLOW_ROLLBACK")]
     pub allow_rollback: bool,
+    /// Do not ship a new release to the hosts after applying it (the default ships it,
+    /// holding the lease, as `celeroot reconcile` does; a failed rollout is retried).
+    #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
+    pub skip_deploy: bool,
+    #[command(flatten)]
+    pub ssh: super::deploy::SshArgs,
     /// Log format (logs go to stderr; RUST_LOG filters, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "CELEROOT_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -196,8 +202,9 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CommandError> {
         prune: !a.no_prune,
         allow_rollback: a.allow_rollback,
         identity: crate::apply::actor(),
+        deploy: (!a.skip_deploy).then(|| a.ssh.options()),
     };
-    daemon::run(cfg).map_err(|e| CommandError::invalid(e.to_string()))?;
+    daemon::run(cfg)?;
     Ok(EXIT_OK)
 }
 

@@ -170,6 +170,81 @@ impl Failed<'_> {
     }
 }
 
+/// The rollout after an apply (the library recorded its Redis records and event).
+pub struct Deployed<'a> {
+    pub release: &'a str,
+    /// The rollout's report, when it ran.
+    pub report: Option<&'a crate::deploy::Report>,
+    /// Why it did not run or could not start.
+    pub error: Option<&'a apply::DeployError>,
+    /// Why its records could not be written.
+    pub unrecorded: Option<&'a StateError>,
+    /// When it failed: the delay before the next attempt.
+    pub retry: Option<std::time::Duration>,
+}
+
+impl Deployed<'_> {
+    pub fn emit(&self, shared: &Shared) {
+        use crate::deploy::Outcome as O;
+        let count = |o: O| self.report.map_or(0, |r| r.count(o));
+        let failed_hosts: Vec<String> = self
+            .report
+            .map(|r| {
+                r.hosts
+                    .iter()
+                    .filter(|h| matches!(h.outcome, O::Failed | O::RolledBack | O::Skipped))
+                    .map(|h| match &h.detail {
+                        Some(d) => format!("{}: {} ({d})", h.host, h.outcome.label()),
+                        None => format!("{}: {}", h.host, h.outcome.label()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let error = match (self.error, failed_hosts.is_empty()) {
+            (Some(e), _) => Some(e.to_string()),
+            (None, false) => Some(failed_hosts.join("; ")),
+            (None, true) => None,
+        };
+        let ok = error.is_none();
+        let retry_at = self.retry.map(|d| {
+            (chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default())
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
+        match (&error, self.retry) {
+            (None, _) => tracing::info!(
+                release = self.release,
+                deployed = count(O::Deployed),
+                up_to_date = count(O::UpToDate),
+                "release shipped"
+            ),
+            (Some(e), retry) => tracing::warn!(
+                release = self.release,
+                error = %e,
+                retry_in_ms = retry.map_or(0, |d| d.as_millis() as u64),
+                "deploy failed; the live state is applied, retrying the rollout"
+            ),
+        }
+        if let Some(e) = self.unrecorded {
+            tracing::warn!(error = %e, "the deploy was not recorded in Redis");
+        }
+        shared.metrics.deployed(ok);
+        shared.update(|s| {
+            s.last_deploy = Some(super::LastDeploy {
+                release: self.release.to_string(),
+                result: if ok { "ok" } else { "failed" }.into(),
+                deployed: count(O::Deployed),
+                up_to_date: count(O::UpToDate),
+                failed: count(O::Failed),
+                rolled_back: count(O::RolledBack),
+                skipped: count(O::Skipped),
+                at: now_rfc3339(),
+                error,
+                retry_at,
+            });
+        });
+    }
+}
+
 /// The branch head does not validate; the last good revision stays live.
 pub struct Invalid<'a> {
     pub invalid: &'a InvalidRevision,

@@ -45,6 +45,13 @@ pub struct Metrics {
     fetch_duration: Histogram,
     fetch_errors: Counter,
     webhooks: Family<WebhookLabels, Counter>,
+    deploys: Family<DeployLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeployLabels {
+    /// `ok` or `failed`.
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -110,7 +117,14 @@ impl Metrics {
             "Webhook requests by provider and result (accepted, duplicate, ignored, ping, unauthorized, bad_request, disabled)",
             webhooks.clone(),
         );
+        let deploys = Family::<DeployLabels, Counter>::default();
+        registry.register(
+            "deploys",
+            "Rollouts after an apply by result (ok, failed); a failed one is retried with back-off",
+            deploys.clone(),
+        );
         Metrics {
+            deploys,
             registry,
             reconciles,
             reconcile_duration,
@@ -123,6 +137,12 @@ impl Metrics {
             fetch_errors,
             webhooks,
         }
+    }
+
+    /// Records a rollout after an apply.
+    pub fn deployed(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.deploys.get_or_create(&DeployLabels { result }).inc();
     }
 
     pub fn reconciled(&self, result: super::events::Result, seconds: f64) {

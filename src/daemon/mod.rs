@@ -94,6 +94,9 @@ pub struct Config {
     pub allow_rollback: bool,
     /// Who this daemon is in leases, events and logs.
     pub identity: String,
+    /// How to reach hosts to ship a new release after applying; `None`: do not deploy
+    /// (`--skip-deploy`).
+    pub deploy: Option<crate::deploy::SshOptions>,
 }
 
 /// Why the daemon could not start.
@@ -183,6 +186,29 @@ pub struct Status {
     pub invalid_revision: Option<InvalidRevision>,
     pub drift: Option<DriftSummary>,
     pub last_fetch_error: Option<String>,
+    /// The last rollout after an apply.
+    pub last_deploy: Option<LastDeploy>,
+}
+
+/// The last rollout, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDeploy {
+    pub release: String,
+    /// `ok` or `failed`.
+    pub result: String,
+    pub deployed: usize,
+    pub up_to_date: usize,
+    pub failed: usize,
+    pub rolled_back: usize,
+    pub skipped: usize,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the next attempt is due, when this one failed (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
 }
 
 /// An invalid head, for `/status`.

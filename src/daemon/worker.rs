@@ -68,6 +68,8 @@ pub(super) struct Worker {
     next_resync: Instant,
     retry_at: Option<Instant>,
     backoff: Backoff,
+    /// The release this daemon last shipped to every host (not shipped again).
+    deployed_release: Option<String>,
 }
 
 impl Worker {
@@ -94,6 +96,7 @@ impl Worker {
             next_fetch: now,
             retry_at: None,
             backoff: Backoff::default(),
+            deployed_release: None,
         }
     }
 
@@ -361,28 +364,58 @@ impl Worker {
         let target = target_of(rev, head);
         let repo = self.mirror.repo().ok();
         let worktree = self.cfg.worktree;
-        let ancestry = move |applied: &str| match (&repo, worktree) {
+        let ancestry = |applied: &str| match (&repo, worktree) {
             (Some(repo), false) => apply::ancestry(repo, &target, applied),
             _ => apply::Ancestry::Same,
         };
         let baseline = self.baseline.take();
+        // Ship the release after the transaction, holding the lease, unless this daemon
+        // already shipped it (or --skip-deploy). A failed rollout is retried with back-off.
+        let redis = self.cfg.redis.clone();
+        let ship = self
+            .cfg
+            .deploy
+            .clone()
+            .filter(|_| rev.release.is_some() && rev.release != self.deployed_release);
+        let progress = |r: &crate::deploy::HostResult| {
+            tracing::info!(
+                host = %r.host,
+                outcome = r.outcome.label(),
+                release = r.current.as_deref().unwrap_or_default(),
+                files = r.files_sent,
+                duration_ms = r.duration_ms,
+                detail = r.detail.as_deref().unwrap_or_default(),
+                "deploy"
+            );
+        };
+        let deploy = match (ship.as_ref(), &repo) {
+            (Some(ssh), Some(repo)) => Some(apply::Deploy {
+                repo,
+                ssh,
+                redis: Some(&redis),
+                progress: &progress,
+            }),
+            _ => None,
+        };
+        let shipping = deploy.is_some();
         let result = self.store().map_err(ApplyError::from).and_then(|s| {
-            apply::reconcile_from(
+            apply::reconcile_from_and_deploy(
                 s,
                 rev,
                 &opts,
                 &ancestry,
                 chrono::Utc::now(),
                 baseline.map(|b| *b),
+                deploy,
             )
         });
-        let result = result.map(|(o, next)| {
+        let result = result.map(|(o, after, next)| {
             self.baseline = next.map(Box::new);
-            o
+            (o, after)
         });
         let secs = started.elapsed().as_secs_f64();
         match result {
-            Ok(o) => {
+            Ok((o, after)) => {
                 events::Reconciled { outcome: &o, secs }.emit(&self.shared);
                 self.handled = Some(head.to_string());
                 if let Some(old) = self.last_good.replace(Box::new(rev.clone())) {
@@ -391,8 +424,36 @@ impl Worker {
                 self.retry_at = None;
                 self.backoff.reset();
                 self.next_resync = Instant::now() + self.cfg.resync;
+                if shipping {
+                    self.deployed(rev, o.deploy.as_ref(), after);
+                }
             }
             Err(e) => self.failed(head, &e, secs),
+        }
+    }
+
+    /// Reports the rollout that followed an apply; a failed one is retried with back-off
+    /// (the next attempt reconciles, a no-op, and ships again).
+    fn deployed(
+        &mut self,
+        rev: &Revision,
+        report: Option<&crate::deploy::Report>,
+        after: apply::AfterTransaction,
+    ) {
+        let release = rev.release.clone().unwrap_or_default();
+        let ok = after.failed.is_none() && report.is_some_and(crate::deploy::Report::succeeded);
+        let retry = (!ok).then(|| self.backoff.next());
+        events::Deployed {
+            release: &release,
+            report,
+            error: after.failed.as_ref(),
+            unrecorded: after.unrecorded.as_ref(),
+            retry,
+        }
+        .emit(&self.shared);
+        match retry {
+            None => self.deployed_release = rev.release.clone(),
+            Some(after) => self.retry_at = Some(Instant::now() + after),
         }
     }
 

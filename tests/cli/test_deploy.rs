@@ -773,3 +773,84 @@ fn the_lease_is_renewed_while_held_and_a_dead_holders_lease_expires_within_its_t
     let (out, code) = run(cmd);
     assert_eq!(code, 0, "{out}");
 }
+
+/// `celeroot watch` ships a pushed release after applying it, through the same library
+/// rollout as `reconcile`; a host that cannot be reached fails the rollout, which is
+/// reported in /status and the metrics and retried with back-off until it succeeds.
+#[test]
+fn watch_ships_a_pushed_release_and_retries_a_failed_rollout() {
+    use crate::common::daemon::{BareRepo, Daemon};
+    use std::time::Duration;
+    let mut lab = SshLab::start(1);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    let redis = RedisServer::start();
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    let known = lab.known_hosts.display().to_string();
+    let mut d = Daemon::start(
+        &bare.url(),
+        &redis.url(),
+        &[
+            "--branch",
+            "main",
+            "--interval",
+            "1s",
+            "--known-hosts",
+            &known,
+        ],
+    );
+    let wait = |d: &mut Daemon, what: &str, cond: &dyn Fn(&Daemon) -> bool| {
+        d.wait_for(what, Duration::from_secs(30), |d| cond(d));
+    };
+    wait(&mut d, "the first release shipped", &|d| {
+        d.status()["lastDeploy"]["result"] == "ok"
+    });
+    let first = current(&lab, 0).expect("a release is current");
+    assert_eq!(d.status()["lastDeploy"]["deployed"], 1);
+
+    // The host goes away; a push changes a shipped file: applied, the rollout fails.
+    lab.hosts[0].stop();
+    repo.write("tasks/mod03.py", "VALUE = 33\n");
+    repo.commit("change a task");
+    bare.push_from(&repo, "main");
+    wait(&mut d, "a failed rollout reported", &|d| {
+        d.status()["lastDeploy"]["result"] == "failed"
+    });
+    let status = d.status();
+    assert!(status["lastDeploy"]["retryAt"].is_string(), "{status}");
+    assert_eq!(current(&lab, 0).as_deref(), Some(first.as_str()));
+    let (_, metrics) = d.get("/metrics");
+    assert!(
+        metrics.contains("celeroot_deploys_total{result=\"failed\"}"),
+        "{metrics}"
+    );
+
+    // The host is back: the retry ships the new release, without a new push.
+    lab.hosts[0].start();
+    wait(&mut d, "the retried rollout shipped", &|d| {
+        d.status()["lastDeploy"]["result"] == "ok"
+    });
+    assert_ne!(current(&lab, 0).as_deref(), Some(first.as_str()));
+}
+
+#[test]
+fn watch_with_skip_deploy_applies_without_shipping() {
+    use crate::common::daemon::{BareRepo, Daemon};
+    let lab = SshLab::start(1);
+    let repo = repo_for(&lab, "", &|_| String::new());
+    let redis = RedisServer::start();
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    let known = lab.known_hosts.display().to_string();
+    let mut d = Daemon::start(
+        &bare.url(),
+        &redis.url(),
+        &["--branch", "main", "--skip-deploy", "--known-hosts", &known],
+    );
+    d.wait_for("applied", std::time::Duration::from_secs(20), |d| {
+        d.status()["lastResult"]["result"] == "applied"
+    });
+    let status = d.status();
+    assert!(status["lastDeploy"].is_null(), "{status}");
+    assert_eq!(current(&lab, 0), None);
+}

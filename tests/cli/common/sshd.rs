@@ -61,6 +61,13 @@ impl SshHost {
         }
     }
 
+    /// Starts its sshd again after [`SshHost::stop`], with the same key and port.
+    pub fn start(&mut self) {
+        if self.child.is_none() {
+            self.boot();
+        }
+    }
+
     /// Replaces its host key (as a reinstalled or impersonated host would) and restarts.
     pub fn change_host_key(&mut self) {
         self.stop();
