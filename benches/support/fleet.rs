@@ -76,14 +76,11 @@ metadata:
     tier: tier-{tier}
     rack: rack-{rack:03}
 spec:
-  address: 10.{o2}.{o3}.{o4}
+  address: {name}.fleet.example
   roles: [{ra}, {rb}]
 ",
         name = host_name(i),
         rack = (i / 40 + rev) % 1000,
-        o2 = (i >> 16) & 255,
-        o3 = (i >> 8) & 255,
-        o4 = i & 255,
         ra = role_name(a),
         rb = role_name(b),
     )

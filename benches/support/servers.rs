@@ -63,7 +63,16 @@ impl Watch {
         let port = free_port();
         let daemon = Kill(
             Command::new(env!("CARGO_BIN_EXE_celeroot"))
-                .args(["watch", "--repo", &bare_url, "--interval", "1h", "--listen"])
+                // The generated fleet's hosts are `.example` names: never deploy to them.
+                .args([
+                    "watch",
+                    "--skip-deploy",
+                    "--repo",
+                    &bare_url,
+                    "--interval",
+                    "1h",
+                    "--listen",
+                ])
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--webhook-secret-file")
                 .arg(dir.join("secret"))

@@ -146,6 +146,7 @@ impl ApplyError {
             ApplyError::State(StateError::Locked(_)) => Failure::Locked,
             ApplyError::State(StateError::Conflict(_)) => Failure::Conflict,
             ApplyError::State(StateError::Fenced(_)) => Failure::Fenced,
+            ApplyError::State(StateError::SharedDatabase { .. }) => Failure::Refused,
             ApplyError::State(_) | ApplyError::Fault(_) => Failure::Failed,
             ApplyError::MassDelete { .. } | ApplyError::Rollback { .. } => Failure::Refused,
         }
@@ -586,6 +587,8 @@ fn acquire(
                 let left = deadline.saturating_duration_since(Instant::now());
                 std::thread::sleep(left.min(std::time::Duration::from_millis(250)));
             }
+            // Another cluster's database: write nothing at all, not even an event.
+            Err(e @ StateError::SharedDatabase { .. }) => return Err(e.into()),
             Err(e) => {
                 // Record the refused attempt too: the stream is the audit log of every
                 // attempt.

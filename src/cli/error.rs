@@ -232,6 +232,10 @@ impl From<StateError> for CommandError {
             StateError::AclUserExists { .. } => CommandError::new(ErrorKind::Refused, e)
                 .hinted("pass --rotate to replace its password"),
             StateError::Layout { .. } => CommandError::new(ErrorKind::Refused, e),
+            StateError::SharedDatabase { owner, .. } => {
+                let hint = format!("give each cluster a Redis database of its own (--redis redis://HOST:PORT/N); if cluster {owner:?} is gone for good, delete the key {}", crate::state::keys::OWNER_KEY);
+                CommandError::new(ErrorKind::Refused, e).hinted(hint)
+            }
             StateError::Redis(_) | StateError::Protocol(_) => {
                 CommandError::new(ErrorKind::Unavailable, e)
             }

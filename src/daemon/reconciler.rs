@@ -32,7 +32,9 @@ pub fn error_policy(e: &ApplyError, attempts: u32) -> Action {
     match e {
         // A guard refused: the same revision is refused again; a push or an operator
         // (`--allow-...` from the CLI) moves on.
-        ApplyError::MassDelete { .. } | ApplyError::Rollback { .. } => Action::AwaitChange,
+        ApplyError::MassDelete { .. }
+        | ApplyError::Rollback { .. }
+        | ApplyError::State(StateError::SharedDatabase { .. }) => Action::AwaitChange,
         ApplyError::State(StateError::Fenced(_)) => Action::StepDown,
         // Everything else can pass by itself: Redis back, the lease released, a
         // concurrent writer done.
@@ -111,6 +113,11 @@ mod tests {
             reason: "it is not a descendant of the applied revision",
         };
         assert_eq!(error_policy(&rollback, 3), Action::AwaitChange);
+        let shared = ApplyError::State(StateError::SharedDatabase {
+            owner: "production".into(),
+            cluster: "staging".into(),
+        });
+        assert_eq!(error_policy(&shared, 1), Action::AwaitChange);
         let fenced = ApplyError::State(StateError::Fenced("lost".into()));
         assert_eq!(error_policy(&fenced, 1), Action::StepDown);
     }

@@ -101,6 +101,7 @@ pub fn record(
             },
         )
     };
+    store.claim_database()?;
     store.record_deploys(&entries)?;
     store.record_event(&event)
 }

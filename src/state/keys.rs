@@ -36,6 +36,10 @@ pub struct Keys {
     prefix: String,
 }
 
+/// String, outside every cluster's prefix: the cluster whose live state this database
+/// holds (one per database; see [`super::Store::claim_database`]).
+pub const OWNER_KEY: &str = "celeroot:owner";
+
 impl Keys {
     pub fn new(cluster: &str) -> Self {
         Keys {

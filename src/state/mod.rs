@@ -60,6 +60,9 @@ pub enum StateError {
     Locked(Box<LeaseInfo>),
     #[error("{0}")]
     Conflict(String),
+    /// Another cluster's live state is in this database.
+    #[error("this Redis database holds the live state of cluster {owner:?}; celeroot keeps one cluster per database (queue names, RedBeat keys and task results are not scoped by cluster), so cluster {cluster:?} was refused and nothing was written")]
+    SharedDatabase { owner: String, cluster: String },
     /// An agent's ACL user exists and was not to be replaced.
     #[error("the ACL user {user} exists already")]
     AclUserExists { user: String },

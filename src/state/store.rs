@@ -145,6 +145,8 @@ pub struct Store {
     cluster: String,
     url: RedisUrl,
     round_trips: Cell<u64>,
+    /// This connection has confirmed that the database belongs to its cluster.
+    claimed: bool,
 }
 
 fn install_crypto_provider() {
@@ -177,6 +179,7 @@ impl Store {
             cluster: cluster.to_string(),
             url: url.clone(),
             round_trips: Cell::new(0),
+            claimed: false,
         };
         let pong: String = store.query(&mut redis::cmd("PING"))?;
         if pong != "PONG" {
@@ -348,6 +351,7 @@ impl Store {
     /// # Errors
     /// [`StateError::Locked`] with the holder's information.
     pub fn acquire_lease(&mut self, info: &LeaseInfo) -> Result<(), StateError> {
+        self.claim_database()?;
         let k = self.keys.clone();
         let value = serde_json::to_string(info).unwrap_or_default();
         let ttl = u64::try_from(LEASE_TTL.as_millis()).unwrap_or(u64::MAX);
@@ -522,6 +526,36 @@ impl Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Claims the database for this store's cluster ([`super::keys::OWNER_KEY`]), once per
+    /// connection: queue names, RedBeat keys and results are not scoped by cluster, so a
+    /// database holds the live state of one cluster only.
+    ///
+    /// # Errors
+    /// [`StateError::SharedDatabase`] when another cluster owns the database.
+    pub fn claim_database(&mut self) -> Result<(), StateError> {
+        if self.claimed {
+            return Ok(());
+        }
+        let cluster = [self.cluster.clone()];
+        let owner = match self.script(
+            include_str!("scripts/claim.lua"),
+            &[super::keys::OWNER_KEY.to_string()],
+            &cluster,
+        )? {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::SimpleString(s) => s,
+            other => return Err(StateError::Protocol(format!("claim returned {other:?}"))),
+        };
+        if owner != self.cluster {
+            return Err(StateError::SharedDatabase {
+                owner,
+                cluster: self.cluster.clone(),
+            });
+        }
+        self.claimed = true;
+        Ok(())
     }
 
     /// Appends an event (for attempts that wrote nothing else).

@@ -215,7 +215,10 @@ fn a_no_op_costs_the_same_round_trips_for_any_fleet_size() {
         trips[0], trips[1],
         "round trips of a no-op must not grow with the fleet"
     );
-    assert!(trips[0] <= 4, "lease, observe, event, release: {trips:?}");
+    assert!(
+        trips[0] <= 5,
+        "database claim, lease, observe, event, release: {trips:?}"
+    );
 }
 
 #[test]
@@ -544,7 +547,10 @@ fn a_held_lease_stops_a_second_reconciler_and_unlock_releases_it() {
     let n: usize = redis::cmd("DBSIZE")
         .query(&mut redis.conn())
         .expect("DBSIZE");
-    assert_eq!(n, 2, "only the lease and the event of the refused attempt");
+    assert_eq!(
+        n, 3,
+        "only the database claim, the lease and the event of the refused attempt"
+    );
     let (out, code) = celeroot(&repo, &redis.url(), &["unlock"]);
     assert_eq!(code, 1, "{out}");
     insta::assert_snapshot!(out, @r"
@@ -743,4 +749,48 @@ fn unlock_and_history_work_with_an_invalid_head_given_the_cluster() {
     assert!(out.contains("\"subject\": \"example\""), "{out}");
     let (out, code) = celeroot(&repo, &redis.url(), &["history", "--cluster", "Bad_Name"]);
     assert_eq!(code, 1, "{out}");
+}
+
+/// Queue names, RedBeat keys and results are not scoped by cluster, so a database holds
+/// one cluster's live state: a second cluster is refused there and writes nothing, and
+/// works in a database of its own on the same redis-server.
+#[test]
+fn a_second_cluster_is_refused_in_a_database_another_cluster_holds() {
+    let redis = RedisServer::start();
+    let production = committed_example();
+    assert_eq!(reconcile(&production, &redis.url(), &[]).1, 0);
+    let mut staging = TestRepo::with_example();
+    staging.edit(
+        "manifests/cluster.yaml",
+        "name: production",
+        "name: staging",
+    );
+    staging.commit("staging");
+    let keys = |conn: &mut redis::Connection| {
+        let mut k: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).expect("KEYS");
+        k.sort();
+        k
+    };
+    let before = keys(&mut redis.conn());
+    let (out, code) = reconcile(&staging, &redis.url(), &[]);
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!(out, @r#"
+    ------- stderr -------
+    error: this Redis database holds the live state of cluster "production"; celeroot keeps one cluster per database (queue names, RedBeat keys and task results are not scoped by cluster), so cluster "staging" was refused and nothing was written
+      = hint: give each cluster a Redis database of its own (--redis redis://HOST:PORT/N); if cluster "production" is gone for good, delete the key celeroot:owner
+    [exit status: 1]
+    "#);
+    assert_eq!(
+        keys(&mut redis.conn()),
+        before,
+        "nothing of staging was written"
+    );
+    let own = redis.url().replace("/0", "/1");
+    let (out, code) = reconcile(&staging, &own, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        reconcile(&production, &redis.url(), &[]).1,
+        0,
+        "production keeps its database"
+    );
 }
