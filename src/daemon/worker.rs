@@ -68,8 +68,9 @@ pub(super) struct Worker {
     next_resync: Instant,
     retry_at: Option<Instant>,
     backoff: Backoff,
-    /// The release this daemon last shipped to every host (not shipped again).
-    deployed_release: Option<String>,
+    /// The release this daemon last shipped, and to which hosts: not shipped again unless
+    /// the release changes or a host is new.
+    deployed: Option<(String, std::collections::BTreeSet<String>)>,
 }
 
 impl Worker {
@@ -96,7 +97,7 @@ impl Worker {
             next_fetch: now,
             retry_at: None,
             backoff: Backoff::default(),
-            deployed_release: None,
+            deployed: None,
         }
     }
 
@@ -372,11 +373,17 @@ impl Worker {
         // Ship the release after the transaction, holding the lease, unless this daemon
         // already shipped it (or --skip-deploy). A failed rollout is retried with back-off.
         let redis = self.cfg.redis.clone();
+        let shipped_already = match (&self.deployed, &rev.release) {
+            (Some((release, hosts)), Some(want)) => {
+                release == want && rev.compiled.state.hosts.keys().all(|h| hosts.contains(h))
+            }
+            _ => false,
+        };
         let ship = self
             .cfg
             .deploy
             .clone()
-            .filter(|_| rev.release.is_some() && rev.release != self.deployed_release);
+            .filter(|_| rev.release.is_some() && !shipped_already);
         let progress = |r: &crate::deploy::HostResult| {
             tracing::info!(
                 host = %r.host,
@@ -452,7 +459,9 @@ impl Worker {
         }
         .emit(&self.shared);
         match retry {
-            None => self.deployed_release = rev.release.clone(),
+            None => {
+                self.deployed = Some((release, rev.compiled.state.hosts.keys().cloned().collect()));
+            }
             Some(after) => self.retry_at = Some(Instant::now() + after),
         }
     }

@@ -781,8 +781,11 @@ fn the_lease_is_renewed_while_held_and_a_dead_holders_lease_expires_within_its_t
 fn watch_ships_a_pushed_release_and_retries_a_failed_rollout() {
     use crate::common::daemon::{BareRepo, Daemon};
     use std::time::Duration;
-    let mut lab = SshLab::start(1);
+    let mut lab = SshLab::start(2);
     let mut repo = repo_for(&lab, "", &|_| String::new());
+    let host2 = repo.read("manifests/hosts/host-2.yaml");
+    repo.remove("manifests/hosts/host-2.yaml");
+    repo.commit("only host-1");
     let redis = RedisServer::start();
     let bare = BareRepo::new();
     bare.push_from(&repo, "main");
@@ -831,6 +834,15 @@ fn watch_ships_a_pushed_release_and_retries_a_failed_rollout() {
         d.status()["lastDeploy"]["result"] == "ok"
     });
     assert_ne!(current(&lab, 0).as_deref(), Some(first.as_str()));
+
+    // A new host, the release unchanged: the daemon ships it to the new host.
+    repo.write("manifests/hosts/host-2.yaml", &host2);
+    repo.commit("add host-2");
+    bare.push_from(&repo, "main");
+    wait(&mut d, "the release shipped to the new host", &|_| {
+        current(&lab, 1).is_some()
+    });
+    assert_eq!(current(&lab, 1), current(&lab, 0));
 }
 
 #[test]
