@@ -181,6 +181,8 @@ pub struct Deployed<'a> {
     pub unrecorded: Option<&'a StateError>,
     /// When it failed: the delay before the next attempt.
     pub retry: Option<std::time::Duration>,
+    /// Failed rollouts in a row, this one included.
+    pub failures: u32,
 }
 
 impl Deployed<'_> {
@@ -240,6 +242,10 @@ impl Deployed<'_> {
                 at: now_rfc3339(),
                 error,
                 retry_at,
+                retry_in_ms: self
+                    .retry
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                failures: self.failures,
             });
         });
     }

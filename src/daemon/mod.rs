@@ -209,6 +209,11 @@ pub struct LastDeploy {
     /// When the next attempt is due, when this one failed (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<String>,
+    /// The delay before the next attempt, when this one failed: it doubles per failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+    /// Failed rollouts in a row (0 after a success).
+    pub failures: u32,
 }
 
 /// An invalid head, for `/status`.

@@ -71,6 +71,9 @@ pub(super) struct Worker {
     /// The release this daemon last shipped, and to which hosts: not shipped again unless
     /// the release changes or a host is new.
     deployed: Option<(String, std::collections::BTreeSet<String>)>,
+    /// Failed rollouts in a row: its own back-off, since the reconcile before each retry
+    /// succeeds (and resets the reconcile's).
+    deploy_backoff: Backoff,
 }
 
 impl Worker {
@@ -98,6 +101,7 @@ impl Worker {
             retry_at: None,
             backoff: Backoff::default(),
             deployed: None,
+            deploy_backoff: Backoff::default(),
         }
     }
 
@@ -449,17 +453,20 @@ impl Worker {
     ) {
         let release = rev.release.clone().unwrap_or_default();
         let ok = after.failed.is_none() && report.is_some_and(crate::deploy::Report::succeeded);
-        let retry = (!ok).then(|| self.backoff.next());
+        let retry = (!ok).then(|| self.deploy_backoff.next());
+        let failures = if ok { 0 } else { self.deploy_backoff.attempts };
         events::Deployed {
             release: &release,
             report,
             error: after.failed.as_ref(),
             unrecorded: after.unrecorded.as_ref(),
             retry,
+            failures,
         }
         .emit(&self.shared);
         match retry {
             None => {
+                self.deploy_backoff.reset();
                 self.deployed = Some((release, rev.compiled.state.hosts.keys().cloned().collect()));
             }
             Some(after) => self.retry_at = Some(Instant::now() + after),

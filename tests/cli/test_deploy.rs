@@ -821,6 +821,18 @@ fn watch_ships_a_pushed_release_and_retries_a_failed_rollout() {
     });
     let status = d.status();
     assert!(status["lastDeploy"]["retryAt"].is_string(), "{status}");
+    // Retried with back-off, not in a loop: the delay doubles per failure (±20 %).
+    wait(&mut d, "three failed rollouts in a row", &|d| {
+        d.status()["lastDeploy"]["failures"].as_u64() >= Some(3)
+    });
+    let status = d.status();
+    let delay = status["lastDeploy"]["retryInMs"].as_u64().unwrap_or(0);
+    let failures = status["lastDeploy"]["failures"].as_u64().unwrap_or(0);
+    let expected = (500 * 2u64.pow(u32::try_from(failures).unwrap_or(1) - 1)).min(30_000);
+    assert!(
+        delay >= expected * 8 / 10 && delay <= expected * 12 / 10,
+        "after {failures} failures the next retry is in {delay} ms, not about {expected} ms: {status}"
+    );
     assert_eq!(current(&lab, 0).as_deref(), Some(first.as_str()));
     let (_, metrics) = d.get("/metrics");
     assert!(
