@@ -431,31 +431,6 @@ pub fn reconcile_from(
     reconcile_hooked(store, rev, opts, ancestry, now, baseline, &mut |_, _| {})
 }
 
-/// [`reconcile`], then `then` with the outcome while the lease is still held (and
-/// renewed): `celeroot reconcile` runs its rollout there, so a second reconcile cannot
-/// apply a newer revision while hosts are being switched to this one. `then` also gets a
-/// check that the lease is still held. It is not called when the reconcile fails.
-///
-/// # Errors
-/// As [`reconcile`].
-pub fn reconcile_then<T>(
-    store: &mut Store,
-    rev: &Revision,
-    opts: &Options,
-    ancestry: &dyn Fn(&str) -> Ancestry,
-    now: chrono::DateTime<chrono::Utc>,
-    then: impl FnOnce(&Outcome, &dyn Fn() -> bool) -> T,
-) -> Result<(Outcome, Option<T>), ApplyError> {
-    let mut then = Some(then);
-    let mut out = None;
-    let (o, _) = reconcile_hooked(store, rev, opts, ancestry, now, None, &mut |o, held| {
-        if let Some(f) = then.take() {
-            out = Some(f(o, held));
-        }
-    })?;
-    Ok((o, out))
-}
-
 /// The rollout that follows an applied reconcile, for [`reconcile_and_deploy`].
 pub struct Deploy<'a> {
     pub repo: &'a git2::Repository,

@@ -441,7 +441,7 @@ fn edit(ui: &Ui, cli: &Cli, a: &EditFileArgs) -> Result<u8, CommandError> {
     let ws = e::workspace(cli)?;
     let file = ops::file_of(&ws, a.target.as_deref()).map_err(|err| e::error(None, err))?;
     let before = ws.files.get(&file).cloned().unwrap_or_default();
-    let copy = external::Copy::new(&file, &before)?;
+    let copy = external::TempCopy::new(&file, &before)?;
     if let Err(err) = copy.edit_with(&external::editor()) {
         let no_editor = matches!(err, crate::edit::EditError::NoEditor { .. });
         let kept = copy.keep();

@@ -339,10 +339,7 @@ fn label(e: &ScheduleEntry) -> String {
 
 /// What `task run` checked before sending anything.
 struct Prepared {
-    args: Vec<Json>,
-    kwargs: Map<String, Json>,
-    countdown: Option<f64>,
-    expires: Option<f64>,
+    req: TaskRequest,
     timeout: f64,
     broker_url: RedisUrl,
     backend_url: RedisUrl,
@@ -426,10 +423,14 @@ fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared
     };
 
     Ok(Prepared {
-        args,
-        kwargs,
-        countdown,
-        expires,
+        req: TaskRequest {
+            task: a.task.clone(),
+            args,
+            kwargs,
+            countdown,
+            expires,
+            origin: origin(),
+        },
         timeout,
         broker_url,
         backend_url,
@@ -442,10 +443,7 @@ fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared
 
 fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, CommandError> {
     let Prepared {
-        args,
-        kwargs,
-        countdown,
-        expires,
+        req,
         timeout,
         broker_url,
         backend_url,
@@ -456,14 +454,6 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Com
     } = prepare(ui, cli, targs, a).map_err(|e| e.untouched(Untouched::Sent))?;
 
     // 4. Build and send, all in one transaction.
-    let req = TaskRequest {
-        task: a.task.clone(),
-        args,
-        kwargs,
-        countdown,
-        expires,
-        origin: origin(),
-    };
     let sent_at = chrono::Utc::now();
     let messages: Vec<_> = destinations
         .iter()

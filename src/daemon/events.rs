@@ -16,8 +16,7 @@ use crate::state::{Event, StateError, Store};
 
 /// The result of an attempt: `/status`'s `lastResult.result` and the
 /// `celeroot_reconciles_total` label.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Result {
     Applied,
     Noop,
@@ -44,6 +43,13 @@ impl Result {
             Result::Fenced => "fenced",
             Result::Failed => "failed",
         }
+    }
+}
+
+/// `/status` and the metric label read the same strings, from [`Result::as_str`].
+impl Serialize for Result {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -349,8 +355,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn results_read_the_same_in_status_and_metrics() {
-        for r in [
+    fn results_are_the_documented_strings_in_status_and_metrics() {
+        let all = [
             Result::Applied,
             Result::Noop,
             Result::Drift,
@@ -360,10 +366,20 @@ mod tests {
             Result::Conflict,
             Result::Fenced,
             Result::Failed,
-        ] {
-            let json = serde_json::to_value(r).unwrap_or_default();
-            assert_eq!(json.as_str(), Some(r.as_str()));
-        }
+        ];
+        let json: Vec<serde_json::Value> = all
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        // docs/operations.md, "Metrics" and "Endpoints".
+        assert_eq!(
+            json,
+            [
+                "applied", "noop", "drift", "invalid", "refused", "locked", "conflict", "fenced",
+                "failed"
+            ]
+        );
         assert_eq!(Result::from(Failure::Invalid), Result::Invalid);
+        assert_eq!(Result::from(Failure::Refused), Result::Refused);
     }
 }

@@ -26,8 +26,13 @@ struct Backoff {
 impl Backoff {
     /// Counts a failure; the jittered delay before the next attempt.
     fn next(&mut self) -> Duration {
+        jittered(reconciler::backoff(self.fail()))
+    }
+
+    /// Counts a failure; the failures in a row.
+    fn fail(&mut self) -> u32 {
         self.attempts = self.attempts.saturating_add(1);
-        jittered(reconciler::backoff(self.attempts))
+        self.attempts
     }
 
     fn reset(&mut self) {
@@ -475,8 +480,7 @@ impl Worker {
 
     /// Carries out the [`reconciler::error_policy`] of a failed attempt.
     fn failed(&mut self, head: &str, e: &ApplyError, secs: f64) {
-        self.backoff.attempts = self.backoff.attempts.saturating_add(1);
-        let action = match reconciler::error_policy(e, self.backoff.attempts) {
+        let action = match reconciler::error_policy(e, self.backoff.fail()) {
             Action::Requeue(after) => Action::Requeue(jittered(after)),
             other => other,
         };

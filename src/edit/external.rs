@@ -9,18 +9,18 @@ use std::path::PathBuf;
 
 use super::EditError;
 
-/// A temporary copy of one manifest, removed when dropped unless [`Copy::keep`] is called.
-pub struct Copy {
+/// A temporary copy of one manifest, removed when dropped unless [`TempCopy::keep`] is called.
+pub struct TempCopy {
     path: tempfile::TempPath,
 }
 
-impl Copy {
+impl TempCopy {
     /// A new file with an unpredictable name, created exclusively (O_EXCL) and 0600 (no
     /// other user can read it or plant a link where it is written), holding `text`.
     ///
     /// # Errors
     /// The temporary directory cannot be written.
-    pub fn new(file: &str, text: &str) -> Result<Copy, EditError> {
+    pub fn new(file: &str, text: &str) -> Result<TempCopy, EditError> {
         let name = file.rsplit('/').next().unwrap_or("manifest.yaml");
         let io = |path: String| move |source| EditError::Io { path, source };
         let copy = tempfile::Builder::new()
@@ -30,7 +30,7 @@ impl Copy {
             .map_err(io("a temporary copy".into()))?;
         std::io::Write::write_all(&mut copy.as_file(), text.as_bytes())
             .map_err(io(copy.path().display().to_string()))?;
-        Ok(Copy {
+        Ok(TempCopy {
             path: copy.into_temp_path(),
         })
     }

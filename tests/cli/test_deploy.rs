@@ -774,34 +774,40 @@ fn the_lease_is_renewed_while_held_and_a_dead_holders_lease_expires_within_its_t
     assert_eq!(code, 0, "{out}");
 }
 
+/// `celeroot watch --branch main --known-hosts LAB ARGS` following a bare repository that
+/// `repo` was pushed to, against its own Redis.
+fn watching(
+    lab: &SshLab,
+    repo: &TestRepo,
+    args: &[&str],
+) -> (
+    RedisServer,
+    crate::common::daemon::BareRepo,
+    crate::common::daemon::Daemon,
+) {
+    let redis = RedisServer::start();
+    let bare = crate::common::daemon::BareRepo::new();
+    bare.push_from(repo, "main");
+    let known = lab.known_hosts.display().to_string();
+    let mut all = vec!["--branch", "main", "--known-hosts", known.as_str()];
+    all.extend_from_slice(args);
+    let d = crate::common::daemon::Daemon::start(&bare.url(), &redis.url(), &all);
+    (redis, bare, d)
+}
+
 /// `celeroot watch` ships a pushed release after applying it, through the same library
 /// rollout as `reconcile`; a host that cannot be reached fails the rollout, which is
 /// reported in /status and the metrics and retried with back-off until it succeeds.
 #[test]
 fn watch_ships_a_pushed_release_and_retries_a_failed_rollout() {
-    use crate::common::daemon::{BareRepo, Daemon};
+    use crate::common::daemon::Daemon;
     use std::time::Duration;
     let mut lab = SshLab::start(2);
     let mut repo = repo_for(&lab, "", &|_| String::new());
     let host2 = repo.read("manifests/hosts/host-2.yaml");
     repo.remove("manifests/hosts/host-2.yaml");
     repo.commit("only host-1");
-    let redis = RedisServer::start();
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let known = lab.known_hosts.display().to_string();
-    let mut d = Daemon::start(
-        &bare.url(),
-        &redis.url(),
-        &[
-            "--branch",
-            "main",
-            "--interval",
-            "1s",
-            "--known-hosts",
-            &known,
-        ],
-    );
+    let (_redis, bare, mut d) = watching(&lab, &repo, &["--interval", "1s"]);
     let wait = |d: &mut Daemon, what: &str, cond: &dyn Fn(&Daemon) -> bool| {
         d.wait_for(what, Duration::from_secs(30), |d| cond(d));
     };
@@ -859,18 +865,9 @@ fn watch_ships_a_pushed_release_and_retries_a_failed_rollout() {
 
 #[test]
 fn watch_with_skip_deploy_applies_without_shipping() {
-    use crate::common::daemon::{BareRepo, Daemon};
     let lab = SshLab::start(1);
     let repo = repo_for(&lab, "", &|_| String::new());
-    let redis = RedisServer::start();
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
-    let known = lab.known_hosts.display().to_string();
-    let mut d = Daemon::start(
-        &bare.url(),
-        &redis.url(),
-        &["--branch", "main", "--skip-deploy", "--known-hosts", &known],
-    );
+    let (_redis, _bare, mut d) = watching(&lab, &repo, &["--skip-deploy"]);
     d.wait_for("applied", std::time::Duration::from_secs(20), |d| {
         d.status()["lastResult"]["result"] == "applied"
     });

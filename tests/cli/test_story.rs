@@ -126,7 +126,8 @@ fn an_edit_then_its_plan_in_a_pull_request() {
 #[test]
 fn reconcile_drift_status_history_rollback_unlock() {
     let mut env = TestEnv::example().with_redis();
-    insta::assert_snapshot!(env.run(&["reconcile", "--dry-run", "--skip-deploy"]), @r#"
+    let dry = env.run(&["reconcile", "--dry-run", "--skip-deploy"]);
+    insta::assert_snapshot!(dry, @r#"
     celeroot plan for cluster production: live → HEAD (47c6fb43)
 
     Plan: 16 to add, 0 to change, 0 to remove.
@@ -411,291 +412,23 @@ fn reconcile_drift_status_history_rollback_unlock() {
     Dry run: 46 write(s) would be applied (0 corrective); nothing was written.
     [exit status: 2]
     "#);
-    insta::assert_snapshot!(env.run(&["reconcile", "--skip-deploy"]), @r#"
-    celeroot plan for cluster production: live → HEAD (47c6fb43)
-
-    Plan: 16 to add, 0 to change, 0 to remove.
-
-    + Cluster/production
-        @@ -0,0 +1,25 @@
-        +metadata:
-        +  labels:
-        +    env: production
-        +spec:
-        +  description: Production Celery fleet (web front ends, application workers, databases).
-        +  timezone: Europe/Berlin
-        +  ssh:
-        +    user: celeroot
-        +    port: 22
-        +    identityFile: ~/.ssh/celeroot_ed25519
-        +    connectTimeout: 10s
-        +  deployment:
-        +    targetDir: /opt/celeroot
-        +    serviceName: celeroot-worker
-        +    restartCommand:
-        +      - systemctl
-        +      - restart
-        +      - celeroot-worker
-        +    healthCheck:
-        +      command:
-        +        - systemctl
-        +        - is-active
-        +        - --quiet
-        +        - celeroot-worker
-        +      timeout: 30s
-
-    + Role/application
-        @@ -0,0 +1,9 @@
-        +spec:
-        +  description: General application workers (emails, billing, exports).
-        +  queue: app
-        +  concurrency: 8
-        +  maxTasksPerChild: 1000
-        +  tasks:
-        +    - app.tasks
-        +    - celeroot
-        +    - ops.tasks
-      affects 4 host(s): app01, db02, web01, web02
-
-    + Role/database
-        @@ -0,0 +1,8 @@
-        +spec:
-        +  description: PostgreSQL hosts; their workers run backups and maintenance.
-        +  queue: database
-        +  concurrency: 1
-        +  tasks:
-        +    - celeroot
-        +    - dbops.tasks
-        +    - ops.tasks
-      affects 2 host(s): db01, db02
-
-    + Role/webserver
-        @@ -0,0 +1,9 @@
-        +spec:
-        +  description: Front-end hosts; their workers render reports and warm caches.
-        +  queue: webserver
-        +  concurrency: 4
-        +  maxTasksPerChild: 500
-        +  tasks:
-        +    - celeroot
-        +    - ops.tasks
-        +    - webapp.tasks
-      affects 2 host(s): web01, web02
-
-    + Host/app01
-        @@ -0,0 +1,9 @@
-        +metadata:
-        +  labels:
-        +    env: production
-        +    tier: backend
-        +    zone: fra1-a
-        +spec:
-        +  address: "198.51.100.21"
-        +  roles:
-        +    - application
-      queues: app, celeroot.host.app01
-
-    + Host/db01
-        @@ -0,0 +1,13 @@
-        +metadata:
-        +  labels:
-        +    env: production
-        +    tier: data
-        +    zone: fra1-a
-        +spec:
-        +  address: "203.0.113.31"
-        +  roles:
-        +    - database
-        +  ssh:
-        +    user: postgres-ops
-        +  deployment:
-        +    targetDir: /srv/celeroot
-      queues: database, celeroot.host.db01
-
-    + Host/db02
-        @@ -0,0 +1,13 @@
-        +metadata:
-        +  labels:
-        +    env: production
-        +    replica: "true"
-        +    tier: data
-        +    zone: fra1-b
-        +spec:
-        +  address: db02.fra1.example
-        +  roles:
-        +    - application
-        +    - database
-        +  ssh:
-        +    port: 2222
-      queues: app, database, celeroot.host.db02
-
-    + Host/web01
-        @@ -0,0 +1,10 @@
-        +metadata:
-        +  labels:
-        +    env: production
-        +    tier: frontend
-        +    zone: fra1-a
-        +spec:
-        +  address: "192.0.2.11"
-        +  roles:
-        +    - application
-        +    - webserver
-      queues: app, webserver, celeroot.host.web01
-
-    + Host/web02
-        @@ -0,0 +1,10 @@
-        +metadata:
-        +  labels:
-        +    env: production
-        +    tier: frontend
-        +    zone: fra1-b
-        +spec:
-        +  address: "192.0.2.12"
-        +  roles:
-        +    - application
-        +    - webserver
-      queues: app, webserver, celeroot.host.web02
-
-    + Schedule/billing-sync
-        @@ -0,0 +1,10 @@
-        +spec:
-        +  description: Push new invoices to the billing provider; any application worker may run it.
-        +  every: 5m
-        +  task: app.tasks.billing.sync_invoices
-        +  targets:
-        +    - role: application
-        +  mode: any
-        +  enabled: true
-        +  options:
-        +    expires: 4m
-      targets (0 → 1):
-        + role application → queue app
-      runs every 5m
-
-    + Schedule/cache-warmup
-        @@ -0,0 +1,9 @@
-        +spec:
-        +  description: Warm the page cache on one front end after business hours.
-        +  cron: 0 18 * * 1-5
-        +  timezone: Europe/Berlin
-        +  task: webapp.tasks.warm_cache
-        +  targets:
-        +    - role: webserver
-        +  mode: any
-        +  enabled: true
-      targets (0 → 1):
-        + role webserver → queue webserver
-      next runs (Europe/Berlin): Mon 2026-11-23 18:00 +01:00, Tue 2026-11-24 18:00 +01:00, Wed 2026-11-25 18:00 +01:00
-
-    + Schedule/db-backup
-        @@ -0,0 +1,15 @@
-        +spec:
-        +  description: Nightly base backup of the primary database.
-        +  cron: 15 2 * * *
-        +  timezone: Europe/Berlin
-        +  task: dbops.tasks.base_backup
-        +  kwargs:
-        +    compress: true
-        +    destination: s3://backups/production
-        +  targets:
-        +    - host: db01
-        +  mode: each
-        +  enabled: true
-        +  options:
-        +    expires: 1h
-        +    priority: 9
-      targets (0 → 1):
-        + host db01 → queue celeroot.host.db01
-      next runs (Europe/Berlin): Tue 2026-11-24 02:15 +01:00, Wed 2026-11-25 02:15 +01:00, Thu 2026-11-26 02:15 +01:00
-
-    + Schedule/fleet-ping
-        @@ -0,0 +1,12 @@
-        +spec:
-        +  description: Every worker answers a ping each minute (results show up in the backend).
-        +  every: 1m
-        +  task: celeroot.ping
-        +  targets:
-        +    - selector:
-        +        matchLabels:
-        +          env: production
-        +  mode: each
-        +  enabled: true
-        +  options:
-        +    expires: 50s
-      targets (0 → 5):
-        + host app01 → queue celeroot.host.app01
-        + host db01 → queue celeroot.host.db01
-        + host db02 → queue celeroot.host.db02
-        + host web01 → queue celeroot.host.web01
-        + host web02 → queue celeroot.host.web02
-      runs every 1m
-
-    + Schedule/replica-check
-        @@ -0,0 +1,11 @@
-        +spec:
-        +  description: Check replication lag on replicas and on the primary.
-        +  every: 1m
-        +  task: dbops.tasks.check_replication
-        +  targets:
-        +    - host: db01
-        +    - selector:
-        +        matchLabels:
-        +          replica: "true"
-        +  mode: each
-        +  enabled: true
-      targets (0 → 2):
-        + host db01 → queue celeroot.host.db01
-        + host db02 → queue celeroot.host.db02
-      runs every 1m
-
-    + Schedule/rotate-logs
-        @@ -0,0 +1,12 @@
-        +spec:
-        +  description: Compress and rotate worker logs on every front end.
-        +  cron: 0 */6 * * *
-        +  timezone: Europe/Berlin
-        +  task: ops.tasks.rotate_logs
-        +  args:
-        +    - /var/log/celeroot
-        +    - 14
-        +  targets:
-        +    - role: webserver
-        +  mode: each
-        +  enabled: true
-      targets (0 → 2):
-        + host web01 → queue celeroot.host.web01
-        + host web02 → queue celeroot.host.web02
-      next runs (Europe/Berlin): Mon 2026-11-23 18:00 +01:00, Tue 2026-11-24 00:00 +01:00, Tue 2026-11-24 06:00 +01:00
-
-    + Schedule/security-updates
-        @@ -0,0 +1,15 @@
-        +spec:
-        +  description: Report pending security updates on every host (report-only; set apply to true to install them).
-        +  cron: 30 3 * * 0
-        +  timezone: Europe/Berlin
-        +  task: celeroot.apt.check_security_updates
-        +  kwargs:
-        +    apply: false
-        +  targets:
-        +    - selector:
-        +        matchLabels:
-        +          env: production
-        +  mode: each
-        +  enabled: true
-        +  options:
-        +    expires: 2h
-      targets (0 → 5):
-        + host app01 → queue celeroot.host.app01
-        + host db01 → queue celeroot.host.db01
-        + host db02 → queue celeroot.host.db02
-        + host web01 → queue celeroot.host.web01
-        + host web02 → queue celeroot.host.web02
-      next runs (Europe/Berlin): Sun 2026-11-29 03:30 +01:00, Sun 2026-12-06 03:30 +01:00, Sun 2026-12-13 03:30 +01:00
-
+    // The same plan as the dry run, then the result line.
+    let applied = env.run(&["reconcile", "--skip-deploy"]);
+    let plan = |t: &str| {
+        t.lines()
+            .take_while(|l| !l.starts_with("Dry run:") && !l.starts_with("Applied "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(plan(&applied), plan(&dry));
+    let result: Vec<&str> = applied
+        .lines()
+        .skip_while(|l| !l.starts_with("Applied "))
+        .collect();
+    insta::assert_snapshot!(result.join("\n"), @r"
     Applied 46 write(s) (0 corrective) in one transaction: live state is now HEAD (47c6fb43) (generation 1, [N] ms).
     [exit status: 0]
-    "#);
+    ");
     insta::assert_snapshot!(env.run(&["reconcile", "--skip-deploy"]), @r"
     celeroot plan for cluster production: live (47c6fb43) → HEAD (47c6fb43)
 
