@@ -34,6 +34,11 @@ pub struct Config {
     pub host: String,
     pub cluster: String,
     pub redis: RedisUrl,
+    /// The worker's broker (its own ACL user, `celeroot hosts credentials`); default: the
+    /// agent's own Redis URL (a server without ACL users).
+    pub broker: Option<RedisUrl>,
+    /// The worker's result backend; default: the broker.
+    pub result_backend: Option<RedisUrl>,
     /// The release the worker runs from (normally `<targetDir>/current`, a symlink).
     pub release_dir: PathBuf,
     /// The Celery app (`-A`).
@@ -48,6 +53,20 @@ pub struct Config {
     pub reread_interval: Duration,
     /// How long a worker gets to stop after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+}
+
+impl Config {
+    /// The worker's broker: `broker`, else the agent's own Redis URL.
+    pub fn broker_url(&self) -> &RedisUrl {
+        self.broker.as_ref().unwrap_or(&self.redis)
+    }
+
+    /// The worker's result backend: `result_backend`, else the broker.
+    pub fn result_backend_url(&self) -> &RedisUrl {
+        self.result_backend
+            .as_ref()
+            .unwrap_or_else(|| self.broker_url())
+    }
 }
 
 /// What the worker should run, from `worker:<host>`.
@@ -166,7 +185,11 @@ impl Worker {
             .current_dir(&cfg.release_dir)
             .stdin(Stdio::null())
             .env("CELEROOT_HOST", &cfg.host)
-            .env("CELEROOT_CLUSTER", &cfg.cluster);
+            .env("CELEROOT_CLUSTER", &cfg.cluster)
+            // The worker gets its own credentials, never the agent's.
+            .env_remove("CELEROOT_REDIS_URL")
+            .env("CELEROOT_BROKER_URL", cfg.broker_url().expose())
+            .env("CELEROOT_RESULT_BACKEND", cfg.result_backend_url().expose());
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
@@ -485,6 +508,8 @@ mod tests {
             host: "web01".into(),
             cluster: "prod".into(),
             redis: RedisUrl::parse("redis://127.0.0.1:1/0").expect("url"),
+            broker: None,
+            result_backend: None,
             release_dir: PathBuf::from("/nonexistent/current"),
             app: "tasks.app".into(),
             celery: None,

@@ -421,6 +421,27 @@ pub(super) fn commit(
         opts.leader.as_deref(),
     )?;
     outcome.result = Applied::Applied;
+    // A host whose queues changed gets its worker's ACL user brought up to date (its
+    // worker is restarted on the new queues by its agent). Best effort, like the prune
+    // below: the reconciling user may lack ACL rights.
+    let keys = store.keys().clone();
+    let written: BTreeSet<&str> = w
+        .ops
+        .iter()
+        .filter(|op| !matches!(op, KeyOp::Del { .. }))
+        .map(KeyOp::key)
+        .collect();
+    let changed: Vec<(&str, &[String])> = rev
+        .compiled
+        .state
+        .hosts
+        .iter()
+        .filter(|(name, _)| written.contains(keys.worker(name).as_str()))
+        .map(|(name, host)| (name.as_str(), host.queues.as_slice()))
+        .collect();
+    if let Err(e) = store.refresh_worker_users(&changed) {
+        tracing::warn!(hosts = changed.len(), error = %e, "cannot update the workers' ACL users to their new queues");
+    }
     // A pruned host's agent loses its Redis user (best effort: the reconciling user may
     // lack ACL rights; the user could then still read only its own, now deleted, keys).
     for c in outcome
@@ -429,8 +450,8 @@ pub(super) fn commit(
         .iter()
         .filter(|c| c.kind == Kind::Host && c.action == plan::Action::Remove)
     {
-        if let Err(e) = store.delete_agent_credentials(&c.name) {
-            tracing::warn!(host = %c.name, error = %e, "cannot delete the agent's ACL user of a pruned host");
+        if let Err(e) = store.delete_host_users(&c.name) {
+            tracing::warn!(host = %c.name, error = %e, "cannot delete the ACL users of a pruned host");
         }
     }
     outcome.duration_ms = elapsed();

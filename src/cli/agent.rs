@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::{live, Cli, CommandError, EXIT_OK};
 use crate::agent::{self, Config};
+use crate::state::RedisUrl;
 
 /// Run the host agent: read this host's worker configuration from Redis, run and
 /// supervise the Celery worker with it, and heartbeat what really runs (docs/agent.md).
@@ -37,6 +38,23 @@ pub struct AgentArgs {
     /// The celery program (default: <release-dir>/.venv/bin/celery, else `celery`).
     #[arg(long, value_name = "PATH", env = "CELEROOT_CELERY")]
     pub celery: Option<PathBuf>,
+    /// The worker's broker: its own Redis user's URL (`celeroot hosts credentials`).
+    /// Default: the agent's --redis URL (for a Redis without ACL users).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CELEROOT_BROKER_URL",
+        hide_env_values = true
+    )]
+    pub broker: Option<String>,
+    /// The worker's result backend. Default: the broker.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CELEROOT_RESULT_BACKEND",
+        hide_env_values = true
+    )]
+    pub result_backend: Option<String>,
     /// An extra worker argument (repeatable), appended as given.
     #[arg(long = "worker-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub worker_args: Vec<String>,
@@ -52,6 +70,13 @@ pub struct AgentArgs {
     /// How long the worker gets to stop after SIGTERM before SIGKILL.
     #[arg(long, default_value = "30s", value_parser = super::watch::parse_duration)]
     pub stop_timeout: Duration,
+}
+
+/// An optional URL argument; empty counts as not given.
+fn optional_url(what: &str, raw: Option<&str>) -> Result<Option<RedisUrl>, CommandError> {
+    raw.filter(|r| !r.trim().is_empty())
+        .map(|r| RedisUrl::parse(r).map_err(|e| CommandError::usage(format!("{what}: {e}"))))
+        .transpose()
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -77,6 +102,8 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         host: a.host.clone(),
         cluster: a.cluster.clone(),
         redis: live::redis_url(cli)?,
+        broker: optional_url("--broker", a.broker.as_deref())?,
+        result_backend: optional_url("--result-backend", a.result_backend.as_deref())?,
         release_dir: a.release_dir.clone(),
         app: a.app.clone(),
         celery: a.celery.clone(),
@@ -86,6 +113,14 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         reread_interval: a.reread_interval,
         stop_timeout: a.stop_timeout,
     };
+    // The worker (and the task code it runs) has the same Unix user: a process that is not
+    // dumpable has a root-owned /proc/<pid>/environ, so it cannot read the agent's Redis
+    // credentials there. Children are dumpable again after exec.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);

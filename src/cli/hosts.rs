@@ -123,17 +123,19 @@ pub struct UpdateArgs {
     pub edit: EditArgs,
 }
 
-/// Create (or rotate) the Redis ACL user of a host's agent, and print its Redis URL once.
+/// Create (or rotate) the Redis ACL users of a host's agent and of its Celery worker,
+/// and print their URLs once.
 ///
-/// The user may read its host's worker configuration, write its own heartbeat and listen
-/// for changes; nothing else (docs/agent.md). The password is printed once and stored
-/// nowhere else (Redis keeps only its hash). Needs a --redis user allowed to run
-/// `ACL SETUSER`.
+/// The agent's user may read its host's worker configuration, write its own heartbeat and
+/// listen for changes; the worker's may consume its own queues and take part in Celery's
+/// result, control and event traffic; nothing else (docs/agent.md). The passwords are
+/// printed once and stored nowhere else (Redis keeps only their hashes). Needs a --redis
+/// user allowed to run `ACL SETUSER`.
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
     /// The host.
     pub host: String,
-    /// Replace the password of an existing user (the old one stops working).
+    /// Replace the passwords of existing users (the old ones stop working).
     #[arg(long)]
     pub rotate: bool,
     /// The revision whose manifests name the cluster and its hosts.
@@ -436,23 +438,39 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CommandErr
         ))
         .hinted("keep each cluster's state in database 0 of a Redis of its own (clusters sharing one are kept apart by their key prefix)"));
     }
-    let password = crate::state::random_secret(24).map_err(|e| {
-        CommandError::message(
-            super::ErrorKind::Failed,
-            format!("cannot generate a password from the kernel's random source: {e}"),
-        )
-    })?;
+    let secret = || {
+        crate::state::random_secret(24).map_err(|e| {
+            CommandError::message(
+                super::ErrorKind::Failed,
+                format!("cannot generate a password from the kernel's random source: {e}"),
+            )
+        })
+    };
+    let (agent_password, worker_password) = (secret()?, secret()?);
+    let queues = &state.hosts[&a.host].queues;
     let mut store = live::connect(cli, &state.cluster)?;
-    let user = store.set_agent_credentials(&a.host, &password, a.rotate)?;
-    let agent_url = url.with_credentials(&user, &password);
+    let mode = if a.rotate {
+        crate::state::Passwords::Replace
+    } else {
+        crate::state::Passwords::Create
+    };
+    let (agent, worker) =
+        store.set_host_users(&a.host, queues, &agent_password, &worker_password, mode)?;
     outln!(
-        "Created ACL user {user} for the agent of {} (cluster {}).",
+        "{} ACL users {agent} (the agent) and {worker} (its Celery worker) of {} (cluster {}).",
+        if a.rotate { "Rotated the" } else { "Created" },
         a.host,
         state.cluster
     );
     outln!("Put this in the host's agent environment (it is shown only now):");
     outln!();
-    outln!("CELEROOT_REDIS_URL={agent_url}");
+    outln!(
+        "CELEROOT_REDIS_URL={}",
+        url.with_credentials(&agent, &agent_password)
+    );
+    let broker = url.with_credentials(&worker, &worker_password);
+    outln!("CELEROOT_BROKER_URL={broker}");
+    outln!("CELEROOT_RESULT_BACKEND={broker}");
     Ok(EXIT_OK)
 }
 

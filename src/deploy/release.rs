@@ -241,6 +241,7 @@ pub fn host_files(
     let line = |k: &str, v: &str| format!("{k}={v}\n");
     env.push_str(&line("CELEROOT_CLUSTER", &state.cluster));
     env.push_str(&line("CELEROOT_HOST", host));
+    env.push_str(&line("CELEROOT_TIMEZONE", &state.timezone));
     env.push_str(&line("CELEROOT_QUEUES", &queues));
     env.push_str(&line(
         "CELEROOT_CONCURRENCY",
@@ -252,8 +253,8 @@ pub fn host_files(
     ));
     let d = &h.deployment;
     // The unit runs the agent, which runs and supervises the worker with the live
-    // configuration (docs/agent.md); /etc/celeroot/agent.env holds its Redis URL
-    // (`celeroot hosts credentials`).
+    // configuration (docs/agent.md); /etc/celeroot/agent.env holds its Redis URL and the
+    // worker's broker URL (`celeroot hosts credentials`), never this file.
     let unit = format!(
         "# Rendered by celeroot deploy; enable once with `systemctl enable {target}/shared/{service}.service`.\n\
          [Unit]\nDescription=celeroot agent and Celery worker of {host} (cluster {cluster})\nAfter=network-online.target\nWants=network-online.target\n\n\

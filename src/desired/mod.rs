@@ -182,6 +182,8 @@ pub struct CompiledSchedule {
 #[derive(Debug, Clone, Default)]
 pub struct DesiredState {
     pub cluster: String,
+    /// The cluster's time zone (default `UTC`): schedules' default, and the workers'.
+    pub timezone: String,
     pub objects: BTreeMap<ObjectId, DesiredObject>,
     pub roles: BTreeMap<String, CompiledRole>,
     pub hosts: BTreeMap<String, CompiledHost>,
@@ -449,6 +451,7 @@ pub fn compile(m: &Manifests) -> DesiredState {
         .timezone
         .as_ref()
         .map_or(DEFAULT_TIMEZONE.to_string(), |t| t.value.clone());
+    out.timezone.clone_from(&cluster_tz);
     out.objects.insert(
         ObjectId {
             kind: Kind::Cluster,

@@ -5,6 +5,7 @@
 //! heartbeat contract. Reconstructs the "before" side of a plan from what it observed.
 //! Must not know: YAML, git, validation rules, or output formats.
 
+pub mod acl;
 pub mod events;
 pub mod heartbeat;
 mod image;
@@ -16,6 +17,7 @@ pub mod writes;
 
 use std::collections::BTreeMap;
 
+pub use acl::{agent_user, worker_user, Passwords};
 pub use events::Event;
 pub use heartbeat::Heartbeat;
 pub use image::{
@@ -26,8 +28,8 @@ pub use image::{
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use lease::{LeaseKeeper, LEASE_RENEW_EVERY};
 pub use store::{
-    agent_user, HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store, StoredEvent,
-    EVENTS_MAX, HISTORY_MAX, LEASE_TTL, MAX_UNMANAGED_HEARTBEATS, UNREADABLE_LEASE,
+    HistoryEntry, LeaderInfo, Leadership, LeaseInfo, Observed, Store, StoredEvent, EVENTS_MAX,
+    HISTORY_MAX, LEASE_TTL, MAX_UNMANAGED_HEARTBEATS, UNREADABLE_LEASE,
 };
 pub use url::RedisUrl;
 

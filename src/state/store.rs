@@ -26,34 +26,6 @@ pub const EVENTS_MAX: usize = 10_000;
 /// Applied revisions kept in the history list.
 pub const HISTORY_MAX: usize = 200;
 
-/// The commands an agent's ACL user may run (docs/agent.md).
-pub const AGENT_COMMANDS: &[&str] = &[
-    "+ping",
-    "+hello",
-    "+auth",
-    "+client|setname",
-    "+hgetall",
-    "+hset",
-    "+expire",
-    "+multi",
-    "+exec",
-    "+subscribe",
-    "+unsubscribe",
-];
-
-/// The ACL user of one host's agent: `celeroot.<cluster>.<host>`. Cluster and host names
-/// are RFC 1123 labels, which never hold a `.`, so no two (cluster, host) pairs share a
-/// user (with `-`, `production`/`web-01` and `production-web`/`01` did).
-pub fn agent_user(cluster: &str, host: &str) -> String {
-    format!("celeroot.{cluster}.{host}")
-}
-
-/// The agent user name before issue 14 (`celeroot-<cluster>-<host>`), still deleted
-/// with its host.
-fn legacy_agent_user(cluster: &str, host: &str) -> String {
-    format!("celeroot-{cluster}-{host}")
-}
-
 /// Unmanaged hosts' heartbeats read at most (found by SCAN; agents cannot create any
 /// other key, so more means something is wrong, and readers stay bounded).
 pub const MAX_UNMANAGED_HEARTBEATS: usize = 1000;
@@ -204,9 +176,21 @@ impl Store {
         StateError::Redis(self.url.scrub(&e.to_string()))
     }
 
-    fn query<T: redis::FromRedisValue>(&mut self, cmd: &mut redis::Cmd) -> Result<T, StateError> {
+    pub(super) fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &mut redis::Cmd,
+    ) -> Result<T, StateError> {
         self.round_trips.set(self.round_trips.get() + 1);
         cmd.query(&mut self.conn)
+            .map_err(|e| StateError::Redis(self.url.scrub(&e.to_string())))
+    }
+
+    pub(super) fn query_pipe<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StateError> {
+        self.round_trips.set(self.round_trips.get() + 1);
+        pipe.query(&mut self.conn)
             .map_err(|e| StateError::Redis(self.url.scrub(&e.to_string())))
     }
 
@@ -571,55 +555,6 @@ impl Store {
         }
         let _: String = self.query(&mut cmd)?;
         Ok(())
-    }
-
-    /// Creates (or with `rotate`, replaces) the ACL user of one host's agent: it may read
-    /// its `worker:<host>` hash, write its own heartbeat and the heartbeats index, and
-    /// listen on the changes channel; nothing else. Returns the user name.
-    ///
-    /// # Errors
-    /// [`StateError::AclUserExists`] when the user exists and `rotate` is false; Redis errors
-    /// (for example when the connection's user may not run `ACL SETUSER`).
-    pub fn set_agent_credentials(
-        &mut self,
-        host: &str,
-        password: &str,
-        rotate: bool,
-    ) -> Result<String, StateError> {
-        let k = self.keys.clone();
-        let user = agent_user(&self.cluster, host);
-        if !rotate {
-            let existing: Option<Value> =
-                self.query(redis::cmd("ACL").arg("GETUSER").arg(&user))?;
-            if existing.is_some_and(|v| v != Value::Nil) {
-                return Err(StateError::AclUserExists { user });
-            }
-        }
-        let mut cmd = redis::cmd("ACL");
-        cmd.arg("SETUSER")
-            .arg(&user)
-            .arg("reset")
-            .arg("on")
-            .arg(format!(">{password}"))
-            .arg(format!("%R~{}", k.worker(host)))
-            .arg(format!("%W~{}", k.heartbeat(host)))
-            .arg(format!("&{}", k.changes()))
-            .arg(AGENT_COMMANDS);
-        let _: String = self.query(&mut cmd)?;
-        Ok(user)
-    }
-
-    /// Deletes the ACL users of `host`'s agent (under the current name and the name used
-    /// before issue 14). Returns how many existed.
-    ///
-    /// # Errors
-    /// Redis errors (for example when the connection's user may not run `ACL DELUSER`).
-    pub fn delete_agent_credentials(&mut self, host: &str) -> Result<u64, StateError> {
-        let mut cmd = redis::cmd("ACL");
-        cmd.arg("DELUSER")
-            .arg(agent_user(&self.cluster, host))
-            .arg(legacy_agent_user(&self.cluster, host));
-        self.query(&mut cmd)
     }
 
     /// Records deploy results (host → JSON) in the `deployed` hash.

@@ -25,6 +25,8 @@ def record(tag, host=None):
 
     import redis
 
-    r = redis.Redis.from_url(os.environ["CELEROOT_BROKER_URL"])
+    # A worker's own ACL user may not write outside Celery's keys: tests that run one
+    # pass the test's Redis as TESTS_RECORD_URL.
+    r = redis.Redis.from_url(os.environ.get("TESTS_RECORD_URL") or os.environ["CELEROOT_BROKER_URL"])
     r.rpush(f"tests:record:{tag}", host or os.environ.get("CELEROOT_HOST", "?"))
     return tag

@@ -421,12 +421,11 @@ fn per_host_credentials_cannot_touch_another_host() {
     assert!(old.is_err(), "the rotated password no longer works");
 }
 
-#[test]
-fn a_real_celery_worker_under_the_agent_executes_a_task() {
-    let redis = RedisServer::start();
-    let repo = reconciled(&redis);
+/// The environment and arguments of a real `celery worker` under the agent: the
+/// scaffold's app and the test tasks, with `broker` as its broker.
+fn real_worker(broker: &str, redis: &RedisServer) -> (Vec<(&'static str, String)>, Vec<String>) {
     let celery = python().with_file_name("celery");
-    let env: Vec<(&str, String)> = worker_env(&redis.url(), "production", "web01", "Europe/Berlin")
+    let env = worker_env(broker, "production", "web01", "Europe/Berlin")
         .into_iter()
         .chain([
             (
@@ -438,26 +437,31 @@ fn a_real_celery_worker_under_the_agent_executes_a_task() {
                 ),
             ),
             ("PYTHONDONTWRITEBYTECODE", "1".to_string()),
+            // The test tasks record into the test's Redis (not through the broker URL).
+            ("TESTS_RECORD_URL", redis.url()),
         ])
         .collect();
-    let agent = Agent::start(
-        &redis.url(),
-        "web01",
-        &app_dir(),
-        &[
-            "--celery",
-            &celery.display().to_string(),
-            "--worker-arg",
-            "--pool",
-            "--worker-arg",
-            "solo",
-            "--worker-arg",
-            "--without-gossip",
-            "--worker-arg",
-            "--without-mingle",
-        ],
-        &env,
-    );
+    let args = ["--celery", &celery.display().to_string()]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    (env, args)
+}
+
+fn solo(args: &mut Vec<String>) {
+    for a in ["--pool", "solo", "--without-gossip", "--without-mingle"] {
+        args.extend(["--worker-arg".to_string(), a.to_string()]);
+    }
+}
+
+#[test]
+fn a_real_celery_worker_under_the_agent_executes_a_task() {
+    let redis = RedisServer::start();
+    let repo = reconciled(&redis);
+    let (env, mut args) = real_worker(&redis.url(), &redis);
+    solo(&mut args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&redis.url(), "web01", &app_dir(), &args, &env);
     wait_until("the celery worker running", &agent, || {
         heartbeat(&redis, "web01").get("status").map(String::as_str) == Some("running")
     });
@@ -490,4 +494,185 @@ fn a_real_celery_worker_under_the_agent_executes_a_task() {
         ["web01"],
         "the worker the agent runs executed the task"
     );
+}
+
+/// The environment variables of a running process.
+fn environ(pid: &str) -> BTreeMap<String, String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Issue 16 part 1: a default `celery worker` (prefork, gossip, mingle, heartbeats)
+/// runs under its host's own ACL user: it starts, consumes its queues, stores results,
+/// answers `celery inspect ping` sent with the same user, and restores an unacked
+/// message at shutdown, and Redis logs no denial on the way. The same user cannot reach
+/// another host's queue or celeroot's keys, and the worker never sees the agent's URL.
+#[test]
+fn a_worker_runs_with_its_own_acl_user_and_nothing_more() {
+    let redis = RedisServer::start();
+    let repo = reconciled(&redis);
+    let mut cmd = repo.cmd();
+    cmd.args(["hosts", "credentials", "web01"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .to_string()
+    };
+    let (agent_url, broker) = (line("CELEROOT_REDIS_URL"), line("CELEROOT_BROKER_URL"));
+    assert_eq!(line("CELEROOT_RESULT_BACKEND"), broker);
+    assert!(
+        broker.contains("celeroot.production.web01.worker:"),
+        "{broker}"
+    );
+
+    let _: () = redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .query(&mut redis.conn())
+        .expect("ACL LOG RESET");
+    let (mut env, mut args) = real_worker("", &redis);
+    env.retain(|(k, _)| !matches!(*k, "CELEROOT_BROKER_URL" | "CELEROOT_RESULT_BACKEND"));
+    env.push(("CELEROOT_BROKER_URL", broker.clone()));
+    for a in ["--concurrency", "1"] {
+        args.extend(["--worker-arg".to_string(), a.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::start(&agent_url, "web01", &app_dir(), &args, &env);
+    wait_until("the celery worker running", &agent, || {
+        heartbeat(&redis, "web01").get("status").map(String::as_str) == Some("running")
+    });
+    let pid = heartbeat(&redis, "web01")
+        .get("pid")
+        .cloned()
+        .unwrap_or_default();
+    let worker_env = environ(&pid);
+    assert_eq!(worker_env.get("CELEROOT_BROKER_URL"), Some(&broker));
+    assert_eq!(worker_env.get("CELEROOT_RESULT_BACKEND"), Some(&broker));
+    assert!(
+        !worker_env.contains_key("CELEROOT_REDIS_URL"),
+        "the worker must not see the agent's credentials"
+    );
+
+    let task = |extra: &[&str]| {
+        let mut cmd = repo.cmd();
+        cmd.args(["task", "run", "tests.sleep", "--target", "host:web01"])
+            .args(extra)
+            .env("CELEROOT_REDIS_URL", redis.url())
+            .env_remove("CELEROOT_BROKER_URL")
+            .env_remove("CELEROOT_RESULT_BACKEND");
+        run(cmd)
+    };
+    let (out, code) = task(&["--args", "[0.1]", "--wait", "--timeout", "60"]);
+    assert_eq!(code, 0, "{out}\n{}", agent.log());
+    assert!(out.contains("SUCCESS"), "{out}");
+
+    // `celery inspect ping`, sent with the worker's own user (as the agent's health check
+    // does), is answered.
+    let celery = python().with_file_name("celery");
+    let ping = Command::new(&celery)
+        .args(["-A", "tasks.app", "inspect", "ping", "--timeout", "5"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(app_dir())
+        .output()
+        .expect("celery inspect ping");
+    let said =
+        String::from_utf8_lossy(&ping.stdout).into_owned() + &String::from_utf8_lossy(&ping.stderr);
+    assert!(ping.status.success() && said.contains("pong"), "{said}");
+
+    // A message the worker holds unacknowledged (a countdown) is back in its queue after
+    // a graceful stop.
+    let (out, code) = task(&["--args", "[0.1]", "--countdown", "600"]);
+    assert_eq!(code, 0, "{out}");
+    let unacked = || -> i64 {
+        redis::cmd("HLEN")
+            .arg("unacked")
+            .query(&mut redis.conn())
+            .unwrap_or(-1)
+    };
+    wait_until("the countdown message held unacknowledged", &agent, || {
+        unacked() == 1
+    });
+    drop_gracefully(&mut agent);
+    let queued: i64 = redis::cmd("LLEN")
+        .arg("celeroot.host.web01")
+        .query(&mut redis.conn())
+        .expect("LLEN");
+    assert_eq!((unacked(), queued), (0, 1), "restored at shutdown");
+
+    let denials: Vec<redis::Value> = redis::cmd("ACL")
+        .arg("LOG")
+        .query(&mut redis.conn())
+        .expect("ACL LOG");
+    assert!(denials.is_empty(), "Redis refused the worker: {denials:?}");
+
+    // What the same user may not do.
+    let mut c = redis::Client::open(broker.as_str())
+        .expect("client")
+        .get_connection()
+        .expect("log in as web01's worker");
+    for (cmd, key) in [
+        ("LLEN", "celeroot.host.web02"),
+        ("LLEN", "database"),
+        ("LPUSH", "celeroot.host.web02"),
+        ("HGETALL", "celeroot:{production}:worker:web01"),
+        ("GET", "celeroot:{production}:applied"),
+        ("HGETALL", "celeroot:{production}:redbeat:fleet-ping"),
+    ] {
+        let mut q = redis::cmd(cmd);
+        q.arg(key);
+        if cmd == "LPUSH" {
+            q.arg("x");
+        }
+        let e = q
+            .query::<redis::Value>(&mut c)
+            .expect_err(&format!("{cmd} {key} must be refused"));
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{cmd} {key}: {e}"
+        );
+    }
+    for denied in [
+        &["FLUSHDB"][..],
+        &["ACL", "WHOAMI"],
+        &["CLIENT", "KILL", "ID", "1"],
+    ] {
+        let e = redis::cmd(denied[0])
+            .arg(&denied[1..])
+            .query::<redis::Value>(&mut c)
+            .expect_err(&format!("{denied:?} must be refused"));
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{denied:?}: {e}"
+        );
+    }
+}
+
+/// SIGTERM, and wait for the agent (and so its worker) to exit.
+fn drop_gracefully(agent: &mut Agent) {
+    if let Some(mut c) = agent.child.take() {
+        if let Ok(pid) = i32::try_from(c.id()) {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("the agent did not stop within 30 s:\n{}", agent.log());
+    }
 }

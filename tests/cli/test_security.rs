@@ -482,7 +482,38 @@ fn agent_users_are_unique_cannot_select_and_are_deleted_with_their_host() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("selects database 3"), "{out}");
 
-    // Pruning the host deletes its agent's user.
+    // A host whose queues change gets its worker's user changed with them.
+    let worker_keys = |redis: &RedisServer| -> String {
+        let user: redis::Value = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg("celeroot.production.web01.worker")
+            .query(&mut redis.conn())
+            .expect("ACL GETUSER");
+        format!("{user:?}")
+    };
+    assert!(
+        worker_keys(&redis).contains("~app "),
+        "{}",
+        worker_keys(&redis)
+    );
+    repo.edit(
+        "manifests/hosts/web01.yaml",
+        "roles: [webserver, application]",
+        "roles: [webserver]",
+    );
+    repo.commit("web01 serves web only");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    let keys = worker_keys(&redis);
+    assert!(
+        !keys.contains("~app ") && keys.contains("~webserver "),
+        "{keys}"
+    );
+
+    // Pruning the host deletes its agent's and its worker's users.
     repo.remove("manifests/hosts/web01.yaml");
     repo.commit("retire web01");
     let mut cmd = repo.cmd();
@@ -495,7 +526,9 @@ fn agent_users_are_unique_cannot_select_and_are_deleted_with_their_host() {
         .query(&mut redis.conn())
         .expect("ACL USERS");
     assert!(
-        !users.iter().any(|u| u == "celeroot.production.web01"),
+        !users
+            .iter()
+            .any(|u| u.starts_with("celeroot.production.web01")),
         "{users:?}"
     );
     assert!(redis::Client::open(url.as_str())
