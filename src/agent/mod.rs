@@ -39,6 +39,10 @@ pub struct Config {
     pub broker: Option<RedisUrl>,
     /// The worker's result backend; default: the broker.
     pub result_backend: Option<RedisUrl>,
+    /// The credentials file `celeroot hosts credentials --install` writes; when it
+    /// exists, its URLs take the place of the three above, and a change to it is picked
+    /// up (rotation). Default: `<release_dir>/../shared/credentials.env`.
+    pub credentials_file: Option<PathBuf>,
     /// The release the worker runs from (normally `<targetDir>/current`, a symlink).
     pub release_dir: PathBuf,
     /// The Celery app (`-A`).
@@ -66,6 +70,44 @@ impl Config {
         self.result_backend
             .as_ref()
             .unwrap_or_else(|| self.broker_url())
+    }
+
+    /// The credentials file: `credentials_file`, else `shared/credentials.env` beside
+    /// the release directory.
+    pub fn credentials_path(&self) -> Option<PathBuf> {
+        self.credentials_file.clone().or_else(|| {
+            self.release_dir
+                .parent()
+                .map(|t| t.join("shared").join(crate::state::acl::CREDENTIALS_FILE))
+        })
+    }
+
+    /// This configuration with the URLs of the credentials file, when there is one, and
+    /// the file's fingerprint (empty without a file). A URL of the file that does not
+    /// parse is logged and left out.
+    pub fn with_credentials_file(&self) -> (Config, String) {
+        let Some(text) = self
+            .credentials_path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        else {
+            return (self.clone(), String::new());
+        };
+        let mut out = self.clone();
+        for (k, v) in crate::state::acl::parse_credentials_file(&text) {
+            let url = match RedisUrl::parse(&v) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(variable = %k, error = %e, "the credentials file holds an invalid URL; ignoring it");
+                    continue;
+                }
+            };
+            match k.as_str() {
+                "CELEROOT_REDIS_URL" => out.redis = url,
+                "CELEROOT_BROKER_URL" => out.broker = Some(url),
+                _ => out.result_backend = Some(url),
+            }
+        }
+        (out, crate::state::acl::fingerprint(&text))
     }
 }
 
@@ -150,8 +192,8 @@ pub fn host_facts() -> BTreeMap<String, String> {
 /// The supervised worker.
 struct Worker {
     child: Option<Child>,
-    /// What the running worker was started with.
-    running: Option<(WorkerSpec, String)>,
+    /// What the running worker was started with: configuration, release, credentials.
+    running: Option<(WorkerSpec, String, String)>,
     exits: VecDeque<Instant>,
     next_start: Option<Instant>,
     backoff: Duration,
@@ -178,7 +220,7 @@ impl Worker {
         self.child.as_ref().map(Child::id)
     }
 
-    fn start(&mut self, cfg: &Config, spec: &WorkerSpec, release: &str) {
+    fn start(&mut self, cfg: &Config, spec: &WorkerSpec, release: &str, credentials: &str) {
         let (program, args) = worker_command(cfg, spec);
         let mut cmd = Command::new(&program);
         cmd.args(&args)
@@ -206,7 +248,7 @@ impl Worker {
             Ok(child) => {
                 tracing::info!(pid = child.id(), program = %program.display(), queues = %spec.queues.join(","), "worker started");
                 self.child = Some(child);
-                self.running = Some((spec.clone(), release.to_string()));
+                self.running = Some((spec.clone(), release.to_string(), credentials.to_string()));
                 self.started_at = Some(Instant::now());
                 self.status = "running";
             }
@@ -296,9 +338,10 @@ fn connect(url: &RedisUrl) -> Option<redis::Connection> {
 }
 
 /// Listens on the changes channel and raises `changed`; reconnects by itself.
-fn listen(cfg: &Config, changed: &AtomicBool, stop: &AtomicBool) {
+fn listen(cfg: &Config, changed: &AtomicBool, own: &AtomicBool, agent: &AtomicBool) {
+    let stopped = || own.load(Ordering::SeqCst) || agent.load(Ordering::SeqCst);
     let channel = Keys::new(&cfg.cluster).changes();
-    while !stop.load(Ordering::SeqCst) {
+    while !stopped() {
         let Some(mut conn) = connect(&cfg.redis) else {
             std::thread::sleep(Duration::from_secs(1));
             continue;
@@ -311,7 +354,7 @@ fn listen(cfg: &Config, changed: &AtomicBool, stop: &AtomicBool) {
         }
         // A reconnect may have missed a message: re-read once.
         changed.store(true, Ordering::SeqCst);
-        while !stop.load(Ordering::SeqCst) {
+        while !stopped() {
             match ps.get_message() {
                 Ok(_) => changed.store(true, Ordering::SeqCst),
                 Err(e) if e.is_timeout() => {}
@@ -322,13 +365,12 @@ fn listen(cfg: &Config, changed: &AtomicBool, stop: &AtomicBool) {
 }
 
 /// Runs the agent until `stop` is raised; then stops the worker gracefully.
-pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
-    let keys = Keys::new(&cfg.cluster);
+pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
+    let keys = Keys::new(&given.cluster);
     let changed = Arc::new(AtomicBool::new(true));
-    let listener = {
-        let (cfg, changed, stop) = (cfg.clone(), changed.clone(), stop.clone());
-        std::thread::spawn(move || listen(&cfg, &changed, &stop))
-    };
+    let (mut cfg, mut credentials) = given.with_credentials_file();
+    let mut listener = Listener::start(&cfg, &changed, stop);
+    let mut next_credentials = Instant::now() + given.reread_interval;
     let facts = host_facts();
     let mut conn: Option<redis::Connection> = None;
     let mut spec: Option<WorkerSpec> = None;
@@ -342,6 +384,20 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
 
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
+        // 0. Credentials: a rotated file means new connections, and a worker restarted
+        //    with the new broker URL (the old password stays valid until then).
+        if now >= next_credentials {
+            next_credentials = now + given.reread_interval;
+            let (fresh, fp) = given.with_credentials_file();
+            if fp != credentials {
+                tracing::info!(from = %credentials, to = %fp, "the credentials file changed");
+                cfg = fresh;
+                credentials = fp;
+                conn = None;
+                listener.stop();
+                listener = Listener::start(&cfg, &changed, stop);
+            }
+        }
         // 1. Configuration: on a notification, or every reread interval.
         if changed.swap(false, Ordering::SeqCst) || now >= next_read {
             next_read = now + cfg.reread_interval;
@@ -380,16 +436,19 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
                 let matches = worker
                     .running
                     .as_ref()
-                    .is_some_and(|(s, r)| s == want && *r == release);
+                    .is_some_and(|(s, r, c)| s == want && *r == release && *c == credentials);
                 if worker.child.is_some() && !matches {
                     let why = match &worker.running {
-                        Some((s, _)) if s != want => format!(
+                        Some((s, _, _)) if s != want => format!(
                             "configuration changed (queues {}, concurrency {}, max tasks per child {})",
                             want.queues.join(","),
                             want.concurrency.as_deref().unwrap_or("default"),
                             want.max_tasks_per_child.as_deref().unwrap_or("none")
                         ),
-                        _ => format!("release changed to {release}"),
+                        Some((_, r, _)) if *r != release => {
+                            format!("release changed to {release}")
+                        }
+                        _ => "credentials rotated".to_string(),
                     };
                     tracing::info!(reason = %why, "restarting the worker");
                     worker.status = "restarting";
@@ -399,7 +458,7 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
                 }
                 if worker.child.is_none() && worker.next_start.is_none_or(|t| now >= t) {
                     worker.next_start = None;
-                    worker.start(cfg, want, &release);
+                    worker.start(&cfg, want, &release, &credentials);
                 }
             }
         }
@@ -426,7 +485,7 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
                 queues: worker
                     .running
                     .as_ref()
-                    .map(|(s, _)| s.queues.clone())
+                    .map(|(s, _, _)| s.queues.clone())
                     .unwrap_or_default(),
                 status: if worker.child.is_some() {
                     "running"
@@ -444,6 +503,7 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
                     .cloned()
                     .collect(),
                 modified_count: modified.len() as u64,
+                credentials: credentials.clone(),
             };
             if conn.is_none() {
                 conn = connect(&cfg.redis);
@@ -472,10 +532,44 @@ pub fn run(cfg: &Config, stop: &Arc<AtomicBool>) {
             facts,
             modified: Vec::new(),
             modified_count: 0,
+            credentials: credentials.clone(),
         };
         let _ = write_heartbeat(c, &keys, &cfg.host, &hb, cfg.heartbeat_ttl);
     }
-    let _ = listener.join();
+    listener.stop();
+}
+
+/// The thread listening for change notifications, with its own stop flag so it can be
+/// replaced when the credentials change.
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start(cfg: &Config, changed: &Arc<AtomicBool>, agent_stop: &Arc<AtomicBool>) -> Listener {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (cfg, changed, stop, agent_stop) = (
+                cfg.clone(),
+                changed.clone(),
+                stop.clone(),
+                agent_stop.clone(),
+            );
+            std::thread::spawn(move || listen(&cfg, &changed, &stop, &agent_stop))
+        };
+        Listener {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn write_heartbeat(
@@ -510,6 +604,7 @@ mod tests {
             redis: RedisUrl::parse("redis://127.0.0.1:1/0").expect("url"),
             broker: None,
             result_backend: None,
+            credentials_file: None,
             release_dir: PathBuf::from("/nonexistent/current"),
             app: "tasks.app".into(),
             celery: None,

@@ -55,6 +55,11 @@ pub struct AgentArgs {
         hide_env_values = true
     )]
     pub result_backend: Option<String>,
+    /// The credentials file `celeroot hosts credentials --install` writes (its URLs take
+    /// the place of --redis, --broker and --result-backend, and a rotated file is picked
+    /// up). Default: <release-dir>/../shared/credentials.env.
+    #[arg(long, value_name = "PATH", env = "CELEROOT_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
     /// An extra worker argument (repeatable), appended as given.
     #[arg(long = "worker-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub worker_args: Vec<String>,
@@ -104,6 +109,7 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         redis: live::redis_url(cli)?,
         broker: optional_url("--broker", a.broker.as_deref())?,
         result_backend: optional_url("--result-backend", a.result_backend.as_deref())?,
+        credentials_file: a.credentials_file.clone(),
         release_dir: a.release_dir.clone(),
         app: a.app.clone(),
         celery: a.celery.clone(),

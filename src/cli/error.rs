@@ -13,6 +13,7 @@ use super::EXIT_ERROR;
 use crate::apply::{ApplyError, DeployError};
 use crate::celery::{CeleryError, Endpoint};
 use crate::daemon::DaemonError;
+use crate::deploy::credentials::CredentialsError;
 use crate::edit::{EditError, InUse};
 use crate::init::InitError;
 use crate::manifest::Kind;
@@ -272,6 +273,19 @@ impl From<DeployError> for CommandError {
         CommandError::new(kind, e)
             .untouched(Untouched::Deployed)
             .hinted(hint)
+    }
+}
+
+impl From<CredentialsError> for CommandError {
+    fn from(e: CredentialsError) -> Self {
+        match e {
+            CredentialsError::State(s) => s.into(),
+            e @ CredentialsError::Random(_) => CommandError::new(ErrorKind::Failed, e),
+            e @ CredentialsError::Install { .. } => CommandError::new(ErrorKind::Unavailable, e)
+                .hinted("nothing changed in Redis either: new users were deleted, new passwords taken back; check `celeroot hosts test-connection`"),
+            e @ CredentialsError::NotPickedUp { .. } => CommandError::new(ErrorKind::Failed, e)
+                .hinted("check that the host's agent runs (`celeroot status`), then rotate again to retire the old passwords"),
+        }
     }
 }
 

@@ -135,9 +135,23 @@ pub struct UpdateArgs {
 pub struct CredentialsArgs {
     /// The host.
     pub host: String,
-    /// Replace the passwords of existing users (the old ones stop working).
+    /// Rotate the passwords of existing users. With --install, without a gap: the new
+    /// passwords are added, the file installed, and the old ones removed once the host's
+    /// heartbeat shows its agent running with the new file. Without, the old passwords
+    /// stop working at once.
     #[arg(long)]
     pub rotate: bool,
+    /// Install the credentials on the host over SSH, into
+    /// <targetDir>/shared/credentials.env (mode 0600), instead of printing them. The host
+    /// must have been deployed to.
+    #[arg(long)]
+    pub install: bool,
+    /// With --rotate --install: how long to wait for the host to pick up the new file
+    /// before giving up (both passwords then stay valid).
+    #[arg(long, value_name = "DUR", default_value = "2m", value_parser = super::watch::parse_duration)]
+    pub wait: std::time::Duration,
+    #[command(flatten)]
+    pub ssh: super::deploy::SshArgs,
     /// The revision whose manifests name the cluster and its hosts.
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
@@ -418,6 +432,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
 }
 
 fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CommandError> {
+    use crate::deploy::credentials::Delivery;
     let (_, rev) = live::revision(ui, cli, &a.rev)?;
     let state = &rev.compiled.state;
     if !state.hosts.contains_key(&a.host) {
@@ -438,39 +453,51 @@ fn credentials(ui: &Ui, cli: &Cli, a: &CredentialsArgs) -> Result<u8, CommandErr
         ))
         .hinted("keep each cluster's state in database 0 of a Redis of its own (clusters sharing one are kept apart by their key prefix)"));
     }
-    let secret = || {
-        crate::state::random_secret(24).map_err(|e| {
-            CommandError::message(
-                super::ErrorKind::Failed,
-                format!("cannot generate a password from the kernel's random source: {e}"),
-            )
-        })
-    };
-    let (agent_password, worker_password) = (secret()?, secret()?);
-    let queues = &state.hosts[&a.host].queues;
     let mut store = live::connect(cli, &state.cluster)?;
-    let mode = if a.rotate {
-        crate::state::Passwords::Replace
-    } else {
-        crate::state::Passwords::Create
+    let how = match (a.install, a.rotate) {
+        (false, rotate) => Delivery::Show { rotate },
+        (true, false) => Delivery::Install {
+            ssh: a.ssh.options(),
+        },
+        (true, true) => Delivery::Rotate {
+            ssh: a.ssh.options(),
+            wait: a.wait,
+        },
     };
-    let (agent, worker) =
-        store.set_host_users(&a.host, queues, &agent_password, &worker_password, mode)?;
-    outln!(
-        "{} ACL users {agent} (the agent) and {worker} (its Celery worker) of {} (cluster {}).",
-        if a.rotate { "Rotated the" } else { "Created" },
-        a.host,
-        state.cluster
+    let host = &state.hosts[&a.host];
+    let issued = crate::deploy::credentials::issue(&mut store, &url, &a.host, host, &how)?;
+    let users = format!(
+        "{} (the agent) and {} (its Celery worker) of {} (cluster {})",
+        issued.agent_user, issued.worker_user, a.host, state.cluster
     );
-    outln!("Put this in the host's agent environment (it is shown only now):");
-    outln!();
-    outln!(
-        "CELEROOT_REDIS_URL={}",
-        url.with_credentials(&agent, &agent_password)
+    let file = format!(
+        "{}/shared/{}",
+        host.deployment.target_dir,
+        crate::state::acl::CREDENTIALS_FILE
     );
-    let broker = url.with_credentials(&worker, &worker_password);
-    outln!("CELEROOT_BROKER_URL={broker}");
-    outln!("CELEROOT_RESULT_BACKEND={broker}");
+    match how {
+        Delivery::Show { rotate } => {
+            outln!(
+                "{} ACL users {users}.",
+                if rotate { "Rotated the" } else { "Created" }
+            );
+            outln!("Put this in the host's agent environment (it is shown only now):");
+            outln!();
+            outln!("CELEROOT_REDIS_URL={}", issued.agent_url);
+            outln!("CELEROOT_BROKER_URL={}", issued.worker_url);
+            outln!("CELEROOT_RESULT_BACKEND={}", issued.worker_url);
+        }
+        Delivery::Install { .. } => outln!(
+            "Created ACL users {users}, and installed their credentials in {}:{file} (fingerprint {}).",
+            host.address,
+            issued.fingerprint
+        ),
+        Delivery::Rotate { .. } => outln!(
+            "Rotated the passwords of {users}: {}:{file} holds the new ones (fingerprint {}), the agent and its worker run with them, and the old ones no longer work.",
+            host.address,
+            issued.fingerprint
+        ),
+    }
     Ok(EXIT_OK)
 }
 

@@ -8,6 +8,7 @@
 //! Records of a rollout go through [`crate::state::Store`] ([`record`]).
 //! Must not know: YAML, the Redis protocol, or output formats.
 
+pub mod credentials;
 pub mod facts;
 pub mod host;
 pub mod record;

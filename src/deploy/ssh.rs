@@ -292,13 +292,47 @@ pub fn run_program(
     args: &[OsString],
     timeout: Duration,
 ) -> std::io::Result<RemoteOutput> {
+    run_program_with_input(program, args, None, timeout)
+}
+
+/// [`run`], writing `input` to the command's standard input: how a secret reaches a
+/// host (never in an argument, which `ps` shows on both ends).
+///
+/// # Errors
+/// When `ssh` cannot be started.
+pub fn run_with_input(
+    args: &[OsString],
+    input: &str,
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
+    run_program_with_input("ssh", args, Some(input), timeout)
+}
+
+fn run_program_with_input(
+    program: &str,
+    args: &[OsString],
+    input: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
     let started = Instant::now();
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+        let text = text.to_string();
+        // On a thread, so a command that does not read cannot stall us; dropping the
+        // pipe closes the command's standard input.
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut pipe, text.as_bytes());
+        });
+    }
     // Read both pipes on threads so a chatty command cannot fill one and stall.
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();

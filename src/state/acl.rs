@@ -166,6 +166,43 @@ pub fn worker_rules(host: &str, queues: &[String], db: i64) -> Vec<Vec<u8>> {
     rules.into_iter().map(String::into_bytes).collect()
 }
 
+/// The name of the credentials file `hosts credentials --install` writes on a host, in
+/// `<targetDir>/shared/` (mode 0600), and the agent reads.
+pub const CREDENTIALS_FILE: &str = "credentials.env";
+
+/// The variables of a credentials file.
+pub const CREDENTIAL_VARS: &[&str] = &[
+    "CELEROOT_REDIS_URL",
+    "CELEROOT_BROKER_URL",
+    "CELEROOT_RESULT_BACKEND",
+];
+
+/// A credentials file: the agent's URL and its worker's broker and result backend.
+pub fn credentials_file(agent_url: &str, worker_url: &str) -> String {
+    format!(
+        "# Written by `celeroot hosts credentials --install`; do not edit or copy.\n\
+         CELEROOT_REDIS_URL={agent_url}\nCELEROOT_BROKER_URL={worker_url}\nCELEROOT_RESULT_BACKEND={worker_url}\n"
+    )
+}
+
+/// The variables of a credentials file's text (`KEY=value` lines; comments and unknown
+/// names are ignored).
+pub fn parse_credentials_file(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| CREDENTIAL_VARS.contains(&k.trim()))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A fingerprint of a credentials file's text (16 hex digits of its SHA-256): in the
+/// heartbeat, it says which credentials a host runs with without saying them (the text
+/// holds two 192-bit random passwords).
+pub fn fingerprint(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+}
+
 /// What to do with a user's passwords.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Passwords {
@@ -283,6 +320,32 @@ impl Store {
         Ok(n)
     }
 
+    /// Removes one password from each of `host`'s users (a rotation whose file did not
+    /// reach the host takes its new passwords back).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn remove_host_passwords(
+        &mut self,
+        host: &str,
+        agent_password: &str,
+        worker_password: &str,
+    ) -> Result<(), StateError> {
+        let cluster = self.cluster().to_string();
+        for (user, pw) in [
+            (agent_user(&cluster, host), agent_password),
+            (worker_user(&cluster, host), worker_password),
+        ] {
+            let _: String = self.query(
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg(user)
+                    .arg(format!("<{pw}")),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Deletes the ACL users of `host` (its worker's, its agent's, and the agent's name
     /// before issue 14). Returns how many existed.
     ///
@@ -307,6 +370,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credentials_file_round_trips_and_its_fingerprint_hides_it() {
+        let text = credentials_file("redis://a:pw1@h:6379/0", "redis://w:pw2@h:6379/0");
+        let vars = parse_credentials_file(&text);
+        assert_eq!(vars["CELEROOT_REDIS_URL"], "redis://a:pw1@h:6379/0");
+        assert_eq!(vars["CELEROOT_BROKER_URL"], "redis://w:pw2@h:6379/0");
+        assert_eq!(vars["CELEROOT_RESULT_BACKEND"], "redis://w:pw2@h:6379/0");
+        let fp = fingerprint(&text);
+        assert_eq!(fp.len(), 16);
+        assert!(!fp.contains("pw"));
+        assert_ne!(fp, fingerprint(&text.replace("pw2", "pw3")));
+        assert!(parse_credentials_file("PATH=/bin\n# x=y\n").is_empty());
+    }
 
     #[test]
     fn user_names_never_collide() {

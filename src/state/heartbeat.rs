@@ -6,7 +6,7 @@
 //! `ts` (UNIX seconds), `release`, `queues` (JSON list), `status` (`running`,
 //! `restarting`, `crash-looping`, `stopped`), `pid`, `agent_version`, `restart_reason`,
 //! and from agent 0.2 on `modified` (JSON list), `modified_count`, `os`, `kernel`,
-//! `python`, `uv`.
+//! `python`, `uv`, and `credentials` (a fingerprint of its credentials file).
 //! docs/state.md is the reference.
 
 use std::collections::BTreeMap;
@@ -35,6 +35,9 @@ pub struct Heartbeat {
     pub modified: Vec<String>,
     /// How many files differ in all (may exceed `modified.len()`).
     pub modified_count: u64,
+    /// Fingerprint of the credentials file the agent and its worker run with
+    /// ([`crate::state::acl::fingerprint`]), empty when there is none.
+    pub credentials: String,
 }
 
 /// At most this many modified files are listed in a heartbeat.
@@ -60,6 +63,7 @@ impl Heartbeat {
                 .collect(),
             modified: serde_json::from_str(&get("modified")).unwrap_or_default(),
             modified_count: get("modified_count").parse().unwrap_or(0),
+            credentials: get("credentials"),
         }
     }
 
@@ -84,6 +88,7 @@ impl Heartbeat {
                 serde_json::to_string(&self.modified).unwrap_or_default(),
             ),
             ("modified_count".into(), self.modified_count.to_string()),
+            ("credentials".into(), self.credentials.clone()),
         ])
         .into_iter()
         .chain(self.facts.clone())

@@ -1,6 +1,7 @@
 //! Test environment: a real git repository in a temp dir, the real binary, and a real
 //! redis-server per test.
 
+pub mod agent;
 pub mod celery;
 pub mod daemon;
 pub mod env;
