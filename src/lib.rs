@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod beat;
 pub mod celery;
 pub mod cli;
 pub mod daemon;

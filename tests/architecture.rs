@@ -23,6 +23,7 @@ const ORDER: &[&str] = &[
     "drift",      // drift and status
     "celery",     // Celery messages and results
     "agent",      // the host agent
+    "beat",       // Celery Beat: forecast and supervision
     "daemon",     // celeroot watch
     "init",       // scaffolding
     "edit",       // changing manifests in the work tree

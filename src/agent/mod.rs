@@ -189,15 +189,68 @@ pub fn host_facts() -> BTreeMap<String, String> {
     ])
 }
 
+/// Restarts of a supervised process (the agent's worker, `celeroot beat`'s beat): the
+/// delay before the next start, doubling from [`RESTART_BASE`] up to [`RESTART_MAX`]
+/// (reset after a [`CRASH_WINDOW`] of running), and crash-loop detection.
+#[derive(Debug)]
+pub struct Restarts {
+    exits: VecDeque<Instant>,
+    backoff: Duration,
+    started_at: Option<Instant>,
+}
+
+impl Default for Restarts {
+    fn default() -> Self {
+        Restarts {
+            exits: VecDeque::new(),
+            backoff: RESTART_BASE,
+            started_at: None,
+        }
+    }
+}
+
+impl Restarts {
+    /// The process started now.
+    pub fn started(&mut self) {
+        self.started_at = Some(Instant::now());
+    }
+
+    /// The process exited (or failed to start) now: returns when to start it again, and
+    /// whether it is crash-looping ([`CRASH_LIMIT`] exits within [`CRASH_WINDOW`]).
+    pub fn exited(&mut self) -> (Instant, bool) {
+        let now = Instant::now();
+        if self
+            .started_at
+            .is_some_and(|t| now.duration_since(t) > CRASH_WINDOW)
+        {
+            self.backoff = RESTART_BASE;
+        }
+        self.exits.push_back(now);
+        while self
+            .exits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.exits.pop_front();
+        }
+        let next = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(RESTART_MAX);
+        (next, self.exits.len() >= CRASH_LIMIT)
+    }
+
+    /// Exits within the last [`CRASH_WINDOW`].
+    pub fn recent(&self) -> usize {
+        self.exits.len()
+    }
+}
+
 /// The supervised worker.
 struct Worker {
     child: Option<Child>,
     /// What the running worker was started with: configuration, release, credentials.
     running: Option<(WorkerSpec, String, String)>,
-    exits: VecDeque<Instant>,
+    restarts: Restarts,
     next_start: Option<Instant>,
-    backoff: Duration,
-    started_at: Option<Instant>,
     status: &'static str,
     reason: String,
 }
@@ -207,10 +260,8 @@ impl Worker {
         Worker {
             child: None,
             running: None,
-            exits: VecDeque::new(),
+            restarts: Restarts::default(),
             next_start: None,
-            backoff: RESTART_BASE,
-            started_at: None,
             status: "stopped",
             reason: "starting".into(),
         }
@@ -249,7 +300,7 @@ impl Worker {
                 tracing::info!(pid = child.id(), program = %program.display(), queues = %spec.queues.join(","), "worker started");
                 self.child = Some(child);
                 self.running = Some((spec.clone(), release.to_string(), credentials.to_string()));
-                self.started_at = Some(Instant::now());
+                self.restarts.started();
                 self.status = "running";
             }
             Err(e) => {
@@ -262,26 +313,11 @@ impl Worker {
 
     /// Records an exit (or a failed start) and schedules the next start.
     fn exited(&mut self) {
-        let now = Instant::now();
-        if self
-            .started_at
-            .is_some_and(|t| now.duration_since(t) > CRASH_WINDOW)
-        {
-            self.backoff = RESTART_BASE;
-        }
-        self.exits.push_back(now);
-        while self
-            .exits
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            self.exits.pop_front();
-        }
+        let (next, looping) = self.restarts.exited();
         self.child = None;
         self.running = None;
-        self.next_start = Some(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(RESTART_MAX);
-        self.status = if self.exits.len() >= CRASH_LIMIT {
+        self.next_start = Some(next);
+        self.status = if looping {
             "crash-looping"
         } else {
             "restarting"
@@ -327,7 +363,8 @@ impl Worker {
     }
 }
 
-fn connect(url: &RedisUrl) -> Option<redis::Connection> {
+/// A connection with short timeouts; `None` when Redis cannot be reached (callers retry).
+pub fn connect(url: &RedisUrl) -> Option<redis::Connection> {
     let client = redis::Client::open(url.expose()).ok()?;
     let conn = client
         .get_connection_with_timeout(Duration::from_secs(3))

@@ -111,6 +111,7 @@ pub fn colour_on_stderr() -> bool {
 }
 
 mod agent;
+mod beat;
 mod config;
 mod deploy;
 mod diff;
@@ -207,6 +208,7 @@ pub enum Command {
     Config(config::ConfigArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
+    Beat(beat::BeatArgs),
     Import(import::ImportArgs),
     Completions(generate::CompletionsArgs),
     Man(generate::ManArgs),
@@ -333,6 +335,7 @@ pub fn main() -> ExitCode {
         Command::Man(a) => generate::man(a),
         Command::Deploy(a) => deploy::run(&ui, &cli, a),
         Command::Agent(a) => agent::run(&cli, a),
+        Command::Beat(a) => beat::run(&ui, &cli, a),
         Command::Import(a) => import::run(&ui, &cli, a),
     };
     match result {

@@ -102,8 +102,16 @@ impl Crontab {
 
     /// The next `n` fire times strictly after `now`, in `tz`.
     pub fn next_fire_times(&self, tz: Tz, now: DateTime<Utc>, n: usize) -> Vec<DateTime<Tz>> {
-        let start = now.with_timezone(&tz);
-        self.cron.iter_after(start).take(n).collect()
+        self.fire_times_after(tz, now).take(n).collect()
+    }
+
+    /// Every fire time strictly after `now`, in `tz`, in order.
+    pub fn fire_times_after(
+        &self,
+        tz: Tz,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = DateTime<Tz>> + '_ {
+        self.cron.iter_after(now.with_timezone(&tz))
     }
 }
 

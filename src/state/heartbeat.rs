@@ -100,3 +100,71 @@ impl Heartbeat {
         now_unix.saturating_sub(self.ts)
     }
 }
+/// The heartbeat of one `celeroot beat` instance: key `celeroot:{<cluster>}:beat:<id>`,
+/// a hash written every heartbeat interval with a TTL (docs/celery.md, "Beat").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BeatHeartbeat {
+    /// The instance (`--id`, default `<hostname>-<pid>`).
+    pub id: String,
+    /// UNIX seconds when written.
+    pub ts: u64,
+    /// The machine it runs on.
+    pub host: String,
+    /// `celeroot beat`'s pid, and the supervised `celery beat`'s (empty when none runs).
+    pub pid: u32,
+    pub beat_pid: Option<u32>,
+    /// `active` (holds RedBeat's lock and sends), `standby` (waits for the lock),
+    /// `starting`, `restarting`, `crash-looping`, `stopped`.
+    pub status: String,
+    /// UNIX seconds since it has held the lock (0 when not active).
+    pub active_since: u64,
+    /// Restarts of `celery beat` since this instance started.
+    pub restarts: u64,
+    /// The lock timeout beat reported, and its maximum sleep between ticks, in seconds.
+    pub lock_timeout: u64,
+    pub max_interval: u64,
+    pub version: String,
+    /// Why it last restarted or stopped.
+    pub reason: String,
+}
+
+impl BeatHeartbeat {
+    pub fn from_fields(id: &str, m: &BTreeMap<String, String>) -> BeatHeartbeat {
+        let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+        let num = |k: &str| get(k).parse().unwrap_or(0);
+        BeatHeartbeat {
+            id: id.to_string(),
+            ts: num("ts"),
+            host: get("host"),
+            pid: get("pid").parse().unwrap_or(0),
+            beat_pid: get("beat_pid").parse().ok(),
+            status: get("status"),
+            active_since: num("active_since"),
+            restarts: num("restarts"),
+            lock_timeout: num("lock_timeout"),
+            max_interval: num("max_interval"),
+            version: get("version"),
+            reason: get("reason"),
+        }
+    }
+
+    pub fn to_fields(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("ts".into(), self.ts.to_string()),
+            ("host".into(), self.host.clone()),
+            ("pid".into(), self.pid.to_string()),
+            (
+                "beat_pid".into(),
+                self.beat_pid.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            ("status".into(), self.status.clone()),
+            ("active_since".into(), self.active_since.to_string()),
+            ("restarts".into(), self.restarts.to_string()),
+            ("lock_timeout".into(), self.lock_timeout.to_string()),
+            ("max_interval".into(), self.max_interval.to_string()),
+            ("version".into(), self.version.clone()),
+            ("reason".into(), self.reason.clone()),
+        ])
+    }
+}

@@ -30,6 +30,10 @@ const FIXED_SUFFIXES: &[&str] = &[
     "deployed",
 ];
 
+fn is_heartbeat_suffix(rest: &str) -> bool {
+    rest.starts_with("heartbeat:") || rest.starts_with("beat:")
+}
+
 /// The keys of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -162,13 +166,24 @@ impl Keys {
     pub fn may_own(&self, key: &str) -> bool {
         // Called for every field of the digests hash: no allocation.
         key.strip_prefix(&self.prefix)
-            .is_some_and(|rest| !rest.starts_with("heartbeat:") && !FIXED_SUFFIXES.contains(&rest))
+            .is_some_and(|rest| !is_heartbeat_suffix(rest) && !FIXED_SUFFIXES.contains(&rest))
     }
 
-    /// Whether `key` is a heartbeat key (written by agents, not by reconcile).
+    /// Whether `key` is a heartbeat key: a host's (written by its agent) or a beat's
+    /// (written by `celeroot beat`), never by reconcile.
     pub fn is_heartbeat(&self, key: &str) -> bool {
         key.strip_prefix(&self.prefix)
-            .is_some_and(|k| k.starts_with("heartbeat:"))
+            .is_some_and(is_heartbeat_suffix)
+    }
+
+    /// Hash with a TTL: the heartbeat of one `celeroot beat` instance.
+    pub fn beat(&self, id: &str) -> String {
+        self.key(&format!("beat:{id}"))
+    }
+
+    /// The lock RedBeat holds while a beat is active (`redbeat_lock_key`'s default).
+    pub fn redbeat_lock(&self) -> String {
+        format!("{}:lock", self.redbeat_prefix())
     }
 }
 
@@ -182,6 +197,8 @@ mod tests {
         assert_eq!(k.worker("web01"), "celeroot:{production}:worker:web01");
         assert_eq!(k.role_hosts("db"), "celeroot:{production}:role:db:hosts");
         assert!(k.is_heartbeat(&k.heartbeat("web01")));
+        assert!(k.is_heartbeat(&k.beat("vm-1")) && !k.may_own(&k.beat("vm-1")));
+        assert_eq!(k.redbeat_lock(), "celeroot:{production}:redbeat::lock");
         assert!(!k.is_heartbeat(&k.worker("web01")));
     }
 

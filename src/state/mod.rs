@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 pub use acl::{agent_user, worker_user, Passwords};
 pub use events::Event;
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{BeatHeartbeat, Heartbeat};
 pub use image::{
     desired_image, desired_image_undigested, normalize, object_entry, project_owned,
     redbeat_definition, redbeat_entry_name, redbeat_meta, with_digests, with_digests_reusing,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::{Connection, Value};
 use serde::{Deserialize, Serialize};
 
-use super::heartbeat::Heartbeat;
+use super::heartbeat::{BeatHeartbeat, Heartbeat};
 use super::image::{Image, KeyValue};
 use super::keys::{Keys, LAYOUT_VERSION};
 use super::url::RedisUrl;
@@ -25,6 +25,9 @@ pub const LEASE_TTL: Duration = Duration::from_secs(15);
 pub const EVENTS_MAX: usize = 10_000;
 /// Applied revisions kept in the history list.
 pub const HISTORY_MAX: usize = 200;
+
+/// Beat heartbeats read at most.
+pub const MAX_BEATS: usize = 100;
 
 /// Unmanaged hosts' heartbeats read at most (found by SCAN; agents cannot create any
 /// other key, so more means something is wrong, and readers stay bounded).
@@ -721,6 +724,61 @@ impl Store {
 
     /// Calls `keep` with every key matching `pattern` (SCAN in batches of 1,000; never
     /// blocks the server) until it returns false.
+    /// The heartbeats of this cluster's `celeroot beat` instances (at most
+    /// [`MAX_BEATS`], found by SCAN), by id.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn beat_heartbeats(&mut self) -> Result<Vec<BeatHeartbeat>, StateError> {
+        let prefix = self.keys.beat("");
+        let pattern = format!("{}*", escape_glob(&prefix));
+        let mut ids = BTreeSet::new();
+        self.scan(&pattern, |k| {
+            if let Some(id) = k.strip_prefix(&prefix) {
+                ids.insert(id.to_string());
+            }
+            ids.len() < MAX_BEATS
+        })?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.beat(id));
+        }
+        let all: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe)?;
+        Ok(ids
+            .iter()
+            .zip(all)
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(id, m)| BeatHeartbeat::from_fields(id, &m))
+            .collect())
+    }
+
+    /// Milliseconds left on RedBeat's lock (`None`: nobody holds it).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn redbeat_lock_ttl(&mut self) -> Result<Option<u64>, StateError> {
+        let ms: i64 = self.query(redis::cmd("PTTL").arg(self.keys.redbeat_lock()))?;
+        Ok(u64::try_from(ms).ok())
+    }
+
+    /// Asks the beat `id` to stop (it does at its next heartbeat). Returns false when no
+    /// live beat has that id (nothing is written then).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn request_beat_stop(&mut self, id: &str) -> Result<bool, StateError> {
+        let key = self.keys.beat(id);
+        let asked = self.script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'stop', '1') return 1 end return 0",
+            &[key],
+            &[],
+        )?;
+        Ok(asked == Value::Int(1))
+    }
+
     fn scan(
         &mut self,
         pattern: &str,

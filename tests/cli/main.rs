@@ -4,6 +4,7 @@
 
 mod common;
 mod test_agent;
+mod test_beat;
 mod test_credentials;
 mod test_deploy;
 mod test_diff;

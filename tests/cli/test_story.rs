@@ -768,7 +768,7 @@ fn completions_and_man_pages() {
         COMPREPLY=()
     ");
     insta::assert_snapshot!(env.run(&["man", "--out-dir", "man"]), @r"
-    wrote 53 man page(s) to man
+    wrote 56 man page(s) to man
     [exit status: 0]
     ");
 }

@@ -8,9 +8,11 @@ CELEROOT_CLUSTER         Cluster name; RedBeat keys live under celeroot:{<cluste
 CELEROOT_HOST            This host's name (its queue is celeroot.host.<name>).
 CELEROOT_TIMEZONE        The cluster's time zone; crontab schedules are read in it. Default UTC.
 CELEROOT_IMPORTS         Extra task modules to import, comma-separated.
+CELEROOT_BEAT_LOCK_TIMEOUT  Seconds RedBeat's lock lasts (`celeroot beat` sets it). Default:
+                         RedBeat's, 5 x beat's max interval.
 
 Run a worker:  celery -A tasks.app worker -Q <queues> -n <host>@%h
-Run beat:      celery -A tasks.app beat -S redbeat.RedBeatScheduler --max-interval 10
+Run beat:      celeroot beat (it runs and supervises celery beat -S redbeat.RedBeatScheduler)
 """
 
 import os
@@ -29,6 +31,7 @@ app.conf.update(
     # celeroot writes the schedule into Redis; beat only reads it.
     redbeat_redis_url=broker,
     redbeat_key_prefix="celeroot:{%s}:redbeat:" % cluster,
+    redbeat_lock_timeout=int(os.environ.get("CELEROOT_BEAT_LOCK_TIMEOUT") or 0) or None,
     beat_scheduler="redbeat.RedBeatScheduler",
     # Messages are JSON (what celeroot sends); results expire after a day.
     task_serializer="json",
