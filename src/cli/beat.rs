@@ -335,7 +335,7 @@ fn status(ui: &Ui, cli: &Cli, a: &BeatStatusArgs) -> Result<u8, CommandError> {
     let mut store = live::connect(cli, &cluster)?;
     let beats = store.beat_heartbeats()?;
     let lock = store.redbeat_lock_ttl()?;
-    let problem = beat::health(&beats, lock);
+    let problem = crate::drift::beat_health(&beats, lock);
     let code = if problem.is_some() {
         EXIT_CHANGES
     } else {
@@ -345,7 +345,7 @@ fn status(ui: &Ui, cli: &Cli, a: &BeatStatusArgs) -> Result<u8, CommandError> {
         let v = serde_json::json!({
             "cluster": cluster,
             "healthy": problem.is_none(),
-            "finding": problem.as_ref().map(|p| serde_json::json!({"kind": p.kind(), "detail": p.detail()})),
+            "finding": problem,
             "lockTtlMs": lock,
             "beats": beats,
         });
@@ -402,7 +402,7 @@ fn status(ui: &Ui, cli: &Cli, a: &BeatStatusArgs) -> Result<u8, CommandError> {
             let _ = writeln!(out, "\nhealthy: a beat sends the schedules");
         }
         Some(p) => {
-            let _ = writeln!(out, "\n{}: {}", p.kind(), p.detail());
+            let _ = writeln!(out, "\n{}: {}", p.kind, p.detail);
         }
     }
     out!("{out}");

@@ -159,6 +159,16 @@ fn drift_text(r: &DriftReport, s: &Style) -> String {
     for c in &r.pending.changes {
         let _ = writeln!(out, "   {} {}", c.action.marker(), c.id());
     }
+    if let Some(b) = &r.beat {
+        let _ = writeln!(
+            out,
+            "Beat: {} {}: {} (fix: {})",
+            s.paint(s.red(), "!"),
+            b.kind,
+            b.detail,
+            b.fixed_by
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -191,6 +201,13 @@ fn drift_markdown(r: &DriftReport) -> String {
         "| Changes in git not yet applied | {} |\n",
         r.pending.changes.len()
     );
+    if let Some(b) = &r.beat {
+        let _ = writeln!(
+            out,
+            "- **beat** `{}`: {} (fix: `{}`)",
+            b.kind, b.detail, b.fixed_by
+        );
+    }
     for d in &r.live {
         let _ = writeln!(out, "- `{}`: {} (fix: {})", d.key, d.detail, d.fixed_by);
     }
@@ -253,6 +270,37 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
         None => {
             let _ = writeln!(out, "applied:  nothing yet (run `celeroot reconcile`)");
         }
+    }
+    if st.beat.needed {
+        let active: Vec<&str> = st
+            .beat
+            .beats
+            .iter()
+            .filter(|b| b.status == "active")
+            .map(|b| b.id.as_str())
+            .collect();
+        let standby = st
+            .beat
+            .beats
+            .iter()
+            .filter(|b| b.status == "standby")
+            .count();
+        let line = match (&st.beat.finding, st.beat.lock_ttl_ms) {
+            (Some(f), _) => format!("{} {}: {}", s.paint(s.red(), "!"), f.kind, f.detail),
+            (None, _) if active.is_empty() => {
+                "a beat celeroot does not supervise holds RedBeat's lock".to_string()
+            }
+            (None, _) => format!(
+                "{} active{}",
+                active.join(", "),
+                if standby > 0 {
+                    format!(", {standby} on standby")
+                } else {
+                    String::new()
+                }
+            ),
+        };
+        let _ = writeln!(out, "beat:     {line}");
     }
     if let Some(l) = &st.daemon_leader {
         let _ = writeln!(

@@ -310,6 +310,7 @@ pub struct DriftChecked<'a> {
 impl DriftChecked<'_> {
     pub fn emit(&self, shared: &Shared) {
         shared.metrics.drift(self.summary.live_keys);
+        shared.metrics.beat_healthy(self.summary.beat.is_none());
         shared.update(|s| s.drift = Some(self.summary.clone()));
     }
 }

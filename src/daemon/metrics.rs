@@ -41,6 +41,7 @@ pub struct Metrics {
     /// Unix milliseconds of the last successful reconcile (0: none yet).
     last_success_ms: AtomicI64,
     drift_objects: Gauge,
+    beat_healthy: Gauge,
     leader: Gauge,
     fetch_duration: Histogram,
     fetch_errors: Counter,
@@ -93,6 +94,13 @@ impl Metrics {
             "Live keys that differed from git at the last check (healed or reported)",
             drift_objects.clone(),
         );
+        let beat_healthy = Gauge::default();
+        beat_healthy.set(-1);
+        registry.register(
+            "beat_healthy",
+            "1 when a beat held RedBeat's lock at the last drift check (or no schedule needs one), 0 when none did (beat-missing, beat-inactive), -1 before the first check",
+            beat_healthy.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -132,6 +140,7 @@ impl Metrics {
             since_success,
             last_success_ms: AtomicI64::new(0),
             drift_objects,
+            beat_healthy,
             leader,
             fetch_duration,
             fetch_errors,
@@ -169,6 +178,10 @@ impl Metrics {
     pub fn drift(&self, objects: usize) {
         self.drift_objects
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    pub fn beat_healthy(&self, healthy: bool) {
+        self.beat_healthy.set(i64::from(healthy));
     }
 
     pub fn set_leader(&self, leading: bool) {

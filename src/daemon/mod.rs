@@ -159,6 +159,8 @@ pub struct DriftSummary {
     pub hosts: usize,
     /// Objects whose change in git is not applied.
     pub pending: usize,
+    /// The beat finding (`beat-missing`, `beat-inactive`), when there is one.
+    pub beat: Option<String>,
 }
 
 /// The daemon's view, served on `/status` (version 1 of this JSON, docs/operations.md).

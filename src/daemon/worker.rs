@@ -556,6 +556,7 @@ impl Worker {
             unknown_keys: report.live.len() - healable,
             hosts: report.hosts.len(),
             pending: report.pending.changes.len(),
+            beat: report.beat.as_ref().map(|b| b.kind.to_string()),
         };
         events::DriftChecked { summary: &summary }.emit(&self.shared);
         if healable == 0 && report.pending.is_empty() {

@@ -224,6 +224,9 @@ fn confined(root: &Path, rel: &str) -> Result<PathBuf, SourceError> {
     Ok(out)
 }
 
+/// The name of beat's rendered unit in `<target>/shared/`.
+pub const BEAT_UNIT: &str = "celeroot-beat.service";
+
 /// The files rendered for one host, written to `<target>/shared/` on it: the worker's
 /// environment file and its systemd unit.
 pub fn host_files(
@@ -268,9 +271,25 @@ pub fn host_files(
         cluster = state.cluster,
         sandbox = sandbox(&d.user, &d.group, &d.target_dir),
     );
+    // Beat's unit, for the machines that should run one (two or three: RedBeat's lock
+    // keeps one active); not enabled by deploy. /etc/celeroot/beat.env holds its Redis URL.
+    let beat = format!(
+        "# Rendered by celeroot deploy; enable it on the hosts that should run Celery Beat (two or three: RedBeat's lock keeps one active)\n\
+         # with `systemctl enable --now {target}/shared/celeroot-beat.service`, after writing CELEROOT_REDIS_URL to /etc/celeroot/beat.env.\n\
+         [Unit]\nDescription=celeroot beat: Celery Beat of cluster {cluster}\nAfter=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nType=simple\nWorkingDirectory={target}\nEnvironmentFile={target}/shared/worker.env\nEnvironmentFile=-/etc/celeroot/beat.env\n\
+         ExecStart=/usr/local/bin/celeroot beat --cluster {cluster} --release-dir {target}/current --id %H\n\
+         Restart=always\nRestartSec=2\nKillMode=control-group\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\
+         {sandbox}\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        target = d.target_dir,
+        cluster = state.cluster,
+        sandbox = sandbox(&d.user, &d.group, &d.target_dir),
+    );
     Some(BTreeMap::from([
         ("worker.env".to_string(), env),
         (format!("{}.service", d.service_name), unit),
+        (BEAT_UNIT.to_string(), beat),
     ]))
 }
 

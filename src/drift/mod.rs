@@ -55,6 +55,8 @@ pub enum Fix {
     Deploy,
     #[serde(rename = "git")]
     Git,
+    #[serde(rename = "celeroot beat")]
+    Beat,
 }
 
 macro_rules! display_as_serde {
@@ -67,7 +69,92 @@ macro_rules! display_as_serde {
         }
     )*};
 }
-display_as_serde!(KeyDriftKind, HostDriftKind, Fix);
+display_as_serde!(KeyDriftKind, HostDriftKind, BeatFindingKind, Fix);
+
+/// What is wrong with the cluster's Celery Beat (a health finding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BeatFindingKind {
+    /// No beat runs: no `celeroot beat` heartbeat, and nobody holds RedBeat's lock.
+    BeatMissing,
+    /// `celeroot beat` instances run, but none holds the lock (a failover in progress, or
+    /// all of them restarting or crash-looping).
+    BeatInactive,
+}
+
+/// The cluster's beat does not send the schedules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BeatFinding {
+    pub kind: BeatFindingKind,
+    pub detail: String,
+    /// `celeroot beat`.
+    pub fixed_by: Fix,
+}
+
+/// Whether someone sends the schedules: RedBeat's lock is held (by a `celeroot beat`, or
+/// by a beat celeroot does not supervise). `beats` are the live beat heartbeats.
+pub fn beat_health(
+    beats: &[state::BeatHeartbeat],
+    lock_ttl_ms: Option<u64>,
+) -> Option<BeatFinding> {
+    if lock_ttl_ms.is_some() {
+        return None;
+    }
+    let live: Vec<&state::BeatHeartbeat> = beats.iter().filter(|b| b.status != "stopped").collect();
+    Some(if live.is_empty() {
+        BeatFinding {
+            kind: BeatFindingKind::BeatMissing,
+            detail: "no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire".into(),
+            fixed_by: Fix::Beat,
+        }
+    } else {
+        BeatFinding {
+            kind: BeatFindingKind::BeatInactive,
+            detail: format!(
+                "no beat holds RedBeat's lock ({}): schedules do not fire until one does",
+                live.iter()
+                    .map(|b| format!("{} {}", b.id, b.status))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            fixed_by: Fix::Beat,
+        }
+    })
+}
+
+/// The beat's health, read only when `state` has an enabled schedule (without one, no
+/// beat is needed): the finding, the beats' heartbeats, and the lock's time left.
+///
+/// # Errors
+/// Redis errors.
+pub fn check_beat(
+    store: &mut Store,
+    state: &crate::desired::DesiredState,
+) -> Result<BeatCheck, StateError> {
+    if !state.schedules.values().any(|s| s.enabled) {
+        return Ok(BeatCheck::default());
+    }
+    let lock_ttl_ms = store.redbeat_lock_ttl()?;
+    let beats = store.beat_heartbeats()?;
+    Ok(BeatCheck {
+        finding: beat_health(&beats, lock_ttl_ms),
+        needed: true,
+        beats,
+        lock_ttl_ms,
+    })
+}
+
+/// What [`check_beat`] found.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BeatCheck {
+    /// An enabled schedule exists, so a beat is needed (false: nothing was read).
+    pub needed: bool,
+    pub finding: Option<BeatFinding>,
+    pub beats: Vec<state::BeatHeartbeat>,
+    pub lock_ttl_ms: Option<u64>,
+}
 
 /// One live key (class 1) that differs from what celeroot wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,13 +189,18 @@ pub struct DriftReport {
     pub target: crate::render::RevisionInfo,
     pub live: Vec<KeyDrift>,
     pub hosts: Vec<HostDrift>,
+    /// The cluster's beat, when it does not send the schedules (a health finding).
+    pub beat: Option<BeatFinding>,
     /// Changes in git not yet applied (the plan from live to the target revision).
     pub pending: Plan,
 }
 
 impl DriftReport {
     pub fn in_sync(&self) -> bool {
-        self.live.is_empty() && self.hosts.is_empty() && self.pending.is_empty()
+        self.live.is_empty()
+            && self.hosts.is_empty()
+            && self.beat.is_none()
+            && self.pending.is_empty()
     }
 }
 
@@ -271,6 +363,9 @@ pub fn detect(
         }
     }
 
+    // Health: the cluster's beat.
+    let beat = check_beat(store, &target.state)?.finding;
+
     // Class 3: desired vs live (`pending`, planned above).
     Ok(DriftReport {
         format_version: 1,
@@ -279,6 +374,7 @@ pub fn detect(
         target: target.revision.clone(),
         live,
         hosts,
+        beat,
         pending,
     })
 }
@@ -391,6 +487,8 @@ pub struct Status {
     pub events: Vec<state::StoredEvent>,
     /// The `celeroot watch` daemon holding the leader lease, if any.
     pub daemon_leader: Option<DaemonLeader>,
+    /// The cluster's Celery Beat.
+    pub beat: BeatCheck,
 }
 
 /// Who leads the `celeroot watch` daemons (the token is left out).
@@ -454,6 +552,7 @@ pub fn status(
         epoch: l.epoch,
         since: l.since,
     });
+    let beat = check_beat(store, &target.state)?;
     Ok(Status {
         cluster: target.state.cluster.clone(),
         redis: redis.to_string(),
@@ -463,5 +562,44 @@ pub fn status(
         hosts,
         events,
         daemon_leader,
+        beat,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(id: &str, status: &str) -> state::BeatHeartbeat {
+        state::BeatHeartbeat {
+            id: id.into(),
+            status: status.into(),
+            ..state::BeatHeartbeat::default()
+        }
+    }
+
+    #[test]
+    fn a_beat_is_healthy_when_redbeat_s_lock_is_held() {
+        let kind = |b: &[state::BeatHeartbeat], lock| beat_health(b, lock).map(|f| f.kind);
+        assert_eq!(kind(&[], None), Some(BeatFindingKind::BeatMissing));
+        assert_eq!(
+            kind(&[beat("a", "stopped")], None),
+            Some(BeatFindingKind::BeatMissing)
+        );
+        assert_eq!(
+            kind(&[beat("a", "active"), beat("b", "standby")], Some(9000)),
+            None
+        );
+        // A beat celeroot does not supervise holds the lock: the schedules fire.
+        assert_eq!(kind(&[], Some(9000)), None);
+        assert_eq!(
+            kind(&[beat("b", "standby")], None),
+            Some(BeatFindingKind::BeatInactive)
+        );
+        // An "active" heartbeat without the lock: it expired under a dying beat.
+        assert_eq!(
+            kind(&[beat("a", "active")], None),
+            Some(BeatFindingKind::BeatInactive)
+        );
+    }
 }

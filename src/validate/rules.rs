@@ -178,11 +178,13 @@ pub fn unit_name(s: &str) -> Result<(), String> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'@' | b'-'))
         && !s.starts_with(['-', '.']);
-    if ok {
-        Ok(())
-    } else {
-        Err("expected a systemd unit name (letters, digits, `:_.@-`)".into())
+    if !ok {
+        return Err("expected a systemd unit name (letters, digits, `:_.@-`)".into());
     }
+    if s == "celeroot-beat" {
+        return Err("`celeroot-beat` is the name of beat's own unit; choose another".into());
+    }
+    Ok(())
 }
 
 /// An argv list: at least one element, no empty elements, no NUL or newlines.

@@ -70,6 +70,14 @@ fn healthy_fleet(redis: &RedisServer) {
     for (h, q) in queues {
         heartbeat(redis, h, NOW - 3, "", q, "running");
     }
+    // And a beat that sends: RedBeat's lock held, as a live beat holds it (docs/celery.md).
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}redbeat::lock"))
+        .arg("9d11f9c4e66311f1909c02fc00000001")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut redis.conn())
+        .expect("SET");
 }
 
 #[test]
@@ -292,4 +300,61 @@ fn a_layout_1_state_is_upgraded_in_place() {
         .query(&mut redis.conn())
         .expect("GET");
     assert_eq!(layout, "2");
+}
+
+/// Issue 16 part 2: with enabled schedules and nobody holding RedBeat's lock, drift and
+/// status say the schedules do not fire; a cluster without schedules needs no beat.
+#[test]
+fn a_missing_beat_is_a_health_finding_when_schedules_need_one() {
+    let redis = RedisServer::start();
+    let repo = applied_example(&redis);
+    healthy_fleet(&redis);
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{PREFIX}redbeat::lock"))
+        .query(&mut redis.conn())
+        .expect("DEL");
+    let (out, code) = cmd(&repo, &redis, &["drift"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("Beat: ! beat-missing: no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire (fix: celeroot beat)"),
+        "{out}"
+    );
+    let (json, _) = cmd(&repo, &redis, &["drift", "-o", "json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(json.split("[exit status").next().unwrap_or_default()).expect("JSON");
+    assert_eq!(v["beat"]["kind"], "beat-missing", "{json}");
+    let (out, code) = cmd(&repo, &redis, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("beat:     ! beat-missing"), "{out}");
+
+    // A standby celeroot beat that does not hold the lock: inactive.
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{PREFIX}beat:vm-1"))
+        .arg("status")
+        .arg("standby")
+        .arg("ts")
+        .arg(NOW)
+        .query(&mut redis.conn())
+        .expect("HSET");
+    let (out, code) = cmd(&repo, &redis, &["drift"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("beat-inactive: no beat holds RedBeat's lock (vm-1 standby)"),
+        "{out}"
+    );
+
+    // Without enabled schedules, no beat is needed.
+    let mut repo = repo;
+    for f in std::fs::read_dir(repo.root().join("manifests/schedules"))
+        .expect("dir")
+        .flatten()
+    {
+        std::fs::remove_file(f.path()).expect("rm");
+    }
+    repo.commit("no schedules");
+    assert_eq!(cmd(&repo, &redis, &["reconcile"]).1, 0);
+    let (out, code) = cmd(&repo, &redis, &["drift"]);
+    assert_eq!(code, 0, "{out}");
+    let (out, _) = cmd(&repo, &redis, &["status"]);
+    assert!(!out.contains("beat:"), "{out}");
 }

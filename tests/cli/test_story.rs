@@ -448,6 +448,7 @@ fn reconcile_drift_status_history_rollback_unlock() {
        ! web01: no heartbeat: its agent is not running or cannot reach Redis (fix: agent)
        ! web02: no heartbeat: its agent is not running or cannot reach Redis (fix: agent)
     3. Changes in git not yet applied: 0
+    Beat: ! beat-missing: no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire (fix: celeroot beat)
 
     `celeroot reconcile` heals class 1 and applies class 3; class 2 needs the host's agent or a deploy (see "fix").
     [exit status: 2]
@@ -455,6 +456,7 @@ fn reconcile_drift_status_history_rollback_unlock() {
     insta::assert_snapshot!(env.run(&["status"]), @r#"
     cluster production (live state in redis://127.0.0.1:[PORT]/0)
     applied:  47c6fb43 "example" at [TIME] by tester@ci (generation 1)
+    beat:     ! beat-missing: no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire
     HEAD (47c6fb43): in sync
 
     HOST   ROLES                  RELEASE  HEARTBEAT  HEALTH
@@ -742,6 +744,7 @@ fn the_daemon_applies_a_push_and_status_shows_it_leading() {
     insta::assert_snapshot!(env.run(&["status"]), @r#"
     cluster production (live state in redis://127.0.0.1:[PORT]/0)
     applied:  47c6fb43 "example" at [TIME] by daemon@ci (generation 1)
+    beat:     ! beat-missing: no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire
     daemon:   daemon@ci leads `celeroot watch` (epoch 1, since [TIME])
     HEAD (47c6fb43): in sync
 

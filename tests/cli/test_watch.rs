@@ -476,6 +476,14 @@ fn drift_is_healed_on_resync_or_only_reported() {
     }));
     let (_, metrics) = report.get("/metrics");
     assert!(metrics.contains("celeroot_drift_objects 1"), "{metrics}");
+    // The example has schedules and no beat runs: the resync found the beat missing.
+    assert!(metrics.contains("celeroot_beat_healthy 0"), "{metrics}");
+    assert_eq!(
+        report.status()["drift"]["beat"].as_str(),
+        Some("beat-missing"),
+        "{}",
+        report.status()
+    );
 }
 
 #[test]
