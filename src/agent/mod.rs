@@ -53,6 +53,9 @@ pub struct Config {
     pub worker_args: Vec<String>,
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
+    /// How often the worker is asked `celery inspect ping` (and how long after it
+    /// started the first time).
+    pub ping_interval: Duration,
     /// Configuration is re-read at least this often (besides change notifications).
     pub reread_interval: Duration,
     /// How long a worker gets to stop after SIGTERM before SIGKILL.
@@ -277,12 +280,9 @@ impl Worker {
         cmd.args(&args)
             .current_dir(&cfg.release_dir)
             .stdin(Stdio::null())
-            .env("CELEROOT_HOST", &cfg.host)
-            .env("CELEROOT_CLUSTER", &cfg.cluster)
             // The worker gets its own credentials, never the agent's.
             .env_remove("CELEROOT_REDIS_URL")
-            .env("CELEROOT_BROKER_URL", cfg.broker_url().expose())
-            .env("CELEROOT_RESULT_BACKEND", cfg.result_backend_url().expose());
+            .envs(worker_env(cfg));
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
@@ -414,6 +414,7 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
     let mut worker = Worker::new();
     let mut next_read = Instant::now();
     let mut next_beat = Instant::now();
+    let mut checks = Checks::default();
     let mut next_verify = Instant::now();
     let mut modified: Vec<String> = Vec::new();
     let mut verified_release = String::new();
@@ -496,6 +497,9 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
                 if worker.child.is_none() && worker.next_start.is_none_or(|t| now >= t) {
                     worker.next_start = None;
                     worker.start(&cfg, want, &release, &credentials);
+                    if worker.child.is_some() {
+                        checks.worker_started(&cfg);
+                    }
                 }
             }
         }
@@ -513,9 +517,19 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
                 );
             }
         }
-        // 4. Heartbeat.
+        // 4. The worker answers, and its broker does.
+        if let Some((spec, _, _)) = worker.running.clone() {
+            checks.maybe_ping(&cfg, &spec, worker.child.is_some());
+        }
+        // 5. Heartbeat.
         if now >= next_beat {
             next_beat = now + cfg.heartbeat_interval;
+            let broker = checks.broker(&cfg).to_string();
+            let (ping, ping_at) = if worker.child.is_some() {
+                checks.ping()
+            } else {
+                (String::new(), 0)
+            };
             let hb = Heartbeat {
                 ts: u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
                 release: release.clone(),
@@ -541,6 +555,9 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
                     .collect(),
                 modified_count: modified.len() as u64,
                 credentials: credentials.clone(),
+                broker,
+                ping,
+                ping_at,
             };
             if conn.is_none() {
                 conn = connect(&cfg.redis);
@@ -570,10 +587,221 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
             modified: Vec::new(),
             modified_count: 0,
             credentials: credentials.clone(),
+            broker: String::new(),
+            ping: String::new(),
+            ping_at: 0,
         };
         let _ = write_heartbeat(c, &keys, &cfg.host, &hb, cfg.heartbeat_ttl);
     }
     listener.stop();
+}
+
+/// How long `celery inspect ping` waits for the worker's reply.
+pub const PING_TIMEOUT_SECS: u64 = 5;
+
+/// What `celery inspect ping` said of the worker.
+fn ping_result(status: Option<i32>, stdout: &str, stderr: &str) -> &'static str {
+    let said = format!("{stdout}\n{stderr}");
+    if status == Some(0) && said.contains("pong") {
+        "ok"
+    } else if said.contains("No nodes replied") || status.is_none() {
+        "no-reply"
+    } else if said.contains("OperationalError")
+        || said.contains("Connection refused")
+        || said.contains("Error 111")
+        || said.contains("NOAUTH")
+        || said.contains("WRONGPASS")
+    {
+        "broker-unreachable"
+    } else {
+        "failed"
+    }
+}
+
+/// The argv of `celery inspect ping` for this host's worker (its node name is
+/// `<host>@<hostname>`, as `-n <host>@%h` makes it).
+pub fn ping_command(cfg: &Config, spec: &WorkerSpec) -> (PathBuf, Vec<String>) {
+    let (program, _) = worker_command(cfg, spec);
+    let node = format!("{}@{}", cfg.host, node_hostname());
+    let args = [
+        "-A",
+        cfg.app.as_str(),
+        "inspect",
+        "ping",
+        "--timeout",
+        &PING_TIMEOUT_SECS.to_string(),
+        "-d",
+        &node,
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    (program, args)
+}
+
+/// The host name Celery's `%h` expands to (Python's `socket.gethostname()`).
+fn node_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return crate::state::events::hostname();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Pings the worker on a thread (`celery inspect ping` takes a second or more), and
+/// checks the worker's broker URL answers; both results go into the heartbeat.
+#[derive(Default)]
+struct Checks {
+    /// `ok`, `no-reply`, `broker-unreachable`, `failed`; `pending` until the first reply.
+    ping: Arc<std::sync::Mutex<(String, u64)>>,
+    running: Arc<AtomicBool>,
+    next_ping: Option<Instant>,
+    broker: Option<redis::Connection>,
+}
+
+impl Checks {
+    /// A new worker started: the first ping waits one interval (capped at 10 s).
+    fn worker_started(&mut self, cfg: &Config) {
+        self.set_ping("pending");
+        self.next_ping = Some(Instant::now() + cfg.ping_interval.min(Duration::from_secs(10)));
+    }
+
+    fn set_ping(&self, result: &str) {
+        let mut p = match self.ping.lock() {
+            Ok(p) => p,
+            Err(e) => e.into_inner(),
+        };
+        *p = (
+            result.to_string(),
+            u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+        );
+    }
+
+    fn ping(&self) -> (String, u64) {
+        match self.ping.lock() {
+            Ok(p) => p.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
+    }
+
+    /// Starts a ping when one is due and none runs.
+    fn maybe_ping(&mut self, cfg: &Config, spec: &WorkerSpec, worker_running: bool) {
+        if !worker_running {
+            self.next_ping = None;
+            return;
+        }
+        let now = Instant::now();
+        if self.next_ping.is_none_or(|t| now < t) || self.running.load(Ordering::SeqCst) {
+            return;
+        }
+        self.next_ping = Some(now + cfg.ping_interval);
+        self.running.store(true, Ordering::SeqCst);
+        let (program, args) = ping_command(cfg, spec);
+        let env = worker_env(cfg);
+        let dir = cfg.release_dir.clone();
+        let (ping, running) = (self.ping.clone(), self.running.clone());
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(&program);
+            cmd.args(&args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .env_remove("CELEROOT_REDIS_URL")
+                .envs(env);
+            let result = match cmd.spawn() {
+                Ok(child) => wait_output(child, Duration::from_secs(PING_TIMEOUT_SECS + 25)),
+                Err(e) => (None, String::new(), e.to_string()),
+            };
+            let r = ping_result(result.0, &result.1, &result.2);
+            if r != "ok" {
+                tracing::warn!(result = r, stderr = %result.2.lines().last().unwrap_or_default(), "celery inspect ping: the worker did not answer");
+            }
+            let mut p = match ping.lock() {
+                Ok(p) => p,
+                Err(e) => e.into_inner(),
+            };
+            *p = (
+                r.to_string(),
+                u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+            );
+            running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// `ok` when the worker's broker answers `PING` (with the worker's own user), else
+    /// `unreachable`.
+    fn broker(&mut self, cfg: &Config) -> &'static str {
+        if self.broker.is_none() {
+            self.broker = connect(cfg.broker_url());
+        }
+        let ok = self
+            .broker
+            .as_mut()
+            .is_some_and(|c| redis::cmd("PING").query::<String>(c).is_ok());
+        if ok {
+            "ok"
+        } else {
+            self.broker = None;
+            "unreachable"
+        }
+    }
+}
+
+/// A child's exit status and output, killing it after `timeout` (status `None`).
+fn wait_output(mut child: Child, timeout: Duration) -> (Option<i32>, String, String) {
+    let started = Instant::now();
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = out.as_mut() {
+            let _ = std::io::Read::read_to_string(p, &mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = err.as_mut() {
+            let _ = std::io::Read::read_to_string(p, &mut s);
+        }
+        s
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st.code(),
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => break None,
+        }
+    };
+    (
+        status,
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default(),
+    )
+}
+
+/// The environment the worker (and its ping) gets on top of the agent's.
+fn worker_env(cfg: &Config) -> Vec<(String, String)> {
+    vec![
+        ("CELEROOT_HOST".into(), cfg.host.clone()),
+        ("CELEROOT_CLUSTER".into(), cfg.cluster.clone()),
+        (
+            "CELEROOT_BROKER_URL".into(),
+            cfg.broker_url().expose().to_string(),
+        ),
+        (
+            "CELEROOT_RESULT_BACKEND".into(),
+            cfg.result_backend_url().expose().to_string(),
+        ),
+    ]
 }
 
 /// The thread listening for change notifications, with its own stop flag so it can be
@@ -648,6 +876,7 @@ mod tests {
             worker_args: vec!["--without-gossip".into()],
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_ttl: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(30),
             reread_interval: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(30),
         }

@@ -69,6 +69,9 @@ pub struct AgentArgs {
     /// The heartbeat's TTL (docs/state.md: 30 s).
     #[arg(long, default_value = "30s", value_parser = super::watch::parse_duration)]
     pub heartbeat_ttl: Duration,
+    /// How often to ask the worker `celery inspect ping` (its health in the heartbeat).
+    #[arg(long, default_value = "30s", value_parser = super::watch::parse_duration)]
+    pub ping_interval: Duration,
     /// Re-read the configuration at least this often (changes are also pushed).
     #[arg(long, default_value = "10s", value_parser = super::watch::parse_duration)]
     pub reread_interval: Duration,
@@ -116,6 +119,7 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         worker_args: a.worker_args.clone(),
         heartbeat_interval: a.heartbeat_interval,
         heartbeat_ttl: a.heartbeat_ttl,
+        ping_interval: a.ping_interval,
         reread_interval: a.reread_interval,
         stop_timeout: a.stop_timeout,
     };

@@ -35,9 +35,18 @@ pub enum HostDriftKind {
     NoHeartbeat,
     StaleHeartbeat,
     Unmanaged,
-    Release,
-    Queues,
-    WorkerStatus,
+    /// It runs another release than its configuration names.
+    WrongRelease,
+    /// Its worker consumes other queues than configured.
+    WrongQueues,
+    /// No worker runs (stopped, restarting), or it does not answer `celery inspect ping`.
+    WorkerDown,
+    /// The worker keeps dying (five exits within a minute).
+    CrashLooping,
+    /// The worker's broker does not answer with the worker's credentials.
+    BrokerUnreachable,
+    /// The heartbeat carries no worker check (an agent from before issue 16).
+    Unverified,
     NotDeployed,
     ModifiedFiles,
 }
@@ -407,10 +416,45 @@ fn host_drift(
         )];
     }
     let mut out = Vec::new();
+    let status = if hb.status.is_empty() {
+        "unknown"
+    } else {
+        hb.status.as_str()
+    };
+    if hb.status == "crash-looping" {
+        out.push(d(
+            HostDriftKind::CrashLooping,
+            format!("the worker keeps dying: {}", hb.restart_reason),
+            Fix::Agent,
+        ));
+    } else if hb.status != "running" {
+        out.push(d(
+            HostDriftKind::WorkerDown,
+            format!("no worker runs (status {status}): {}", hb.restart_reason),
+            Fix::Agent,
+        ));
+    } else if matches!(hb.ping.as_str(), "no-reply" | "failed") {
+        out.push(d(
+            HostDriftKind::WorkerDown,
+            format!(
+                "the worker (pid {}) does not answer `celery inspect ping` ({})",
+                hb.pid.map_or("?".to_string(), |p| p.to_string()),
+                hb.ping
+            ),
+            Fix::Agent,
+        ));
+    }
+    if hb.broker == "unreachable" || hb.ping == "broker-unreachable" {
+        out.push(d(
+            HostDriftKind::BrokerUnreachable,
+            "the worker's broker does not answer with the worker's credentials (check `hosts credentials` and the network)".into(),
+            Fix::Agent,
+        ));
+    }
     let want_release = w.get("release").cloned().unwrap_or_default();
     if !want_release.is_empty() && hb.release != want_release {
         out.push(d(
-            HostDriftKind::Release,
+            HostDriftKind::WrongRelease,
             format!("runs release {:?}, should run {want_release:?}", hb.release),
             Fix::Deploy,
         ));
@@ -422,7 +466,7 @@ fn host_drift(
     let got: BTreeSet<String> = hb.queues.iter().cloned().collect();
     if got != want_queues {
         out.push(d(
-            HostDriftKind::Queues,
+            HostDriftKind::WrongQueues,
             format!(
                 "consumes {}, should consume {}",
                 got.into_iter().collect::<Vec<_>>().join(","),
@@ -443,16 +487,12 @@ fn host_drift(
             Fix::Deploy,
         ));
     }
-    if hb.status != "running" {
+    if hb.status == "running" && hb.broker.is_empty() {
         out.push(d(
-            HostDriftKind::WorkerStatus,
+            HostDriftKind::Unverified,
             format!(
-                "worker is {}",
-                if hb.status.is_empty() {
-                    "unknown"
-                } else {
-                    &hb.status
-                }
+                "its agent ({}) does not check the worker and its broker: upgrade celeroot on the host",
+                if hb.agent_version.is_empty() { "unknown version" } else { &hb.agent_version }
             ),
             Fix::Agent,
         ));

@@ -6,7 +6,8 @@
 //! `ts` (UNIX seconds), `release`, `queues` (JSON list), `status` (`running`,
 //! `restarting`, `crash-looping`, `stopped`), `pid`, `agent_version`, `restart_reason`,
 //! and from agent 0.2 on `modified` (JSON list), `modified_count`, `os`, `kernel`,
-//! `python`, `uv`, and `credentials` (a fingerprint of its credentials file).
+//! `python`, `uv`, `credentials` (a fingerprint of its credentials file), and since issue
+//! 16 `broker`, `ping`, `ping_at` (the worker's health).
 //! docs/state.md is the reference.
 
 use std::collections::BTreeMap;
@@ -38,6 +39,15 @@ pub struct Heartbeat {
     /// Fingerprint of the credentials file the agent and its worker run with
     /// ([`crate::state::acl::fingerprint`]), empty when there is none.
     pub credentials: String,
+    /// Whether the worker's broker answers `PING` with the worker's own user: `ok` or
+    /// `unreachable` (empty from agents before issue 16).
+    pub broker: String,
+    /// The last `celery inspect ping` of the worker: `ok`, `no-reply`,
+    /// `broker-unreachable`, `failed`, or `pending` (not asked yet since it started);
+    /// empty when no worker runs.
+    pub ping: String,
+    /// UNIX seconds of that ping.
+    pub ping_at: u64,
 }
 
 /// At most this many modified files are listed in a heartbeat.
@@ -64,6 +74,9 @@ impl Heartbeat {
             modified: serde_json::from_str(&get("modified")).unwrap_or_default(),
             modified_count: get("modified_count").parse().unwrap_or(0),
             credentials: get("credentials"),
+            broker: get("broker"),
+            ping: get("ping"),
+            ping_at: get("ping_at").parse().unwrap_or(0),
         }
     }
 
@@ -89,6 +102,9 @@ impl Heartbeat {
             ),
             ("modified_count".into(), self.modified_count.to_string()),
             ("credentials".into(), self.credentials.clone()),
+            ("broker".into(), self.broker.clone()),
+            ("ping".into(), self.ping.clone()),
+            ("ping_at".into(), self.ping_at.to_string()),
         ])
         .into_iter()
         .chain(self.facts.clone())

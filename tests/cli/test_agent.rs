@@ -12,8 +12,13 @@ use crate::common::{run, TestRepo};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A worker stand-in: records its argv and pid, exits on SIGTERM.
+/// A worker stand-in: records its argv and pid, exits on SIGTERM. Asked `inspect ping`,
+/// it answers like Celery, or (when `$AGENT_TEST_LOG.mute` exists) like a hung worker.
 const FAKE_WORKER: &str = r#"#!/bin/sh
+case " $* " in *" inspect ping "*)
+  if [ -e "$AGENT_TEST_LOG.mute" ]; then echo "Error: No nodes replied within time constraint" >&2; exit 69; fi
+  echo "-> worker@host: OK"; echo "        pong"; exit 0;;
+esac
 echo "$$ $*" >> "$AGENT_TEST_LOG"
 trap 'exit 0' TERM
 while :; do sleep 0.1; done
@@ -237,6 +242,72 @@ fn the_worker_runs_the_configuration_and_restarts_when_it_changes() {
         .filter(|h| h["host"] == "web01")
         .collect();
     assert!(web01.is_empty(), "web01 runs what git says: {web01:?}");
+}
+
+fn host_finding(repo: &TestRepo, redis: &RedisServer, host: &str) -> Vec<String> {
+    let mut cmd = repo.cmd();
+    cmd.args(["drift", "-o", "json"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, _) = run(cmd);
+    let json: serde_json::Value =
+        serde_json::from_str(out.split("[exit status").next().unwrap_or_default()).expect("json");
+    json["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["host"] == host)
+        .filter_map(|h| h["kind"].as_str().map(String::from))
+        .collect()
+}
+
+/// Issue 16 part 5: a host is ok only when its worker answers `celery inspect ping` and
+/// its broker answers; otherwise the finding says which.
+#[test]
+fn health_names_a_worker_that_does_not_answer_and_a_broker_it_cannot_reach() {
+    let redis = RedisServer::start();
+    let repo = reconciled(&redis);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let current = release(tmp.path());
+    let agent = Agent::start(
+        &redis.url(),
+        "web01",
+        &current,
+        &["--ping-interval", "1s"],
+        &[],
+    );
+    wait_until("a ping answered", &agent, || {
+        let hb = heartbeat(&redis, "web01");
+        hb.get("ping").map(String::as_str) == Some("ok")
+            && hb.get("broker").map(String::as_str) == Some("ok")
+    });
+    assert!(host_finding(&repo, &redis, "web01").is_empty());
+    let ping = agent.starts().iter().any(|l| l.contains("inspect ping"));
+    assert!(!ping, "a ping is not a worker start");
+
+    // The worker hangs: it no longer answers.
+    std::fs::write(agent.dir.path().join("worker-argv.log.mute"), "").expect("mute");
+    wait_until("a ping unanswered", &agent, || {
+        heartbeat(&redis, "web01").get("ping").map(String::as_str) == Some("no-reply")
+    });
+    assert_eq!(host_finding(&repo, &redis, "web01"), ["worker-down"]);
+
+    // A worker whose broker is gone.
+    let dead = "redis://127.0.0.1:1/0".to_string();
+    let other = Agent::start(
+        &redis.url(),
+        "web02",
+        &current,
+        &["--ping-interval", "1s"],
+        &[("CELEROOT_BROKER_URL", dead)],
+    );
+    wait_until("the broker found unreachable", &other, || {
+        heartbeat(&redis, "web02").get("broker").map(String::as_str) == Some("unreachable")
+    });
+    assert!(
+        host_finding(&repo, &redis, "web02").contains(&"broker-unreachable".to_string()),
+        "{:?}",
+        host_finding(&repo, &redis, "web02")
+    );
 }
 
 #[test]

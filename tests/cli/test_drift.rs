@@ -37,6 +37,8 @@ fn heartbeat(
         ("pid", "4321".to_string()),
         ("agent_version", "0.1.0".to_string()),
         ("restart_reason", String::new()),
+        ("broker", "ok".to_string()),
+        ("ping", "ok".to_string()),
     ]);
     let mut hset = redis::cmd("HSET");
     hset.arg(&key);
@@ -193,7 +195,8 @@ fn hosts_whose_heartbeat_disagrees_are_reported() {
         "{out}"
     );
     assert!(out.contains("db01: last heartbeat 300s ago"), "{out}");
-    assert!(out.contains("db02: worker is crash-looping"), "{out}");
+    assert!(out.contains("db02: the worker keeps dying"), "{out}");
+    assert!(out.contains("(fix: agent)"), "{out}");
     assert!(out.contains("rogue01: heartbeating (release \"r-123\") but not in the live configuration (fix: git)"), "{out}");
     assert!(!out.contains("web01:"), "web01 is healthy: {out}");
     let (out, code) = cmd(&repo, &redis, &["status"]);
