@@ -10,6 +10,7 @@ mod test_deploy;
 mod test_diff;
 mod test_drift;
 mod test_edit;
+mod test_end_to_end;
 mod test_hosts;
 mod test_import;
 mod test_init;

@@ -40,8 +40,6 @@ impl AgentProcess {
     /// by the pinned celery (solo pool), and `env` added. The agent finds its Redis URL
     /// in `env` or in the credentials file beside the release.
     pub fn start(host: &str, cluster: &str, release_dir: &Path, env: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("agent.log");
         let celery = python().with_file_name("celery");
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
         cmd.args([
@@ -82,17 +80,32 @@ impl AgentProcess {
             .env("CELEROOT_IMPORTS", "testtasks")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
+            .env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd)
+    }
+
+    /// Any `celeroot` process (an agent, a beat), its stderr logged; SIGTERM on drop.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("celeroot.log");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
         AgentProcess {
-            child: Some(cmd.spawn().expect("spawn celeroot agent")),
+            child: Some(cmd.spawn().expect("spawn celeroot")),
             log,
             _dir: dir,
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
