@@ -192,6 +192,47 @@ pub fn host_facts() -> BTreeMap<String, String> {
     ])
 }
 
+/// Asks the kernel to send SIGTERM to the process `cmd` starts when this one dies, so a
+/// killed supervisor (the agent, `celeroot beat`) leaves no orphan.
+pub fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and only sets the child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// Stops a child: SIGTERM, then SIGKILL after `timeout`. `what` names it in the log.
+pub fn terminate(mut child: Child, timeout: Duration, what: &str) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!("{what} did not stop in time; killing it");
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Restarts of a supervised process (the agent's worker, `celeroot beat`'s beat): the
 /// delay before the next start, doubling from [`RESTART_BASE`] up to [`RESTART_MAX`]
 /// (reset after a [`CRASH_WINDOW`] of running), and crash-loop detection.
@@ -283,18 +324,7 @@ impl Worker {
             // The worker gets its own credentials, never the agent's.
             .env_remove("CELEROOT_REDIS_URL")
             .envs(worker_env(cfg));
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM
-            // to the worker when the agent dies, so a killed agent leaves no orphan.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-        }
+        die_with_parent(&mut cmd);
         match cmd.spawn() {
             Ok(child) => {
                 tracing::info!(pid = child.id(), program = %program.display(), queues = %spec.queues.join(","), "worker started");
@@ -337,26 +367,8 @@ impl Worker {
 
     /// SIGTERM, then SIGKILL after `timeout`.
     fn stop(&mut self, timeout: Duration) {
-        if let Some(mut c) = self.child.take() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-            let deadline = Instant::now() + timeout;
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    tracing::warn!("the worker did not stop in time; killing it");
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(c) = self.child.take() {
+            terminate(c, timeout, "the worker");
         }
         self.running = None;
         self.status = "stopped";

@@ -162,17 +162,7 @@ impl Beat {
         if let Some(tz) = &cfg.timezone {
             cmd.env("CELEROOT_TIMEZONE", tz);
         }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe; a killed supervisor leaves no beat.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-        }
+        crate::agent::die_with_parent(&mut cmd);
         match cmd.spawn() {
             Ok(mut child) => {
                 tracing::info!(pid = child.id(), program = %program.display(), "celery beat started");
@@ -239,26 +229,8 @@ impl Beat {
 
     /// SIGTERM (beat releases the lock), then SIGKILL after `timeout`.
     fn stop(&mut self, timeout: Duration) {
-        if let Some(mut c) = self.child.take() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-            let deadline = Instant::now() + timeout;
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    tracing::warn!("celery beat did not stop in time; killing it");
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if let Some(c) = self.child.take() {
+            crate::agent::terminate(c, timeout, "celery beat");
         }
         self.status = "stopped";
     }

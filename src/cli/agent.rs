@@ -24,20 +24,8 @@ pub struct AgentArgs {
     /// The cluster.
     #[arg(long, env = "CELEROOT_CLUSTER")]
     pub cluster: String,
-    /// The release the worker runs from.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/opt/celeroot/current",
-        env = "CELEROOT_RELEASE_DIR"
-    )]
-    pub release_dir: PathBuf,
-    /// The Celery app.
-    #[arg(long, default_value = "tasks.app", env = "CELEROOT_APP")]
-    pub app: String,
-    /// The celery program (default: <release-dir>/.venv/bin/celery, else `celery`).
-    #[arg(long, value_name = "PATH", env = "CELEROOT_CELERY")]
-    pub celery: Option<PathBuf>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
     /// The worker's broker: its own Redis user's URL (`celeroot hosts credentials`).
     /// Default: the agent's --redis URL (for a Redis without ACL users).
     #[arg(
@@ -81,10 +69,32 @@ pub struct AgentArgs {
 }
 
 /// An optional URL argument; empty counts as not given.
-fn optional_url(what: &str, raw: Option<&str>) -> Result<Option<RedisUrl>, CommandError> {
+pub(super) fn optional_url(
+    what: &str,
+    raw: Option<&str>,
+) -> Result<Option<RedisUrl>, CommandError> {
     raw.filter(|r| !r.trim().is_empty())
         .map(|r| RedisUrl::parse(r).map_err(|e| CommandError::usage(format!("{what}: {e}"))))
         .transpose()
+}
+
+/// Where a Celery process (the agent's worker, beat) runs from.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The release directory the Celery app runs from.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/opt/celeroot/current",
+        env = "CELEROOT_RELEASE_DIR"
+    )]
+    pub release_dir: PathBuf,
+    /// The Celery app.
+    #[arg(long, default_value = "tasks.app", env = "CELEROOT_APP")]
+    pub app: String,
+    /// The celery program (default: <release-dir>/.venv/bin/celery, else `celery`).
+    #[arg(long, value_name = "PATH", env = "CELEROOT_CELERY")]
+    pub celery: Option<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -113,9 +123,9 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         broker: optional_url("--broker", a.broker.as_deref())?,
         result_backend: optional_url("--result-backend", a.result_backend.as_deref())?,
         credentials_file: a.credentials_file.clone(),
-        release_dir: a.release_dir.clone(),
-        app: a.app.clone(),
-        celery: a.celery.clone(),
+        release_dir: a.release.release_dir.clone(),
+        app: a.release.app.clone(),
+        celery: a.release.celery.clone(),
         worker_args: a.worker_args.clone(),
         heartbeat_interval: a.heartbeat_interval,
         heartbeat_ttl: a.heartbeat_ttl,

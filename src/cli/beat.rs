@@ -2,7 +2,6 @@
 //! and stopping it. The work is in [`crate::beat`].
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,6 @@ use super::observe::ListFormat;
 use super::watch::parse_duration;
 use super::{live, Cli, CommandError, Ui, EXIT_CHANGES, EXIT_OK};
 use crate::beat;
-use crate::state::RedisUrl;
 
 /// Run Celery Beat for the cluster: a real `celery beat -S redbeat.RedBeatScheduler`,
 /// supervised, restarted with back-off, and heartbeating in Redis (docs/celery.md, "Beat").
@@ -73,20 +71,8 @@ pub struct BeatRunArgs {
     /// The cluster's time zone for beat. Default: the manifests' (or UTC on a host).
     #[arg(long, value_name = "TZ", env = "CELEROOT_TIMEZONE")]
     pub timezone: Option<String>,
-    /// Where beat runs: the release directory with the Celery app.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/opt/celeroot/current",
-        env = "CELEROOT_RELEASE_DIR"
-    )]
-    pub release_dir: PathBuf,
-    /// The Celery app.
-    #[arg(long, default_value = "tasks.app", env = "CELEROOT_APP")]
-    pub app: String,
-    /// The celery program (default: <release-dir>/.venv/bin/celery, else `celery`).
-    #[arg(long, value_name = "PATH", env = "CELEROOT_CELERY")]
-    pub celery: Option<PathBuf>,
+    #[command(flatten)]
+    pub release: super::agent::ReleaseArgs,
     /// This instance's name in its heartbeat. Default: <hostname>-<pid>.
     #[arg(long)]
     pub id: Option<String>,
@@ -267,12 +253,7 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
             )
         }
     };
-    let broker = a
-        .broker
-        .as_deref()
-        .filter(|b| !b.trim().is_empty())
-        .map(|b| RedisUrl::parse(b).map_err(|e| CommandError::usage(format!("--broker: {e}"))))
-        .transpose()?;
+    let broker = super::agent::optional_url("--broker", a.broker.as_deref())?;
     let id = a.id.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -299,9 +280,9 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
         redis: live::redis_url(cli)?,
         broker,
         timezone,
-        app: a.app.clone(),
-        celery: a.celery.clone(),
-        workdir: a.release_dir.clone(),
+        app: a.release.app.clone(),
+        celery: a.release.celery.clone(),
+        workdir: a.release.release_dir.clone(),
         max_interval: a.max_interval,
         lock_timeout: a.lock_timeout,
         heartbeat_interval: a.heartbeat_interval,

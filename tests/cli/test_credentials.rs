@@ -9,51 +9,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::agent::{heartbeat, scaffold_tasks, AgentProcess};
+use crate::common::agent::{heartbeat, AgentProcess};
 use crate::common::redis::RedisServer;
 use crate::common::sshd::SshLab;
 use crate::common::{run, TestRepo};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A config repository of cluster `lab`: one role `worker`, the lab's hosts, and the
-/// scaffold's worker code (shipped as the release).
 fn lab_repo(lab: &SshLab) -> TestRepo {
-    let mut repo = TestRepo::empty();
-    repo.write(
-        "manifests/cluster.yaml",
-        &format!(
-            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  timezone: Europe/Berlin\n  ssh:\n    user: {}\n    identityFile: {}\n    connectTimeout: 3s\n  deployment:\n    user: {user}\n    group: {user}\n    setupCommand: [\"true\"]\n    restartCommand: [\"true\"]\n    healthCheck:\n      command: [\"true\"]\n",
-            SshLab::user(),
-            lab.key.display(),
-            user = SshLab::user(),
-        ),
-    );
-    repo.write(
-        "manifests/roles/worker.yaml",
-        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec:\n  tasks: [tests]\n",
-    );
-    for (i, h) in lab.hosts.iter().enumerate() {
-        repo.write(
-            &format!("manifests/hosts/{}.yaml", h.name),
-            &format!(
-                "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: {}\nspec:\n  address: {}\n  roles: [worker]\n  ssh:\n    port: {}\n  deployment:\n    targetDir: {}\n",
-                h.name,
-                h.address,
-                h.port,
-                target(lab, i).display(),
-            ),
-        );
-    }
-    for (path, text) in scaffold_tasks() {
-        repo.write(&path, &text);
-    }
+    let mut repo = crate::common::agent::lab_repo(lab, "[\"true\"]");
     repo.commit("lab");
     repo
 }
 
 fn target(lab: &SshLab, i: usize) -> PathBuf {
-    lab.dir.path().join(format!("target-{}", i + 1))
+    crate::common::agent::lab_target(lab, i)
 }
 
 fn celeroot(repo: &TestRepo, redis: &RedisServer, lab: &SshLab, args: &[&str]) -> (String, i32) {

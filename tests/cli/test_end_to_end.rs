@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::agent::{heartbeat, scaffold_tasks, AgentProcess};
+use crate::common::agent::{heartbeat, AgentProcess};
 use crate::common::celery::{python, worker_env, CeleryProcess};
 use crate::common::daemon::{BareRepo, Daemon};
 use crate::common::redis::RedisServer;
@@ -35,54 +35,24 @@ fn venv() -> PathBuf {
 }
 
 fn target(lab: &SshLab, i: usize) -> PathBuf {
-    lab.dir.path().join(format!("target-{}", i + 1))
+    crate::common::agent::lab_target(lab, i)
 }
 
-/// Cluster `lab`: role `worker` on both hosts, `tick` every 2 s on host-1 only, the
-/// scaffold's worker code plus `tasks/e2e.py`; the setup command links the virtualenv
-/// into each release (there is no network for `uv sync`).
+/// Cluster `lab` (see [`crate::common::agent::lab_repo`]) with `tick` every 2 s on
+/// host-1 only and `tasks/e2e.py`; the setup command links the virtualenv into each
+/// release (there is no network for `uv sync`).
 fn lab_repo(lab: &SshLab) -> TestRepo {
-    let mut repo = TestRepo::empty();
-    repo.write(
-        "manifests/cluster.yaml",
-        &format!(
-            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  timezone: Europe/Berlin\n  ssh:\n    user: {user}\n    identityFile: {key}\n    connectTimeout: 3s\n  deployment:\n    user: {user}\n    group: {user}\n    setupCommand: [ln, -sfn, {venv}, .venv]\n    restartCommand: [\"true\"]\n    healthCheck:\n      command: [\"true\"]\n",
-            user = SshLab::user(),
-            key = lab.key.display(),
-            venv = venv().display(),
-        ),
-    );
-    repo.write(
-        "manifests/roles/worker.yaml",
-        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec:\n  tasks: [e2e]\n",
-    );
-    for (i, h) in lab.hosts.iter().enumerate() {
-        repo.write(
-            &format!("manifests/hosts/{}.yaml", h.name),
-            &format!(
-                "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: {}\nspec:\n  address: {}\n  roles: [worker]\n  ssh:\n    port: {}\n  deployment:\n    targetDir: {}\n",
-                h.name,
-                h.address,
-                h.port,
-                target(lab, i).display(),
-            ),
-        );
-    }
+    let mut repo =
+        crate::common::agent::lab_repo(lab, &format!("[ln, -sfn, {}, .venv]", venv().display()));
     repo.write(
         "manifests/schedules/tick.yaml",
         "apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: tick\nspec:\n  every: 2s\n  task: e2e.where\n  targets:\n    - host: host-1\n",
     );
-    for (path, text) in scaffold_tasks() {
-        let text = if path == "tasks/app.py" {
-            text.replace(
-                "imports=[\"tasks.system\", *extra]",
-                "imports=[\"tasks.system\", \"tasks.e2e\", *extra]",
-            )
-        } else {
-            text
-        };
-        repo.write(&path, &text);
-    }
+    let app = repo.read("tasks/app.py").replace(
+        "imports=[\"tasks.system\", *extra]",
+        "imports=[\"tasks.system\", \"tasks.e2e\", *extra]",
+    );
+    repo.write("tasks/app.py", &app);
     repo.write("tasks/e2e.py", &e2e_tasks("v1"));
     repo.commit("lab");
     repo

@@ -28,6 +28,47 @@ pub fn scaffold_tasks() -> Vec<(String, String)> {
     out
 }
 
+/// The target directory of the lab's host `i` (0-based).
+pub fn lab_target(lab: &super::sshd::SshLab, i: usize) -> PathBuf {
+    lab.dir.path().join(format!("target-{}", i + 1))
+}
+
+/// A config repository of cluster `lab` (Europe/Berlin): one role `worker` on every host
+/// of the lab, each deployed into its own target directory as the test user, with
+/// `setup` as the setup command (a YAML list), and the scaffold's worker code. Not
+/// committed yet.
+pub fn lab_repo(lab: &super::sshd::SshLab, setup: &str) -> super::TestRepo {
+    let user = super::sshd::SshLab::user();
+    let repo = super::TestRepo::empty();
+    repo.write(
+        "manifests/cluster.yaml",
+        &format!(
+            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  timezone: Europe/Berlin\n  ssh:\n    user: {user}\n    identityFile: {key}\n    connectTimeout: 3s\n  deployment:\n    user: {user}\n    group: {user}\n    setupCommand: {setup}\n    restartCommand: [\"true\"]\n    healthCheck:\n      command: [\"true\"]\n",
+            key = lab.key.display(),
+        ),
+    );
+    repo.write(
+        "manifests/roles/worker.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec:\n  tasks: [tests, e2e]\n",
+    );
+    for (i, h) in lab.hosts.iter().enumerate() {
+        repo.write(
+            &format!("manifests/hosts/{}.yaml", h.name),
+            &format!(
+                "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: {}\nspec:\n  address: {}\n  roles: [worker]\n  ssh:\n    port: {}\n  deployment:\n    targetDir: {}\n",
+                h.name,
+                h.address,
+                h.port,
+                lab_target(lab, i).display(),
+            ),
+        );
+    }
+    for (path, text) in scaffold_tasks() {
+        repo.write(&path, &text);
+    }
+    repo
+}
+
 /// A running agent; SIGTERM (then SIGKILL) on drop, printing its log when the test failed.
 pub struct AgentProcess {
     child: Option<Child>,
