@@ -672,6 +672,7 @@ struct Checks {
     running: Arc<AtomicBool>,
     next_ping: Option<Instant>,
     broker: Option<redis::Connection>,
+    broker_retry_at: Option<Instant>,
 }
 
 impl Checks {
@@ -746,8 +747,11 @@ impl Checks {
 
     /// `ok` when the worker's broker answers `PING` (with the worker's own user), else
     /// `unreachable`.
+    /// A broker that could not be reached is tried again only after a ping interval, so
+    /// a black-holed address (a 3 s connect timeout) does not stall every heartbeat.
     fn broker(&mut self, cfg: &Config) -> &'static str {
-        if self.broker.is_none() {
+        let now = Instant::now();
+        if self.broker.is_none() && self.broker_retry_at.is_none_or(|t| now >= t) {
             self.broker = connect(cfg.broker_url());
         }
         let ok = self
@@ -757,7 +761,9 @@ impl Checks {
         if ok {
             "ok"
         } else {
-            self.broker = None;
+            if self.broker.take().is_some() || self.broker_retry_at.is_none_or(|t| now >= t) {
+                self.broker_retry_at = Some(now + cfg.ping_interval);
+            }
             "unreachable"
         }
     }
