@@ -509,39 +509,63 @@ pub fn reconcile_from_and_deploy(
                 shipped = Some(Err(DeployError::LeaseLost));
                 return;
             }
-            let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
-            let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
-            shipped = Some(
-                crate::deploy::ship(
-                    &crate::deploy::Ship {
-                        repo: d.repo,
-                        commit: &commit,
-                        release,
-                        state: &rev.compiled.state,
-                        hosts: &hosts,
-                        ssh: d.ssh,
-                        check: false,
-                        redis: d.redis,
-                        actor: &opts.actor,
-                    },
-                    d.progress,
-                )
-                .map_err(|source| DeployError::Stage {
-                    release: release.to_string(),
-                    source,
-                }),
-            );
+            shipped = Some(ship_release(rev, &d, release, &opts.actor));
         })?;
+    let (report, after) = after_shipping(shipped);
+    outcome.deploy = report;
+    Ok((outcome, after, next))
+}
+
+/// Ships `release` of `rev` to every host of the revision (hosts already running it are
+/// left alone) and records the results: the rollout after a reconcile, or on its own
+/// (the daemon retrying a failed rollout of a revision that is live already).
+///
+/// # Errors
+/// [`DeployError::Stage`] when the release cannot be staged locally.
+pub fn ship_release(
+    rev: &Revision,
+    d: &Deploy<'_>,
+    release: &str,
+    actor: &str,
+) -> Result<crate::deploy::Shipped, DeployError> {
+    let hosts: Vec<String> = rev.compiled.state.hosts.keys().cloned().collect();
+    let commit = rev.compiled.revision.commit.clone().unwrap_or_default();
+    crate::deploy::ship(
+        &crate::deploy::Ship {
+            repo: d.repo,
+            commit: &commit,
+            release,
+            state: &rev.compiled.state,
+            hosts: &hosts,
+            ssh: d.ssh,
+            check: false,
+            redis: d.redis,
+            actor,
+        },
+        d.progress,
+    )
+    .map_err(|source| DeployError::Stage {
+        release: release.to_string(),
+        source,
+    })
+}
+
+/// The report and the [`AfterTransaction`] of a rollout (`None`: none ran).
+pub fn after_shipping(
+    shipped: Option<Result<crate::deploy::Shipped, DeployError>>,
+) -> (Option<crate::deploy::Report>, AfterTransaction) {
     let mut after = AfterTransaction::default();
     match shipped {
-        None => {}
+        None => (None, after),
         Some(Ok(s)) => {
-            outcome.deploy = Some(s.report);
             after.unrecorded = s.unrecorded;
+            (Some(s.report), after)
         }
-        Some(Err(e)) => after.failed = Some(e),
+        Some(Err(e)) => {
+            after.failed = Some(e);
+            (None, after)
+        }
     }
-    Ok((outcome, after, next))
 }
 
 /// Takes the lease (waiting up to `opts.lock_wait` for another holder), recording a

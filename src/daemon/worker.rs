@@ -347,8 +347,9 @@ impl Worker {
                 s.invalid_revision = None;
             });
             self.handled = Some(head.to_string());
-            self.last_good = Some(rev);
             self.retry_at = None;
+            self.ship_live(&rev);
+            self.last_good = Some(rev);
             self.resync();
             return;
         }
@@ -382,28 +383,13 @@ impl Worker {
         // Ship the release after the transaction, holding the lease, unless this daemon
         // already shipped it (or --skip-deploy). A failed rollout is retried with back-off.
         let redis = self.cfg.redis.clone();
-        let shipped_already = match (&self.deployed, &rev.release) {
-            (Some((release, hosts)), Some(want)) => {
-                release == want && rev.compiled.state.hosts.keys().all(|h| hosts.contains(h))
-            }
-            _ => false,
-        };
+        let shipped_already = self.shipped(rev);
         let ship = self
             .cfg
             .deploy
             .clone()
             .filter(|_| rev.release.is_some() && !shipped_already);
-        let progress = |r: &crate::deploy::HostResult| {
-            tracing::info!(
-                host = %r.host,
-                outcome = r.outcome.label(),
-                release = r.current.as_deref().unwrap_or_default(),
-                files = r.files_sent,
-                duration_ms = r.duration_ms,
-                detail = r.detail.as_deref().unwrap_or_default(),
-                "deploy"
-            );
-        };
+        let progress = log_progress;
         let deploy = match (ship.as_ref(), &repo) {
             (Some(ssh), Some(repo)) => Some(apply::Deploy {
                 repo,
@@ -446,6 +432,42 @@ impl Worker {
             }
             Err(e) => self.failed(head, &e, secs),
         }
+    }
+
+    /// Whether this daemon shipped `rev`'s release to every host of it already.
+    fn shipped(&self, rev: &Revision) -> bool {
+        match (&self.deployed, &rev.release) {
+            (Some((release, hosts)), Some(want)) => {
+                release == want && rev.compiled.state.hosts.keys().all(|h| hosts.contains(h))
+            }
+            _ => false,
+        }
+    }
+
+    /// With `--drift report`, a live revision is not reconciled (that would heal drift),
+    /// but its release is still shipped when this daemon has not shipped it (a restart,
+    /// or a failed rollout whose retry is due): the rollout alone, as after an apply.
+    fn ship_live(&mut self, rev: &Revision) {
+        let (Some(ssh), Some(release)) = (self.cfg.deploy.clone(), rev.release.clone()) else {
+            return;
+        };
+        if self.shipped(rev) {
+            return;
+        }
+        let Ok(repo) = self.mirror.repo() else {
+            return;
+        };
+        let redis = self.cfg.redis.clone();
+        let progress = log_progress;
+        let d = apply::Deploy {
+            repo: &repo,
+            ssh: &ssh,
+            redis: Some(&redis),
+            progress: &progress,
+        };
+        let shipped = apply::ship_release(rev, &d, &release, &self.cfg.identity);
+        let (report, after) = apply::after_shipping(Some(shipped));
+        self.deployed(rev, report.as_ref(), after);
     }
 
     /// Reports the rollout that followed an apply; a failed one is retried with back-off
@@ -646,6 +668,19 @@ pub(super) fn watch_files(
         })?;
     }
     Ok(Some(watcher))
+}
+
+/// Logs one host's rollout result.
+fn log_progress(r: &crate::deploy::HostResult) {
+    tracing::info!(
+        host = %r.host,
+        outcome = r.outcome.label(),
+        release = r.current.as_deref().unwrap_or_default(),
+        files = r.files_sent,
+        duration_ms = r.duration_ms,
+        detail = r.detail.as_deref().unwrap_or_default(),
+        "deploy"
+    );
 }
 
 #[cfg(test)]

@@ -875,3 +875,33 @@ fn watch_with_skip_deploy_applies_without_shipping() {
     assert!(status["lastDeploy"].is_null(), "{status}");
     assert_eq!(current(&lab, 0), None);
 }
+
+/// With `--drift report` a live revision is not reconciled again, but a failed rollout
+/// of it is still retried with back-off until it succeeds, without a new push.
+#[test]
+fn watch_with_drift_report_retries_a_failed_rollout_too() {
+    use std::time::Duration;
+    let mut lab = SshLab::start(1);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    let (_redis, bare, mut d) = watching(&lab, &repo, &["--interval", "1s", "--drift", "report"]);
+    d.wait_for("the first release shipped", Duration::from_secs(30), |d| {
+        d.status()["lastDeploy"]["result"] == "ok"
+    });
+    let first = current(&lab, 0).expect("a release is current");
+    lab.hosts[0].stop();
+    repo.write("tasks/mod03.py", "VALUE = 33\n");
+    repo.commit("change a task");
+    bare.push_from(&repo, "main");
+    d.wait_for(
+        "two failed rollouts in a row",
+        Duration::from_secs(30),
+        |d| d.status()["lastDeploy"]["failures"].as_u64() >= Some(2),
+    );
+    lab.hosts[0].start();
+    d.wait_for(
+        "the retried rollout shipped",
+        Duration::from_secs(60),
+        |d| d.status()["lastDeploy"]["result"] == "ok",
+    );
+    assert_ne!(current(&lab, 0).as_deref(), Some(first.as_str()));
+}
