@@ -124,13 +124,13 @@ pub struct UpdateArgs {
 }
 
 /// Create (or rotate) the Redis ACL users of a host's agent and of its Celery worker,
-/// and print their URLs once.
+/// and install their URLs on the host over SSH (--install) or print them once.
 ///
 /// The agent's user may read its host's worker configuration, write its own heartbeat and
 /// listen for changes; the worker's may consume its own queues and take part in Celery's
 /// result, control and event traffic; nothing else (docs/agent.md). The passwords are
-/// printed once and stored nowhere else (Redis keeps only their hashes). Needs a --redis
-/// user allowed to run `ACL SETUSER`.
+/// stored nowhere else (Redis keeps only their hashes). Needs a --redis user allowed to
+/// run `ACL SETUSER`.
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
     /// The host.

@@ -115,7 +115,8 @@ pub fn issue(
         Delivery::Show { .. } => Ok(issued),
         Delivery::Install { ssh } => {
             if let Err(e) = install(name, host, ssh, &issued.text) {
-                if let Err(d) = store.delete_host_users(name) {
+                let new = [issued.agent_user.as_str(), issued.worker_user.as_str()];
+                if let Err(d) = store.delete_acl_users(&new) {
                     tracing::warn!(host = %name, error = %d, "cannot delete the users of a failed install");
                 }
                 return Err(e);

@@ -361,6 +361,14 @@ impl Store {
         self.query(&mut cmd)
     }
 
+    /// Deletes these ACL users (a failed install takes back the users it created).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn delete_acl_users(&mut self, users: &[&str]) -> Result<u64, StateError> {
+        self.query(redis::cmd("ACL").arg("DELUSER").arg(users))
+    }
+
     fn acl_user_exists(&mut self, user: &str) -> Result<bool, StateError> {
         let existing: Option<Value> = self.query(redis::cmd("ACL").arg("GETUSER").arg(user))?;
         Ok(existing.is_some_and(|v| v != Value::Nil))
