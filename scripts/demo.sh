@@ -65,7 +65,7 @@ c reconcile | tail -n 2
 step "an out-of-band edit: someone bumps web01's concurrency with redis-cli"
 redis-cli -p "$port" HSET 'celeroot:{production}:worker:web01' concurrency 64
 
-step "celeroot drift   (2 = drift; no agents run in this demo, so every host lacks a heartbeat)"
+step "celeroot drift   (2 = drift; no agents and no beat run in this demo, so every host lacks a heartbeat and the schedules do not fire)"
 c drift
 
 step "celeroot reconcile   (heals the edit: a corrective write)"
