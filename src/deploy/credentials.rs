@@ -86,6 +86,15 @@ pub fn issue(
     host: &CompiledHost,
     how: &Delivery,
 ) -> Result<Issued, CredentialsError> {
+    // A placeholder address is refused before anything is written.
+    if matches!(how, Delivery::Install { .. } | Delivery::Rotate { .. }) {
+        if let Some(why) = ssh::placeholder(&host.address) {
+            return Err(CredentialsError::Install {
+                host: name.to_string(),
+                reason: ssh::placeholder_message(name, &host.address, why),
+            });
+        }
+    }
     let secret = || crate::state::random_secret(24).map_err(CredentialsError::Random);
     let (agent_password, worker_password) = (secret()?, secret()?);
     let passwords = match how {
@@ -156,9 +165,6 @@ fn install(
         host: name.to_string(),
         reason,
     };
-    if let Some(why) = ssh::placeholder(&host.address) {
-        return Err(fail(ssh::placeholder_message(name, &host.address, why)));
-    }
     let d = &host.deployment;
     let remote: Vec<String> = vec![
         "sh".into(),

@@ -285,3 +285,26 @@ fn an_install_that_cannot_reach_the_host_changes_nothing() {
     }
     assert_eq!(file_vars(&file), first);
 }
+
+#[test]
+fn installing_to_a_placeholder_address_is_refused_before_anything_is_written() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    let before = users(&redis);
+    let mut cmd = repo.cmd();
+    cmd.args(["hosts", "credentials", "web01", "--install"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is a documentation address (RFC 5737), a placeholder"),
+        "{out}"
+    );
+    assert_eq!(users(&redis), before, "no user was created");
+}
