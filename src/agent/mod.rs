@@ -134,16 +134,25 @@ impl WorkerSpec {
     }
 }
 
+/// The celery program: `given`, else `<release_dir>/.venv/bin/celery`, else `celery` on
+/// `PATH` (for the worker, its ping, and beat).
+pub fn celery_program(given: Option<&Path>, release_dir: &Path) -> PathBuf {
+    given.map_or_else(
+        || {
+            let venv = release_dir.join(".venv/bin/celery");
+            if venv.is_file() {
+                venv
+            } else {
+                PathBuf::from("celery")
+            }
+        },
+        Path::to_path_buf,
+    )
+}
+
 /// The worker's argv: program and arguments (no shell).
 pub fn worker_command(cfg: &Config, spec: &WorkerSpec) -> (PathBuf, Vec<String>) {
-    let program = cfg.celery.clone().unwrap_or_else(|| {
-        let venv = cfg.release_dir.join(".venv/bin/celery");
-        if venv.is_file() {
-            venv
-        } else {
-            PathBuf::from("celery")
-        }
-    });
+    let program = celery_program(cfg.celery.as_deref(), &cfg.release_dir);
     let mut args = vec![
         "-A".to_string(),
         cfg.app.clone(),
@@ -241,6 +250,8 @@ pub struct Restarts {
     exits: VecDeque<Instant>,
     backoff: Duration,
     started_at: Option<Instant>,
+    /// When to start the process again (`None`: at once).
+    next_start: Option<Instant>,
 }
 
 impl Default for Restarts {
@@ -249,6 +260,7 @@ impl Default for Restarts {
             exits: VecDeque::new(),
             backoff: RESTART_BASE,
             started_at: None,
+            next_start: None,
         }
     }
 }
@@ -259,9 +271,10 @@ impl Restarts {
         self.started_at = Some(Instant::now());
     }
 
-    /// The process exited (or failed to start) now: returns when to start it again, and
-    /// whether it is crash-looping ([`CRASH_LIMIT`] exits within [`CRASH_WINDOW`]).
-    pub fn exited(&mut self) -> (Instant, bool) {
+    /// The process exited (or failed to start) now: schedules the next start, and
+    /// returns the status to report: `crash-looping` ([`CRASH_LIMIT`] exits within
+    /// [`CRASH_WINDOW`]) or `restarting`.
+    pub fn exited(&mut self) -> &'static str {
         let now = Instant::now();
         if self
             .started_at
@@ -277,14 +290,33 @@ impl Restarts {
         {
             self.exits.pop_front();
         }
-        let next = now + self.backoff;
+        self.next_start = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(RESTART_MAX);
-        (next, self.exits.len() >= CRASH_LIMIT)
+        if self.exits.len() >= CRASH_LIMIT {
+            "crash-looping"
+        } else {
+            "restarting"
+        }
     }
 
-    /// Exits within the last [`CRASH_WINDOW`].
-    pub fn recent(&self) -> usize {
-        self.exits.len()
+    /// Whether a start is due now (and none is scheduled after it).
+    pub fn start_due(&mut self, now: Instant) -> bool {
+        if self.next_start.is_none_or(|t| now >= t) {
+            self.next_start = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Start again at once (a stop that was asked for, not an exit).
+    pub fn start_now(&mut self) {
+        self.next_start = None;
+    }
+
+    /// When the next start is scheduled.
+    pub fn next_start(&self) -> Option<Instant> {
+        self.next_start
     }
 }
 
@@ -294,7 +326,6 @@ struct Worker {
     /// What the running worker was started with: configuration, release, credentials.
     running: Option<(WorkerSpec, String, String)>,
     restarts: Restarts,
-    next_start: Option<Instant>,
     status: &'static str,
     reason: String,
 }
@@ -305,7 +336,6 @@ impl Worker {
             child: None,
             running: None,
             restarts: Restarts::default(),
-            next_start: None,
             status: "stopped",
             reason: "starting".into(),
         }
@@ -343,15 +373,9 @@ impl Worker {
 
     /// Records an exit (or a failed start) and schedules the next start.
     fn exited(&mut self) {
-        let (next, looping) = self.restarts.exited();
         self.child = None;
         self.running = None;
-        self.next_start = Some(next);
-        self.status = if looping {
-            "crash-looping"
-        } else {
-            "restarting"
-        };
+        self.status = self.restarts.exited();
     }
 
     /// Notices a worker that died.
@@ -504,10 +528,9 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
                     worker.status = "restarting";
                     worker.stop(cfg.stop_timeout);
                     worker.reason = why;
-                    worker.next_start = None;
+                    worker.restarts.start_now();
                 }
-                if worker.child.is_none() && worker.next_start.is_none_or(|t| now >= t) {
-                    worker.next_start = None;
+                if worker.child.is_none() && worker.restarts.start_due(now) {
                     worker.start(&cfg, want, &release, &credentials);
                     if worker.child.is_some() {
                         checks.worker_started(&cfg);
@@ -530,9 +553,7 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
             }
         }
         // 4. The worker answers, and its broker does.
-        if let Some((spec, _, _)) = worker.running.clone() {
-            checks.maybe_ping(&cfg, &spec, worker.child.is_some());
-        }
+        checks.maybe_ping(&cfg, worker.child.is_some());
         // 5. Heartbeat.
         if now >= next_beat {
             next_beat = now + cfg.heartbeat_interval;
@@ -632,8 +653,8 @@ fn ping_result(status: Option<i32>, stdout: &str, stderr: &str) -> &'static str 
 
 /// The argv of `celery inspect ping` for this host's worker (its node name is
 /// `<host>@<hostname>`, as `-n <host>@%h` makes it).
-pub fn ping_command(cfg: &Config, spec: &WorkerSpec) -> (PathBuf, Vec<String>) {
-    let (program, _) = worker_command(cfg, spec);
+pub fn ping_command(cfg: &Config) -> (PathBuf, Vec<String>) {
+    let program = celery_program(cfg.celery.as_deref(), &cfg.release_dir);
     let node = format!("{}@{}", cfg.host, node_hostname());
     let args = [
         "-A",
@@ -701,7 +722,7 @@ impl Checks {
     }
 
     /// Starts a ping when one is due and none runs.
-    fn maybe_ping(&mut self, cfg: &Config, spec: &WorkerSpec, worker_running: bool) {
+    fn maybe_ping(&mut self, cfg: &Config, worker_running: bool) {
         if !worker_running {
             self.next_ping = None;
             return;
@@ -712,7 +733,7 @@ impl Checks {
         }
         self.next_ping = Some(now + cfg.ping_interval);
         self.running.store(true, Ordering::SeqCst);
-        let (program, args) = ping_command(cfg, spec);
+        let (program, args) = ping_command(cfg);
         let env = worker_env(cfg);
         let dir = cfg.release_dir.clone();
         let (ping, running) = (self.ping.clone(), self.running.clone());
@@ -720,18 +741,17 @@ impl Checks {
             let mut cmd = Command::new(&program);
             cmd.args(&args)
                 .current_dir(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
                 .env_remove("CELEROOT_REDIS_URL")
                 .envs(env);
-            let result = match cmd.spawn() {
-                Ok(child) => wait_output(child, Duration::from_secs(PING_TIMEOUT_SECS + 25)),
+            let timeout = Duration::from_secs(PING_TIMEOUT_SECS + 25);
+            let (status, stdout, stderr) = match crate::deploy::ssh::run_command(cmd, None, timeout)
+            {
+                Ok(o) => (o.status, o.stdout, o.stderr),
                 Err(e) => (None, String::new(), e.to_string()),
             };
-            let r = ping_result(result.0, &result.1, &result.2);
+            let r = ping_result(status, &stdout, &stderr);
             if r != "ok" {
-                tracing::warn!(result = r, stderr = %result.2.lines().last().unwrap_or_default(), "celery inspect ping: the worker did not answer");
+                tracing::warn!(result = r, stderr = %stderr.lines().last().unwrap_or_default(), "celery inspect ping: the worker did not answer");
             }
             let mut p = match ping.lock() {
                 Ok(p) => p,
@@ -767,43 +787,6 @@ impl Checks {
             "unreachable"
         }
     }
-}
-
-/// A child's exit status and output, killing it after `timeout` (status `None`).
-fn wait_output(mut child: Child, timeout: Duration) -> (Option<i32>, String, String) {
-    let started = Instant::now();
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = out.as_mut() {
-            let _ = std::io::Read::read_to_string(p, &mut s);
-        }
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = err.as_mut() {
-            let _ = std::io::Read::read_to_string(p, &mut s);
-        }
-        s
-    });
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st.code(),
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(_) => break None,
-        }
-    };
-    (
-        status,
-        out_t.join().unwrap_or_default(),
-        err_t.join().unwrap_or_default(),
-    )
 }
 
 /// The environment the worker (and its ping) gets on top of the agent's.
@@ -939,7 +922,8 @@ mod tests {
             let before = Instant::now();
             w.exited();
             delays.push(
-                w.next_start
+                w.restarts
+                    .next_start()
                     .map(|t| t.duration_since(before))
                     .unwrap_or_default(),
             );

@@ -69,14 +69,7 @@ pub enum Stopped {
 
 /// `celery beat`'s argv.
 pub fn beat_command(cfg: &Config) -> (PathBuf, Vec<String>) {
-    let program = cfg.celery.clone().unwrap_or_else(|| {
-        let venv = cfg.workdir.join(".venv/bin/celery");
-        if venv.is_file() {
-            venv
-        } else {
-            PathBuf::from("celery")
-        }
-    });
+    let program = crate::agent::celery_program(cfg.celery.as_deref(), &cfg.workdir);
     let mut args: Vec<String> = [
         "-A",
         &cfg.app,
@@ -135,7 +128,8 @@ struct Beat {
     seen: Arc<Mutex<Seen>>,
     restarts: Restarts,
     count: u64,
-    next_start: Option<Instant>,
+    /// This machine's name, for the heartbeat (read once).
+    host: String,
     status: &'static str,
     reason: String,
 }
@@ -196,15 +190,9 @@ impl Beat {
     }
 
     fn exited(&mut self) {
-        let (next, looping) = self.restarts.exited();
         self.child = None;
         self.count += 1;
-        self.next_start = Some(next);
-        self.status = if looping {
-            "crash-looping"
-        } else {
-            "restarting"
-        };
+        self.status = self.restarts.exited();
     }
 
     fn poll(&mut self) {
@@ -240,7 +228,7 @@ impl Beat {
         BeatHeartbeat {
             id: cfg.id.clone(),
             ts: unix_now(),
-            host: crate::state::events::hostname(),
+            host: self.host.clone(),
             pid: std::process::id(),
             beat_pid: self.child.as_ref().map(Child::id),
             status: self.status.to_string(),
@@ -290,7 +278,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Stopped {
         seen: Arc::new(Mutex::new(Seen::default())),
         restarts: Restarts::default(),
         count: 0,
-        next_start: None,
+        host: crate::state::events::hostname(),
         status: "starting",
         reason: String::new(),
     };
@@ -303,8 +291,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Stopped {
         }
         let now = Instant::now();
         beat.poll();
-        if beat.child.is_none() && beat.next_start.is_none_or(|t| now >= t) {
-            beat.next_start = None;
+        if beat.child.is_none() && beat.restarts.start_due(now) {
             beat.start(cfg);
         }
         if now >= next_beat {

@@ -103,11 +103,8 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
-    for (what, v) in [("--host", &a.host), ("--cluster", &a.cluster)] {
-        crate::validate::rules::rfc1123_label(v)
-            .map_err(|e| CommandError::invalid(format!("invalid {what} {v:?}: {e}")))?;
-    }
+/// Logs to stderr (`RUST_LOG`, default `info`): the long-running `agent` and `beat`.
+pub(super) fn log_to_stderr() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -116,6 +113,37 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+/// Runs `work` with a flag that SIGTERM or SIGINT raises (for `agent` and `beat`).
+pub(super) fn until_signal<T>(work: impl FnOnce(&Arc<AtomicBool>) -> T) -> T {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let relay = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !STOP.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let out = work(&stop);
+    stop.store(true, Ordering::SeqCst);
+    let _ = relay.join();
+    out
+}
+
+pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
+    for (what, v) in [("--host", &a.host), ("--cluster", &a.cluster)] {
+        crate::validate::rules::rfc1123_label(v)
+            .map_err(|e| CommandError::invalid(format!("invalid {what} {v:?}: {e}")))?;
+    }
+    log_to_stderr();
     let cfg = Config {
         host: a.host.clone(),
         cluster: a.cluster.clone(),
@@ -141,23 +169,6 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0);
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let relay = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !STOP.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            stop.store(true, Ordering::SeqCst);
-        })
-    };
-    agent::run(&cfg, &stop);
-    stop.store(true, Ordering::SeqCst);
-    let _ = relay.join();
+    until_signal(|stop| agent::run(&cfg, stop));
     Ok(EXIT_OK)
 }

@@ -2,8 +2,6 @@
 //! and stopping it. The work is in [`crate::beat`].
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -211,6 +209,22 @@ fn dry_run(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
     Ok(EXIT_OK)
 }
 
+/// A beat's id names its Redis key: 1-128 letters, digits, `.`, `-` and `_`.
+fn check_id(id: &str) -> Result<(), CommandError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandError::usage(format!(
+            "--id {id:?}: use 1-128 letters, digits, `.`, `-` and `_`"
+        )))
+    }
+}
+
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -222,12 +236,6 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
 }
 
 fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
@@ -261,19 +269,8 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
             std::process::id()
         )
     });
-    if id.is_empty() || id.contains(['*', '?', '[', ']', ' ']) {
-        return Err(CommandError::usage(format!(
-            "--id {id:?}: use letters, digits, `.`, `-` and `_`"
-        )));
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    check_id(&id)?;
+    super::agent::log_to_stderr();
     let cfg = beat::Config {
         id,
         cluster,
@@ -290,24 +287,7 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
         stop_timeout: a.stop_timeout,
         beat_args: a.beat_args.clone(),
     };
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let relay = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !STOP.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            stop.store(true, Ordering::SeqCst);
-        })
-    };
-    beat::supervise::run(&cfg, &stop);
-    stop.store(true, Ordering::SeqCst);
-    let _ = relay.join();
+    super::agent::until_signal(|stop| beat::supervise::run(&cfg, stop));
     Ok(EXIT_OK)
 }
 
@@ -394,7 +374,10 @@ fn stop(ui: &Ui, cli: &Cli, a: &BeatStopArgs) -> Result<u8, CommandError> {
     let cluster = cluster(ui, cli, a.cluster.as_ref(), &a.rev)?;
     let mut store = live::connect(cli, &cluster)?;
     let ids: Vec<String> = match &a.id {
-        Some(id) => vec![id.clone()],
+        Some(id) => {
+            check_id(id)?;
+            vec![id.clone()]
+        }
         None => store
             .beat_heartbeats()?
             .into_iter()

@@ -314,9 +314,23 @@ fn run_program_with_input(
     input: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<RemoteOutput> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run_command(cmd, input, timeout)
+}
+
+/// Runs `cmd` (no shell), with `input` on its standard input (else none), capturing its
+/// output and killing it after `timeout` (status `None`).
+///
+/// # Errors
+/// When the program cannot be started.
+pub fn run_command(
+    mut cmd: Command,
+    input: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
     let started = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
+    let mut child = cmd
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {

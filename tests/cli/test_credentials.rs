@@ -35,6 +35,13 @@ fn celeroot(repo: &TestRepo, redis: &RedisServer, lab: &SshLab, args: &[&str]) -
     run(cmd)
 }
 
+/// `hosts credentials host-1 --install [EXTRA...]`.
+fn install(repo: &TestRepo, redis: &RedisServer, lab: &SshLab, extra: &[&str]) -> (String, i32) {
+    let mut args = vec!["hosts", "credentials", "host-1", "--install"];
+    args.extend_from_slice(extra);
+    celeroot(repo, redis, lab, &args)
+}
+
 fn users(redis: &RedisServer) -> Vec<String> {
     redis::cmd("ACL")
         .arg("USERS")
@@ -81,12 +88,7 @@ fn credentials_reach_the_host_in_a_private_file_and_rotate_without_a_lost_task()
     let (out, code) = celeroot(&repo, &redis, &lab, &["reconcile"]);
     assert_eq!(code, 0, "{out}");
 
-    let (out, code) = celeroot(
-        &repo,
-        &redis,
-        &lab,
-        &["hosts", "credentials", "host-1", "--install"],
-    );
+    let (out, code) = install(&repo, &redis, &lab, &[]);
     assert_eq!(code, 0, "{out}");
     let file = target(&lab, 0).join("shared/credentials.env");
     let mode = std::fs::metadata(&file)
@@ -114,12 +116,7 @@ fn credentials_reach_the_host_in_a_private_file_and_rotate_without_a_lost_task()
     );
     let fp = celeroot::state::acl::fingerprint(&std::fs::read_to_string(&file).expect("read"));
     assert!(out.contains(&format!("fingerprint {fp}")), "{out}");
-    let (again, code) = celeroot(
-        &repo,
-        &redis,
-        &lab,
-        &["hosts", "credentials", "host-1", "--install"],
-    );
+    let (again, code) = install(&repo, &redis, &lab, &[]);
     assert_eq!(code, 1, "existing users need --rotate: {again}");
     assert_eq!(
         file_vars(&file),
@@ -176,20 +173,7 @@ fn credentials_reach_the_host_in_a_private_file_and_rotate_without_a_lost_task()
         })
     };
     std::thread::sleep(Duration::from_secs(1));
-    let (out, code) = celeroot(
-        &repo,
-        &redis,
-        &lab,
-        &[
-            "hosts",
-            "credentials",
-            "host-1",
-            "--rotate",
-            "--install",
-            "--wait",
-            "60s",
-        ],
-    );
+    let (out, code) = install(&repo, &redis, &lab, &["--rotate", "--wait", "60s"]);
     assert_eq!(code, 0, "{out}\n{}", agent.log_text());
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
@@ -243,12 +227,7 @@ fn an_install_that_cannot_reach_the_host_changes_nothing() {
     assert_eq!(code, 0, "{out}");
     let before = users(&redis);
     lab.hosts[0].stop();
-    let (out, code) = celeroot(
-        &repo,
-        &redis,
-        &lab,
-        &["hosts", "credentials", "host-1", "--install"],
-    );
+    let (out, code) = install(&repo, &redis, &lab, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("cannot install the credentials file on host-1"),
@@ -258,22 +237,12 @@ fn an_install_that_cannot_reach_the_host_changes_nothing() {
 
     // A rotation that cannot reach the host keeps the old passwords, and only them.
     lab.hosts[0].start();
-    let (out, code) = celeroot(
-        &repo,
-        &redis,
-        &lab,
-        &["hosts", "credentials", "host-1", "--install"],
-    );
+    let (out, code) = install(&repo, &redis, &lab, &[]);
     assert_eq!(code, 0, "{out}");
     let file = target(&lab, 0).join("shared/credentials.env");
     let first = file_vars(&file);
     lab.hosts[0].stop();
-    let (out, code) = celeroot(
-        &repo,
-        &redis,
-        &lab,
-        &["hosts", "credentials", "host-1", "--rotate", "--install"],
-    );
+    let (out, code) = install(&repo, &redis, &lab, &["--rotate"]);
     assert_eq!(code, 1, "{out}");
     assert!(can_log_in(&first["CELEROOT_REDIS_URL"]) && can_log_in(&first["CELEROOT_BROKER_URL"]));
     for user in ["celeroot.lab.host-1", "celeroot.lab.host-1.worker"] {
@@ -289,13 +258,7 @@ fn an_install_that_cannot_reach_the_host_changes_nothing() {
 #[test]
 fn installing_to_a_placeholder_address_is_refused_before_anything_is_written() {
     let redis = RedisServer::start();
-    let mut repo = TestRepo::with_example();
-    repo.commit("example");
-    let mut cmd = repo.cmd();
-    cmd.args(["reconcile", "--skip-deploy"])
-        .env("CELEROOT_REDIS_URL", redis.url());
-    let (out, code) = run(cmd);
-    assert_eq!(code, 0, "{out}");
+    let repo = crate::common::reconciled_example(&redis);
     let before = users(&redis);
     let mut cmd = repo.cmd();
     cmd.args(["hosts", "credentials", "web01", "--install"])

@@ -428,16 +428,7 @@ fn example_addresses_are_placeholders_that_deploy_and_test_connection_refuse_at_
     );
 }
 
-fn reconciled_example(redis: &RedisServer) -> TestRepo {
-    let mut repo = TestRepo::with_example();
-    repo.commit("example");
-    let mut cmd = repo.cmd();
-    cmd.args(["reconcile", "--skip-deploy"])
-        .env("CELEROOT_REDIS_URL", redis.url());
-    let (out, code) = run(cmd);
-    assert_eq!(code, 0, "{out}");
-    repo
-}
+use crate::common::reconciled_example;
 
 fn agent_url(repo: &TestRepo, redis: &str, host: &str) -> String {
     let mut cmd = repo.cmd();

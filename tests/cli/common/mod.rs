@@ -123,6 +123,19 @@ pub fn celeroot_cmd(dir: &Path) -> Command {
 }
 
 /// Runs a command and returns stdout, stderr and the exit code as one string, jj style.
+/// The bundled example, committed and reconciled into `redis` (`--skip-deploy`: its
+/// addresses are placeholders).
+pub fn reconciled_example(redis: &redis::RedisServer) -> TestRepo {
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    repo
+}
+
 pub fn run(mut c: Command) -> (String, i32) {
     let out = c.output().expect("run celeroot");
     let code = out.status.code().unwrap_or(-1);
