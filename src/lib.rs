@@ -28,6 +28,7 @@ pub mod init;
 pub mod manifest;
 pub mod plan;
 pub mod render;
+pub mod runs;
 pub mod source;
 pub mod state;
 pub mod validate;

@@ -24,6 +24,7 @@ const ORDER: &[&str] = &[
     "celery",     // Celery messages and results
     "agent",      // the host agent
     "beat",       // Celery Beat: forecast and supervision
+    "runs",       // run history: task events, the collector, expectations
     "daemon",     // celeroot watch
     "init",       // scaffolding
     "edit",       // changing manifests in the work tree

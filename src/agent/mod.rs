@@ -161,6 +161,8 @@ pub fn worker_command(cfg: &Config, spec: &WorkerSpec) -> (PathBuf, Vec<String>)
         spec.queues.join(","),
         "-n".into(),
         format!("{}@%h", cfg.host),
+        // Task events: the run history (`celeroot runs`) is read from them.
+        "-E".into(),
     ];
     if let Some(c) = &spec.concurrency {
         args.extend(["-c".into(), c.clone()]);
@@ -906,6 +908,7 @@ mod tests {
                 "web,celeroot.host.web01",
                 "-n",
                 "web01@%h",
+                "-E",
                 "-c",
                 "4",
                 "--without-gossip"

@@ -251,7 +251,7 @@ pub(super) fn plan_writes(
                 None => observed
                     .image
                     .iter()
-                    .filter(|(k, _)| !keys.is_heartbeat(k))
+                    .filter(|(k, _)| !keys.is_runtime(k))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             };
@@ -268,7 +268,7 @@ pub(super) fn plan_writes(
                 let known: BTreeSet<String> = desired.keys().cloned().chain(keys.fixed()).collect();
                 for key in scanned {
                     if !known.contains(&key)
-                        && !keys.is_heartbeat(&key)
+                        && !keys.is_runtime(&key)
                         && !live_managed.contains_key(&key)
                     {
                         ops.push(KeyOp::Del { key });

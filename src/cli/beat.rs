@@ -209,8 +209,9 @@ fn dry_run(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
     Ok(EXIT_OK)
 }
 
-/// A beat's id names its Redis key: 1-128 letters, digits, `.`, `-` and `_`.
-fn check_id(id: &str) -> Result<(), CommandError> {
+/// A beat's (or a run collector's) id names its Redis key or field: 1-128 letters,
+/// digits, `.`, `-` and `_`.
+pub(super) fn check_id(id: &str) -> Result<(), CommandError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id

@@ -364,6 +364,17 @@ impl From<CeleryError> for CommandError {
     }
 }
 
+impl From<crate::runs::collect::CollectError> for CommandError {
+    fn from(e: crate::runs::collect::CollectError) -> Self {
+        match e {
+            crate::runs::collect::CollectError::State(s) => s.into(),
+            e @ crate::runs::collect::CollectError::Subscribe { .. } => {
+                CommandError::new(ErrorKind::Unavailable, e)
+            }
+        }
+    }
+}
+
 impl From<DaemonError> for CommandError {
     fn from(e: DaemonError) -> Self {
         match e {

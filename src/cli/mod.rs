@@ -125,6 +125,7 @@ mod live;
 mod observe;
 mod reconcile;
 mod roles;
+mod runs;
 mod schedules;
 mod schema;
 mod task;
@@ -205,6 +206,7 @@ pub enum Command {
     Hosts(hosts::HostsArgs),
     Roles(roles::RolesArgs),
     Schedules(schedules::SchedulesArgs),
+    Runs(runs::RunsArgs),
     Config(config::ConfigArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
@@ -336,6 +338,7 @@ pub fn main() -> ExitCode {
         Command::Deploy(a) => deploy::run(&ui, &cli, a),
         Command::Agent(a) => agent::run(&cli, a),
         Command::Beat(a) => beat::run(&ui, &cli, a),
+        Command::Runs(a) => runs::run(&ui, &cli, a),
         Command::Import(a) => import::run(&ui, &cli, a),
     };
     match result {

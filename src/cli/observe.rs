@@ -367,7 +367,11 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
 }
 
 /// `--cluster`, validated, or the cluster named by the manifests at HEAD.
-fn cluster_name(ui: &Ui, cli: &Cli, explicit: &Option<String>) -> Result<String, CommandError> {
+pub(super) fn cluster_name(
+    ui: &Ui,
+    cli: &Cli,
+    explicit: &Option<String>,
+) -> Result<String, CommandError> {
     match explicit {
         Some(c) => crate::validate::rules::rfc1123_label(c)
             .map(|()| c.clone())

@@ -376,6 +376,12 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
             .name("reconcile".into())
             .spawn(move || worker::Worker::new(cfg, mirror, shared, rx).run())?
     };
+    let collector = {
+        let (shared, cfg, stop) = (shared.clone(), cfg.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("runs".into())
+            .spawn(move || collect_runs(&shared, &cfg, &stop))?
+    };
 
     match listener {
         Some(l) => {
@@ -391,6 +397,7 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
     let joined = tokio::task::spawn_blocking(move || {
         let _ = reconciler.join();
         let _ = election.join();
+        let _ = collector.join();
     })
     .await;
     if joined.is_err() {
@@ -398,6 +405,38 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The run collector thread ([`crate::runs::collect`]): starts once the cluster is
+/// known, and restarts after a failure until the daemon stops.
+fn collect_runs(shared: &Shared, cfg: &Config, stop: &AtomicBool) {
+    let pause = |d: std::time::Duration| {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let cluster = loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(c) = shared.cluster.get() {
+            break c.clone();
+        }
+        pause(std::time::Duration::from_millis(500));
+    };
+    let rc = crate::runs::collect::Config {
+        url: cfg.redis.clone(),
+        cluster,
+        id: format!("{}-runs", cfg.identity),
+    };
+    let stats = Arc::new(crate::runs::collect::Stats::default());
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = crate::runs::collect::run(&rc, stop, &stats) {
+            tracing::warn!(error = %e, "run collector failed; retrying in 5 s");
+            pause(std::time::Duration::from_secs(5));
+        }
+    }
 }
 
 async fn shutdown_signal() {

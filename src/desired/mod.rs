@@ -189,6 +189,46 @@ pub struct DesiredState {
     pub hosts: BTreeMap<String, CompiledHost>,
     pub schedules: BTreeMap<String, CompiledSchedule>,
     pub deploy: DeploySettings,
+    /// How much run history the collector keeps (the Cluster's `runHistory`).
+    pub run_history: RunRetention,
+}
+
+/// The Cluster's `runHistory`, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRetention {
+    /// Runs kept per schedule target.
+    pub keep: u32,
+    /// Seconds a run is kept.
+    pub max_age_secs: u64,
+}
+
+impl Default for RunRetention {
+    fn default() -> Self {
+        RunRetention {
+            keep: crate::manifest::DEFAULT_RUNS_KEPT,
+            max_age_secs: crate::manifest::DEFAULT_RUN_AGE_SECS,
+        }
+    }
+}
+
+impl RunRetention {
+    /// Reads it back from the Cluster object's normalized spec (its `runHistory`, which
+    /// is present only when the manifest sets it).
+    pub fn of_cluster_spec(spec: &Json) -> RunRetention {
+        let d = RunRetention::default();
+        let h = &spec["runHistory"];
+        RunRetention {
+            keep: h["keep"]
+                .as_u64()
+                .and_then(|k| u32::try_from(k).ok())
+                .unwrap_or(d.keep),
+            max_age_secs: h["maxAge"]
+                .as_str()
+                .and_then(|a| parse_duration(a).ok())
+                .unwrap_or(d.max_age_secs),
+        }
+    }
 }
 
 /// Names of hosts that have `role`.
@@ -444,6 +484,22 @@ pub fn compile(m: &Manifests) -> DesiredState {
     let mut out = DesiredState {
         cluster: c.metadata.name.value.clone(),
         deploy: deploy_settings(c),
+        run_history: c
+            .spec
+            .run_history
+            .as_ref()
+            .map_or_else(RunRetention::default, |h| RunRetention {
+                keep: h
+                    .keep
+                    .as_ref()
+                    .map_or(crate::manifest::DEFAULT_RUNS_KEPT, |k| k.value),
+                max_age_secs: h
+                    .max_age
+                    .as_ref()
+                    .map_or(crate::manifest::DEFAULT_RUN_AGE_SECS, |a| {
+                        parse_duration(&a.value).unwrap_or(crate::manifest::DEFAULT_RUN_AGE_SECS)
+                    }),
+            }),
         ..DesiredState::default()
     };
     let cluster_tz = c
@@ -544,6 +600,12 @@ fn compile_cluster(c: &Cluster, cluster_tz: &str) -> DesiredObject {
             "healthCheck": {"command": eff_dep.health_check_command, "timeout": format_duration(eff_dep.health_check_timeout_secs)},
         }),
     );
+    if let Some(h) = &c.spec.run_history {
+        let mut m = Map::new();
+        put(&mut m, "keep", h.keep.as_ref().map(|k| k.value));
+        put(&mut m, "maxAge", h.max_age.as_ref().map(canonical_duration));
+        spec.insert("runHistory".into(), Json::Object(m));
+    }
     object(&c.metadata, Json::Object(spec))
 }
 

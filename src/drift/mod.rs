@@ -305,7 +305,7 @@ pub fn detect(
         .collect();
     let scanned = store.scan_prefix()?;
     for key in &scanned {
-        if !known.contains(key) && !keys.is_heartbeat(key) {
+        if !known.contains(key) && !keys.is_runtime(key) {
             live.push(KeyDrift {
                 key: key.clone(),
                 kind: KeyDriftKind::Unknown,

@@ -215,6 +215,28 @@ pub struct ClusterSpec {
     /// Deployment defaults for all hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<DeploymentConfig>,
+    /// How much run history celeroot keeps (`celeroot runs`, docs/runs.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_history: Option<RunHistory>,
+}
+
+/// Bounds and defaults of [`RunHistory`].
+pub const MAX_RUNS_KEPT: u32 = 100_000;
+pub const DEFAULT_RUNS_KEPT: u32 = 100;
+pub const MAX_RUN_AGE_SECS: u64 = 400 * 86_400;
+pub const DEFAULT_RUN_AGE_SECS: u64 = 30 * 86_400;
+
+/// The retention of run records: per schedule target, the last `keep` runs, none older
+/// than `maxAge`. Both bounds always apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunHistory {
+    /// Runs kept per schedule target, 1–100000. Default: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<Located<u32>>,
+    /// Runs older than this are dropped, `1h` to `400d`. Default: `30d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Located<String>>,
 }
 
 /// A role: a kind of Celery worker, consuming one queue.

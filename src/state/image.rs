@@ -192,6 +192,11 @@ pub fn redbeat_definition(entry: &str, s: &CompiledSchedule, queue: &str) -> Str
     };
     let mut options = serde_json::Map::new();
     options.insert("queue".into(), serde_json::json!(queue));
+    // Passed to apply_async: the run collector recognises this entry's tasks by it.
+    options.insert(
+        "root_id".into(),
+        serde_json::json!(super::runs::schedule_root_id(entry)),
+    );
     if let Some(e) = s.expires {
         options.insert("expires".into(), serde_json::json!(e));
     }

@@ -30,8 +30,10 @@ const FIXED_SUFFIXES: &[&str] = &[
     "deployed",
 ];
 
-fn is_heartbeat_suffix(rest: &str) -> bool {
-    rest.starts_with("heartbeat:") || rest.starts_with("beat:")
+/// Keys written while the fleet runs, never by reconcile: heartbeats (agents and beats)
+/// and the run history (the collector).
+fn is_runtime_suffix(rest: &str) -> bool {
+    rest.starts_with("heartbeat:") || rest.starts_with("beat:") || rest.starts_with("runs:")
 }
 
 /// The keys of one cluster.
@@ -166,19 +168,45 @@ impl Keys {
     pub fn may_own(&self, key: &str) -> bool {
         // Called for every field of the digests hash: no allocation.
         key.strip_prefix(&self.prefix)
-            .is_some_and(|rest| !is_heartbeat_suffix(rest) && !FIXED_SUFFIXES.contains(&rest))
+            .is_some_and(|rest| !is_runtime_suffix(rest) && !FIXED_SUFFIXES.contains(&rest))
     }
 
-    /// Whether `key` is a heartbeat key: a host's (written by its agent) or a beat's
-    /// (written by `celeroot beat`), never by reconcile.
-    pub fn is_heartbeat(&self, key: &str) -> bool {
+    /// Whether `key` is written while the fleet runs, never by reconcile: a host's
+    /// heartbeat (by its agent), a beat's (by `celeroot beat`), or run history (by the
+    /// collector). Never reported as unknown, never swept.
+    pub fn is_runtime(&self, key: &str) -> bool {
         key.strip_prefix(&self.prefix)
-            .is_some_and(is_heartbeat_suffix)
+            .is_some_and(is_runtime_suffix)
     }
 
     /// Hash with a TTL: the heartbeat of one `celeroot beat` instance.
     pub fn beat(&self, id: &str) -> String {
         self.key(&format!("beat:{id}"))
+    }
+
+    /// Sorted set: the runs of one schedule target (RedBeat entry), task id → fire time.
+    pub fn runs(&self, entry: &str) -> String {
+        self.key(&format!("runs:{entry}"))
+    }
+    /// Hash: task id → the run's JSON, for one schedule target.
+    pub fn run_records(&self, entry: &str) -> String {
+        self.key(&format!("runs:{entry}:records"))
+    }
+    /// Sorted set: every recorded task id → fire time (retention of [`Keys::runs_entry`]).
+    pub fn runs_index(&self) -> String {
+        self.key("runs::index")
+    }
+    /// Hash: task id → the schedule target whose run it is.
+    pub fn runs_entry(&self) -> String {
+        self.key("runs::entry")
+    }
+    /// Hash: collector id → since when it has seen every event, and when it last said so.
+    pub fn runs_collectors(&self) -> String {
+        self.key("runs::collectors")
+    }
+    /// Hash: schedule target → its latest run.
+    pub fn runs_latest(&self) -> String {
+        self.key("runs::latest")
     }
 
     /// The lock RedBeat holds while a beat is active (`redbeat_lock_key`'s default).
@@ -196,10 +224,10 @@ mod tests {
         let k = Keys::new("production");
         assert_eq!(k.worker("web01"), "celeroot:{production}:worker:web01");
         assert_eq!(k.role_hosts("db"), "celeroot:{production}:role:db:hosts");
-        assert!(k.is_heartbeat(&k.heartbeat("web01")));
-        assert!(k.is_heartbeat(&k.beat("vm-1")) && !k.may_own(&k.beat("vm-1")));
+        assert!(k.is_runtime(&k.heartbeat("web01")));
+        assert!(k.is_runtime(&k.beat("vm-1")) && !k.may_own(&k.beat("vm-1")));
         assert_eq!(k.redbeat_lock(), "celeroot:{production}:redbeat::lock");
-        assert!(!k.is_heartbeat(&k.worker("web01")));
+        assert!(!k.is_runtime(&k.worker("web01")));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod heartbeat;
 mod image;
 pub mod keys;
 pub mod lease;
+pub mod runs;
 mod store;
 mod url;
 pub mod writes;

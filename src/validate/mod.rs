@@ -78,6 +78,29 @@ impl Checker<'_> {
         }
     }
 
+    fn run_history(&mut self, h: &RunHistory) {
+        if let Some(k) = &h.keep {
+            if !(1..=MAX_RUNS_KEPT).contains(&k.value) {
+                self.error(
+                    k.pos,
+                    format!("invalid runHistory.keep {}", k.value),
+                    format!("expected 1 to {MAX_RUNS_KEPT} runs per schedule target"),
+                );
+            }
+        }
+        if let Some(a) = &h.max_age {
+            match parse_duration(&a.value) {
+                Err(e) => self.error(a.pos, "invalid runHistory.maxAge", e),
+                Ok(secs) if !(3600..=MAX_RUN_AGE_SECS).contains(&secs) => self.error(
+                    a.pos,
+                    format!("invalid runHistory.maxAge {:?}", a.value),
+                    "expected a duration from 1h to 400d",
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
+
     fn timezone(&mut self, v: &Option<Located<String>>) {
         if let Some(v) = v {
             if let Err(e) = parse_timezone(&v.value) {
@@ -268,6 +291,9 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
                 }
                 if let Some(d) = &o.spec.deployment {
                     c.deployment(d);
+                }
+                if let Some(h) = &o.spec.run_history {
+                    c.run_history(h);
                 }
                 clusters.push(Entry::new(file, pos, o));
             }

@@ -17,6 +17,7 @@ mod test_init;
 mod test_invalid_corpus;
 mod test_perf_incremental;
 mod test_reconcile;
+mod test_runs;
 mod test_scaffold;
 mod test_schedules;
 mod test_schema;

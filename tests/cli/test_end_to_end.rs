@@ -337,6 +337,15 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
     });
     let status = daemon.status();
     assert_eq!(status["lastDeploy"]["result"], "ok", "{status}");
+    // The daemon's run collector recorded the ticks from the workers' events (the agent
+    // runs them with -E): where each ran and how it ended.
+    wait_for("runs recorded by watch", &[&agents[0]], || {
+        let mut cmd = repo.cmd();
+        cmd.args(["runs", "tick", "-o", "json"])
+            .env("CELEROOT_REDIS_URL", redis.url());
+        let (out, _) = run(cmd);
+        out.contains("\"state\": \"succeeded\"") && out.contains("\"host\": \"host-1\"")
+    });
     assert_eq!(count(&redis, "v2", "host-2"), 0);
 
     // The second cluster's worker, on the same queue name in database 1, got nothing.

@@ -41,7 +41,10 @@ app.conf.update(
     result_extended=True,
     # Unrouted tasks go to the host's own queue rather than to a shared "celery" queue.
     task_default_queue="celeroot.host.%s" % os.environ.get("CELEROOT_HOST", "unknown"),
-    worker_send_task_events=False,
+    # Task events feed celeroot's run history (`celeroot runs`): the worker's (received,
+    # started, succeeded, failed...) and beat's "sent" (the agent also passes -E).
+    worker_send_task_events=True,
+    task_send_sent_event=True,
     broker_connection_retry_on_startup=True,
     imports=["tasks.system", *extra],
 )
