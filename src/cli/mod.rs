@@ -207,6 +207,7 @@ pub enum Command {
     Roles(roles::RolesArgs),
     Schedules(schedules::SchedulesArgs),
     Runs(runs::RunsArgs),
+    Health(runs::HealthArgs),
     Config(config::ConfigArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
@@ -339,6 +340,7 @@ pub fn main() -> ExitCode {
         Command::Agent(a) => agent::run(&cli, a),
         Command::Beat(a) => beat::run(&ui, &cli, a),
         Command::Runs(a) => runs::run(&ui, &cli, a),
+        Command::Health(a) => runs::health(&ui, &cli, a),
         Command::Import(a) => import::run(&ui, &cli, a),
     };
     match result {

@@ -257,3 +257,143 @@ fn row(r: &Run, now: f64) -> [String; 7] {
         detail(r, now),
     ]
 }
+
+/// Whether each schedule target ran when its schedule says it should have.
+///
+/// Exit status: 0 all well, 2 when any target is late, missed, failed or stuck (or when
+/// no run collector listens, so nothing can be told), 1 on error. See docs/runs.md.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Show every target, not only those that need attention.
+    #[arg(long)]
+    pub all: bool,
+    /// The cluster (default: the name in the manifests at HEAD).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ListFormat::Text)]
+    pub output: ListFormat,
+}
+
+/// `2 ok, 1 late` (states with a count, worst last).
+pub(super) fn counts_text(h: &[crate::runs::expect::TargetHealth]) -> String {
+    let parts: Vec<String> = crate::runs::expect::counts(h)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// What a health row's DETAIL says.
+fn health_detail(t: &crate::runs::expect::TargetHealth, now: f64) -> String {
+    use crate::runs::expect::RunHealth;
+    let grace = format_duration(t.grace_secs);
+    match t.state {
+        RunHealth::Late => format!("not started within {grace} of its due time"),
+        RunHealth::Missed => format!("not started within 2 × {grace} of its due time"),
+        RunHealth::Stuck => format!(
+            "running for {} (timeout {})",
+            t.due.map_or_else(
+                || "?".into(),
+                |s| format_duration((now - s).max(0.0) as u64)
+            ),
+            t.timeout_secs.map_or_else(|| "-".into(), format_duration)
+        ),
+        RunHealth::Failed => "the newest run failed".into(),
+        RunHealth::Paused => "disabled".into(),
+        RunHealth::Unknown => "no run collector listens".into(),
+        RunHealth::Pending => "no run yet".into(),
+        RunHealth::Running | RunHealth::Ok => "-".into(),
+    }
+}
+
+pub fn health(ui: &Ui, cli: &Cli, a: &HealthArgs) -> Result<u8, CommandError> {
+    let cluster = cluster_name(ui, cli, &a.cluster)?;
+    let mut store = super::live::connect(cli, &cluster)?;
+    let now = super::now()?;
+    let now_s = now.timestamp_millis() as f64 / 1000.0;
+    let mut evaluator = crate::runs::expect::Evaluator::default();
+    let mut all = crate::runs::health_now(&mut store, &mut evaluator, now_s)?;
+    all.sort_by(|x, y| {
+        y.state
+            .cmp(&x.state)
+            .then_with(|| x.schedule.cmp(&y.schedule))
+            .then_with(|| x.target.cmp(&y.target))
+    });
+    let problems = all.iter().filter(|t| t.state.is_problem()).count();
+    let blind = !all.is_empty()
+        && all
+            .iter()
+            .all(|t| t.state == crate::runs::expect::RunHealth::Unknown);
+    let code = if problems > 0 || blind {
+        super::EXIT_CHANGES
+    } else {
+        EXIT_OK
+    };
+    if a.output == ListFormat::Json {
+        let counts: serde_json::Map<String, serde_json::Value> = crate::runs::expect::counts(&all)
+            .into_iter()
+            .map(|(s, n)| (s.as_str().to_string(), n.into()))
+            .collect();
+        let doc = serde_json::json!({
+            "cluster": cluster,
+            "healthy": code == EXIT_OK,
+            "counts": counts,
+            "targets": all,
+        });
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(code);
+    }
+    outln!(
+        "Schedules of cluster {cluster}: {} target(s): {}.",
+        all.len(),
+        counts_text(&all)
+    );
+    if blind {
+        outln!("No run collector is listening, so nothing can be told: `celeroot watch` collects, or run `celeroot runs collect`.");
+    }
+    let shown: Vec<&crate::runs::expect::TargetHealth> = all
+        .iter()
+        .filter(|t| a.all || t.state.is_problem())
+        .collect();
+    if !shown.is_empty() {
+        let rows: Vec<[String; 6]> = shown
+            .iter()
+            .map(|t| {
+                [
+                    t.schedule.clone(),
+                    t.target.clone(),
+                    t.state.to_string(),
+                    t.due.map_or_else(|| "-".into(), utc_text),
+                    t.last.as_ref().map_or_else(
+                        || "-".into(),
+                        |l| format!("{} {}", l.state, age_text(l.fired, now_s)),
+                    ),
+                    health_detail(t, now_s),
+                ]
+            })
+            .collect();
+        outln!();
+        out!(
+            "{}",
+            super::table(
+                a.output == ListFormat::Wide,
+                &[
+                    "SCHEDULE",
+                    "TARGET",
+                    "STATE",
+                    "DUE (UTC)",
+                    "LAST RUN",
+                    "DETAIL"
+                ],
+                &rows
+            )
+        );
+    }
+    Ok(code)
+}

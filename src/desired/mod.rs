@@ -176,6 +176,21 @@ pub struct CompiledSchedule {
     pub priority: Option<u8>,
     /// Where the task is sent, sorted.
     pub entries: Vec<ScheduleEntry>,
+    /// Seconds a run may take to start after its due time before it is late (the
+    /// manifest's `grace`, or the default from the period).
+    pub grace_secs: u64,
+    /// Seconds after which a started run is stuck (`timeout`; none: never).
+    pub timeout_secs: Option<u64>,
+}
+
+impl CompiledSchedule {
+    /// The shortest time between two fires.
+    pub fn period_secs(&self) -> u64 {
+        match &self.trigger {
+            Trigger::Cron(c) => c.min_period_secs().unwrap_or(86_400),
+            Trigger::Every(s) => *s,
+        }
+    }
 }
 
 /// The compiled state of one revision.
@@ -738,6 +753,12 @@ fn compile_schedule(
             spec.insert("options".into(), Json::Object(om));
         }
     }
+    put(&mut spec, "grace", s.grace.as_ref().map(canonical_duration));
+    put(
+        &mut spec,
+        "timeout",
+        s.timeout.as_ref().map(canonical_duration),
+    );
     let schedule = CompiledSchedule {
         task: s.task.value.clone(),
         trigger,
@@ -757,6 +778,19 @@ fn compile_schedule(
             .and_then(|o| o.priority.as_ref())
             .map(|p| p.value),
         entries: resolve_entries(s, index, roles),
+        grace_secs: 0,
+        timeout_secs: s
+            .timeout
+            .as_ref()
+            .and_then(|t| parse_duration(&t.value).ok()),
+    };
+    let schedule = CompiledSchedule {
+        grace_secs: s
+            .grace
+            .as_ref()
+            .and_then(|g| parse_duration(&g.value).ok())
+            .unwrap_or_else(|| schedule::default_grace_secs(schedule.period_secs())),
+        ..schedule
     };
     Some((object(&sch.metadata, Json::Object(spec)), schedule))
 }

@@ -374,6 +374,14 @@ pub struct ScheduleSpec {
     /// Message options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<ScheduleOptions>,
+    /// How long after its due time a run may take to start before it is `late` (twice
+    /// this: `missed`). At most the period. Default: 10 % of the period, bounded to
+    /// 1m–1h (and to the period). See docs/runs.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Located<String>>,
+    /// A run still going this long after it started is `stuck`. Default: none (never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Located<String>>,
 }
 
 pub type Cluster = Manifest<ClusterSpec>;

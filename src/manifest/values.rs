@@ -105,6 +105,21 @@ impl Crontab {
         self.fire_times_after(tz, now).take(n).collect()
     }
 
+    /// The shortest gap between consecutive fire times (in UTC, over the 200 fires after
+    /// 2026-01-01): what a `grace` may not exceed. `None` when it never fires.
+    pub fn min_period_secs(&self) -> Option<u64> {
+        let start = DateTime::<Utc>::from_timestamp(1_767_225_600, 0)?;
+        let times: Vec<i64> = self
+            .fire_times_after(chrono_tz::UTC, start)
+            .take(200)
+            .map(|t| t.timestamp())
+            .collect();
+        times
+            .windows(2)
+            .filter_map(|w| u64::try_from(w[1] - w[0]).ok())
+            .min()
+    }
+
     /// Every fire time strictly after `now`, in `tz`, in order.
     pub fn fire_times_after(
         &self,
@@ -374,6 +389,12 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
             .unwrap_or_else(|| "; expected an IANA name such as `UTC` or `Europe/Berlin`".into());
         format!("unknown time zone `{name}`{hint}")
     })
+}
+
+/// The default `grace` of a schedule firing every `period_secs`: 10 % of it, bounded to
+/// 1 minute – 1 hour and to the period itself.
+pub fn default_grace_secs(period_secs: u64) -> u64 {
+    (period_secs / 10).clamp(60, 3600).min(period_secs.max(1))
 }
 
 #[cfg(test)]

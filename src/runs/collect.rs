@@ -207,7 +207,7 @@ fn session(
     ps.set_read_timeout(Some(FLUSH_EVERY)).map_err(sub_err)?;
     let since = now_secs();
     let mut retention = store.run_retention()?;
-    store.collector_alive(&cfg.id, since, since)?;
+    refresh(cfg, store, since, &mut retention)?;
     *listened = true;
     tracing::info!(
         db,
@@ -251,8 +251,7 @@ fn session(
                 .store(correlator.open.len() as u64, Ordering::Relaxed);
         }
         if last_refresh.elapsed() >= REFRESH_EVERY {
-            retention = store.run_retention()?;
-            store.collector_alive(&cfg.id, since, now_secs())?;
+            refresh(cfg, store, since, &mut retention)?;
             last_refresh = Instant::now();
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
@@ -267,6 +266,22 @@ fn session(
             last_prune = Instant::now();
         }
     }
+}
+
+/// Re-reads the retention, renews this collector's presence, and notes new schedule
+/// targets (so their expectations start now).
+fn refresh(
+    cfg: &Config,
+    store: &mut Store,
+    since: f64,
+    retention: &mut RunRetention,
+) -> Result<(), CollectError> {
+    *retention = store.run_retention()?;
+    let now = now_secs();
+    store.collector_alive(&cfg.id, since, now)?;
+    let live = store.redbeat_entry_names()?;
+    store.watch_entries(&live, now)?;
+    Ok(())
 }
 
 fn flush(

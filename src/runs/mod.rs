@@ -10,10 +10,37 @@
 
 pub mod collect;
 pub mod event;
+pub mod expect;
 
 pub use event::{EventKind, TaskEvent};
 
 use crate::state::runs::{EntryName, RunUpdate, MESSAGE_EXCERPT};
+
+/// The health of every applied schedule target now, as `celeroot health`, `status` and
+/// the daemon see it.
+///
+/// # Errors
+/// [`crate::state::StateError`] when Redis fails.
+pub fn health_now(
+    store: &mut crate::state::Store,
+    evaluator: &mut expect::Evaluator,
+    now: f64,
+) -> Result<Vec<expect::TargetHealth>, crate::state::StateError> {
+    let objects = store.applied_schedules()?;
+    let expectations = expect::from_live(&objects);
+    let latest = store.latest_runs()?;
+    let watched = store.watched_since()?;
+    let collecting_since = store.collected_since(now)?;
+    Ok(evaluator.evaluate(
+        &expectations,
+        expect::Observed {
+            latest: &latest,
+            watched: &watched,
+            collecting_since,
+        },
+        now,
+    ))
+}
 
 /// The update `ev` makes to the run of `entry`.
 pub fn update_of(ev: &TaskEvent, entry: &str) -> RunUpdate {

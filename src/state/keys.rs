@@ -204,6 +204,10 @@ impl Keys {
     pub fn runs_collectors(&self) -> String {
         self.key("runs::collectors")
     }
+    /// Hash: schedule target → when a run collector first saw it in RedBeat's index.
+    pub fn runs_watch(&self) -> String {
+        self.key("runs::watch")
+    }
     /// Hash: schedule target → its latest run.
     pub fn runs_latest(&self) -> String {
         self.key("runs::latest")

@@ -135,6 +135,10 @@ pub struct Latest {
     /// When a run of this target last succeeded (its end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<f64>,
+    /// When the newest run of this target that started was fired (the due time the
+    /// expectations count from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started: Option<f64>,
 }
 
 /// A RedBeat entry name split: `<schedule>.<host|role>.<name>`.
@@ -328,6 +332,74 @@ impl Store {
             .iter()
             .filter_map(|m| m.strip_prefix(&prefix).map(str::to_string))
             .collect())
+    }
+
+    /// Records when a collector first saw each of `live` (the schedule targets in RedBeat's
+    /// index) and forgets targets no longer there: the expectations count due times only
+    /// from then (a new schedule is not late for fires before it existed).
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn watch_entries(&mut self, live: &BTreeSet<String>, now: f64) -> Result<(), StateError> {
+        let k = self.keys().runs_watch();
+        let known: BTreeSet<String> = self.query(redis::cmd("HKEYS").arg(&k))?;
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for e in live.difference(&known) {
+            pipe.cmd("HSETNX").arg(&k).arg(e).arg(now).ignore();
+            any = true;
+        }
+        let gone: Vec<&String> = known.difference(live).collect();
+        if !gone.is_empty() {
+            pipe.cmd("HDEL").arg(&k).arg(&gone).ignore();
+            any = true;
+        }
+        if any {
+            self.query_pipe::<()>(&pipe)?;
+        }
+        Ok(())
+    }
+
+    /// When a collector first saw each schedule target ([`Store::watch_entries`]).
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn watched_since(&mut self) -> Result<BTreeMap<String, f64>, StateError> {
+        let k = self.keys().runs_watch();
+        let raw: BTreeMap<String, f64> = self.query(redis::cmd("HGETALL").arg(k))?;
+        Ok(raw)
+    }
+
+    /// The applied Schedule objects (from the `objects` hash, by `HSCAN`: host objects
+    /// are not read).
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn applied_schedules(
+        &mut self,
+    ) -> Result<BTreeMap<crate::manifest::ObjectId, super::LiveObject>, StateError> {
+        let keys = self.keys().clone();
+        let k = keys.objects();
+        let mut fields = BTreeMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = self.query(
+                redis::cmd("HSCAN")
+                    .arg(&k)
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg("Schedule/*")
+                    .arg("COUNT")
+                    .arg(1000),
+            )?;
+            fields.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let img = super::Image::from([(k, super::KeyValue::Hash(fields))]);
+        Ok(super::live_objects(&keys, &img))
     }
 
     /// The latest run of every schedule target that has one, by entry name.

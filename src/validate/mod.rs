@@ -505,6 +505,7 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
             c.error(t.pos, "`mode: any` only takes `role` targets", "`any` sends one message to the role queue; use `mode: each` to run on chosen hosts");
         }
     }
+    check_grace_and_timeout(c, s);
     if let Some(opts) = &s.options {
         c.duration("expires", &opts.expires);
         if let Some(p) = &opts.priority {
@@ -515,6 +516,45 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
                     "expected 0 to 9 (Celery's Redis transport range)",
                 );
             }
+        }
+    }
+}
+
+/// `grace` and `timeout` are durations; a grace longer than the shortest period would make
+/// every run late before the next is due.
+fn check_grace_and_timeout(c: &mut Checker<'_>, s: &ScheduleSpec) {
+    c.duration("grace", &s.grace);
+    c.duration("timeout", &s.timeout);
+    let Some(g) = &s.grace else { return };
+    let Ok(grace) = parse_duration(&g.value) else {
+        return;
+    };
+    if grace == 0 {
+        c.error(
+            g.pos,
+            "invalid grace \"0s\"",
+            "expected a duration of at least 1s",
+        );
+        return;
+    }
+    let period = match (&s.cron, &s.every) {
+        (Some(cron), None) => parse_cron(&cron.value)
+            .ok()
+            .and_then(|ct| ct.min_period_secs()),
+        (None, Some(e)) => parse_duration(&e.value).ok(),
+        _ => None,
+    };
+    if let Some(p) = period {
+        if grace > p {
+            c.error(
+                g.pos,
+                format!(
+                    "grace {:?} is longer than the schedule's period ({})",
+                    g.value,
+                    crate::manifest::values::format_duration(p)
+                ),
+                "a run is late after its grace and missed after twice that: keep grace at most the period",
+            );
         }
     }
 }

@@ -53,18 +53,23 @@ fn fleet() -> TestRepo {
     repo
 }
 
+/// celeroot on the test's Redis, at the real time (runs are real events).
 fn celeroot(repo: &TestRepo, redis: &RedisServer, args: &[&str]) -> (String, i32) {
+    run(on(repo, redis, args))
+}
+
+fn on(repo: &TestRepo, redis: &RedisServer, args: &[&str]) -> assert_cmd::Command {
     let mut cmd = repo.cmd();
-    cmd.args(args).env("CELEROOT_REDIS_URL", redis.url());
-    run(cmd)
+    cmd.args(args)
+        .env("CELEROOT_REDIS_URL", redis.url())
+        .env_remove("CELEROOT_NOW");
+    cmd
 }
 
 fn runs_json(repo: &TestRepo, redis: &RedisServer, args: &[&str]) -> Vec<serde_json::Value> {
     let mut all = vec!["runs", "-o", "json"];
     all.extend_from_slice(args);
-    let mut cmd = repo.cmd();
-    cmd.args(&all).env("CELEROOT_REDIS_URL", redis.url());
-    let out = cmd.output().expect("celeroot runs");
+    let out = on(repo, redis, &all).output().expect("celeroot runs");
     assert!(
         out.status.success(),
         "{}",
@@ -315,4 +320,168 @@ fn runs_of_an_unknown_schedule_and_bad_flags_are_errors() {
     No run collector is running: `celeroot watch` collects, or run `celeroot runs collect`.
     [exit status: 0]
     ");
+}
+
+/// `celeroot health` from the schedules' own calendars: a schedule that runs is ok, one
+/// that raises is failed, one whose host runs no worker is late then missed, one that
+/// outlives its timeout is stuck; exit 2 says something needs attention.
+#[test]
+fn health_tells_ok_failed_missed_and_stuck_from_the_schedules_alone() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::empty();
+    repo.write(
+        "manifests/cluster.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: fleet\nspec: {}\n",
+    );
+    repo.write(
+        "manifests/role.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec: {}\n",
+    );
+    for (h, ip) in [
+        ("h1", "192.0.2.1"),
+        ("h2", "192.0.2.2"),
+        ("h3", "192.0.2.3"),
+    ] {
+        repo.write(
+            &format!("manifests/{h}.yaml"),
+            &format!("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: {h}\nspec:\n  address: {ip}\n  roles: [worker]\n"),
+        );
+    }
+    for (name, body) in [
+        ("tick", "  every: 2s\n  grace: 2s\n  task: tests.record\n  args: [tick]\n  targets:\n    - host: h1\n"),
+        ("boom", "  every: 2s\n  task: tests.fail\n  targets:\n    - host: h1\n"),
+        ("idle", "  every: 2s\n  grace: 2s\n  task: tests.record\n  args: [idle]\n  targets:\n    - host: h2\n"),
+        ("slow", "  every: 1m\n  timeout: 1s\n  task: tests.sleep\n  args: [60]\n  targets:\n    - host: h3\n"),
+    ] {
+        repo.write(
+            &format!("manifests/{name}.yaml"),
+            &format!("apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: {name}\nspec:\n{body}"),
+        );
+    }
+    repo.commit("fleet");
+    let (out, code) = celeroot(&repo, &redis, &["reconcile"]);
+    assert_eq!(code, 0, "{out}");
+
+    // No collector yet: nothing can be told, and health says so.
+    let (out, code) = celeroot(&repo, &redis, &["health"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("4 target(s): 4 unknown") && out.contains("No run collector is listening"),
+        "{out}"
+    );
+
+    let _collector = Collector::start(&repo, &redis);
+    let _h1 = CeleryProcess::worker(
+        &worker_env(&redis.url(), "fleet", "h1", "UTC"),
+        &["celeroot.host.h1"],
+        "h1",
+    );
+    // Prefork: a solo worker would send the long task's events only after it ends.
+    let _h3 = CeleryProcess::prefork_worker(
+        &worker_env(&redis.url(), "fleet", "h3", "UTC"),
+        &["celeroot.host.h3"],
+        "h3",
+    );
+    // `slow` fires one minute after its creation: make it due now (what beat does when
+    // its last run is a minute old), so the test need not wait.
+    let _: () = redis::cmd("HSET")
+        .arg("celeroot:{fleet}:redbeat:slow.host.h3")
+        .arg("meta")
+        .arg(r#"{"last_run_at": {"__type__": "datetime", "year": 2020, "month": 1, "day": 1, "hour": 0, "minute": 0, "second": 0, "microsecond": 0, "timezone": "UTC"}, "total_run_count": 0}"#)
+        .query(&mut redis.conn())
+        .expect("HSET meta");
+    let _beat = CeleryProcess::beat(&worker_env(&redis.url(), "fleet", "h1", "UTC"), 1);
+
+    let states = || -> std::collections::BTreeMap<String, String> {
+        let out = on(&repo, &redis, &["health", "-o", "json"])
+            .output()
+            .expect("health");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    str_of(t, "schedule").to_string(),
+                    str_of(t, "state").to_string(),
+                )
+            })
+            .collect()
+    };
+    let want: std::collections::BTreeMap<String, String> = [
+        ("boom", "failed"),
+        ("idle", "missed"),
+        ("slow", "stuck"),
+        ("tick", "ok"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let deadline = Instant::now() + WAIT;
+    let mut last = states();
+    while last != want {
+        assert!(
+            Instant::now() < deadline,
+            "health never became {want:?}; last {last:?}\n{}",
+            celeroot(&repo, &redis, &["health", "--all", "-o", "wide"]).0
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        last = states();
+    }
+    let (out, code) = celeroot(&repo, &redis, &["health"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("4 target(s): 1 ok, 1 failed, 1 missed, 1 stuck"),
+        "{out}"
+    );
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("idle").contains("host/h2") && row("idle").contains("not started within 2 × 2s"),
+        "{out}"
+    );
+    assert!(
+        row("slow").contains("stuck") && row("slow").contains("(timeout 1s)"),
+        "{out}"
+    );
+    assert!(row("boom").contains("the newest run failed"), "{out}");
+    assert!(
+        row("tick").is_empty(),
+        "only targets that need attention: {out}"
+    );
+}
+
+#[test]
+fn a_grace_longer_than_the_period_is_a_located_error() {
+    let mut repo = TestRepo::with_example();
+    repo.write(
+        "manifests/schedules/fast.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: fast\nspec:\n  cron: \"*/5 * * * *\"\n  grace: 10m\n  timeout: soon\n  task: ops.tasks.rotate_logs\n  targets:\n    - role: webserver\n",
+    );
+    repo.commit("fast");
+    let mut cmd = repo.cmd();
+    cmd.args(["validate"]);
+    let (out, _) = run(cmd);
+    insta::assert_snapshot!(out, @r#"
+    ------- stderr -------
+    error: grace "10m" is longer than the schedule's period (5m)
+      --> manifests/schedules/fast.yaml:7:10
+       |
+     7 |   grace: 10m
+       |          ^
+      = help: a run is late after its grace and missed after twice that: keep grace at most the period
+    error: invalid timeout
+      --> manifests/schedules/fast.yaml:8:12
+       |
+     8 |   timeout: soon
+       |            ^
+      = help: invalid duration `soon`: expected a duration such as `30s`, `5m`, `1h30m` or `1d` (units d, h, m, s, largest first)
+    error: manifests at HEAD (3bac489d) are invalid: 2 error(s), 0 warning(s); nothing was changed
+    [exit status: 1]
+    "#);
 }

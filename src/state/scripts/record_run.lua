@@ -63,14 +63,22 @@ local lraw = redis.call('HGET', KEYS[5], entry)
 local l = lraw and cjson.decode(lraw) or nil
 local success = nil
 if r.state == 'succeeded' and r.finished ~= nil then success = r.finished end
+local function later(a, b)
+  if a == nil then return b end
+  if b == nil or tonumber(a) >= tonumber(b) then return a end
+  return b
+end
+local started = nil
+if r.started ~= nil then started = fired end
 if l == nil or l.id == id or fired >= tonumber(l.fired) then
-  local last = l and l.lastSuccess or nil
-  if success ~= nil and (last == nil or success > tonumber(last)) then last = success end
   redis.call('HSET', KEYS[5], entry, cjson.encode({
     id = id, state = r.state, fired = fired, started = r.started,
-    finished = r.finished, host = r.host, lastSuccess = last}))
-elseif success ~= nil and (l.lastSuccess == nil or success > tonumber(l.lastSuccess)) then
-  l.lastSuccess = success
+    finished = r.finished, host = r.host,
+    lastSuccess = later(l and l.lastSuccess or nil, success),
+    lastStarted = later(l and l.lastStarted or nil, started)}))
+elseif success ~= nil or started ~= nil then
+  l.lastSuccess = later(l.lastSuccess, success)
+  l.lastStarted = later(l.lastStarted, started)
   redis.call('HSET', KEYS[5], entry, cjson.encode(l))
 end
 

@@ -65,24 +65,27 @@ impl CeleryProcess {
 
     /// A worker consuming `queues`, named `name@<hostname>`, one process (solo pool).
     pub fn worker(env: &[(&str, String)], queues: &[&str], name: &str) -> CeleryProcess {
+        Self::worker_in_pool(env, queues, name, &["--pool", "solo"])
+    }
+
+    /// A worker with one prefork child: its main process keeps sending events while a
+    /// task runs (a solo worker sends a task's events only after the task).
+    pub fn prefork_worker(env: &[(&str, String)], queues: &[&str], name: &str) -> CeleryProcess {
+        Self::worker_in_pool(env, queues, name, &["--pool", "prefork", "-c", "1"])
+    }
+
+    fn worker_in_pool(
+        env: &[(&str, String)],
+        queues: &[&str],
+        name: &str,
+        pool: &[&str],
+    ) -> CeleryProcess {
         let q = queues.join(",");
         let n = format!("{name}@%h");
-        let p = Self::spawn(
-            &[
-                "worker",
-                "-Q",
-                &q,
-                "-n",
-                &n,
-                "--pool",
-                "solo",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "info",
-            ],
-            env,
-        );
+        let mut args = vec!["worker", "-Q", &q, "-n", &n];
+        args.extend_from_slice(pool);
+        args.extend(["--without-gossip", "--without-mingle", "-l", "info"]);
+        let p = Self::spawn(&args, env);
         p.wait_for_log("ready.", Duration::from_secs(30));
         p
     }
