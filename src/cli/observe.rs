@@ -241,8 +241,28 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
     let mut store = live::connect(cli, &target.state.cluster)?;
     let url = live::redis_url(cli)?;
     let st = drift::status(&mut store, url.redacted(), &target, now)?;
+    let now_s = now.timestamp_millis() as f64 / 1000.0;
+    let runs = crate::runs::health_now(
+        &mut store,
+        &mut crate::runs::expect::Evaluator::default(),
+        now_s,
+    )?;
     if args.output == ListFormat::Json {
-        outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        let mut doc = serde_json::to_value(&st).unwrap_or_default();
+        if let Some(o) = doc.as_object_mut() {
+            let counts: serde_json::Map<String, serde_json::Value> =
+                crate::runs::expect::counts(&runs)
+                    .into_iter()
+                    .map(|(k, n)| (k.as_str().to_string(), n.into()))
+                    .collect();
+            let problems: Vec<&crate::runs::expect::TargetHealth> =
+                runs.iter().filter(|t| t.state.is_problem()).collect();
+            o.insert(
+                "schedules".into(),
+                serde_json::json!({"counts": counts, "problems": problems}),
+            );
+        }
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let s = &ui.stdout_style;
@@ -301,6 +321,9 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
             ),
         };
         let _ = writeln!(out, "beat:     {line}");
+    }
+    if !runs.is_empty() {
+        let _ = writeln!(out, "{}", schedules_line(&runs, s));
     }
     if let Some(l) = &st.daemon_leader {
         let _ = writeln!(
@@ -364,6 +387,48 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
     }
     out!("{out}");
     Ok(EXIT_OK)
+}
+
+/// The `schedules:` line of `status`: the targets' run health, with the first few that
+/// need attention.
+fn schedules_line(runs: &[crate::runs::expect::TargetHealth], s: &crate::render::Style) -> String {
+    use crate::runs::expect::RunHealth;
+    if runs.iter().all(|t| t.state == RunHealth::Unknown) {
+        return format!(
+            "schedules: {} target(s); no run collector listens, so whether they run is unknown (`celeroot watch` collects)",
+            runs.len()
+        );
+    }
+    let mut line = format!(
+        "schedules: {} target(s): {}",
+        runs.len(),
+        super::runs::counts_text(runs)
+    );
+    let mut problems: Vec<&crate::runs::expect::TargetHealth> =
+        runs.iter().filter(|t| t.state.is_problem()).collect();
+    problems.sort_by(|a, b| {
+        b.state
+            .cmp(&a.state)
+            .then_with(|| a.schedule.cmp(&b.schedule))
+    });
+    for t in problems.iter().take(5) {
+        let _ = write!(
+            line,
+            "\n  {} {} {} {}",
+            s.paint(s.red(), "!"),
+            t.schedule,
+            t.target,
+            t.state
+        );
+    }
+    if problems.len() > 5 {
+        let _ = write!(
+            line,
+            "\n  … and {} more (`celeroot health`)",
+            problems.len() - 5
+        );
+    }
+    line
 }
 
 /// `--cluster`, validated, or the cluster named by the manifests at HEAD.

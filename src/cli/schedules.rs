@@ -187,6 +187,50 @@ fn targets_text(v: Option<&Json>) -> String {
     e::list_or_dash(&items)
 }
 
+/// The newest run of each schedule target, when the live state answers at once (these
+/// commands read manifests and work without a server: then there is no LAST RUN).
+fn latest_runs(
+    cli: &Cli,
+    ws: &crate::edit::Workspace,
+) -> Option<std::collections::BTreeMap<String, crate::state::runs::Latest>> {
+    let cluster = ws
+        .docs()
+        .into_iter()
+        .find(|d| d.kind == Kind::Cluster)?
+        .name;
+    let url = super::live::redis_url(cli).ok()?;
+    let mut store = crate::state::Store::connect(&url, &cluster).ok()?;
+    store.latest_runs().ok()
+}
+
+/// The applied targets of schedule `name` that have runs.
+fn entries_of<'a>(
+    latest: &'a std::collections::BTreeMap<String, crate::state::runs::Latest>,
+    name: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    latest
+        .keys()
+        .filter(move |e| {
+            crate::state::runs::EntryName::parse(e).is_some_and(|n| n.schedule == name)
+        })
+        .cloned()
+}
+
+/// `succeeded 2m ago` for the newest of `entries`' runs.
+fn last_run_text(
+    latest: &std::collections::BTreeMap<String, crate::state::runs::Latest>,
+    entries: impl Iterator<Item = String>,
+    now: f64,
+) -> String {
+    entries
+        .filter_map(|e| latest.get(&e))
+        .max_by(|a, b| a.fired.total_cmp(&b.fired))
+        .map_or_else(
+            || "-".into(),
+            |l| format!("{} {}", l.state, super::runs::age_text(l.fired, now)),
+        )
+}
+
 fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let ws = e::read_workspace(cli, &r.rev)?;
     let mut docs: Vec<_> = ws
@@ -199,6 +243,8 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         return Ok(EXIT_OK);
     }
     docs.sort_by(|a, b| a.name.cmp(&b.name));
+    let latest = latest_runs(cli, &ws);
+    let now = super::now()?.timestamp_millis() as f64 / 1000.0;
     let rows: Vec<[String; 6]> = docs
         .iter()
         .map(|d| {
@@ -216,14 +262,34 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
             ]
         })
         .collect();
-    out!(
-        "{}",
-        super::table(
-            r.output.wide(),
-            &["NAME", "WHEN", "TASK", "TARGETS", "MODE", "ENABLED"],
-            &rows
-        )
-    );
+    match &latest {
+        Some(latest) => {
+            let rows: Vec<[String; 7]> = docs
+                .iter()
+                .zip(rows)
+                .map(|(d, [a, b, c, d2, e2, f])| {
+                    let last = last_run_text(latest, entries_of(latest, &d.name), now);
+                    [a, b, c, d2, e2, f, last]
+                })
+                .collect();
+            out!(
+                "{}",
+                super::table(
+                    r.output.wide(),
+                    &["NAME", "WHEN", "TASK", "TARGETS", "MODE", "ENABLED", "LAST RUN"],
+                    &rows
+                )
+            );
+        }
+        None => out!(
+            "{}",
+            super::table(
+                r.output.wide(),
+                &["NAME", "WHEN", "TASK", "TARGETS", "MODE", "ENABLED"],
+                &rows
+            )
+        ),
+    }
     Ok(EXIT_OK)
 }
 
@@ -316,8 +382,23 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
         },
     );
     outln!("  resolved to {} queue(s):", cs.entries.len());
+    let latest = latest_runs(cli, &ws);
+    let now_s = now.timestamp_millis() as f64 / 1000.0;
     for en in &cs.entries {
-        outln!("    {} {:<16} → {}", en.kind, en.name, en.queue);
+        match &latest {
+            Some(l) => outln!(
+                "    {} {:<16} → {:<28} last run: {}",
+                en.kind,
+                en.name,
+                en.queue,
+                last_run_text(
+                    l,
+                    std::iter::once(crate::state::redbeat_entry_name(&a.name, en)),
+                    now_s
+                )
+            ),
+            None => outln!("    {} {:<16} → {}", en.kind, en.name, en.queue),
+        }
     }
     match &cs.trigger {
         Trigger::Cron(_) if cs.enabled => {

@@ -119,12 +119,17 @@ pub struct RunArgs {
     pub rev: String,
 }
 
-/// Show the state of tasks in the result backend.
+/// Show the state of tasks in the result backend, and the run record of those a schedule
+/// sent (docs/runs.md).
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Task ids, as `task run` prints them.
+    /// Task ids, as `task run` (or `celeroot runs`) prints them.
     #[arg(value_name = "ID", required = true)]
     pub ids: Vec<String>,
+    /// The cluster whose run history to look in (default: the name in the manifests at
+    /// HEAD; without a readable HEAD, the run history is not shown).
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 /// Print a task's result as JSON.
@@ -725,7 +730,58 @@ fn run_status(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &StatusArgs) -> Result<u8
             &ui.stdout_style
         )
     );
+    print_run_records(ui, cli, a)?;
     Ok(EXIT_OK)
+}
+
+/// The run records of the ids that were schedule runs, under the result table.
+fn print_run_records(ui: &Ui, cli: &Cli, a: &StatusArgs) -> Result<(), CommandError> {
+    let cluster = match &a.cluster {
+        Some(_) => super::observe::cluster_name(ui, cli, &a.cluster)?,
+        // Outside a config repository (or with an invalid HEAD) there is no cluster to
+        // look in: the results alone are what was asked for.
+        None => match crate::source::open_repo(cli.repo.as_deref())
+            .ok()
+            .and_then(|r| crate::apply::load_revision(&r, "HEAD", &cli.path).ok())
+        {
+            Some(rev) => rev.compiled.state.cluster.clone(),
+            None => return Ok(()),
+        },
+    };
+    let mut store = super::live::connect(cli, &cluster)?;
+    let mut rows = Vec::new();
+    for id in &a.ids {
+        if let Some(r) = store.run_by_id(id)? {
+            rows.push(vec![
+                r.id.clone(),
+                r.schedule.clone(),
+                r.target.clone(),
+                r.host.clone().unwrap_or_else(|| "-".into()),
+                r.state.clone(),
+                super::runs::utc_text(r.fired),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        outln!();
+        outln!("Schedule runs (celeroot runs):");
+        out!(
+            "{}",
+            table(
+                &[
+                    "TASK ID",
+                    "SCHEDULE",
+                    "TARGET",
+                    "HOST",
+                    "STATE",
+                    "FIRED (UTC)"
+                ],
+                &rows,
+                &ui.stdout_style
+            )
+        );
+    }
+    Ok(())
 }
 
 fn run_result(cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8, CommandError> {

@@ -30,6 +30,26 @@ pub struct WebhookLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleStateLabels {
+    pub schedule: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub schedule: String,
+}
+
+/// Schedules labelled by name at most: beyond this many, only the per-state counts are
+/// exported (a label per schedule of a large fleet would flood Prometheus).
+pub const MAX_LABELLED_SCHEDULES: usize = 500;
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -47,6 +67,9 @@ pub struct Metrics {
     fetch_errors: Counter,
     webhooks: Family<WebhookLabels, Counter>,
     deploys: Family<DeployLabels, Counter>,
+    schedule_targets: Family<StateLabels, Gauge>,
+    schedule_state: Family<ScheduleStateLabels, Gauge>,
+    schedule_last_success: Family<ScheduleLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,7 +154,29 @@ impl Metrics {
             "Rollouts after an apply by result (ok, failed); a failed one is retried with back-off",
             deploys.clone(),
         );
+        let schedule_targets = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "schedule_targets",
+            "Schedule targets by run health (ok, pending, running, paused, unknown, late, failed, missed, stuck) at the last evaluation",
+            schedule_targets.clone(),
+        );
+        let schedule_state = Family::<ScheduleStateLabels, Gauge>::default();
+        registry.register(
+            "schedule_state",
+            "1 for each schedule's worst target state (only while the fleet has at most 500 schedules)",
+            schedule_state.clone(),
+        );
+        let schedule_last_success =
+            Family::<ScheduleLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "schedule_last_success_timestamp_seconds",
+            "When a run of the schedule last succeeded, UNIX seconds (only while the fleet has at most 500 schedules)",
+            schedule_last_success.clone(),
+        );
         Metrics {
+            schedule_targets,
+            schedule_state,
+            schedule_last_success,
             deploys,
             registry,
             reconciles,
@@ -202,6 +247,48 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Records an evaluation of the schedules' run health.
+    pub fn schedules(&self, health: &[crate::runs::expect::TargetHealth]) {
+        for (state, n) in crate::runs::expect::counts(health) {
+            self.schedule_targets
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut worst: std::collections::BTreeMap<&str, crate::runs::expect::RunHealth> =
+            std::collections::BTreeMap::new();
+        let mut success: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+        for t in health {
+            let w = worst.entry(t.schedule.as_str()).or_insert(t.state);
+            *w = (*w).max(t.state);
+            if let Some(s) = t.last.as_ref().and_then(|l| l.last_success) {
+                let e = success.entry(t.schedule.as_str()).or_insert(s);
+                *e = e.max(s);
+            }
+        }
+        self.schedule_state.clear();
+        self.schedule_last_success.clear();
+        if worst.len() > MAX_LABELLED_SCHEDULES {
+            return;
+        }
+        for (schedule, state) in worst {
+            self.schedule_state
+                .get_or_create(&ScheduleStateLabels {
+                    schedule: schedule.to_string(),
+                    state: state.as_str(),
+                })
+                .set(1);
+        }
+        for (schedule, at) in success {
+            self.schedule_last_success
+                .get_or_create(&ScheduleLabels {
+                    schedule: schedule.to_string(),
+                })
+                .set(at);
+        }
     }
 
     /// The OpenMetrics text of every metric.

@@ -190,6 +190,24 @@ pub struct Status {
     pub last_fetch_error: Option<String>,
     /// The last rollout after an apply.
     pub last_deploy: Option<LastDeploy>,
+    /// The schedules' run health at the last evaluation (docs/runs.md).
+    pub schedules: Option<ScheduleHealth>,
+}
+
+/// Problems listed in `/status` at most (the counts cover every target).
+pub const MAX_STATUS_PROBLEMS: usize = 50;
+
+/// The schedules' run health, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleHealth {
+    /// RFC 3339.
+    pub evaluated_at: String,
+    /// Targets per state.
+    pub counts: std::collections::BTreeMap<String, usize>,
+    /// Targets that are late, missed, failed or stuck, worst first (at most
+    /// [`MAX_STATUS_PROBLEMS`]).
+    pub problems: Vec<crate::runs::expect::TargetHealth>,
 }
 
 /// The last rollout, for `/status`.
@@ -407,8 +425,59 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// How often the daemon evaluates the schedules' run health.
+pub const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Evaluates the schedules' run health every [`HEALTH_EVERY`] for `/status` and
+/// `/metrics` (every replica: it only reads).
+fn evaluate_runs(shared: &Shared, cfg: &Config, cluster: &str, stop: &AtomicBool) {
+    let mut evaluator = crate::runs::expect::Evaluator::default();
+    let mut store: Option<crate::state::Store> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if store.is_none() {
+            store = crate::state::Store::connect(&cfg.redis, cluster).ok();
+        }
+        if let Some(s) = store.as_mut() {
+            let now = chrono::Utc::now();
+            let now_s = now.timestamp_millis() as f64 / 1000.0;
+            match crate::runs::health_now(s, &mut evaluator, now_s) {
+                Ok(mut health) => {
+                    shared.metrics.schedules(&health);
+                    let counts = crate::runs::expect::counts(&health)
+                        .into_iter()
+                        .map(|(k, n)| (k.as_str().to_string(), n))
+                        .collect();
+                    health.retain(|t| t.state.is_problem());
+                    health.sort_by(|a, b| {
+                        b.state
+                            .cmp(&a.state)
+                            .then_with(|| a.schedule.cmp(&b.schedule))
+                    });
+                    health.truncate(MAX_STATUS_PROBLEMS);
+                    shared.update(|st| {
+                        st.schedules = Some(ScheduleHealth {
+                            evaluated_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            counts,
+                            problems: health,
+                        });
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "evaluating the schedules' run health failed");
+                    store = None;
+                }
+            }
+        }
+        let until = std::time::Instant::now() + HEALTH_EVERY;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// The run collector thread ([`crate::runs::collect`]): starts once the cluster is
-/// known, and restarts after a failure until the daemon stops.
+/// known, and restarts after a failure until the daemon stops. It also runs the
+/// evaluation of the schedules' run health, in a thread of its own.
 fn collect_runs(shared: &Shared, cfg: &Config, stop: &AtomicBool) {
     let pause = |d: std::time::Duration| {
         let until = std::time::Instant::now() + d;
@@ -430,13 +499,16 @@ fn collect_runs(shared: &Shared, cfg: &Config, stop: &AtomicBool) {
         cluster,
         id: format!("{}-runs", cfg.identity),
     };
-    let stats = Arc::new(crate::runs::collect::Stats::default());
-    while !stop.load(Ordering::SeqCst) {
-        if let Err(e) = crate::runs::collect::run(&rc, stop, &stats) {
-            tracing::warn!(error = %e, "run collector failed; retrying in 5 s");
-            pause(std::time::Duration::from_secs(5));
+    std::thread::scope(|scope| {
+        scope.spawn(|| evaluate_runs(shared, cfg, &rc.cluster, stop));
+        let stats = Arc::new(crate::runs::collect::Stats::default());
+        while !stop.load(Ordering::SeqCst) {
+            if let Err(e) = crate::runs::collect::run(&rc, stop, &stats) {
+                tracing::warn!(error = %e, "run collector failed; retrying in 5 s");
+                pause(std::time::Duration::from_secs(5));
+            }
         }
-    }
+    });
 }
 
 async fn shutdown_signal() {

@@ -346,6 +346,19 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
         let (out, _) = run(cmd);
         out.contains("\"state\": \"succeeded\"") && out.contains("\"host\": \"host-1\"")
     });
+    // Its evaluation of the schedules' run health: in /status and /metrics.
+    daemon.wait_for("the run health in /status", WAIT, |d| {
+        d.status()["schedules"]["counts"]["ok"].as_u64() == Some(1)
+    });
+    let (code, metrics) = daemon.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("celeroot_schedule_targets{state=\"ok\"} 1")
+            && metrics.contains("celeroot_schedule_state{schedule=\"tick\",state=\"ok\"} 1")
+            && metrics
+                .contains("celeroot_schedule_last_success_timestamp_seconds{schedule=\"tick\"}"),
+        "{metrics}"
+    );
     assert_eq!(count(&redis, "v2", "host-2"), 0);
 
     // The second cluster's worker, on the same queue name in database 1, got nothing.

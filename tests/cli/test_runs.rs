@@ -285,6 +285,47 @@ fn runs_are_recorded_from_celery_events_with_outcome_host_and_bounded_retention(
     );
     assert_eq!(lines.len(), 2, "{out}");
 
+    // The last run where people look: schedules ls / show, status, task status.
+    let (out, code) = celeroot(&repo, &redis, &["schedules", "ls"]);
+    assert_eq!(code, 0, "{out}");
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        out.lines().next().unwrap_or_default().ends_with("LAST RUN"),
+        "{out}"
+    );
+    assert!(line(&out, "tick").contains("succeeded"), "{out}");
+    assert!(line(&out, "boom").contains("failed"), "{out}");
+    assert!(line(&out, "idle").contains("sent"), "{out}");
+    let (out, code) = celeroot(&repo, &redis, &["schedules", "show", "boom"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("celeroot.host.h1") && out.contains("last run: failed"),
+        "{out}"
+    );
+    let (out, code) = celeroot(&repo, &redis, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("schedules: 3 target(s): "), "{out}");
+    assert!(out.contains("! boom host/h1 failed"), "{out}");
+    // (A fresh id: with `keep: 3`, older runs are gone already.)
+    let newest = runs_json(&repo, &redis, &["boom", "-n", "1"]);
+    let id = str_of(&newest[0], "id").to_string();
+    let (out, code) = celeroot(&repo, &redis, &["task", "status", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Schedule runs (celeroot runs):"), "{out}");
+    let records = out.split("Schedule runs").nth(1).unwrap_or_default();
+    assert!(
+        records.lines().any(|l| l.trim_start().starts_with(&id)
+            && l.contains("boom")
+            && l.contains("host/h1")
+            && l.contains("failed")),
+        "{out}"
+    );
+
     // Runs are visible across the collector's restart, and the new one keeps recording.
     drop(collector);
     let before = runs_json(&repo, &redis, &["tick"]);

@@ -457,6 +457,7 @@ fn reconcile_drift_status_history_rollback_unlock() {
     cluster production (live state in redis://127.0.0.1:[PORT]/0)
     applied:  47c6fb43 "example" at [TIME] by tester@ci (generation 1)
     beat:     ! beat-missing: no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire
+    schedules: 17 target(s); no run collector listens, so whether they run is unknown (`celeroot watch` collects)
     HEAD (47c6fb43): in sync
 
     HOST   ROLES                  RELEASE  HEARTBEAT  HEALTH
@@ -741,10 +742,18 @@ fn the_daemon_applies_a_push_and_status_shows_it_leading() {
     result: "applied" (46 writes)
     "#
     );
+    // The daemon's run collector listens (so status can tell the schedules' health;
+    // nothing is due yet at the tests' fixed clock).
+    daemon.wait_for(
+        "the run collector listening",
+        std::time::Duration::from_secs(40),
+        |d| d.status()["schedules"]["counts"]["pending"].as_u64() == Some(17),
+    );
     insta::assert_snapshot!(env.run(&["status"]), @r#"
     cluster production (live state in redis://127.0.0.1:[PORT]/0)
     applied:  47c6fb43 "example" at [TIME] by daemon@ci (generation 1)
     beat:     ! beat-missing: no beat is running (no `celeroot beat` heartbeat, RedBeat's lock is free): schedules do not fire
+    schedules: 17 target(s): 17 pending
     daemon:   daemon@ci leads `celeroot watch` (epoch 1, since [TIME])
     HEAD (47c6fb43): in sync
 
