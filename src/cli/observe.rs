@@ -402,7 +402,7 @@ fn schedules_line(runs: &[crate::runs::expect::TargetHealth], s: &crate::render:
     let mut line = format!(
         "schedules: {} target(s): {}",
         runs.len(),
-        super::runs::counts_text(runs)
+        crate::runs::expect::counts_text(runs)
     );
     let mut problems: Vec<&crate::runs::expect::TargetHealth> =
         runs.iter().filter(|t| t.state.is_problem()).collect();

@@ -275,20 +275,6 @@ pub struct HealthArgs {
     pub output: ListFormat,
 }
 
-/// `2 ok, 1 late` (states with a count, worst last).
-pub(super) fn counts_text(h: &[crate::runs::expect::TargetHealth]) -> String {
-    let parts: Vec<String> = crate::runs::expect::counts(h)
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect();
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
 /// What a health row's DETAIL says.
 fn health_detail(t: &crate::runs::expect::TargetHealth, now: f64) -> String {
     use crate::runs::expect::RunHealth;
@@ -352,7 +338,7 @@ pub fn health(ui: &Ui, cli: &Cli, a: &HealthArgs) -> Result<u8, CommandError> {
     outln!(
         "Schedules of cluster {cluster}: {} target(s): {}.",
         all.len(),
-        counts_text(&all)
+        crate::runs::expect::counts_text(&all)
     );
     if blind {
         outln!("No run collector is listening, so nothing can be told: `celeroot watch` collects, or run `celeroot runs collect`.");

@@ -334,6 +334,20 @@ pub fn counts(h: &[TargetHealth]) -> BTreeMap<RunHealth, usize> {
     out
 }
 
+/// `2 ok, 1 late` (the states with a count, worst last; `none` without targets).
+pub fn counts_text(h: &[TargetHealth]) -> String {
+    let parts: Vec<String> = counts(h)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
