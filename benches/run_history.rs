@@ -82,6 +82,8 @@ fn expectations(n: usize) -> Vec<Expectation> {
                 enabled: true,
                 grace_secs: default_grace_secs(period),
                 timeout_secs: Some(3600),
+                labels: BTreeMap::new(),
+                external: false,
             }
         })
         .collect()
@@ -381,6 +383,11 @@ fn bench_query(history: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` builds and runs benches without --bench.
+        println!("run_history: run with `cargo bench --bench run_history`");
+        return;
+    }
     let only = args
         .iter()
         .position(|a| a == "--only")

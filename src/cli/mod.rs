@@ -208,6 +208,7 @@ pub enum Command {
     Schedules(schedules::SchedulesArgs),
     Runs(runs::RunsArgs),
     Health(runs::HealthArgs),
+    Checks(runs::ChecksArgs),
     Config(config::ConfigArgs),
     Deploy(deploy::DeployArgs),
     Agent(agent::AgentArgs),
@@ -341,6 +342,7 @@ pub fn main() -> ExitCode {
         Command::Beat(a) => beat::run(&ui, &cli, a),
         Command::Runs(a) => runs::run(&ui, &cli, a),
         Command::Health(a) => runs::health(&ui, &cli, a),
+        Command::Checks(a) => runs::checks(&ui, &cli, a),
         Command::Import(a) => import::run(&ui, &cli, a),
     };
     match result {

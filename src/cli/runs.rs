@@ -383,3 +383,84 @@ pub fn health(ui: &Ui, cli: &Cli, a: &HealthArgs) -> Result<u8, CommandError> {
     }
     Ok(code)
 }
+
+/// Check-ins of jobs celeroot does not run (`external: true` schedules).
+#[derive(Debug, Args)]
+pub struct ChecksArgs {
+    #[command(subcommand)]
+    pub command: ChecksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChecksCommand {
+    /// Issue a check's ping token and print its URLs, once (celeroot keeps only a hash;
+    /// a new token replaces the old one).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The check: an applied Schedule with `external: true`.
+    pub name: String,
+    /// Where jobs reach `celeroot watch` (its --listen, or the proxy in front of it).
+    #[arg(long, default_value = "http://127.0.0.1:9470", value_name = "URL")]
+    pub url: String,
+    /// The cluster (default: the name in the manifests at HEAD).
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+pub fn checks(ui: &Ui, cli: &Cli, a: &ChecksArgs) -> Result<u8, CommandError> {
+    let ChecksCommand::Token(t) = &a.command;
+    crate::validate::rules::rfc1123_label(&t.name)
+        .map_err(|e| CommandError::usage(format!("invalid check name {:?}: {e}", t.name)))?;
+    crate::validate::rules::http_url(&t.url)
+        .map_err(|e| CommandError::usage(format!("invalid --url {:?}: {e}", t.url)))?;
+    let cluster = cluster_name(ui, cli, &t.cluster)?;
+    let mut store = super::live::connect(cli, &cluster)?;
+    let schedules = store.applied_schedules()?;
+    let id = crate::manifest::ObjectId {
+        kind: crate::manifest::Kind::Schedule,
+        name: t.name.clone(),
+    };
+    let external = schedules
+        .get(&id)
+        .is_some_and(|o| o.object.normalized["spec"]["external"].as_bool() == Some(true));
+    if !external {
+        let known: Vec<&str> = schedules
+            .iter()
+            .filter(|(_, o)| o.object.normalized["spec"]["external"].as_bool() == Some(true))
+            .map(|(id, _)| id.name.as_str())
+            .collect();
+        let hint = crate::manifest::did_you_mean(&t.name, known.iter().copied())
+            .map(|m| format!(" (did you mean {m:?}?)"))
+            .unwrap_or_default();
+        return Err(CommandError::invalid(format!(
+            "no check {:?} is applied to cluster {cluster}: a check is a Schedule with `external: true`{hint}",
+            t.name
+        )));
+    }
+    let token = crate::runs::checkin::new_token()
+        .map_err(|e| CommandError::failed(format!("cannot make a random token: {e}")))?;
+    let now = super::now()?.timestamp_millis() as f64 / 1000.0;
+    let replaced =
+        store.issue_check_token(&t.name, &crate::runs::checkin::token_hash(&token), now)?;
+    let base = format!("{}/ping/{token}", t.url.trim_end_matches('/'));
+    outln!(
+        "Token for check {} (shown once: celeroot keeps only its hash):",
+        t.name
+    );
+    outln!("  {token}");
+    outln!();
+    outln!("Ping `celeroot watch` from the job (POST or GET; a body of at most 10,000 bytes):");
+    outln!("  success:  {base}");
+    outln!("  start:    {base}/start");
+    outln!("  failure:  {base}/fail");
+    outln!();
+    outln!("  e.g.  curl -fsS -m 10 --retry 3 -X POST {base}");
+    if replaced > 0 {
+        outln!();
+        outln!("The previous token of {} no longer works.", t.name);
+    }
+    Ok(EXIT_OK)
+}

@@ -32,6 +32,10 @@ pub struct WatchArgs {
     /// What to do with drift found on a resync.
     #[arg(long, value_enum, default_value_t = DriftArg::Heal, env = "CELEROOT_DRIFT")]
     pub drift: DriftArg,
+    /// How often to evaluate the schedules' run health (for /status, /metrics and
+    /// alerts; docs/runs.md).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "CELEROOT_HEALTH_INTERVAL")]
+    pub health_interval: Duration,
     /// Address for webhooks, /healthz, /readyz, /status and /metrics (`off` for none).
     #[arg(long, default_value = "127.0.0.1:9470", env = "CELEROOT_LISTEN")]
     pub listen: String,
@@ -184,6 +188,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CommandError> {
         worktree: a.worktree,
         interval: a.interval,
         resync: a.resync,
+        health_interval: a.health_interval,
         debounce: a.debounce,
         drift: match a.drift {
             DriftArg::Heal => DriftMode::Heal,

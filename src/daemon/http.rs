@@ -75,6 +75,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/ping/{token}", post(ping).get(ping))
+        .route("/ping/{token}/{signal}", post(ping_signal).get(ping_signal))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large))
         .with_state(shared)
@@ -198,6 +200,102 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             "Redis is not reachable"
         };
         reply(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}"))
+    }
+}
+
+async fn ping(
+    State(shared): State<Arc<Shared>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    check_in(shared, token, String::new(), &headers, body).await
+}
+
+async fn ping_signal(
+    State(shared): State<Arc<Shared>>,
+    Path((token, signal)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    check_in(shared, token, signal, &headers, body).await
+}
+
+/// `/ping/<token>[/start|/fail]`: records a check-in of the check the token belongs to
+/// (docs/runs.md#check-ins). Unknown tokens get 404, whatever their shape.
+async fn check_in(
+    shared: Arc<Shared>,
+    token: String,
+    signal: String,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::runs::checkin;
+    let Some(signal) = checkin::Signal::parse(&signal) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "unknown signal: use /start, /fail or none",
+        );
+    };
+    if !checkin::well_formed(&token) {
+        return reply(StatusCode::NOT_FOUND, "unknown check");
+    }
+    if body.len() > checkin::MAX_PING_BODY {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a ping body is at most {} bytes", checkin::MAX_PING_BODY),
+        );
+    }
+    let hash = checkin::token_hash(&token);
+    if !shared.allow_ping(&hash) {
+        return reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "at most {} pings a minute per check",
+                checkin::PINGS_PER_MINUTE
+            ),
+        );
+    }
+    let Some(cluster) = shared.cluster.get().cloned() else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid revision read yet",
+        );
+    };
+    let agent: String = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("a client")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(60)
+        .collect();
+    let url = shared.redis.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<Option<String>, String> {
+        let mut store = crate::state::Store::connect(&url, &cluster).map_err(|e| e.to_string())?;
+        let Some(check) = store.check_of_token(&hash).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        checkin::record(&mut store, &check, signal, &body, &agent, now)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(check))
+    })
+    .await;
+    match done {
+        Ok(Ok(Some(check))) => {
+            tracing::info!(check = %check, signal = ?signal, "check-in");
+            reply(StatusCode::OK, "OK")
+        }
+        Ok(Ok(None)) => reply(StatusCode::NOT_FOUND, "unknown check"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "recording a check-in failed");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record the check-in now",
+            )
+        }
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
 }
 

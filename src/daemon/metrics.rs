@@ -70,6 +70,14 @@ pub struct Metrics {
     schedule_targets: Family<StateLabels, Gauge>,
     schedule_state: Family<ScheduleStateLabels, Gauge>,
     schedule_last_success: Family<ScheduleLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    alerts: Family<AlertLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub channel: String,
+    /// `sent` or `failed`.
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,7 +181,14 @@ impl Metrics {
             "When a run of the schedule last succeeded, UNIX seconds (only while the fleet has at most 500 schedules)",
             schedule_last_success.clone(),
         );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alerts",
+            "Alert notifications by channel and result (sent, failed; a failed one is retried at the next evaluation)",
+            alerts.clone(),
+        );
         Metrics {
+            alerts,
             schedule_targets,
             schedule_state,
             schedule_last_success,
@@ -245,6 +260,16 @@ impl Metrics {
             .get_or_create(&WebhookLabels {
                 provider: provider.to_string(),
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records an alert notification.
+    pub fn alert(&self, channel: &str, sent: bool) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                channel: channel.to_string(),
+                result: if sent { "sent" } else { "failed" },
             })
             .inc();
     }

@@ -77,6 +77,8 @@ pub struct Config {
     pub interval: Duration,
     /// How often the live state is checked for drift.
     pub resync: Duration,
+    /// How often the schedules' run health is evaluated (and alerts sent).
+    pub health_interval: Duration,
     /// How long file events settle before a local repository is re-read.
     pub debounce: Duration,
     pub drift: DriftMode,
@@ -263,6 +265,10 @@ pub struct Shared {
     /// When the lease runs out unless renewed (measured from before the renewal was sent).
     lease_until: Mutex<Option<std::time::Instant>>,
     redis_ok: AtomicBool,
+    /// Where check-in pings are recorded.
+    redis: crate::state::RedisUrl,
+    /// Pings per token hash in the current minute (the rate limit of `/ping`).
+    pings: Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -271,6 +277,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Counts a ping of the token whose hash is `hash`; `false` when it is over
+    /// [`crate::runs::checkin::PINGS_PER_MINUTE`] in the current minute.
+    pub fn allow_ping(&self, hash: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut pings = lock(&self.pings);
+        // Bounded: forget tokens not seen for a minute.
+        if pings.len() > 10_000 {
+            pings.retain(|_, (t, _)| now.duration_since(*t) < std::time::Duration::from_secs(60));
+        }
+        let e = pings.entry(hash.to_string()).or_insert((now, 0));
+        if now.duration_since(e.0) >= std::time::Duration::from_secs(60) {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= crate::runs::checkin::PINGS_PER_MINUTE
+    }
+
     pub fn status(&self) -> Status {
         lock(&self.status).clone()
     }
@@ -360,6 +383,8 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
         leading: AtomicBool::new(false),
         lease_until: Mutex::new(None),
         redis_ok: AtomicBool::new(false),
+        redis: cfg.redis.clone(),
+        pings: Mutex::new(std::collections::HashMap::new()),
     });
     if let Some(c) = &cfg.cluster {
         let _ = shared.cluster.set(c.clone());
@@ -425,11 +450,8 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// How often the daemon evaluates the schedules' run health.
-pub const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Evaluates the schedules' run health every [`HEALTH_EVERY`] for `/status` and
-/// `/metrics` (every replica: it only reads).
+/// Evaluates the schedules' run health every `--health-interval` for `/status` and
+/// `/metrics` (every replica), and sends alerts (the leader).
 fn evaluate_runs(shared: &Shared, cfg: &Config, cluster: &str, stop: &AtomicBool) {
     let mut evaluator = crate::runs::expect::Evaluator::default();
     let mut store: Option<crate::state::Store> = None;
@@ -443,6 +465,13 @@ fn evaluate_runs(shared: &Shared, cfg: &Config, cluster: &str, stop: &AtomicBool
             match crate::runs::health_now(s, &mut evaluator, now_s) {
                 Ok(mut health) => {
                     shared.metrics.schedules(&health);
+                    // Only the leader notifies; what was told is in Redis, so a new
+                    // leader neither repeats nor forgets.
+                    if shared.leading.load(Ordering::SeqCst) {
+                        if let Err(e) = alert_round(shared, cfg, s, cluster, &health) {
+                            tracing::warn!(error = %e, "alerts: reading or recording their state failed");
+                        }
+                    }
                     let counts = crate::runs::expect::counts(&health)
                         .into_iter()
                         .map(|(k, n)| (k.as_str().to_string(), n))
@@ -468,11 +497,32 @@ fn evaluate_runs(shared: &Shared, cfg: &Config, cluster: &str, stop: &AtomicBool
                 }
             }
         }
-        let until = std::time::Instant::now() + HEALTH_EVERY;
+        let until = std::time::Instant::now() + cfg.health_interval;
         while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// One round of alert notifications.
+fn alert_round(
+    shared: &Shared,
+    cfg: &Config,
+    store: &mut crate::state::Store,
+    cluster: &str,
+    health: &[crate::runs::expect::TargetHealth],
+) -> Result<(), crate::state::StateError> {
+    let settings = crate::runs::alert::Settings::of_cluster_spec(&store.applied_cluster_spec()?);
+    let out = crate::runs::alert::notify(store, cluster, &settings, health)?;
+    for (channel, what) in &out.delivered {
+        shared.metrics.alert(channel, true);
+        tracing::info!(channel = %channel, "alert sent: {what}");
+    }
+    for (channel, why) in &out.failed {
+        shared.metrics.alert(channel, false);
+        tracing::warn!(channel = %channel, "alert not delivered (retried in {} s): {why}", cfg.health_interval.as_secs());
+    }
+    Ok(())
 }
 
 /// The run collector thread ([`crate::runs::collect`]): starts once the cluster is

@@ -174,8 +174,10 @@ pub struct CompiledSchedule {
     /// Seconds after which an unstarted task is discarded.
     pub expires: Option<u64>,
     pub priority: Option<u8>,
-    /// Where the task is sent, sorted.
+    /// Where the task is sent, sorted (none for a check-in).
     pub entries: Vec<ScheduleEntry>,
+    /// A check-in of a job celeroot does not run (`external: true`): no RedBeat entry.
+    pub external: bool,
     /// Seconds a run may take to start after its due time before it is late (the
     /// manifest's `grace`, or the default from the period).
     pub grace_secs: u64,
@@ -615,6 +617,13 @@ fn compile_cluster(c: &Cluster, cluster_tz: &str) -> DesiredObject {
             "healthCheck": {"command": eff_dep.health_check_command, "timeout": format_duration(eff_dep.health_check_timeout_secs)},
         }),
     );
+    if let Some(a) = &c.spec.alerts {
+        // References only: secrets are never values in git, so none is here.
+        spec.insert(
+            "alerts".into(),
+            canonical(serde_json::to_value(a).unwrap_or_default()),
+        );
+    }
     if let Some(h) = &c.spec.run_history {
         let mut m = Map::new();
         put(&mut m, "keep", h.keep.as_ref().map(|k| k.value));
@@ -722,7 +731,12 @@ fn compile_schedule(
             spec.insert("every".into(), json!(format_duration(*secs)));
         }
     }
-    spec.insert("task".into(), json!(s.task.value));
+    let external = s.external == Some(true);
+    if external {
+        spec.insert("external".into(), json!(true));
+    } else {
+        spec.insert("task".into(), json!(s.task.value));
+    }
     if !s.args.is_empty() {
         spec.insert("args".into(), canonical(json!(s.args)));
     }
@@ -738,8 +752,10 @@ fn compile_schedule(
         .collect();
     targets.sort_by_key(Json::to_string);
     targets.dedup();
-    spec.insert("targets".into(), Json::Array(targets));
-    spec.insert("mode".into(), json!(s.mode.value));
+    if !external {
+        spec.insert("targets".into(), Json::Array(targets));
+        spec.insert("mode".into(), json!(s.mode.value));
+    }
     spec.insert("enabled".into(), json!(enabled));
     if let Some(o) = &s.options {
         let mut om = Map::new();
@@ -778,6 +794,7 @@ fn compile_schedule(
             .and_then(|o| o.priority.as_ref())
             .map(|p| p.value),
         entries: resolve_entries(s, index, roles),
+        external,
         grace_secs: 0,
         timeout_secs: s
             .timeout

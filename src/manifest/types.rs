@@ -218,6 +218,113 @@ pub struct ClusterSpec {
     /// How much run history celeroot keeps (`celeroot runs`, docs/runs.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_history: Option<RunHistory>,
+    /// Where `celeroot watch` notifies about schedules that are late, missed, failed or
+    /// stuck (docs/runs.md#alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Alerts>,
+}
+
+/// Alert channels and the routes that pick them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Alerts {
+    /// Where notifications go; each has a name and exactly one of `slack`, `webhook`,
+    /// `pagerduty`, `email`.
+    #[serde(default)]
+    pub channels: Vec<Located<AlertChannel>>,
+    /// Which state changes go to which channels; a target's change goes to every route
+    /// that matches it.
+    #[serde(default)]
+    pub routes: Vec<Located<AlertRoute>>,
+}
+
+/// One place notifications go. Secrets are references (`env:NAME` or `file:/path`,
+/// read on the machine that sends), never values in git.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AlertChannel {
+    /// The channel's name (an RFC 1123 label), as routes name it.
+    pub name: Located<String>,
+    /// A Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackChannel>,
+    /// An HTTP POST of JSON, signed with HMAC-SHA256 like the webhooks celeroot receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookChannel>,
+    /// PagerDuty Events API v2: trigger, then resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagerduty: Option<PagerDutyChannel>,
+    /// E-mail over SMTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailChannel>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlackChannel {
+    /// The incoming webhook's URL: a secret reference (`env:SLACK_WEBHOOK_URL`).
+    pub webhook_url: Located<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookChannel {
+    /// `http://` or `https://` URL, or a secret reference to one.
+    pub url: Located<String>,
+    /// The HMAC-SHA256 key of the `X-Celeroot-Signature` header: a secret reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Located<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PagerDutyChannel {
+    /// The integration's routing key: a secret reference.
+    pub routing_key: Located<String>,
+    /// The Events API URL. Default: `https://events.pagerduty.com/v2/enqueue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_url: Option<Located<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmailChannel {
+    /// The SMTP server, `host:port`.
+    pub server: Located<String>,
+    /// The sender address.
+    pub from: Located<String>,
+    /// The recipients.
+    pub to: Located<Vec<Located<String>>>,
+    /// SMTP user name (a secret reference), with `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<Located<String>>,
+    /// SMTP password: a secret reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Located<String>>,
+    /// `starttls` (default: refuse a server that does not offer it) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Located<String>>,
+    /// A PEM file of CA certificates to trust for this server, on the machine that sends
+    /// (for a private CA). Default: the public web roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<Located<String>>,
+}
+
+/// Which schedule targets' state changes go where.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AlertRoute {
+    /// Only these schedules (by name). Default: every schedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Located<String>>,
+    /// Only schedules whose labels contain all of these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Only changes into these states. Default: `late`, `missed`, `failed`, `stuck`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<Located<String>>,
+    /// The channels (by name) to notify.
+    pub channels: Located<Vec<Located<String>>>,
 }
 
 /// Bounds and defaults of [`RunHistory`].
@@ -344,7 +451,9 @@ pub struct ScheduleSpec {
     /// IANA time zone the cron expression is read in. Default: the cluster's timezone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<Located<String>>,
-    /// Celery task name, a dotted Python identifier (`ops.tasks.rotate_logs`).
+    /// Celery task name, a dotted Python identifier (`ops.tasks.rotate_logs`). Required,
+    /// except on an `external` check-in.
+    #[serde(default, skip_serializing_if = "located_is_empty")]
     pub task: Located<String>,
     /// Positional arguments (any JSON-compatible values; no mapping may hold the key
     /// `__type__`, which Celery Beat's RedBeat decoder reads as a type tag).
@@ -362,7 +471,9 @@ pub struct ScheduleSpec {
         deserialize_with = "task_args::kwargs"
     )]
     pub kwargs: serde_json::Map<String, serde_json::Value>,
-    /// Where the task runs: any mix of `role`, `host` and `selector` targets.
+    /// Where the task runs: any mix of `role`, `host` and `selector` targets. Required,
+    /// except on an `external` check-in.
+    #[serde(default, skip_serializing_if = "located_vec_is_empty")]
     pub targets: Located<Vec<Located<Target>>>,
     /// `each` (default): every matched host runs it through its host queue.
     /// `any`: one worker of each targeted role runs it through the role queue.
@@ -382,6 +493,20 @@ pub struct ScheduleSpec {
     /// A run still going this long after it started is `stuck`. Default: none (never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Located<String>>,
+    /// A check-in for a job celeroot does not run (cron on some machine, a backup
+    /// appliance): no task and no targets; the job pings `POST /ping/<token>` on
+    /// `celeroot watch` (`celeroot checks token NAME`), and the same late, missed, failed
+    /// and stuck rules apply. Default: `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
+}
+
+fn located_is_empty(v: &Located<String>) -> bool {
+    v.value.is_empty()
+}
+
+fn located_vec_is_empty<T>(v: &Located<Vec<T>>) -> bool {
+    v.value.is_empty()
 }
 
 pub type Cluster = Manifest<ClusterSpec>;

@@ -123,9 +123,22 @@ pub struct Expectation {
     pub enabled: bool,
     pub grace_secs: u64,
     pub timeout_secs: Option<u64>,
+    /// The schedule's labels (alert routes match on them).
+    pub labels: BTreeMap<String, String>,
+    /// A check-in: its runs are pings to the daemon, not Celery events, so no collector
+    /// is needed; counting starts when its token was issued.
+    pub external: bool,
 }
 
-fn of_schedule(name: &str, s: &CompiledSchedule) -> Vec<Expectation> {
+fn labels_of(normalized: &serde_json::Value) -> BTreeMap<String, String> {
+    serde_json::from_value(normalized["metadata"]["labels"].clone()).unwrap_or_default()
+}
+
+fn of_schedule(
+    name: &str,
+    s: &CompiledSchedule,
+    labels: &BTreeMap<String, String>,
+) -> Vec<Expectation> {
     let when = match &s.trigger {
         Trigger::Cron(c) => When::Cron(
             c.clone(),
@@ -133,6 +146,20 @@ fn of_schedule(name: &str, s: &CompiledSchedule) -> Vec<Expectation> {
         ),
         Trigger::Every(secs) => When::Every(*secs),
     };
+    if s.external {
+        let entry = crate::state::runs::check_entry(name);
+        return vec![Expectation {
+            schedule: name.to_string(),
+            target: format!("check/{name}"),
+            entry,
+            when,
+            enabled: s.enabled,
+            grace_secs: s.grace_secs,
+            timeout_secs: s.timeout_secs,
+            labels: labels.clone(),
+            external: true,
+        }];
+    }
     s.entries
         .iter()
         .map(|e| {
@@ -145,6 +172,8 @@ fn of_schedule(name: &str, s: &CompiledSchedule) -> Vec<Expectation> {
                 enabled: s.enabled,
                 grace_secs: s.grace_secs,
                 timeout_secs: s.timeout_secs,
+                labels: labels.clone(),
+                external: false,
             }
         })
         .collect()
@@ -154,7 +183,18 @@ fn of_schedule(name: &str, s: &CompiledSchedule) -> Vec<Expectation> {
 pub fn from_desired(d: &DesiredState) -> Vec<Expectation> {
     d.schedules
         .iter()
-        .flat_map(|(n, s)| of_schedule(n, s))
+        .flat_map(|(n, s)| {
+            let id = crate::manifest::ObjectId {
+                kind: crate::manifest::Kind::Schedule,
+                name: n.clone(),
+            };
+            let labels = d
+                .objects
+                .get(&id)
+                .map(|o| labels_of(&o.normalized))
+                .unwrap_or_default();
+            of_schedule(n, s, &labels)
+        })
         .collect()
 }
 
@@ -193,6 +233,21 @@ pub fn from_live(objects: &BTreeMap<crate::manifest::ObjectId, LiveObject>) -> V
             .unwrap_or_else(|| crate::manifest::values::default_grace_secs(period));
         let timeout_secs = text("timeout").and_then(|t| parse_duration(&t).ok());
         let enabled = spec["enabled"].as_bool().unwrap_or(true);
+        let labels = labels_of(&o.object.normalized);
+        if spec["external"].as_bool() == Some(true) {
+            out.push(Expectation {
+                schedule: id.name.clone(),
+                target: format!("check/{}", id.name),
+                entry: crate::state::runs::check_entry(&id.name),
+                when,
+                enabled,
+                grace_secs,
+                timeout_secs,
+                labels,
+                external: true,
+            });
+            continue;
+        }
         for e in &o.entries {
             let entry = crate::state::redbeat_entry_name(&id.name, e);
             out.push(Expectation {
@@ -203,6 +258,8 @@ pub fn from_live(objects: &BTreeMap<crate::manifest::ObjectId, LiveObject>) -> V
                 enabled,
                 grace_secs,
                 timeout_secs,
+                labels: labels.clone(),
+                external: false,
             });
         }
     }
@@ -225,6 +282,9 @@ pub struct TargetHealth {
     pub grace_secs: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// The schedule's labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the evaluation reads besides the expectations.
@@ -271,17 +331,24 @@ impl Evaluator {
             last: last.cloned(),
             grace_secs: x.grace_secs,
             timeout_secs: x.timeout_secs,
+            labels: x.labels.clone(),
         };
         if !x.enabled {
             return health(RunHealth::Paused, None);
         }
-        let Some(since) = seen.collecting_since else {
-            return health(RunHealth::Unknown, None);
+        // A check-in counts from when its token was issued (pings need no collector);
+        // a Celery target from when a collector listens and has seen it.
+        let mut base = if x.external {
+            match seen.watched.get(&x.entry) {
+                Some(w) => *w,
+                None => return health(RunHealth::Unknown, None),
+            }
+        } else {
+            let Some(since) = seen.collecting_since else {
+                return health(RunHealth::Unknown, None);
+            };
+            seen.watched.get(&x.entry).map_or(since, |w| since.max(*w))
         };
-        let mut base = since;
-        if let Some(w) = seen.watched.get(&x.entry) {
-            base = base.max(*w);
-        }
         if let Some(s) = last.and_then(|l| l.last_started) {
             base = base.max(s);
         }
@@ -361,6 +428,8 @@ mod tests {
             enabled: true,
             grace_secs: grace,
             timeout_secs: timeout,
+            labels: BTreeMap::new(),
+            external: false,
         }
     }
 

@@ -8,9 +8,12 @@
 //! `state::runs`.
 //! Must not know: manifests, git, the CLI, or output formats.
 
+pub mod alert;
+pub mod checkin;
 pub mod collect;
 pub mod event;
 pub mod expect;
+pub mod mail;
 
 pub use event::{EventKind, TaskEvent};
 

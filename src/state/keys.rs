@@ -208,6 +208,15 @@ impl Keys {
     pub fn runs_watch(&self) -> String {
         self.key("runs::watch")
     }
+    /// Hash: SHA-256 of a check-in token → the check's name (tokens are never stored).
+    pub fn runs_checks(&self) -> String {
+        self.key("runs::checks")
+    }
+    /// Hash: `<channel>|<schedule>|<target>` → the problem state that alert channel was
+    /// last told about (absent: nothing, or resolved).
+    pub fn runs_alerts(&self) -> String {
+        self.key("runs::alerts")
+    }
     /// Hash: schedule target → its latest run.
     pub fn runs_latest(&self) -> String {
         self.key("runs::latest")

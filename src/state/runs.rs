@@ -141,7 +141,18 @@ pub struct Latest {
     pub last_started: Option<f64>,
 }
 
-/// A RedBeat entry name split: `<schedule>.<host|role>.<name>`.
+/// The run-history entry of a check-in (`external: true`): `<schedule>.check.<schedule>`
+/// (no RedBeat entry has it: those are `.host.` or `.role.`).
+pub fn check_entry(schedule: &str) -> String {
+    format!("{schedule}.check.{schedule}")
+}
+
+fn is_check(entry: &str) -> bool {
+    EntryName::parse(entry).is_some_and(|n| n.kind == "check")
+}
+
+/// A RedBeat entry name split: `<schedule>.<host|role>.<name>` (or a check-in's
+/// `<schedule>.check.<schedule>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryName<'a> {
     pub schedule: &'a str,
@@ -155,7 +166,7 @@ impl<'a> EntryName<'a> {
     pub fn parse(entry: &'a str) -> Option<EntryName<'a>> {
         let (schedule, rest) = entry.split_once('.')?;
         let (kind, name) = rest.split_once('.')?;
-        if schedule.is_empty() || name.is_empty() || !matches!(kind, "host" | "role") {
+        if schedule.is_empty() || name.is_empty() || !matches!(kind, "host" | "role" | "check") {
             return None;
         }
         Some(EntryName {
@@ -264,13 +275,55 @@ impl Store {
     /// # Errors
     /// [`StateError::Redis`] when the server fails.
     pub fn run_retention(&mut self) -> Result<RunRetention, StateError> {
+        Ok(RunRetention::of_cluster_spec(&self.applied_cluster_spec()?))
+    }
+
+    /// The applied Cluster object's normalized `spec` (`null` when nothing is applied).
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn applied_cluster_spec(&mut self) -> Result<serde_json::Value, StateError> {
         let field = format!("Cluster/{}", self.cluster());
         let k = self.keys().objects();
         let raw: Option<String> = self.query(redis::cmd("HGET").arg(k).arg(field))?;
         let v: serde_json::Value = raw
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default();
-        Ok(RunRetention::of_cluster_spec(&v["object"]["spec"]))
+        Ok(v["object"]["spec"].clone())
+    }
+
+    /// What each alert channel was last told about each target
+    /// (`<channel>|<schedule>|<target>` → the problem state it was told).
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn alert_state(&mut self) -> Result<BTreeMap<String, String>, StateError> {
+        let k = self.keys().runs_alerts();
+        self.query(redis::cmd("HGETALL").arg(k))
+    }
+
+    /// Records what a channel was told: a problem state, or `None` after a resolve.
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn set_alert_state(&mut self, key: &str, state: Option<&str>) -> Result<(), StateError> {
+        let k = self.keys().runs_alerts();
+        match state {
+            Some(s) => self.query(redis::cmd("HSET").arg(k).arg(key).arg(s)),
+            None => self.query(redis::cmd("HDEL").arg(k).arg(key)),
+        }
+    }
+
+    /// Forgets what channels were told about targets or channels that no longer exist.
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn forget_alert_state(&mut self, keys: &[String]) -> Result<(), StateError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let k = self.keys().runs_alerts();
+        self.query(redis::cmd("HDEL").arg(k).arg(keys))
     }
 
     /// Says that collector `id` has seen every event since `since` (its subscription's
@@ -349,7 +402,7 @@ impl Store {
             pipe.cmd("HSETNX").arg(&k).arg(e).arg(now).ignore();
             any = true;
         }
-        let gone: Vec<&String> = known.difference(live).collect();
+        let gone: Vec<&String> = known.difference(live).filter(|f| !is_check(f)).collect();
         if !gone.is_empty() {
             pipe.cmd("HDEL").arg(&k).arg(&gone).ignore();
             any = true;
@@ -402,6 +455,58 @@ impl Store {
         Ok(super::live_objects(&keys, &img))
     }
 
+    /// Issues a check-in token for check `name`: stores only its SHA-256 (`runs::checks`,
+    /// hash → name), removes the check's earlier tokens, and starts counting its due
+    /// times now (`runs::watch`, unless already counting).
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn issue_check_token(
+        &mut self,
+        name: &str,
+        token_hash: &str,
+        now: f64,
+    ) -> Result<usize, StateError> {
+        let k = self.keys().runs_checks();
+        let all: BTreeMap<String, String> = self.query(redis::cmd("HGETALL").arg(&k))?;
+        let old: Vec<&String> = all
+            .iter()
+            .filter(|(_, n)| *n == name)
+            .map(|(h, _)| h)
+            .collect();
+        let mut pipe = redis::pipe();
+        if !old.is_empty() {
+            pipe.cmd("HDEL").arg(&k).arg(&old).ignore();
+        }
+        pipe.cmd("HSET").arg(&k).arg(token_hash).arg(name).ignore();
+        pipe.cmd("HSETNX")
+            .arg(self.keys().runs_watch())
+            .arg(check_entry(name))
+            .arg(now)
+            .ignore();
+        self.query_pipe::<()>(&pipe)?;
+        Ok(old.len())
+    }
+
+    /// The check a token's SHA-256 belongs to.
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn check_of_token(&mut self, token_hash: &str) -> Result<Option<String>, StateError> {
+        let k = self.keys().runs_checks();
+        self.query(redis::cmd("HGET").arg(k).arg(token_hash))
+    }
+
+    /// The latest run of one target.
+    ///
+    /// # Errors
+    /// [`StateError::Redis`] when the server fails.
+    pub fn latest_run(&mut self, entry: &str) -> Result<Option<Latest>, StateError> {
+        let k = self.keys().runs_latest();
+        let raw: Option<String> = self.query(redis::cmd("HGET").arg(k).arg(entry))?;
+        Ok(raw.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
     /// The latest run of every schedule target that has one, by entry name.
     ///
     /// # Errors
@@ -422,7 +527,11 @@ impl Store {
     pub fn prune_latest_runs(&mut self, live: &BTreeSet<String>) -> Result<usize, StateError> {
         let k = self.keys().runs_latest();
         let fields: Vec<String> = self.query(redis::cmd("HKEYS").arg(&k))?;
-        let gone: Vec<&String> = fields.iter().filter(|f| !live.contains(*f)).collect();
+        // Check-ins are not RedBeat entries: `forget_check_ins` prunes those.
+        let gone: Vec<&String> = fields
+            .iter()
+            .filter(|f| !live.contains(*f) && !is_check(f))
+            .collect();
         if !gone.is_empty() {
             self.query::<()>(redis::cmd("HDEL").arg(&k).arg(&gone))?;
         }

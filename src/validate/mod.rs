@@ -343,6 +343,9 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
 
     if let Some(c) = clusters.first() {
         check_schedule_timezones(c, &schedules, &mut diagnostics);
+        if let Some(a) = &c.object.spec.alerts {
+            check_alerts(&c.file, a, &schedules, &mut diagnostics);
+        }
     }
     check_queues(&roles, &mut diagnostics);
     check_host_references(&hosts, &roles, &undecoded, &mut diagnostics);
@@ -461,12 +464,24 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
             ));
         }
     }
-    c.rule(
-        "task name",
-        &s.task.value,
-        s.task.pos,
-        rules::python_dotted_name,
-    );
+    if s.external == Some(true) {
+        check_external(c, o);
+        return;
+    }
+    if s.task.value.is_empty() {
+        c.error(
+            o.metadata.name.pos,
+            "a schedule needs a `task`",
+            "add e.g. `task: ops.tasks.rotate_logs` (or `external: true` for a check-in of a job celeroot does not run)",
+        );
+    } else {
+        c.rule(
+            "task name",
+            &s.task.value,
+            s.task.pos,
+            rules::python_dotted_name,
+        );
+    }
     if s.targets.value.is_empty() {
         c.error(
             s.targets.pos,
@@ -520,6 +535,38 @@ fn check_schedule(c: &mut Checker<'_>, o: &Schedule) {
     }
 }
 
+/// A check-in (`external: true`) has a calendar, a grace and a timeout, and nothing that
+/// sends a task.
+fn check_external(c: &mut Checker<'_>, o: &Schedule) {
+    let s = &o.spec;
+    let mut refuse = |what: &str, pos: Pos| {
+        c.error(
+            pos,
+            format!("an external check-in has no `{what}`"),
+            "celeroot does not run external jobs: they ping `POST /ping/<token>` (`celeroot checks token NAME`)",
+        );
+    };
+    if !s.task.value.is_empty() {
+        refuse("task", s.task.pos);
+    }
+    if !s.targets.value.is_empty() {
+        refuse("targets", s.targets.pos);
+    }
+    if !s.args.is_empty() || !s.kwargs.is_empty() {
+        refuse("args or kwargs", o.metadata.name.pos);
+    }
+    if let Some(opts) = &s.options {
+        let pos = opts
+            .expires
+            .as_ref()
+            .map(|e| e.pos)
+            .or(opts.priority.as_ref().map(|p| p.pos))
+            .unwrap_or(o.metadata.name.pos);
+        refuse("options", pos);
+    }
+    check_grace_and_timeout(c, s);
+}
+
 /// `grace` and `timeout` are durations; a grace longer than the shortest period would make
 /// every run late before the next is due.
 fn check_grace_and_timeout(c: &mut Checker<'_>, s: &ScheduleSpec) {
@@ -555,6 +602,158 @@ fn check_grace_and_timeout(c: &mut Checker<'_>, s: &ScheduleSpec) {
                 ),
                 "a run is late after its grace and missed after twice that: keep grace at most the period",
             );
+        }
+    }
+}
+
+/// Alert channels and routes: names, exactly one kind per channel, secret references,
+/// URLs, and routes naming channels and schedules that exist.
+fn check_alerts(
+    file: &str,
+    a: &Alerts,
+    schedules: &BTreeMap<String, Entry<Schedule>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut c = Checker { file, diags };
+    let mut names: BTreeMap<&str, Pos> = BTreeMap::new();
+    for ch in &a.channels {
+        let n = &ch.value.name;
+        c.rule("channel name", &n.value, n.pos, rules::rfc1123_label);
+        if let Some(first) = names.insert(&n.value, n.pos) {
+            c.diags.push(
+                Diagnostic::error(
+                    file,
+                    n.pos,
+                    format!("duplicate alert channel {:?}", n.value),
+                )
+                .related(file.to_string(), first, "first defined here"),
+            );
+        }
+        let ch = &ch.value;
+        let kinds = usize::from(ch.slack.is_some())
+            + usize::from(ch.webhook.is_some())
+            + usize::from(ch.pagerduty.is_some())
+            + usize::from(ch.email.is_some());
+        if kinds != 1 {
+            c.error(
+                n.pos,
+                format!("an alert channel has exactly one of `slack`, `webhook`, `pagerduty` or `email`; this one has {kinds}"),
+                if kinds == 0 { "add one, e.g. `slack: {webhookUrl: env:SLACK_WEBHOOK_URL}`" } else { "split it into separate channels" },
+            );
+        }
+        if let Some(s) = &ch.slack {
+            c.rule(
+                "Slack webhook URL",
+                &s.webhook_url.value,
+                s.webhook_url.pos,
+                rules::secret_ref,
+            );
+        }
+        if let Some(w) = &ch.webhook {
+            if !w.url.value.starts_with("env:") && !w.url.value.starts_with("file:") {
+                c.rule("webhook URL", &w.url.value, w.url.pos, rules::http_url);
+            } else {
+                c.rule("webhook URL", &w.url.value, w.url.pos, rules::secret_ref);
+            }
+            c.located("webhook secret", &w.secret, rules::secret_ref);
+        }
+        if let Some(p) = &ch.pagerduty {
+            c.rule(
+                "PagerDuty routing key",
+                &p.routing_key.value,
+                p.routing_key.pos,
+                rules::secret_ref,
+            );
+            c.located("PagerDuty events URL", &p.events_url, rules::http_url);
+        }
+        if let Some(e) = &ch.email {
+            c.rule(
+                "SMTP server",
+                &e.server.value,
+                e.server.pos,
+                rules::host_port,
+            );
+            c.rule("sender", &e.from.value, e.from.pos, rules::email_address);
+            if e.to.value.is_empty() {
+                c.error(
+                    e.to.pos,
+                    "an e-mail channel needs at least one recipient",
+                    "add `to: [ops@example.org]`",
+                );
+            }
+            for t in &e.to.value {
+                c.rule("recipient", &t.value, t.pos, rules::email_address);
+            }
+            c.located("CA file", &e.ca_file, rules::absolute_path);
+            c.located("SMTP user name", &e.username, rules::secret_ref);
+            c.located("SMTP password", &e.password, rules::secret_ref);
+            if e.username.is_some() != e.password.is_some() {
+                let pos = e
+                    .username
+                    .as_ref()
+                    .or(e.password.as_ref())
+                    .map(|v| v.pos)
+                    .unwrap_or_default();
+                c.error(
+                    pos,
+                    "`username` and `password` go together",
+                    "set both, or neither",
+                );
+            }
+            if let Some(t) = &e.tls {
+                if !matches!(t.value.as_str(), "starttls" | "none") {
+                    c.error(
+                        t.pos,
+                        format!("invalid tls {:?}", t.value),
+                        "expected `starttls` (the default) or `none`",
+                    );
+                }
+            }
+        }
+    }
+    for r in &a.routes {
+        let r = &r.value;
+        if r.channels.value.is_empty() {
+            c.error(
+                r.channels.pos,
+                "a route needs at least one channel",
+                "add `channels: [NAME]`",
+            );
+        }
+        for ch in &r.channels.value {
+            if !names.contains_key(ch.value.as_str()) {
+                let hint = crate::manifest::did_you_mean(&ch.value, names.keys().copied())
+                    .map_or_else(
+                        || "define it under `alerts.channels`".to_string(),
+                        |m| format!("did you mean {m:?}?"),
+                    );
+                c.error(
+                    ch.pos,
+                    format!("unknown alert channel {:?}", ch.value),
+                    hint,
+                );
+            }
+        }
+        for s in &r.schedules {
+            if !schedules.contains_key(&s.value) {
+                let hint =
+                    crate::manifest::did_you_mean(&s.value, schedules.keys().map(String::as_str))
+                        .map_or_else(
+                            || "name a Schedule of this repository".to_string(),
+                            |m| format!("did you mean {m:?}?"),
+                        );
+                c.error(s.pos, format!("unknown schedule {:?}", s.value), hint);
+            }
+        }
+        c.labels(r.channels.pos, &r.match_labels, "route label");
+        for st in &r.states {
+            if !matches!(st.value.as_str(), "late" | "missed" | "failed" | "stuck") {
+                c.error(
+                    st.pos,
+                    format!("invalid state {:?}", st.value),
+                    "expected `late`, `missed`, `failed` or `stuck`",
+                );
+            }
         }
     }
 }
@@ -783,6 +982,10 @@ fn check_task_provided(
     diags: &mut Vec<Diagnostic>,
 ) {
     let task = &s.object.spec.task.value;
+    if task.is_empty() {
+        // No task is its own error (or a check-in, which has none).
+        return;
+    }
     let listed: Vec<&Entry<Role>> = target_roles.iter().filter_map(|r| roles.get(*r)).collect();
     if listed.is_empty() || listed.iter().any(|r| r.object.spec.tasks.is_empty()) {
         return;

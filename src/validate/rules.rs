@@ -204,6 +204,82 @@ pub fn argv(v: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// A secret reference: `env:NAME` (an environment variable of the process that sends)
+/// or `file:/absolute/path` (a file it reads). Secrets are never values in git.
+pub fn secret_ref(s: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected a secret reference, `env:NAME` or `file:/absolute/path` (secrets are never written in git)";
+    if let Some(name) = s.strip_prefix("env:") {
+        let mut chars = name.chars();
+        let ok = name.len() <= 128
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{EXPECTED}; a variable name is letters, digits and `_`, not starting with a digit"
+            ))
+        };
+    }
+    if let Some(path) = s.strip_prefix("file:") {
+        return absolute_path(path).map_err(|e| format!("{EXPECTED}; {e}"));
+    }
+    Err(EXPECTED.into())
+}
+
+/// An `http://` or `https://` URL without spaces or control characters, at most 2048
+/// characters.
+pub fn http_url(s: &str) -> Result<(), String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    let ok = s.len() <= 2048
+        && rest.is_some_and(|r| {
+            !r.is_empty()
+                && !r.starts_with('/')
+                && r.chars().all(|c| !c.is_whitespace() && !c.is_control())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("expected an `http://` or `https://` URL".into())
+    }
+}
+
+/// `host:port` of a server (a DNS name or an IP address, and a port 1–65535).
+pub fn host_port(s: &str) -> Result<(), String> {
+    let ok = s.rsplit_once(':').is_some_and(|(h, p)| {
+        p.parse::<u16>().is_ok_and(|p| p > 0)
+            && (dns_name(h).is_ok()
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                    .is_ok())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("expected `host:port`, such as `smtp.example:587`".into())
+    }
+}
+
+/// An e-mail address, loosely: `local@domain` without spaces, angle brackets or control
+/// characters.
+pub fn email_address(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 254
+        && s.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && dns_name(d).is_ok() && !l.contains('@'))
+        && s.chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '<' | '>' | ',' | ';'));
+    if ok {
+        Ok(())
+    } else {
+        Err("expected an e-mail address such as `ops@example.org`".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,9 @@
 
 mod common;
 mod test_agent;
+mod test_alerts;
 mod test_beat;
+mod test_checks;
 mod test_credentials;
 mod test_deploy;
 mod test_diff;

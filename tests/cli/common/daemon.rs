@@ -30,6 +30,18 @@ impl Daemon {
     }
 
     pub fn start_as(repo: &str, redis: &str, args: &[&str], identity: &str) -> Daemon {
+        Self::start_with_env(repo, redis, args, identity, &[])
+    }
+
+    /// [`Daemon::start_as`] with extra environment variables (the daemon's environment is
+    /// otherwise cleared).
+    pub fn start_with_env(
+        repo: &str,
+        redis: &str,
+        args: &[&str],
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let log = dir.path().join("daemon.log");
@@ -49,6 +61,7 @@ impl Daemon {
             .env("CELEROOT_REDIS_URL", redis)
             .env("CELEROOT_ACTOR", identity)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()

@@ -6,6 +6,7 @@ pub mod celery;
 pub mod daemon;
 pub mod env;
 pub mod http;
+pub mod receiver;
 pub mod redis;
 pub mod sshd;
 
