@@ -18,6 +18,11 @@ pub struct ValidateArgs {
     /// Output format. `github` adds workflow annotations (automatic when GITHUB_ACTIONS=true).
     #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
     pub format: ValidateFormat,
+    /// Also check that the alert channels' secret references (`env:NAME`, `file:/path`)
+    /// resolve on this machine: run it where `celeroot watch` runs (which refuses a
+    /// revision whose references do not resolve).
+    #[arg(long)]
+    pub secrets: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,6 +47,23 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ValidateArgs) -> Result<u8, CommandError> 
         crate::source::release_id(&repo, commit, &compiled.state.deploy.paths)?;
     }
     ui.diagnostics(&compiled.warnings);
+    if args.secrets {
+        let mut missing = crate::runs::alert::unresolved(&compiled.state);
+        if !missing.is_empty() {
+            let sources = super::diff::snapshot(cli, &args.rev, args.worktree)?
+                .files
+                .into_iter()
+                .map(|f| (f.path, f.text))
+                .collect();
+            crate::diagnostic::attach_source_lines(&mut missing, &sources);
+            ui.diagnostics(&missing);
+            return Err(CommandError::invalid(format!(
+                "{}: {} alert secret reference(s) do not resolve on this machine; nothing was changed",
+                compiled.revision.describe(),
+                missing.len()
+            )));
+        }
+    }
     let s = &compiled.state;
     let count = |k: crate::manifest::Kind| s.objects.keys().filter(|id| id.kind == k).count();
     outln!(

@@ -255,7 +255,18 @@ impl Worker {
                         "the Cluster is named {got:?}, this daemon manages {want:?} (--cluster)"
                     ),
                 }),
-                _ => Head::Valid(Box::new(rev)),
+                _ => {
+                    // It could not alert: refused like any invalid revision.
+                    let missing = crate::runs::alert::unresolved(&rev.compiled.state);
+                    match missing.first() {
+                        Some(d) => Head::Invalid(InvalidRevision {
+                            revision: head.to_string(),
+                            errors: missing.len(),
+                            first_error: d.headline(),
+                        }),
+                        None => Head::Valid(Box::new(rev)),
+                    }
+                }
             },
             Err(CompileError::Invalid { diagnostics, .. }) => {
                 let errors: Vec<_> = diagnostics.iter().filter(|d| d.is_error()).collect();

@@ -208,6 +208,64 @@ pub struct DesiredState {
     pub deploy: DeploySettings,
     /// How much run history the collector keeps (the Cluster's `runHistory`).
     pub run_history: RunRetention,
+    /// The secret references of the Cluster's alert channels, where each is written (the
+    /// machine that sends resolves them: `runs::alert::unresolved`).
+    pub secret_refs: Vec<SecretRef>,
+}
+
+/// One `env:NAME` or `file:/path` reference in the manifests, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub reference: String,
+    /// What it is for (`Slack webhook URL of channel "ops"`).
+    pub what: String,
+    pub file: String,
+    pub pos: crate::manifest::Pos,
+}
+
+fn secret_refs(file: &str, a: &Alerts) -> Vec<SecretRef> {
+    let mut out = Vec::new();
+    let mut add = |v: &Located<String>, what: String| {
+        if v.value.starts_with("env:") || v.value.starts_with("file:") {
+            out.push(SecretRef {
+                reference: v.value.clone(),
+                what,
+                file: file.to_string(),
+                pos: v.pos,
+            });
+        }
+    };
+    for c in &a.channels {
+        let c = &c.value;
+        let n = &c.name.value;
+        if let Some(s) = &c.slack {
+            add(
+                &s.webhook_url,
+                format!("the Slack webhook URL of channel {n:?}"),
+            );
+        }
+        if let Some(w) = &c.webhook {
+            add(&w.url, format!("the webhook URL of channel {n:?}"));
+            if let Some(k) = &w.secret {
+                add(k, format!("the webhook secret of channel {n:?}"));
+            }
+        }
+        if let Some(p) = &c.pagerduty {
+            add(
+                &p.routing_key,
+                format!("the PagerDuty routing key of channel {n:?}"),
+            );
+        }
+        if let Some(e) = &c.email {
+            if let Some(u) = &e.username {
+                add(u, format!("the SMTP user name of channel {n:?}"));
+            }
+            if let Some(p) = &e.password {
+                add(p, format!("the SMTP password of channel {n:?}"));
+            }
+        }
+    }
+    out
 }
 
 /// The Cluster's `runHistory`, with defaults applied.
@@ -501,6 +559,12 @@ pub fn compile(m: &Manifests) -> DesiredState {
     let mut out = DesiredState {
         cluster: c.metadata.name.value.clone(),
         deploy: deploy_settings(c),
+        secret_refs: c
+            .spec
+            .alerts
+            .as_ref()
+            .map(|a| secret_refs(&m.cluster.file, a))
+            .unwrap_or_default(),
         run_history: c
             .spec
             .run_history

@@ -161,6 +161,30 @@ pub fn resolve(reference: &str) -> Result<String, AlertError> {
     Ok(reference.to_string())
 }
 
+/// The alert secret references of `d` that do not resolve on this machine, as located
+/// errors (`celeroot validate --secrets`; `celeroot watch` refuses such a revision, since
+/// it could not alert).
+pub fn unresolved(d: &crate::desired::DesiredState) -> Vec<crate::diagnostic::Diagnostic> {
+    d.secret_refs
+        .iter()
+        .filter_map(|r| {
+            let reason = match resolve(&r.reference) {
+                Ok(_) => return None,
+                Err(AlertError::Secret { reason, .. }) => reason,
+                Err(e) => e.to_string(),
+            };
+            Some(
+                crate::diagnostic::Diagnostic::error(
+                    &r.file,
+                    r.pos,
+                    format!("{} ({}): {reason}", r.what, r.reference),
+                )
+                .help("secrets are read where alerts are sent: set it in `celeroot watch`'s environment, or point to a readable file"),
+            )
+        })
+        .collect()
+}
+
 /// The references a channel uses (to check they resolve before sending anything).
 pub fn references(c: &Channel) -> Vec<&str> {
     let mut out = Vec::new();

@@ -412,3 +412,74 @@ fn email_alerts_go_over_starttls_and_a_server_without_tls_is_refused() {
         "only the tls: none channel reached the plain server"
     );
 }
+
+/// A secret reference that does not resolve where alerts are sent is a located error:
+/// `validate --secrets` reports it, and `celeroot watch` refuses the revision (it could
+/// not alert) while plain `validate` (a pull-request runner without the secrets) passes.
+#[test]
+fn a_secret_reference_to_a_missing_variable_is_a_located_error_where_alerts_are_sent() {
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let redis = RedisServer::start();
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    let mut daemon = Daemon::start(
+        &bare.url(),
+        &redis.url(),
+        &["--branch", "main", "--skip-deploy", "--interval", "1s"],
+    );
+    daemon.wait_for("the example applied", WAIT, |d| d.applied().is_some());
+    let applied = daemon.applied();
+
+    let cluster = repo.read("manifests/cluster.yaml");
+    repo.write(
+        "manifests/cluster.yaml",
+        &format!("{cluster}  alerts:\n    channels:\n      - name: ops\n        slack:\n          webhookUrl: env:CELEROOT_TEST_UNSET_SLACK_URL\n    routes:\n      - channels: [ops]\n"),
+    );
+    repo.commit("alerts");
+    let mut cmd = repo.cmd();
+    cmd.args(["validate"])
+        .env_remove("CELEROOT_TEST_UNSET_SLACK_URL");
+    let (out, code) = crate::common::run(cmd);
+    assert_eq!(code, 0, "{out}");
+    let mut cmd = repo.cmd();
+    cmd.args(["validate", "--secrets"])
+        .env_remove("CELEROOT_TEST_UNSET_SLACK_URL");
+    let (out, _) = crate::common::run(cmd);
+    insta::assert_snapshot!(out, @r#"
+    ------- stderr -------
+    error: the Slack webhook URL of channel "ops" (env:CELEROOT_TEST_UNSET_SLACK_URL): the environment variable CELEROOT_TEST_UNSET_SLACK_URL is not set on this machine
+      --> manifests/cluster.yaml:27:23
+        |
+     27 |           webhookUrl: env:CELEROOT_TEST_UNSET_SLACK_URL
+        |                       ^
+      = help: secrets are read where alerts are sent: set it in `celeroot watch`'s environment, or point to a readable file
+    error: HEAD (43d3fb75): 1 alert secret reference(s) do not resolve on this machine; nothing was changed
+    [exit status: 1]
+    "#);
+    let mut cmd = repo.cmd();
+    cmd.args(["validate", "--secrets"])
+        .env("CELEROOT_TEST_UNSET_SLACK_URL", "http://127.0.0.1:9/hook");
+    let (out, code) = crate::common::run(cmd);
+    assert_eq!(code, 0, "{out}");
+
+    bare.push_from(&repo, "main");
+    daemon.wait_for("the revision refused", WAIT, |d| {
+        d.status()["invalidRevision"]["firstError"]
+            .as_str()
+            .is_some_and(|e| e.contains("CELEROOT_TEST_UNSET_SLACK_URL"))
+    });
+    let st = daemon.status();
+    assert_eq!(
+        daemon.applied(),
+        applied,
+        "the refused revision is not applied: {st}"
+    );
+    let first = st["invalidRevision"]["firstError"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("manifests/cluster.yaml:"),
+        "located: {first}"
+    );
+}
