@@ -23,21 +23,15 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool, log: impl Fn() -> Stri
     panic!("timed out waiting for {what}\n{}", log());
 }
 
-#[test]
-fn a_missed_schedule_is_told_once_per_change_on_every_channel_and_resolved() {
-    let redis = RedisServer::start();
-    let rx = Receiver::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    let secret = dir.path().join("hook-secret");
-    std::fs::write(&secret, "hook-key\n").expect("secret");
+/// Cluster `fleet` with `alerts` (the YAML under `spec:`), host h2 of role `worker`
+/// running no worker, and `backup` every 2 s (grace 2 s) on h2, labelled team=db; pushed
+/// to a bare repository for `celeroot watch`.
+fn alerting_fleet(alerts: &str) -> (TestRepo, BareRepo) {
     let mut repo = TestRepo::empty();
     repo.write(
         "manifests/cluster.yaml",
         &format!(
-            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: fleet\nspec:\n  alerts:\n    channels:\n      - name: ops\n        slack:\n          webhookUrl: env:TEST_SLACK_URL\n      - name: hook\n        webhook:\n          url: {}\n          secret: file:{}\n      - name: pager\n        pagerduty:\n          routingKey: env:TEST_PD_KEY\n          eventsUrl: {}\n    routes:\n      - channels: [ops, hook]\n      - matchLabels: {{team: db}}\n        states: [missed]\n        channels: [pager]\n",
-            rx.url("/hook"),
-            secret.display(),
-            rx.url("/pagerduty/v2/enqueue"),
+            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: fleet\nspec:\n{alerts}"
         ),
     );
     repo.write(
@@ -55,6 +49,22 @@ fn a_missed_schedule_is_told_once_per_change_on_every_channel_and_resolved() {
     repo.commit("fleet");
     let bare = BareRepo::new();
     bare.push_from(&repo, "main");
+    (repo, bare)
+}
+
+#[test]
+fn a_missed_schedule_is_told_once_per_change_on_every_channel_and_resolved() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = dir.path().join("hook-secret");
+    std::fs::write(&secret, "hook-key\n").expect("secret");
+    let (_repo, bare) = alerting_fleet(&format!(
+        "  alerts:\n    channels:\n      - name: ops\n        slack:\n          webhookUrl: env:TEST_SLACK_URL\n      - name: hook\n        webhook:\n          url: {}\n          secret: file:{}\n      - name: pager\n        pagerduty:\n          routingKey: env:TEST_PD_KEY\n          eventsUrl: {}\n    routes:\n      - channels: [ops, hook]\n      - matchLabels: {{team: db}}\n        states: [missed]\n        channels: [pager]\n",
+        rx.url("/hook"),
+        secret.display(),
+        rx.url("/pagerduty/v2/enqueue"),
+    ));
     let slack_url = rx.url("/slack/services/T000/B000/XXXX");
     let mut daemon = Daemon::start_with_env(
         &bare.url(),
@@ -324,32 +334,13 @@ fn email_alerts_go_over_starttls_and_a_server_without_tls_is_refused() {
     let (ca, cert, key) = certificates(dir.path());
     let tls = SmtpServer::start(dir.path(), "tls", Some((&cert, &key)));
     let plain = SmtpServer::start(dir.path(), "plain", None);
-    let mut repo = TestRepo::empty();
-    repo.write(
-        "manifests/cluster.yaml",
-        &format!(
-            "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: fleet\nspec:\n  alerts:\n    channels:\n      - name: mail\n        email:\n          server: 127.0.0.1:{}\n          from: celeroot@example.org\n          to: [ops@example.org, db@example.org]\n          caFile: {}\n      - name: refused\n        email:\n          server: 127.0.0.1:{}\n          from: celeroot@example.org\n          to: [ops@example.org]\n      - name: plain\n        email:\n          server: 127.0.0.1:{}\n          from: celeroot@example.org\n          to: [ops@example.org]\n          tls: none\n    routes:\n      - states: [missed]\n        channels: [mail, refused, plain]\n",
-            tls.port,
-            ca.display(),
-            plain.port,
-            plain.port
-        ),
-    );
-    repo.write(
-        "manifests/role.yaml",
-        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec: {}\n",
-    );
-    repo.write(
-        "manifests/h2.yaml",
-        "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: h2\nspec:\n  address: 192.0.2.2\n  roles: [worker]\n",
-    );
-    repo.write(
-        "manifests/backup.yaml",
-        "apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: backup\nspec:\n  every: 2s\n  grace: 2s\n  task: tests.record\n  args: [backup]\n  targets:\n    - host: h2\n",
-    );
-    repo.commit("fleet");
-    let bare = BareRepo::new();
-    bare.push_from(&repo, "main");
+    let (_repo, bare) = alerting_fleet(&format!(
+        "  alerts:\n    channels:\n      - name: mail\n        email:\n          server: 127.0.0.1:{}\n          from: celeroot@example.org\n          to: [ops@example.org, db@example.org]\n          caFile: {}\n      - name: refused\n        email:\n          server: 127.0.0.1:{}\n          from: celeroot@example.org\n          to: [ops@example.org]\n      - name: plain\n        email:\n          server: 127.0.0.1:{}\n          from: celeroot@example.org\n          to: [ops@example.org]\n          tls: none\n    routes:\n      - states: [missed]\n        channels: [mail, refused, plain]\n",
+        tls.port,
+        ca.display(),
+        plain.port,
+        plain.port
+    ));
     let mut daemon = Daemon::start(
         &bare.url(),
         &redis.url(),
