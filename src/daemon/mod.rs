@@ -282,9 +282,13 @@ impl Shared {
     pub fn allow_ping(&self, hash: &str) -> bool {
         let now = std::time::Instant::now();
         let mut pings = lock(&self.pings);
-        // Bounded: forget tokens not seen for a minute.
-        if pings.len() > 10_000 {
+        // Bounded: forget tokens not seen for a minute; while 10,000 distinct tokens
+        // pinged within one (a spray of made-up tokens), refuse new ones.
+        if pings.len() >= 10_000 {
             pings.retain(|_, (t, _)| now.duration_since(*t) < std::time::Duration::from_secs(60));
+            if pings.len() >= 10_000 && !pings.contains_key(hash) {
+                return false;
+            }
         }
         let e = pings.entry(hash.to_string()).or_insert((now, 0));
         if now.duration_since(e.0) >= std::time::Duration::from_secs(60) {
