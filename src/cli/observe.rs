@@ -241,7 +241,7 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
     let mut store = live::connect(cli, &target.state.cluster)?;
     let url = live::redis_url(cli)?;
     let st = drift::status(&mut store, url.redacted(), &target, now)?;
-    let now_s = now.timestamp_millis() as f64 / 1000.0;
+    let now_s = crate::state::runs::epoch_secs(now);
     let runs = crate::runs::health_now(
         &mut store,
         &mut crate::runs::expect::Evaluator::default(),

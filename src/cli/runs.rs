@@ -97,6 +97,12 @@ fn run_collect(ui: &Ui, cli: &Cli, c: &CollectArgs) -> Result<u8, CommandError> 
     super::agent::log_to_stderr();
     let stats = Arc::new(collect::Stats::default());
     super::agent::until_signal(|stop| collect::run(&cfg, stop, &stats))?;
+    tracing::info!(
+        events = stats.events.get(),
+        recorded = stats.recorded.get(),
+        malformed = stats.malformed.get(),
+        "run collector stopped"
+    );
     Ok(EXIT_OK)
 }
 
@@ -112,7 +118,7 @@ fn list(ui: &Ui, cli: &Cli, a: &ListArgs) -> Result<u8, CommandError> {
     let cluster = cluster_name(ui, cli, &a.cluster)?;
     let mut store = super::live::connect(cli, &cluster)?;
     let now = super::now()?;
-    let now_s = now.timestamp_millis() as f64 / 1000.0;
+    let now_s = crate::state::runs::epoch_secs(now);
     let mut entries: Vec<String> = store
         .redbeat_entry_names()?
         .into_iter()
@@ -302,7 +308,7 @@ pub fn health(ui: &Ui, cli: &Cli, a: &HealthArgs) -> Result<u8, CommandError> {
     let cluster = cluster_name(ui, cli, &a.cluster)?;
     let mut store = super::live::connect(cli, &cluster)?;
     let now = super::now()?;
-    let now_s = now.timestamp_millis() as f64 / 1000.0;
+    let now_s = crate::state::runs::epoch_secs(now);
     let mut evaluator = crate::runs::expect::Evaluator::default();
     let mut all = crate::runs::health_now(&mut store, &mut evaluator, now_s)?;
     all.sort_by(|x, y| {
@@ -442,7 +448,7 @@ pub fn checks(ui: &Ui, cli: &Cli, a: &ChecksArgs) -> Result<u8, CommandError> {
     }
     let token = crate::runs::checkin::new_token()
         .map_err(|e| CommandError::failed(format!("cannot make a random token: {e}")))?;
-    let now = super::now()?.timestamp_millis() as f64 / 1000.0;
+    let now = crate::state::runs::epoch_secs(super::now()?);
     let replaced =
         store.issue_check_token(&t.name, &crate::runs::checkin::token_hash(&token), now)?;
     let base = format!("{}/ping/{token}", t.url.trim_end_matches('/'));

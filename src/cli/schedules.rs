@@ -244,7 +244,7 @@ fn list(cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     }
     docs.sort_by(|a, b| a.name.cmp(&b.name));
     let latest = latest_runs(cli, &ws);
-    let now = super::now()?.timestamp_millis() as f64 / 1000.0;
+    let now = crate::state::runs::epoch_secs(super::now()?);
     let rows: Vec<[String; 6]> = docs
         .iter()
         .map(|d| {
@@ -383,7 +383,7 @@ fn show(ui: &Ui, cli: &Cli, a: &ShowArgs) -> Result<u8, CommandError> {
     );
     outln!("  resolved to {} queue(s):", cs.entries.len());
     let latest = latest_runs(cli, &ws);
-    let now_s = now.timestamp_millis() as f64 / 1000.0;
+    let now_s = crate::state::runs::epoch_secs(now);
     for en in &cs.entries {
         match &latest {
             Some(l) => outln!(

@@ -276,7 +276,7 @@ async fn check_in(
         let Some(check) = store.check_of_token(&hash).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let now = crate::state::runs::epoch_secs(chrono::Utc::now());
         checkin::record(&mut store, &check, signal, &body, &agent, now)
             .map_err(|e| e.to_string())?;
         Ok(Some(check))

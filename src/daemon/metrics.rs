@@ -71,6 +71,8 @@ pub struct Metrics {
     schedule_state: Family<ScheduleStateLabels, Gauge>,
     schedule_last_success: Family<ScheduleLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     alerts: Family<AlertLabels, Counter>,
+    /// The run collector's counters (its thread writes them).
+    pub runs: std::sync::Arc<crate::runs::collect::Stats>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,7 +189,29 @@ impl Metrics {
             "Alert notifications by channel and result (sent, failed; a failed one is retried at the next evaluation)",
             alerts.clone(),
         );
+        let runs = std::sync::Arc::new(crate::runs::collect::Stats::default());
+        registry.register(
+            "run_events",
+            "Celery task events the run collector decoded",
+            runs.events.clone(),
+        );
+        registry.register(
+            "run_updates",
+            "Updates of schedule runs the run collector recorded",
+            runs.recorded.clone(),
+        );
+        registry.register(
+            "run_envelopes_malformed",
+            "Messages on the event channels that did not decode",
+            runs.malformed.clone(),
+        );
+        registry.register(
+            "runs_open",
+            "Runs the collector remembers as not finished",
+            runs.open.clone(),
+        );
         Metrics {
+            runs,
             alerts,
             schedule_targets,
             schedule_state,

@@ -465,7 +465,7 @@ fn evaluate_runs(shared: &Shared, cfg: &Config, cluster: &str, stop: &AtomicBool
         }
         if let Some(s) = store.as_mut() {
             let now = chrono::Utc::now();
-            let now_s = now.timestamp_millis() as f64 / 1000.0;
+            let now_s = crate::state::runs::epoch_secs(now);
             match crate::runs::health_now(s, &mut evaluator, now_s) {
                 Ok(mut health) => {
                     shared.metrics.schedules(&health);
@@ -555,7 +555,7 @@ fn collect_runs(shared: &Shared, cfg: &Config, stop: &AtomicBool) {
     };
     std::thread::scope(|scope| {
         scope.spawn(|| evaluate_runs(shared, cfg, &rc.cluster, stop));
-        let stats = Arc::new(crate::runs::collect::Stats::default());
+        let stats = shared.metrics.runs.clone();
         while !stop.load(Ordering::SeqCst) {
             if let Err(e) = crate::runs::collect::run(&rc, stop, &stats) {
                 tracing::warn!(error = %e, "run collector failed; retrying in 5 s");

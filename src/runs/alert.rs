@@ -185,27 +185,6 @@ pub fn unresolved(d: &crate::desired::DesiredState) -> Vec<crate::diagnostic::Di
         .collect()
 }
 
-/// The references a channel uses (to check they resolve before sending anything).
-pub fn references(c: &Channel) -> Vec<&str> {
-    let mut out = Vec::new();
-    if let Some(s) = &c.slack {
-        out.push(s.webhook_url.as_str());
-    }
-    if let Some(w) = &c.webhook {
-        out.push(w.url.as_str());
-        out.extend(w.secret.as_deref());
-    }
-    if let Some(p) = &c.pagerduty {
-        out.push(p.routing_key.as_str());
-    }
-    if let Some(e) = &c.email {
-        out.extend(e.username.as_deref());
-        out.extend(e.password.as_deref());
-    }
-    out.retain(|r| r.starts_with("env:") || r.starts_with("file:"));
-    out
-}
-
 /// One notification to send: a target changed into `state` (or recovered from
 /// `previous`).
 #[derive(Debug, Clone, PartialEq)]

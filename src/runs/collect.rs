@@ -10,7 +10,10 @@
 //! Must not know: the CLI, the daemon's leadership, output formats.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,17 +44,18 @@ pub enum CollectError {
     Subscribe { url: String, reason: String },
 }
 
-/// Counters a collector keeps (for the daemon's metrics and `runs collect`'s log).
+/// Counters a collector keeps: the daemon exports them on `/metrics`
+/// (`celeroot_run_events_total`, ...), `runs collect` logs them when it stops.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Task events decoded.
-    pub events: AtomicU64,
+    pub events: Counter,
     /// Updates written (events of schedule runs).
-    pub recorded: AtomicU64,
+    pub recorded: Counter,
     /// Envelopes that did not decode.
-    pub malformed: AtomicU64,
+    pub malformed: Counter,
     /// Open runs remembered now.
-    pub open: AtomicU64,
+    pub open: Gauge,
 }
 
 /// The task ids of open runs, by entry; bounded, oldest forgotten first.
@@ -143,9 +147,7 @@ pub struct Config {
 }
 
 fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::state::runs::epoch_secs(chrono::Utc::now())
 }
 
 /// Collects until `stop` is raised. Reconnects after a broken subscription (the gap is
@@ -229,13 +231,11 @@ fn session(
                 let payload: &[u8] = msg.get_payload_bytes();
                 match event::parse(payload) {
                     Ok(events) => {
-                        stats
-                            .events
-                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        stats.events.inc_by(events.len() as u64);
                         correlator.updates(&events, &mut pending);
                     }
                     Err(e) => {
-                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        stats.malformed.inc();
                         tracing::debug!(error = %e, channel = msg.get_channel_name(), "run collector: skipped a message");
                     }
                 }
@@ -248,7 +248,7 @@ fn session(
             last_flush = Instant::now();
             stats
                 .open
-                .store(correlator.open.len() as u64, Ordering::Relaxed);
+                .set(i64::try_from(correlator.open.len()).unwrap_or(i64::MAX));
         }
         if last_refresh.elapsed() >= REFRESH_EVERY {
             refresh(cfg, store, since, &mut retention)?;
@@ -296,9 +296,7 @@ fn flush(
     for chunk in pending.chunks(BATCH) {
         store.record_runs(chunk, retention, now_secs())?;
     }
-    stats
-        .recorded
-        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    stats.recorded.inc_by(pending.len() as u64);
     pending.clear();
     Ok(())
 }

@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::desired::{CompiledSchedule, DesiredState, Trigger};
 use crate::manifest::values::{parse_cron, parse_duration, parse_timezone, Crontab};
 use crate::state::runs::{EntryName, Latest};
 use crate::state::LiveObject;
@@ -132,70 +131,6 @@ pub struct Expectation {
 
 fn labels_of(normalized: &serde_json::Value) -> BTreeMap<String, String> {
     serde_json::from_value(normalized["metadata"]["labels"].clone()).unwrap_or_default()
-}
-
-fn of_schedule(
-    name: &str,
-    s: &CompiledSchedule,
-    labels: &BTreeMap<String, String>,
-) -> Vec<Expectation> {
-    let when = match &s.trigger {
-        Trigger::Cron(c) => When::Cron(
-            c.clone(),
-            parse_timezone(&s.timezone).unwrap_or(chrono_tz::UTC),
-        ),
-        Trigger::Every(secs) => When::Every(*secs),
-    };
-    if s.external {
-        let entry = crate::state::runs::check_entry(name);
-        return vec![Expectation {
-            schedule: name.to_string(),
-            target: format!("check/{name}"),
-            entry,
-            when,
-            enabled: s.enabled,
-            grace_secs: s.grace_secs,
-            timeout_secs: s.timeout_secs,
-            labels: labels.clone(),
-            external: true,
-        }];
-    }
-    s.entries
-        .iter()
-        .map(|e| {
-            let entry = crate::state::redbeat_entry_name(name, e);
-            Expectation {
-                schedule: name.to_string(),
-                target: EntryName::parse(&entry).map_or_else(String::new, |n| n.target()),
-                entry,
-                when: when.clone(),
-                enabled: s.enabled,
-                grace_secs: s.grace_secs,
-                timeout_secs: s.timeout_secs,
-                labels: labels.clone(),
-                external: false,
-            }
-        })
-        .collect()
-}
-
-/// The expectations of every target of a compiled state (what the daemon applied).
-pub fn from_desired(d: &DesiredState) -> Vec<Expectation> {
-    d.schedules
-        .iter()
-        .flat_map(|(n, s)| {
-            let id = crate::manifest::ObjectId {
-                kind: crate::manifest::Kind::Schedule,
-                name: n.clone(),
-            };
-            let labels = d
-                .objects
-                .get(&id)
-                .map(|o| labels_of(&o.normalized))
-                .unwrap_or_default();
-            of_schedule(n, s, &labels)
-        })
-        .collect()
 }
 
 /// The expectations of the applied schedules, read back from the live objects (what

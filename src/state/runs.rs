@@ -20,6 +20,11 @@ use super::store::Store;
 use super::StateError;
 use crate::desired::RunRetention;
 
+/// Seconds since the epoch, as run records count time.
+pub fn epoch_secs(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
 /// What celeroot puts in the `root_id` of every task a schedule's RedBeat entry sends:
 /// `celeroot:<entry>`. Celery copies `root_id` into the message headers and into the
 /// `task-sent` and `task-received` events (custom headers reach neither), and a task's
@@ -101,11 +106,6 @@ pub struct Run {
 }
 
 impl Run {
-    /// Whether the run is over (succeeded, failed, revoked or rejected).
-    pub fn is_finished(&self) -> bool {
-        is_terminal(&self.state)
-    }
-
     /// Seconds from the fire to the end (or to `now` while it runs).
     pub fn duration(&self, now: f64) -> Option<f64> {
         let start = self.started.or(self.received)?;

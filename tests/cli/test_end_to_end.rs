@@ -359,6 +359,16 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
                 .contains("celeroot_schedule_last_success_timestamp_seconds{schedule=\"tick\"}"),
         "{metrics}"
     );
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        counter("celeroot_run_events_total ") > 0 && counter("celeroot_run_updates_total ") > 0,
+        "the collector's counters: {metrics}"
+    );
     assert_eq!(count(&redis, "v2", "host-2"), 0);
 
     // The second cluster's worker, on the same queue name in database 1, got nothing.
