@@ -89,6 +89,9 @@ pub struct Crontab {
     pub month_of_year: String,
     pub day_of_week: String,
     cron: Cron,
+    /// [`Crontab::min_period_secs`], computed once when parsed (it walks 200 fires, and
+    /// validation and compilation ask for it for every schedule).
+    min_period: Option<u64>,
 }
 
 impl Crontab {
@@ -108,16 +111,7 @@ impl Crontab {
     /// The shortest gap between consecutive fire times (in UTC, over the 200 fires after
     /// 2026-01-01): what a `grace` may not exceed. `None` when it never fires.
     pub fn min_period_secs(&self) -> Option<u64> {
-        let start = DateTime::<Utc>::from_timestamp(1_767_225_600, 0)?;
-        let times: Vec<i64> = self
-            .fire_times_after(chrono_tz::UTC, start)
-            .take(200)
-            .map(|t| t.timestamp())
-            .collect();
-        times
-            .windows(2)
-            .filter_map(|w| u64::try_from(w[1] - w[0]).ok())
-            .min()
+        self.min_period
     }
 
     /// Every fire time strictly after `now`, in `tz`, in order.
@@ -366,6 +360,7 @@ fn parse_cron_uncached(expr: &str) -> Result<Crontab, String> {
             "cron expression `{expr}` never fires (no such date)"
         ));
     }
+    let min_period = min_period_of(&cron);
     let mut it = norm.into_iter();
     let mut next = || it.next().unwrap_or_default();
     Ok(Crontab {
@@ -375,7 +370,23 @@ fn parse_cron_uncached(expr: &str) -> Result<Crontab, String> {
         month_of_year: next(),
         day_of_week: next(),
         cron,
+        min_period,
     })
+}
+
+/// The shortest gap between consecutive fire times over the 200 fires after 2026-01-01
+/// (UTC).
+fn min_period_of(cron: &Cron) -> Option<u64> {
+    let start = DateTime::<Utc>::from_timestamp(1_767_225_600, 0)?;
+    let times: Vec<i64> = cron
+        .iter_after(start.with_timezone(&chrono_tz::UTC))
+        .take(200)
+        .map(|t| t.timestamp())
+        .collect();
+    times
+        .windows(2)
+        .filter_map(|w| u64::try_from(w[1] - w[0]).ok())
+        .min()
 }
 
 /// Parses an IANA time zone name.
