@@ -78,17 +78,22 @@ fn spread(label: &str, unit: &str, samples: &[f64]) -> String {
 
 /// Runs a celeroot command in a fresh process; returns (seconds, max RSS in MB, stdout).
 fn run(repo: &Path, args: &[&str], redis: Option<&str>) -> (f64, f64, String) {
-    let out = tempfile::NamedTempFile::new().expect("temp file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_celeroot"));
     cmd.arg("--repo").arg(repo).args(args);
     cmd.env("CELEROOT_SKIP_DEPLOY", "1").env("NO_COLOR", "1");
     if let Some(url) = redis {
         cmd.env("CELEROOT_REDIS_URL", url);
     }
+    measure(&mut cmd)
+}
+
+/// Runs `cmd` (stdout captured, stderr dropped); returns (seconds, max RSS in MB, stdout).
+fn measure(cmd: &mut Command) -> (f64, f64, String) {
+    let out = tempfile::NamedTempFile::new().expect("temp file");
     cmd.stdout(out.reopen().expect("reopen"))
         .stderr(Stdio::null());
     let started = Instant::now();
-    let child = cmd.spawn().expect("celeroot");
+    let child = cmd.spawn().expect("spawn");
     let pid = child.id() as libc::pid_t;
     // SAFETY: wait4 fills `status` and `ru` for our own child.
     let mut status = 0;
@@ -245,6 +250,22 @@ fn main() {
         let mut inner = Vec::new();
         let mut bench_rates = Vec::new();
         let mut writes = 0;
+        // The Python peer (benches/peers/register_fleet.py, its own pinned virtualenv).
+        let peer_python = if want('e') {
+            let out = Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/benches/peers/setup.sh"
+                ))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("benches/peers/setup.sh");
+            assert!(out.status.success(), "benches/peers/setup.sh failed");
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            None
+        };
+        let (mut peer_t, mut peer_rss, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs.min(3) {
             redis_cmd(redis_port, &["FLUSHALL"]);
             let (s, m, out) = run(
@@ -258,6 +279,27 @@ fn main() {
             t.push(objects as f64 / s);
             inner.push(objects as f64 / (v["durationMs"].as_f64().unwrap_or(1.0) / 1000.0));
             rss.push(("e (first reconcile)", m));
+            if let Some(py) = &peer_python {
+                redis_cmd(redis_port, &["FLUSHALL"]);
+                let (ps, pm, pout) = measure(
+                    Command::new(py)
+                        .arg(concat!(
+                            env!("CARGO_MANIFEST_DIR"),
+                            "/benches/peers/register_fleet.py"
+                        ))
+                        .arg(&dir)
+                        .arg(&url)
+                        .arg("fleet"),
+                );
+                assert!(
+                    pout.starts_with("objects="),
+                    "the Python peer failed: {pout}"
+                );
+                peer_t.push(ps);
+                peer_rss.push(pm);
+                ratios.push(ps / s);
+                redis_cmd(redis_port, &["FLUSHALL"]);
+            }
             // The same number of hash writes, pipelined 64 deep, on the same server.
             let out = Command::new("redis-benchmark")
                 .args([
@@ -312,6 +354,25 @@ fn main() {
             "   ratio (whole command / redis-benchmark): {:.0} %",
             100.0 * rm / bm.max(1.0)
         );
+        if !peer_t.is_empty() {
+            println!(
+                "   {}; {}",
+                spread(
+                    "the Python peer (benches/peers/register_fleet.py: PyYAML, pydantic, redis-py, RedBeatSchedulerEntry.save()), same fleet, same server",
+                    "s",
+                    &peer_t
+                ),
+                spread("its max RSS", "MB", &peer_rss)
+            );
+            println!(
+                "   {}",
+                spread(
+                    "ratio (Python peer time / celeroot whole command, run by run)",
+                    "x",
+                    &ratios
+                )
+            );
+        }
         println!("   reproduce: {}", repro("e"));
     }
     if want('f') {

@@ -148,7 +148,7 @@ fn apply(
 ) -> BTreeMap<ObjectId, serde_json::Value> {
     let mut out: BTreeMap<ObjectId, serde_json::Value> = objects
         .iter()
-        .map(|(k, v)| (k.clone(), v.normalized.clone()))
+        .map(|(k, v)| (k.clone(), v.normalized.tree()))
         .collect();
     for c in &plan.changes {
         match (c.action, &c.after) {
@@ -172,7 +172,7 @@ proptest! {
         let (sa, sb) = (compile(&a), compile(&b));
         let plan = diff(&sa, &sb, now());
         let applied = apply(&sa.objects, &plan);
-        let expected: BTreeMap<ObjectId, serde_json::Value> = sb.objects.iter().map(|(k, v)| (k.clone(), v.normalized.clone())).collect();
+        let expected: BTreeMap<ObjectId, serde_json::Value> = sb.objects.iter().map(|(k, v)| (k.clone(), v.normalized.tree())).collect();
         prop_assert_eq!(applied, expected);
         // Every derived change (spec unchanged) really changes a schedule's targets or a host's queues.
         for c in plan.changes.iter().filter(|c| !c.spec_changed) {

@@ -51,7 +51,7 @@ impl Baseline {
             .filter(|(id, _)| !next.objects.contains_key(*id))
             .all(|(_, o)| {
                 opts.prune
-                    && o.normalized["metadata"]["annotations"][super::PRUNE_ANNOTATION].as_str()
+                    && o.normalized.annotation(super::PRUNE_ANNOTATION).as_deref()
                         != Some("disabled")
             })
     }

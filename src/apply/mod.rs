@@ -52,12 +52,23 @@ pub struct Options {
 pub enum Fault {
     /// Fail after planning, just before the apply script: nothing is written.
     BeforeApply,
+    /// Pause for [`PAUSE_IN_TRANSACTION`] inside a pipelined transaction, after its first
+    /// request is queued and before `EXEC`, so that a test can kill either side or
+    /// write a watched key there.
+    PauseInTransaction,
 }
 
+/// How long [`Fault::PauseInTransaction`] pauses.
+pub const PAUSE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Fault {
-    /// `before-apply`, the spelling of `CELEROOT_FAULT`.
+    /// `before-apply` or `pause-in-transaction`, the spellings of `CELEROOT_FAULT`.
     pub fn parse(s: &str) -> Option<Fault> {
-        (s == "before-apply").then_some(Fault::BeforeApply)
+        match s {
+            "before-apply" => Some(Fault::BeforeApply),
+            "pause-in-transaction" => Some(Fault::PauseInTransaction),
+            _ => None,
+        }
     }
 }
 
@@ -245,8 +256,7 @@ fn keep_unpruned(
         .filter(|id| {
             !opts.prune
                 || live_objects.get(*id).is_some_and(|o| {
-                    o.object.normalized["metadata"]["annotations"][PRUNE_ANNOTATION].as_str()
-                        == Some("disabled")
+                    o.object.normalized.annotation(PRUNE_ANNOTATION).as_deref() == Some("disabled")
                 })
         })
         .cloned()

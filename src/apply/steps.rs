@@ -411,6 +411,9 @@ pub(super) fn commit(
         "actor": opts.actor,
         "summary": {"add": counts.add, "change": counts.change, "remove": counts.remove},
     });
+    if opts.fault == Some(Fault::PauseInTransaction) {
+        store.pause_in_transaction(super::PAUSE_IN_TRANSACTION);
+    }
     outcome.generation = store.apply(
         observed.generation,
         &lease.id,

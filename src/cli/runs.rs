@@ -431,11 +431,11 @@ pub fn checks(ui: &Ui, cli: &Cli, a: &ChecksArgs) -> Result<u8, CommandError> {
     };
     let external = schedules
         .get(&id)
-        .is_some_and(|o| o.object.normalized["spec"]["external"].as_bool() == Some(true));
+        .is_some_and(|o| o.object.normalized.tree()["spec"]["external"].as_bool() == Some(true));
     if !external {
         let known: Vec<&str> = schedules
             .iter()
-            .filter(|(_, o)| o.object.normalized["spec"]["external"].as_bool() == Some(true))
+            .filter(|(_, o)| o.object.normalized.tree()["spec"]["external"].as_bool() == Some(true))
             .map(|(id, _)| id.name.as_str())
             .collect();
         let hint = crate::manifest::did_you_mean(&t.name, known.iter().copied())

@@ -88,7 +88,9 @@ pub struct Crontab {
     pub day_of_month: String,
     pub month_of_year: String,
     pub day_of_week: String,
-    cron: Cron,
+    /// Shared: croner keeps a bit set of every year (about 10 KB per pattern), and a
+    /// fleet repeats a few expressions across thousands of schedules.
+    cron: std::sync::Arc<Cron>,
     /// [`Crontab::min_period_secs`], computed once when parsed (it walks 200 fires, and
     /// validation and compilation ask for it for every schedule).
     min_period: Option<u64>,
@@ -369,7 +371,7 @@ fn parse_cron_uncached(expr: &str) -> Result<Crontab, String> {
         day_of_month: next(),
         month_of_year: next(),
         day_of_week: next(),
-        cron,
+        cron: std::sync::Arc::new(cron),
         min_period,
     })
 }

@@ -309,8 +309,8 @@ pub fn diff_among<'a>(
             spec_changed,
             before_hash: b.map(|o| o.hash.clone()),
             after_hash: a.map(|o| o.hash.clone()),
-            before: b.map(|o| o.normalized.clone()),
-            after: a.map(|o| o.normalized.clone()),
+            before: b.map(|o| o.normalized.tree()),
+            after: a.map(|o| o.normalized.tree()),
             effects: effects(id, action, before, after_side, after, now),
         });
     }

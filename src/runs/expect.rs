@@ -141,7 +141,8 @@ pub fn from_live(objects: &BTreeMap<crate::manifest::ObjectId, LiveObject>) -> V
         if id.kind != crate::manifest::Kind::Schedule {
             continue;
         }
-        let spec = &o.object.normalized["spec"];
+        let tree = o.object.normalized.tree();
+        let spec = &tree["spec"];
         let text = |k: &str| spec[k].as_str().map(str::to_string);
         let when = match (text("cron"), text("every")) {
             (Some(c), _) => match parse_cron(&c) {
@@ -168,7 +169,7 @@ pub fn from_live(objects: &BTreeMap<crate::manifest::ObjectId, LiveObject>) -> V
             .unwrap_or_else(|| crate::manifest::values::default_grace_secs(period));
         let timeout_secs = text("timeout").and_then(|t| parse_duration(&t).ok());
         let enabled = spec["enabled"].as_bool().unwrap_or(true);
-        let labels = labels_of(&o.object.normalized);
+        let labels = labels_of(&tree);
         if spec["external"].as_bool() == Some(true) {
             out.push(Expectation {
                 schedule: id.name.clone(),

@@ -145,6 +145,8 @@ pub fn desired_image_undigested(keys: &Keys, d: &DesiredState, release: &Release
     }
     let now = chrono::Utc::now();
     let mut members = BTreeSet::new();
+    // Every entry of one time zone starts with the same meta: build it once per zone.
+    let mut metas: BTreeMap<&str, String> = BTreeMap::new();
     for (name, s) in &d.schedules {
         for e in &s.entries {
             let entry = redbeat_entry_name(name, e);
@@ -153,7 +155,11 @@ pub fn desired_image_undigested(keys: &Keys, d: &DesiredState, release: &Release
                 "definition".to_string(),
                 redbeat_definition(&entry, s, &e.queue),
             )]);
-            let init = BTreeMap::from([("meta".to_string(), redbeat_meta(now, &s.timezone))]);
+            let meta = metas
+                .entry(s.timezone.as_str())
+                .or_insert_with(|| redbeat_meta(now, &s.timezone))
+                .clone();
+            let init = BTreeMap::from([("meta".to_string(), meta)]);
             img.insert(key.clone(), KeyValue::Fields { owned, init });
             members.insert(key);
         }
@@ -255,14 +261,19 @@ pub fn project_owned(keys: &Keys, img: Image) -> Image {
 /// schedules the queues it was routed to.
 pub fn object_entry(
     hash: &str,
-    normalized: &serde_json::Value,
+    normalized: &crate::desired::ObjectJson,
     entries: Option<&[crate::desired::ScheduleEntry]>,
 ) -> String {
+    // Spliced as text (the object is already compact JSON): the same bytes as
+    // serialising `{"hash", "object"[, "entries"]}` in that order.
+    let hash = serde_json::Value::from(hash).to_string();
     match entries {
-        Some(e) => {
-            serde_json::json!({"hash": hash, "object": normalized, "entries": e}).to_string()
-        }
-        None => serde_json::json!({"hash": hash, "object": normalized}).to_string(),
+        Some(e) => format!(
+            "{{\"hash\":{hash},\"object\":{},\"entries\":{}}}",
+            normalized.as_str(),
+            serde_json::to_string(e).unwrap_or_else(|_| "[]".into())
+        ),
+        None => format!("{{\"hash\":{hash},\"object\":{}}}", normalized.as_str()),
     }
 }
 

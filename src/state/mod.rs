@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lease;
 pub mod runs;
 mod store;
+mod transaction;
 mod url;
 pub mod writes;
 
@@ -46,7 +47,7 @@ pub fn random_secret(n: usize) -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-use crate::desired::{DesiredObject, ScheduleEntry};
+use crate::desired::{DesiredObject, ObjectJson, ScheduleEntry};
 use crate::manifest::{Kind, ObjectId};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,17 @@ fn parse_id(s: &str) -> Option<ObjectId> {
     })
 }
 
+/// One field of the objects hash, as stored.
+#[derive(Default, serde::Deserialize)]
+struct StoredObject<'a> {
+    #[serde(default)]
+    hash: Option<String>,
+    #[serde(default, borrow)]
+    object: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    entries: Option<&'a serde_json::value::RawValue>,
+}
+
 /// The applied objects in an observed image.
 pub fn live_objects(keys: &Keys, image: &Image) -> BTreeMap<ObjectId, LiveObject> {
     let Some(KeyValue::Hash(fields)) = image.get(&keys.objects()) else {
@@ -101,17 +113,19 @@ pub fn live_objects(keys: &Keys, image: &Image) -> BTreeMap<ObjectId, LiveObject
     let mut out = BTreeMap::new();
     for (field, json) in fields {
         let Some(id) = parse_id(field) else { continue };
-        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-        let normalized = v.get("object").cloned().unwrap_or_default();
-        let hash = v
-            .get("hash")
-            .and_then(|h| h.as_str())
-            .unwrap_or_default()
-            .to_string();
+        // The object's text is kept as stored (an edit that only changes its spelling
+        // is an out-of-band edit too: the hash no longer matches).
+        let stored: StoredObject<'_> =
+            serde_json::from_str(json).unwrap_or_else(|_| StoredObject::default());
+        let normalized = stored.object.map_or_else(
+            || ObjectJson::from_text("null"),
+            |o| ObjectJson::from_text(o.get()),
+        );
+        let hash = stored.hash.unwrap_or_default();
         let recomputed = crate::desired::hash_of(&normalized);
-        let entries = v
-            .get("entries")
-            .and_then(|e| serde_json::from_value(e.clone()).ok())
+        let entries = stored
+            .entries
+            .and_then(|e| serde_json::from_str(e.get()).ok())
             .unwrap_or_default();
         out.insert(
             id.clone(),
@@ -124,4 +138,45 @@ pub fn live_objects(keys: &Keys, image: &Image) -> BTreeMap<ObjectId, LiveObject
         );
     }
     out
+}
+
+impl Store {
+    /// Applies `writes` and records the revision atomically: with `apply.lua` (one round
+    /// trip), or above [`transaction::PIPELINED_ABOVE`] writes as one pipelined
+    /// `MULTI`/`EXEC` guarded by `WATCH` (the same checks and the same keys; see
+    /// docs/state.md, "The pipelined transaction").
+    ///
+    /// # Errors
+    /// [`StateError::Conflict`] when the generation moved or the lease was lost,
+    /// [`StateError::Fenced`] when a daemon is no longer the leader, Redis errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        expected_generation: u64,
+        lease_id: &str,
+        writes: &[writes::KeyOp],
+        applied: &BTreeMap<String, String>,
+        history: &serde_json::Value,
+        event: &Event,
+        fence: Option<&str>,
+    ) -> Result<u64, StateError> {
+        if writes.len() > transaction::PIPELINED_ABOVE {
+            let event = event.fields();
+            let record = transaction::Record {
+                applied,
+                history,
+                event: &event,
+            };
+            return self.apply_pipelined(expected_generation, lease_id, writes, &record, fence);
+        }
+        self.apply_script(
+            expected_generation,
+            lease_id,
+            writes,
+            applied,
+            history,
+            event,
+            fence,
+        )
+    }
 }

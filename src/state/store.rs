@@ -2,7 +2,8 @@
 //! reading events, history and heartbeats.
 //!
 //! Uses one dedicated synchronous connection. Every compare-and-set runs inside a Lua
-//! script (atomic on the server), never WATCH on a shared connection.
+//! script (atomic on the server); the one exception, the pipelined transaction of a large
+//! apply (`transaction.rs`), WATCHes on this dedicated connection, never a shared one.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -122,6 +123,8 @@ pub struct Store {
     round_trips: Cell<u64>,
     /// This connection has confirmed that the database belongs to its cluster.
     claimed: bool,
+    /// A test fault: pause this long inside the next pipelined transaction.
+    pub(super) pause_in_transaction: Option<Duration>,
 }
 
 fn install_crypto_provider() {
@@ -155,6 +158,7 @@ impl Store {
             url: url.clone(),
             round_trips: Cell::new(0),
             claimed: false,
+            pause_in_transaction: None,
         };
         let pong: String = store.query(&mut redis::cmd("PING"))?;
         if pong != "PONG" {
@@ -461,12 +465,12 @@ impl Store {
         Ok(v.map(|s| parse_lease(&s)))
     }
 
-    /// Applies `writes` and records the revision atomically.
+    /// [`Store::apply`] through `apply.lua`: one round trip.
     ///
     /// # Errors
     /// [`StateError::Conflict`] when the generation moved or the lease was lost.
     #[allow(clippy::too_many_arguments)]
-    pub fn apply(
+    pub(super) fn apply_script(
         &mut self,
         expected_generation: u64,
         lease_id: &str,
@@ -513,6 +517,12 @@ impl Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A test fault (`CELEROOT_FAULT=pause-in-transaction`): the next pipelined
+    /// transaction pauses for `d` after its first request is queued, before `EXEC`.
+    pub fn pause_in_transaction(&mut self, d: Duration) {
+        self.pause_in_transaction = Some(d);
     }
 
     /// Claims the database for this store's cluster ([`super::keys::OWNER_KEY`]), once per
@@ -881,7 +891,7 @@ fn pairs(v: Value) -> Result<BTreeMap<String, String>, StateError> {
 
 /// A lease value; one that is not celeroot's JSON is reported with the id
 /// [`UNREADABLE_LEASE`].
-fn parse_lease(s: &str) -> LeaseInfo {
+pub(super) fn parse_lease(s: &str) -> LeaseInfo {
     serde_json::from_str(s).unwrap_or_else(|_| LeaseInfo {
         id: UNREADABLE_LEASE.into(),
         holder: "an unknown writer (the lease value is not celeroot's JSON)".into(),

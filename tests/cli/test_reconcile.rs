@@ -794,3 +794,148 @@ fn a_second_cluster_is_refused_in_a_database_another_cluster_holds() {
         "production keeps its database"
     );
 }
+
+/// The `writes` of a `reconcile -o json` run (exit status checked).
+fn json_writes(repo: &TestRepo, redis: &str) -> u64 {
+    let (out, code) = reconcile(repo, redis, &["-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.split("[exit status").next().unwrap_or_default()).expect("JSON");
+    v["writes"].as_u64().expect("writes")
+}
+
+#[test]
+fn a_large_apply_in_one_pipelined_transaction_equals_the_same_fleet_applied_in_small_scripts() {
+    // Above 1,000 writes an apply is one pipelined MULTI/EXEC of native commands; below,
+    // the apply script. Both must leave the same keys.
+    let small_steps = RedisServer::start();
+    let at_once = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    for step in 1..=8 {
+        grow(&repo, 150 * step);
+        repo.commit(&format!("{} generated hosts", 150 * step));
+        let writes = json_writes(&repo, &small_steps.url());
+        assert!(
+            writes <= 1_000,
+            "step {step} took the script path ({writes} writes)"
+        );
+    }
+    let writes = json_writes(&repo, &at_once.url());
+    assert!(
+        writes > 5_000,
+        "one pipelined transaction ({writes} writes)"
+    );
+    assert_same(
+        &strip_meta(&snapshot(&mut at_once.conn())),
+        &strip_meta(&snapshot(&mut small_steps.conn())),
+        "one transaction vs eight scripts",
+    );
+    let (out, code) = reconcile(&repo, &at_once.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Nothing to do"),
+        "nothing left to write: {out}"
+    );
+}
+
+/// Spawns `celeroot reconcile` paused inside its pipelined transaction
+/// (`CELEROOT_FAULT=pause-in-transaction`) and returns once Redis shows a client with
+/// queued commands.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it returns
+fn paused_in_transaction(repo: &TestRepo, redis: &RedisServer) -> std::process::Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+    cmd.current_dir(repo_path(repo))
+        .arg("reconcile")
+        .env("CELEROOT_REDIS_URL", redis.url())
+        .env("NO_COLOR", "1")
+        .env("CELEROOT_FAULT", "pause-in-transaction")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn reconcile");
+    let mut c = redis.conn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut c)
+            .expect("CLIENT LIST");
+        let queued = clients.lines().any(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("multi="))
+                .and_then(|n| n.parse::<i64>().ok())
+                .is_some_and(|n| n > 0)
+        });
+        if queued {
+            return child;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reconcile exits");
+            panic!("no client queued a transaction: {clients}\n{out:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killing_the_client_or_redis_inside_the_pipelined_first_apply_writes_nothing() {
+    let mut redis =
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"], None);
+    let mut repo = TestRepo::with_example();
+    grow(&repo, 1500);
+    repo.commit("a large first apply");
+    // The reconciler dies with half its transaction queued: Redis drops the queue.
+    let mut child = paused_in_transaction(&repo, &redis);
+    child.kill().expect("SIGKILL celeroot");
+    let _ = child.wait();
+    let managed = |redis: &RedisServer| {
+        let s = snapshot(&mut redis.conn());
+        s.into_keys().collect::<Vec<_>>()
+    };
+    assert_eq!(managed(&redis), Vec::<String>::new(), "nothing written");
+    // The killed reconciler's lease would expire within 15 s; remove it now.
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{PREFIX}lock"))
+        .query(&mut redis.conn())
+        .expect("DEL");
+    // Redis dies with the transaction queued (SIGKILL, AOF on): nothing after restart.
+    let child = paused_in_transaction(&repo, &redis);
+    redis.kill();
+    let out = child.wait_with_output().expect("reconcile exits");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    redis.restart();
+    assert_eq!(
+        managed(&redis),
+        Vec::<String>::new(),
+        "nothing written after a crash"
+    );
+}
+
+#[test]
+fn a_watched_key_written_inside_the_pipelined_transaction_is_a_conflict_that_writes_nothing() {
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    grow(&repo, 1500);
+    repo.commit("a large first apply");
+    let child = paused_in_transaction(&repo, &redis);
+    // Another reconcile commits meanwhile (it moves the generation).
+    let mut c = redis.conn();
+    let _: i64 = redis::cmd("INCR")
+        .arg(format!("{PREFIX}generation"))
+        .query(&mut c)
+        .expect("INCR");
+    let out = child.wait_with_output().expect("reconcile exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("live state changed during the reconcile (generation 1, expected 0)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        snapshot(&mut c).into_keys().collect::<Vec<_>>(),
+        vec![format!("{PREFIX}generation")],
+        "only the other writer's generation"
+    );
+}
