@@ -90,7 +90,7 @@ fn files(f: &Fleet) -> Vec<SourceFile> {
         out.push(SourceFile {
             path: format!("manifests/hosts/h{h}.yaml"),
             text: format!(
-                "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: h{h}\n  labels:\n    env: {env}\nspec:\n  address: 10.0.0.{h}\n  roles: [{}]\n",
+                "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: h{h}\n  labels:\n    env: {env}\nspec:\n  address: 192.0.2.{h}\n  roles: [{}]\n",
                 rs.join(", ")
             ),
         });

@@ -189,7 +189,7 @@ fn grow(repo: &TestRepo, n: usize) {
     for i in 0..n {
         repo.write(
             &format!("manifests/hosts/gen/w{i:04}.yaml"),
-            &format!("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: w{i:04}\n  labels: {{env: production, tier: batch}}\nspec:\n  address: 10.9.{}.{}\n  roles: [application]\n", i / 250, i % 250 + 1),
+            &format!("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: w{i:04}\n  labels: {{env: production, tier: batch}}\nspec:\n  address: w{i:04}.fleet.example\n  roles: [application]\n"),
         );
     }
 }
