@@ -94,11 +94,12 @@ fn server_error(values: &[Value]) -> Option<String> {
 }
 
 impl Store {
-    /// `apply` for large write lists: `WATCH` every key it reads or writes, check the
-    /// generation, the lease, the leader and the types of the keys written (as
-    /// `apply.lua` does), then queue every write and the record in one
-    /// `MULTI`/`EXEC`. A watched key written by anyone in between makes `EXEC` run
-    /// nothing (a conflict); a connection lost before `EXEC` leaves nothing either.
+    /// `apply` for large write lists: `WATCH` the generation, the lease, the leader and
+    /// the written keys that exist, check them and the types of the keys written (as
+    /// `apply.lua` does), then queue every write and the record in one `MULTI`/`EXEC`
+    /// (keys still to be created are deleted first, so nothing in it can fail). A
+    /// watched key written by anyone in between makes `EXEC` run nothing; a connection
+    /// lost before `EXEC` leaves nothing either.
     ///
     /// The lease keeper renews the lease (a watched key) every few seconds from its own
     /// connection, which makes `EXEC` run nothing; an aborted transaction is therefore
