@@ -80,7 +80,7 @@ impl ObjectJson {
         serde_json::from_str(&self.0).unwrap_or_default()
     }
 
-    /// The prune annotation's value, if set.
+    /// The value of annotation `name`, if set.
     pub fn annotation(&self, name: &str) -> Option<String> {
         self.tree()["metadata"]["annotations"][name]
             .as_str()

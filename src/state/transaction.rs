@@ -117,20 +117,17 @@ impl Store {
         record: &Record<'_>,
         fence: Option<&str>,
     ) -> Result<u64, StateError> {
-        for _ in 1..ATTEMPTS {
+        for attempt in 1..=ATTEMPTS {
             if let Some(g) =
                 self.try_pipelined(expected_generation, lease_id, writes, record, fence)?
             {
                 return Ok(g);
             }
-            tracing::debug!("the pipelined transaction was aborted by a watched key; retrying");
+            tracing::debug!(attempt, "a watched key aborted the pipelined transaction");
         }
-        self.try_pipelined(expected_generation, lease_id, writes, record, fence)?
-            .ok_or_else(|| {
-                StateError::Conflict(
-                    "live state changed during the reconcile (a key it reads or writes was written meanwhile); nothing was written".into(),
-                )
-            })
+        Err(StateError::Conflict(
+            "live state changed during the reconcile (a key it reads or writes was written meanwhile); nothing was written".into(),
+        ))
     }
 
     /// One attempt: `None` when `EXEC` ran nothing because a watched key changed.

@@ -52,6 +52,24 @@ fn alerting_fleet(alerts: &str) -> (TestRepo, BareRepo) {
     (repo, bare)
 }
 
+/// A `watch` daemon on `main` that evaluates run health every 500 ms (so alerts go out
+/// quickly), with `env` set.
+fn alerting_daemon(bare: &str, redis: &str, env: &[(&str, &str)]) -> Daemon {
+    Daemon::start_with_env(
+        bare,
+        redis,
+        &[
+            "--branch",
+            "main",
+            "--health-interval",
+            "500ms",
+            "--skip-deploy",
+        ],
+        "daemon@ci",
+        env,
+    )
+}
+
 #[test]
 fn a_missed_schedule_is_told_once_per_change_on_every_channel_and_resolved() {
     let redis = RedisServer::start();
@@ -66,17 +84,9 @@ fn a_missed_schedule_is_told_once_per_change_on_every_channel_and_resolved() {
         rx.url("/pagerduty/v2/enqueue"),
     ));
     let slack_url = rx.url("/slack/services/T000/B000/XXXX");
-    let mut daemon = Daemon::start_with_env(
+    let mut daemon = alerting_daemon(
         &bare.url(),
         &redis.url(),
-        &[
-            "--branch",
-            "main",
-            "--health-interval",
-            "500ms",
-            "--skip-deploy",
-        ],
-        "daemon@ci",
         &[
             ("TEST_SLACK_URL", &slack_url),
             ("TEST_PD_KEY", "pd-routing-key"),
@@ -341,17 +351,7 @@ fn email_alerts_go_over_starttls_and_a_server_without_tls_is_refused() {
         plain.port,
         plain.port
     ));
-    let mut daemon = Daemon::start(
-        &bare.url(),
-        &redis.url(),
-        &[
-            "--branch",
-            "main",
-            "--health-interval",
-            "500ms",
-            "--skip-deploy",
-        ],
-    );
+    let mut daemon = alerting_daemon(&bare.url(), &redis.url(), &[]);
     daemon.wait_for("leading", WAIT, Daemon::is_leader);
     let _beat = CeleryProcess::beat(&worker_env(&redis.url(), "fleet", "h2", "UTC"), 1);
 
