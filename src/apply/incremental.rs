@@ -160,6 +160,7 @@ impl Compiler {
                 compiled,
                 subject,
                 release,
+                path: Some(source::normalize_path(&self.path)?),
             },
             stats,
         ))

@@ -7,6 +7,7 @@
 //! Must not know: YAML, argument parsing, or output formats.
 
 pub mod incremental;
+pub mod settled;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +80,9 @@ pub struct Revision {
     /// First line of the commit message.
     pub subject: String,
     pub release: Release,
+    /// The manifests path it was read from (normalised), when it was read from a commit
+    /// (`None`: a work tree). With the commit, it is what the settled record names.
+    pub path: Option<String>,
 }
 
 /// How the target revision relates to the applied one.
@@ -113,6 +117,7 @@ pub fn load_revision(
         compiled,
         subject,
         release,
+        path: Some(crate::source::normalize_path(path)?),
     })
 }
 
@@ -206,6 +211,11 @@ pub struct Outcome {
     /// [`reconcile_from`]). Absent from JSON when false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub incremental: bool,
+    /// The fast no-op ([`settled::settled_noop`]): nothing was compiled, because the live
+    /// state had settled on this very revision; this many managed keys were read back and
+    /// matched their digests. Absent from JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled: Option<usize>,
     /// The deploy that followed the transaction (`celeroot reconcile` without
     /// `--skip-deploy`, when the revision ships a release).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -338,6 +338,7 @@ pub(super) fn commit(
         duration_ms: 0,
         round_trips: 0,
         incremental: w.incremental,
+        settled: None,
         deploy: None,
     };
     if opts.dry_run {
@@ -348,6 +349,8 @@ pub(super) fn commit(
     // kept): the baseline for the next one.
     let kept_nothing = w.kept.is_empty();
     let same_state = w.same_state;
+    // A baseline's own revision again read nothing: its settled record stands.
+    let reread = same_state.is_none();
     let next_baseline = |generation: u64, desired: Image| {
         kept_nothing.then(|| Baseline {
             revision: target.to_string(),
@@ -378,6 +381,9 @@ pub(super) fn commit(
     {
         store.record_event(&event(Reconciled::Noop))?;
         outcome.result = Applied::Noop;
+        if kept_nothing && reread {
+            record_settled(store, rev, target, outcome.generation);
+        }
         outcome.duration_ms = elapsed();
         let next = next_baseline(outcome.generation, w.desired);
         return Ok((outcome, next));
@@ -457,9 +463,31 @@ pub(super) fn commit(
             tracing::warn!(host = %c.name, error = %e, "cannot delete the ACL users of a pruned host");
         }
     }
+    if kept_nothing {
+        record_settled(store, rev, target, outcome.generation);
+    }
     outcome.duration_ms = elapsed();
     let next = next_baseline(outcome.generation, w.desired);
     Ok((outcome, next))
+}
+
+/// Records that the live state at `generation` is `rev`'s desired state (best effort: a
+/// missing or stale record only means the next no-op takes the full path).
+fn record_settled(store: &mut Store, rev: &Revision, target: &str, generation: u64) {
+    let (Some(_), Some(path)) = (&rev.compiled.revision.commit, &rev.path) else {
+        return;
+    };
+    let settled = state::Settled {
+        revision: target.to_string(),
+        generation,
+        path: path.clone(),
+        build: state::build_id(),
+        release: rev.release.clone().unwrap_or_default(),
+        warnings: rev.compiled.warnings.len(),
+    };
+    if let Err(e) = store.record_settled(&settled) {
+        tracing::warn!(error = %e, "cannot record the settled revision");
+    }
 }
 
 #[cfg(test)]
@@ -488,6 +516,7 @@ mod tests {
             compiled: compiled.unwrap_or_else(|e| panic!("the example compiles: {e}")),
             subject: "example".into(),
             release: None,
+            path: Some("manifests".into()),
         }
     }
 

@@ -99,22 +99,13 @@ pub fn run_rollback(ui: &Ui, cli: &Cli, a: &RollbackArgs) -> Result<u8, CommandE
 
 pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError> {
     let now = super::now()?;
+    let opts = options(args);
+    if let Some(code) = settled_noop(ui, cli, args, &opts)? {
+        return Ok(code);
+    }
     let (repo, rev) = live::revision(ui, cli, &args.rev)?;
     let mut store = live::connect(cli, &rev.compiled.state.cluster)?;
     let target = rev.compiled.revision.commit.clone().unwrap_or_default();
-    let opts = Options {
-        dry_run: args.dry_run,
-        prune: !args.no_prune,
-        allow_mass_delete: args.allow_mass_delete,
-        allow_rollback: args.allow_rollback,
-        sweep: args.sweep,
-        actor: apply::actor(),
-        leader: None,
-        lock_wait: args.lock_timeout,
-        fault: std::env::var("CELEROOT_FAULT")
-            .ok()
-            .and_then(|f| apply::Fault::parse(&f)),
-    };
     let ancestry = live::ancestry(&repo, &target);
     let redis = live::redis_url(cli)?;
     let ssh = args.ssh.options();
@@ -141,7 +132,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError>
         ReconcileFormat::Text => {
             out!(
                 "{}",
-                render_outcome(ui, &outcome, &rev.compiled.revision, &rev)
+                render_outcome(ui, &outcome, &rev.compiled.revision, &rev.compiled.warnings)
             );
             if let Some(d) = &outcome.deploy {
                 out!("\n{}", super::deploy::summary(d, false));
@@ -165,7 +156,78 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError>
     })
 }
 
-fn render_outcome(ui: &Ui, o: &Outcome, to: &RevisionInfo, rev: &apply::Revision) -> String {
+fn options(args: &ReconcileArgs) -> Options {
+    Options {
+        dry_run: args.dry_run,
+        prune: !args.no_prune,
+        allow_mass_delete: args.allow_mass_delete,
+        allow_rollback: args.allow_rollback,
+        sweep: args.sweep,
+        actor: apply::actor(),
+        leader: None,
+        lock_wait: args.lock_timeout,
+        fault: std::env::var("CELEROOT_FAULT")
+            .ok()
+            .and_then(|f| apply::Fault::parse(&f)),
+    }
+}
+
+/// The fast no-op (docs/cli.md, "Reconciling the applied revision again"): when the live
+/// state has settled on the target revision, nothing is compiled. `None`: take the full
+/// path.
+fn settled_noop(
+    ui: &Ui,
+    cli: &Cli,
+    args: &ReconcileArgs,
+    opts: &Options,
+) -> Result<Option<u8>, CommandError> {
+    // An injected fault is for the full path's transaction.
+    if opts.fault.is_some() {
+        return Ok(None);
+    }
+    let redis = live::redis_url(cli)?;
+    let probe = apply::settled::Probe {
+        repo: cli.repo.as_deref(),
+        rev: &args.rev,
+        path: &cli.path,
+        redis: &redis,
+        deploying: !args.skip_deploy,
+    };
+    let s = match apply::settled::settled_noop(&probe, opts)? {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::debug!(?why, "not the fast no-op: compiling the revision");
+            return Ok(None);
+        }
+    };
+    let to = RevisionInfo {
+        rev: args.rev.clone(),
+        commit: Some(s.commit.clone()),
+    };
+    if s.settled.warnings > 0 {
+        errln!(
+            "note: {} has {} warning(s), reported when it was applied (`celeroot validate --rev {}` shows them)",
+            to.describe(),
+            s.settled.warnings,
+            args.rev
+        );
+    }
+    match args.output {
+        ReconcileFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&s.outcome).unwrap_or_default()
+        ),
+        ReconcileFormat::Text => out!("{}", render_outcome(ui, &s.outcome, &to, &[])),
+    }
+    Ok(Some(EXIT_OK))
+}
+
+fn render_outcome(
+    ui: &Ui,
+    o: &Outcome,
+    to: &RevisionInfo,
+    warnings: &[crate::diagnostic::Diagnostic],
+) -> String {
     let s = &ui.stdout_style;
     let report = PlanReport {
         cluster: o.cluster.clone(),
@@ -175,7 +237,7 @@ fn render_outcome(ui: &Ui, o: &Outcome, to: &RevisionInfo, rev: &apply::Revision
         },
         to: to.clone(),
         plan: o.plan.clone(),
-        warnings: rev.compiled.warnings.clone(),
+        warnings: warnings.to_vec(),
     };
     let mut text = render_text(&report, s);
     text.push('\n');

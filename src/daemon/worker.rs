@@ -234,6 +234,7 @@ impl Worker {
             compiled,
             subject: "work tree".into(),
             release,
+            path: None,
         })
     }
 

@@ -21,6 +21,7 @@ const FIXED_SUFFIXES: &[&str] = &[
     "generation",
     "applied",
     "digests",
+    "settled",
     "heartbeats",
     "history",
     "events",
@@ -78,6 +79,11 @@ impl Keys {
     /// (`entries`: a schedule's resolved queues).
     pub fn objects(&self) -> String {
         self.key("objects")
+    }
+    /// Hash: the revision, generation, manifests path and build of celeroot that last
+    /// left the live state equal to its desired state (`celeroot reconcile`'s fast no-op).
+    pub fn settled(&self) -> String {
+        self.key("settled")
     }
     /// Hash: managed key → sha256 of the value celeroot last wrote to it.
     pub fn digests(&self) -> String {

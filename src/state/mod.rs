@@ -15,6 +15,7 @@ pub mod runs;
 mod store;
 mod transaction;
 mod url;
+mod verify;
 pub mod writes;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub use store::{
     HISTORY_MAX, LEASE_TTL, MAX_UNMANAGED_HEARTBEATS, UNREADABLE_LEASE,
 };
 pub use url::RedisUrl;
+pub use verify::{build_id, DigestCheck, Settled};
 
 /// `n` random bytes from the kernel (`/dev/urandom`), hex-encoded: passwords of the ACL
 /// users celeroot creates.

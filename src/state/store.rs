@@ -174,6 +174,14 @@ impl Store {
         &self.keys
     }
 
+    /// Points this connection at `cluster`'s keys (after [`Store::database_owner`] named
+    /// it). The database is claimed again before the next lease.
+    pub fn rebind(&mut self, cluster: &str) {
+        self.keys = Keys::new(cluster);
+        self.cluster = cluster.to_string();
+        self.claimed = false;
+    }
+
     /// Round trips made since connecting (for tests and benchmarks).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.get()
