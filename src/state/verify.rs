@@ -19,6 +19,9 @@ use super::StateError;
 /// Commands per pipelined request of the check (bounds the memory of one reply).
 const CHECK_CHUNK: usize = 4_000;
 
+/// One key of the check as read: (key, recorded digest), (its type, its value).
+type KeyRead<'a> = ((&'a String, &'a String), (&'a String, Value));
+
 /// What the `settled` hash records: after a reconcile that left the live managed keys
 /// equal to the desired state of `revision` (compiled from `path` by `build`) at
 /// `generation`, the digests hash is exactly that desired state's.
@@ -215,7 +218,7 @@ impl Store {
             let values: Vec<Value> = self.query_pipe(&pipe)?;
             out.checked += chunk.len();
             // Hashing is most of the check's work: on two threads.
-            let items: Vec<((&String, &String), (&String, Value))> = chunk
+            let items: Vec<KeyRead<'_>> = chunk
                 .iter()
                 .copied()
                 .zip(types.iter().zip(values))
@@ -224,7 +227,7 @@ impl Store {
             let mut items = items.into_iter();
             let first: Vec<_> = items.by_ref().take(half).collect();
             let second: Vec<_> = items.collect();
-            let differ = |part: Vec<((&String, &String), (&String, Value))>| -> Vec<String> {
+            let differ = |part: Vec<KeyRead<'_>>| -> Vec<String> {
                 part.into_iter()
                     .filter_map(|((key, digest), (t, v))| {
                         let same = live_value(&k, key, t, v).is_some_and(|v| v.digest() == *digest);
