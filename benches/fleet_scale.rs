@@ -4,8 +4,10 @@
 //! - a. cold `celeroot validate` of the fleet from git objects (a fresh process);
 //! - b. `celeroot diff --from HEAD~1 --to HEAD` where one file changed;
 //! - c. a reconcile when the applied revision is already HEAD (no-op), with the Redis
-//!   round trips it made: the daemon's path (from its baseline) and the CLI's (a full
-//!   observe, which also checks every key for drift);
+//!   round trips it made: the daemon's path (from its baseline), the library's full
+//!   observe, and the CLI in fresh processes: its fast no-op (nothing compiled, every key
+//!   read back and compared with its digest) as a share of a first full reconcile of the
+//!   same run, and its full path (compile and observe) for reference;
 //! - d. a reconcile of a one-file change against a Redis holding the whole fleet: the
 //!   daemon's incremental path (re-read the changed blobs, plan against its baseline),
 //!   and the CLI's full path for reference;
@@ -435,23 +437,67 @@ fn main() {
             spread("the same with a full observe (the CLI's path: checks every key for drift), compiled state in memory", "ms", &t),
             trips
         );
-        let mut t = Vec::new();
+        // The CLI in fresh processes, in the same run: a full first reconcile into an
+        // empty Redis (which records the settled revision), then the applied revision
+        // again: the fast no-op, and the full path (settled record deleted first).
+        redis_cmd(redis_port, &["FLUSHALL"]);
+        let (first, _, out) = run(
+            &dir,
+            &["reconcile", "--skip-deploy", "-o", "json"],
+            Some(&url),
+        );
+        assert!(out.contains("\"applied\""), "{out}");
+        let (mut fast, mut fast_rss, mut full, mut full_rss) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut checked = 0;
         for _ in 0..runs.min(3) {
-            let (s, _, out) = run(
+            let (s, m, out) = run(
                 &dir,
                 &["reconcile", "--skip-deploy", "-o", "json"],
                 Some(&url),
             );
-            assert!(out.contains("\"noop\""), "{out}");
-            t.push(s * 1000.0);
+            let v: serde_json::Value = serde_json::from_str(&out).expect("reconcile JSON");
+            assert_eq!(v["result"], "noop", "{out}");
+            checked = v["settled"].as_u64().expect("the fast no-op");
+            fast.push(s * 1000.0);
+            fast_rss.push(m);
+            let settled = format!("celeroot:{{{}}}:settled", rev.compiled.state.cluster);
+            redis_cmd(redis_port, &["DEL", &settled]);
+            let (s, m, out) = run(
+                &dir,
+                &["reconcile", "--skip-deploy", "-o", "json"],
+                Some(&url),
+            );
+            assert!(
+                out.contains("\"noop\"") && !out.contains("\"settled\""),
+                "{out}"
+            );
+            full.push(s * 1000.0);
+            full_rss.push(m);
         }
         println!(
-            "   {}",
+            "   {}; {}",
             spread(
-                "`celeroot reconcile` (a fresh process: compile + full observe)",
+                &format!("`celeroot reconcile` of the applied revision, a fresh process: the fast no-op (nothing compiled, {checked} keys read back and compared)"),
                 "ms",
-                &t
-            )
+                &fast
+            ),
+            spread("max RSS", "MB", &fast_rss)
+        );
+        let (fm, _, _) = stats(&fast);
+        println!(
+            "   ratio to the first full `celeroot reconcile` of the same run ({:.0} ms): {:.1} % (issue 18 target: <= 5 %)",
+            first * 1000.0,
+            100.0 * fm / (first * 1000.0)
+        );
+        println!(
+            "   {}; {}",
+            spread(
+                "the same without the settled record (the full path: compile + observe every key)",
+                "ms",
+                &full
+            ),
+            spread("max RSS", "MB", &full_rss)
         );
         println!("   reproduce: {}", repro("c"));
     }

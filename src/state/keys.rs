@@ -273,6 +273,7 @@ mod tests {
             k.generation(),
             k.applied(),
             k.digests(),
+            k.settled(),
             k.heartbeats(),
             k.history(),
             k.events(),
@@ -284,6 +285,6 @@ mod tests {
             assert!(fixed.contains(&key), "{key}");
             assert!(!k.may_own(&key), "{key}");
         }
-        assert_eq!(fixed.len(), 13);
+        assert_eq!(fixed.len(), 14);
     }
 }

@@ -7,20 +7,16 @@
 //! its digest compared with the recorded one.
 //! Must not know: how a desired state is compiled, YAML, git, or output formats.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use redis::Value;
 
-use super::image::KeyValue;
 use super::keys::{LAYOUT_VERSION, OWNER_KEY};
 use super::store::Store;
 use super::StateError;
 
 /// Commands per pipelined request of the check (bounds the memory of one reply).
 const CHECK_CHUNK: usize = 4_000;
-
-/// One key of the check as read: (key, recorded digest), (its type, its value).
-type KeyRead<'a> = ((&'a String, &'a String), (&'a String, Value));
 
 /// What the `settled` hash records: after a reconcile that left the live managed keys
 /// equal to the desired state of `revision` (compiled from `path` by `build`) at
@@ -161,91 +157,88 @@ impl Store {
 
     /// Reads back every key the digests hash names and compares its digest with the
     /// recorded one: the out-of-band edit check, without a desired state. Pipelined in
-    /// requests of [`CHECK_CHUNK`] commands: the types first, then each value with the
-    /// command its type needs (RedBeat entries: only the `definition` celeroot owns;
-    /// RedBeat's index: only its members).
+    /// requests of [`CHECK_CHUNK`] commands, each read with the command its key's kind
+    /// needs (RedBeat entries: only the `definition` celeroot owns; RedBeat's index: only
+    /// its members). A key of another type answers with an error or the wrong shape, and
+    /// counts as differing. Two threads hash one request's values while the next is read.
     ///
     /// # Errors
-    /// Redis errors.
+    /// Redis errors of the first and last reads (an error reading values only makes
+    /// those keys differ).
     pub fn check_digests(&mut self) -> Result<DigestCheck, StateError> {
         let k = self.keys().clone();
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(k.generation());
         pipe.cmd("HGETALL").arg(k.digests());
-        let (before, digests): (Option<String>, BTreeMap<String, String>) =
-            self.query_pipe(&pipe)?;
+        // A list, not a map: its order does not matter, and a map of 50,000 keys that
+        // share their prefix costs more comparisons than the check itself.
+        let (before, digests): (Option<String>, Vec<(String, String)>) = self.query_pipe(&pipe)?;
         let mut out = DigestCheck::default();
-        let owned: Vec<(&String, &String)> = digests
-            .iter()
-            .filter(|(key, _)| {
-                let ok = k.may_own(key);
-                if !ok {
-                    out.differing.push((*key).clone());
-                }
-                ok
-            })
-            .collect();
-        for chunk in owned.chunks(CHECK_CHUNK) {
-            let mut pipe = redis::pipe();
-            for (key, _) in chunk {
-                pipe.cmd("TYPE").arg(*key);
+        let names = Names::new(&k);
+        let mut owned: Vec<(&String, &String, Read)> = Vec::with_capacity(digests.len());
+        for (key, digest) in &digests {
+            match (k.may_own(key), names.read_of(key)) {
+                (true, Some(read)) => owned.push((key, digest, read)),
+                _ => out.differing.push(key.clone()),
             }
-            let types: Vec<String> = self.query_pipe(&pipe)?;
-            let mut pipe = redis::pipe();
-            for ((key, _), t) in chunk.iter().zip(&types) {
-                match t.as_str() {
-                    "hash" if k.is_redbeat_entry(key) => {
-                        pipe.cmd("HGET").arg(*key).arg("definition");
-                    }
-                    "hash" => {
-                        pipe.cmd("HGETALL").arg(*key);
-                    }
-                    "set" => {
-                        pipe.cmd("SMEMBERS").arg(*key);
-                    }
-                    "zset" => {
-                        pipe.cmd("ZRANGE").arg(*key).arg(0).arg(-1);
-                    }
-                    "string" => {
-                        pipe.cmd("GET").arg(*key);
-                    }
-                    // Missing, or a type celeroot never writes: differs; nothing to read.
-                    _ => {
-                        pipe.cmd("ECHO").arg("");
-                    }
-                }
-            }
-            let values: Vec<Value> = self.query_pipe(&pipe)?;
-            out.checked += chunk.len();
-            // Hashing is most of the check's work: on two threads.
-            let items: Vec<KeyRead<'_>> = chunk
-                .iter()
-                .copied()
-                .zip(types.iter().zip(values))
-                .collect();
-            let half = items.len().div_ceil(2);
-            let mut items = items.into_iter();
-            let first: Vec<_> = items.by_ref().take(half).collect();
-            let second: Vec<_> = items.collect();
-            let differ = |part: Vec<KeyRead<'_>>| -> Vec<String> {
-                part.into_iter()
-                    .filter_map(|((key, digest), (t, v))| {
-                        let same = live_value(&k, key, t, v).is_some_and(|v| v.digest() == *digest);
-                        (!same).then(|| key.clone())
-                    })
-                    .collect()
-            };
-            let (a, b) = std::thread::scope(|s| {
-                let other = s.spawn(|| differ(second));
-                // A thread that died checked nothing: its keys count as differing.
-                let theirs = other
-                    .join()
-                    .unwrap_or_else(|_| vec!["(the check's second thread failed)".into()]);
-                (differ(first), theirs)
-            });
-            out.differing.extend(a);
-            out.differing.extend(b);
         }
+        out.checked = owned.len();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<(&String, &String, Read, Value)>>();
+        let rx = std::sync::Mutex::new(rx);
+        let hashed = std::thread::scope(|scope| {
+            let hasher = || {
+                let mut differ = Vec::new();
+                loop {
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok(batch)) = next else { break };
+                    for (key, digest, read, v) in batch {
+                        if live_digest(read, v).as_deref() != Some(digest.as_str()) {
+                            differ.push(key.clone());
+                        }
+                    }
+                }
+                differ
+            };
+            let workers = [scope.spawn(hasher), scope.spawn(hasher)];
+            for chunk in owned.chunks(CHECK_CHUNK) {
+                let mut pipe = redis::pipe();
+                for (key, _, read) in chunk {
+                    match read {
+                        Read::Hash => pipe.cmd("HGETALL").arg(*key),
+                        Read::Definition => pipe.cmd("HGET").arg(*key).arg("definition"),
+                        Read::Set => pipe.cmd("SMEMBERS").arg(*key),
+                        Read::Members => pipe.cmd("ZRANGE").arg(*key).arg(0).arg(-1),
+                    };
+                }
+                let values: Vec<Value> = match self.query_pipe::<Vec<Value>>(&pipe) {
+                    Ok(v) if v.len() == chunk.len() => v,
+                    // A retyped key fails the request: every key of it differs.
+                    _ => {
+                        out.differing
+                            .extend(chunk.iter().map(|(key, _, _)| (*key).clone()));
+                        continue;
+                    }
+                };
+                let batch = chunk
+                    .iter()
+                    .zip(values)
+                    .map(|((key, digest, read), v)| (*key, *digest, *read, v))
+                    .collect();
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            // A thread that died checked nothing: its keys count as differing.
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| vec!["(a thread of the check failed)".into()])
+                })
+                .collect::<Vec<String>>()
+        });
+        out.differing.extend(hashed);
         let after: Option<String> = self.query(redis::cmd("GET").arg(k.generation()))?;
         let parse = |g: Option<String>| g.and_then(|g| g.parse().ok()).unwrap_or(0);
         out.generations = (parse(before), parse(after));
@@ -253,27 +246,248 @@ impl Store {
     }
 }
 
-/// The owned value of `key` as the observe script would have read it (`None`: it does not
-/// exist, or has a type celeroot never writes).
-fn live_value(keys: &super::Keys, key: &str, t: &str, v: Value) -> Option<KeyValue> {
-    use redis::FromRedisValue;
-    Some(match t {
-        "hash" if keys.is_redbeat_entry(key) => {
-            let def: Option<String> = FromRedisValue::from_redis_value(v).ok()?;
-            let owned: BTreeMap<String, String> =
-                def.into_iter().map(|d| ("definition".into(), d)).collect();
-            KeyValue::Fields {
-                owned,
-                init: BTreeMap::new(),
+/// How a managed key is read back, from its name (docs/state.md, Keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// `objects`, `worker:<host>`: the whole hash.
+    Hash,
+    /// A RedBeat entry: its `definition` field only (`meta` is beat's).
+    Definition,
+    /// `hosts`, `role:<role>:hosts`.
+    Set,
+    /// RedBeat's index: its members (the scores are beat's).
+    Members,
+}
+
+/// The key names [`Names::read_of`] tells apart, built once.
+struct Names<'a> {
+    prefix: &'a str,
+    schedule: String,
+    entry: String,
+}
+
+impl<'a> Names<'a> {
+    fn new(k: &'a super::Keys) -> Self {
+        Names {
+            prefix: k.prefix(),
+            schedule: k.redbeat_schedule(),
+            entry: k.redbeat_prefix(),
+        }
+    }
+
+    /// The read for a managed key, or `None` for a key the image never holds.
+    fn read_of(&self, key: &str) -> Option<Read> {
+        if key == self.schedule {
+            return Some(Read::Members);
+        }
+        // A RedBeat entry (not one of RedBeat's own `::` keys), as Keys::is_redbeat_entry.
+        if let Some(name) = key.strip_prefix(&self.entry) {
+            return (!name.is_empty() && !name.starts_with(':')).then_some(Read::Definition);
+        }
+        let rest = key.strip_prefix(self.prefix)?;
+        if rest == "objects" || rest.starts_with("worker:") {
+            Some(Read::Hash)
+        } else if rest == "hosts" || (rest.starts_with("role:") && rest.ends_with(":hosts")) {
+            Some(Read::Set)
+        } else {
+            None
+        }
+    }
+}
+
+/// The canonical form [`crate::state::KeyValue::digest`] hashes, borrowed from a reply (the same
+/// serialisation, without building maps and sets).
+#[derive(serde::Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+enum Canonical<'a> {
+    Hash(Pairs<'a>),
+    Set(&'a [String]),
+    Fields { owned: Pairs<'a> },
+    Members { members: &'a [String] },
+}
+
+/// Fields sorted by name, serialised as a map.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl serde::Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(f, v)| (f, v)))
+    }
+}
+
+struct HashWriter(sha2::Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The digest of a key's owned value as read (`None`: not a reply its kind gives).
+fn live_digest(read: Read, v: Value) -> Option<String> {
+    let mut pairs;
+    let mut members;
+    let canonical = match read {
+        Read::Hash => {
+            pairs = reply_pairs(v)?;
+            pairs.sort_unstable();
+            Canonical::Hash(Pairs(&pairs))
+        }
+        Read::Definition => {
+            pairs = match v {
+                Value::Nil => Vec::new(),
+                other => vec![("definition".to_string(), reply_string(other)?)],
+            };
+            Canonical::Fields {
+                owned: Pairs(&pairs),
             }
         }
-        "hash" => KeyValue::Hash(FromRedisValue::from_redis_value(v).ok()?),
-        "set" => KeyValue::Set(FromRedisValue::from_redis_value(v).ok()?),
-        "zset" => {
-            let members: BTreeSet<String> = FromRedisValue::from_redis_value(v).ok()?;
-            KeyValue::Members { members, now: 0 }
+        Read::Set => {
+            members = reply_strings(v)?;
+            members.sort_unstable();
+            Canonical::Set(&members)
         }
-        "string" => KeyValue::String(FromRedisValue::from_redis_value(v).ok()?),
-        _ => return None,
-    })
+        Read::Members => {
+            members = reply_strings(v)?;
+            members.sort_unstable();
+            Canonical::Members { members: &members }
+        }
+    };
+    let mut w = HashWriter(sha2::Sha256::default());
+    serde_json::to_writer(&mut w, &canonical).ok()?;
+    Some(format!("sha256:{:x}", sha2::Digest::finalize(w.0)))
+}
+
+fn reply_string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn reply_strings(v: Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.into_iter().map(reply_string).collect(),
+        _ => None,
+    }
+}
+
+fn reply_pairs(v: Value) -> Option<Vec<(String, String)>> {
+    match v {
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return None;
+            }
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                out.push((reply_string(f)?, reply_string(v)?));
+            }
+            Some(out)
+        }
+        Value::Map(m) => m
+            .into_iter()
+            .map(|(f, v)| Some((reply_string(f)?, reply_string(v)?)))
+            .collect(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::KeyValue;
+    use std::collections::BTreeSet;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// The example's desired image: every key kind celeroot writes.
+    fn example_image() -> (super::super::Keys, super::super::Image) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let snapshot = crate::source::read_worktree(root, "manifests")
+            .unwrap_or_else(|e| panic!("the example manifests: {e}"));
+        let compiled = crate::compile_snapshot(snapshot)
+            .unwrap_or_else(|e| panic!("the example compiles: {e}"));
+        let keys = super::super::Keys::new(&compiled.state.cluster);
+        let img = super::super::desired_image(&keys, &compiled.state, &None);
+        (keys, img)
+    }
+
+    /// The reply Redis gives for `v` to the read of its kind (fields and members in an
+    /// order other than sorted, as a server may answer).
+    fn reply(v: &KeyValue) -> Value {
+        match v {
+            KeyValue::Hash(h) => Value::Array(
+                h.iter()
+                    .rev()
+                    .flat_map(|(f, v)| [bulk(f), bulk(v)])
+                    .collect(),
+            ),
+            KeyValue::Fields { owned, .. } => {
+                owned.get("definition").map_or(Value::Nil, |d| bulk(d))
+            }
+            KeyValue::Set(m) | KeyValue::Members { members: m, .. } => {
+                Value::Array(m.iter().rev().map(|s| bulk(s)).collect())
+            }
+            KeyValue::String(s) => bulk(s),
+        }
+    }
+
+    #[test]
+    fn every_managed_key_is_read_and_digested_as_the_image_digests_it() {
+        let (keys, img) = example_image();
+        let mut kinds = BTreeSet::new();
+        for (key, v) in img.iter().filter(|(k, _)| **k != keys.digests()) {
+            let read = Names::new(&keys)
+                .read_of(key)
+                .unwrap_or_else(|| panic!("{key}: no read"));
+            kinds.insert(format!("{read:?}"));
+            assert_eq!(
+                live_digest(read, reply(v)).as_deref(),
+                Some(v.digest().as_str()),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            kinds.len(),
+            4,
+            "hashes, definitions, sets and members: {kinds:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_reply_or_an_edit_changes_the_digest() {
+        let (keys, img) = example_image();
+        let (key, v) = img
+            .iter()
+            .find(|(k, _)| k.contains(":worker:"))
+            .unwrap_or_else(|| panic!("a worker key"));
+        let read = Names::new(&keys)
+            .read_of(key)
+            .unwrap_or_else(|| panic!("a read"));
+        let good = live_digest(read, reply(v));
+        assert_eq!(good.as_deref(), Some(v.digest().as_str()));
+        // A string where a hash was expected, an odd field list, a missing key.
+        assert_eq!(live_digest(read, bulk("x")), None);
+        assert_eq!(live_digest(read, Value::Array(vec![bulk("a")])), None);
+        assert_ne!(live_digest(read, Value::Array(vec![])), good);
+        let mut edited = v.clone();
+        if let KeyValue::Hash(h) = &mut edited {
+            h.insert("concurrency".into(), "99".into());
+        }
+        assert_ne!(live_digest(read, reply(&edited)), good);
+        // Keys the image never holds have no read: they count as differing.
+        assert_eq!(
+            Names::new(&keys).read_of(&format!("{}lock", keys.prefix())),
+            None
+        );
+        assert_eq!(Names::new(&keys).read_of("celeroot:{other}:objects"), None);
+    }
 }
