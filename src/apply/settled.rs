@@ -117,6 +117,9 @@ pub fn settled_noop(
         // Waiting, refusing and recording the refusal are the full path's.
         return Ok(Err(NotSettled::Locked));
     }
+    // Renewed from its own thread, as the full path's, for fleets whose check is long.
+    let keeper = (!opts.dry_run)
+        .then(|| state::LeaseKeeper::start(store.url().clone(), cluster.clone(), lease.id.clone()));
     let checked = store.check_digests().and_then(|check| {
         if !check.differing.is_empty() {
             return Ok(Err(NotSettled::Drift(check.differing.len())));
@@ -142,6 +145,7 @@ pub fn settled_noop(
         }
         Ok(Ok(check.checked))
     });
+    drop(keeper);
     if !opts.dry_run {
         let _ = store.release_lease(&lease.id);
     }

@@ -57,19 +57,22 @@ impl DigestCheck {
 
 /// This build of celeroot: its version and the size and modification time of its
 /// executable, so two builds of one version (a developer's) are told apart and a settled
-/// record is only trusted by the build that compiled it.
+/// record is only trusted by the build that compiled it. When the executable cannot be
+/// examined, an id no other process has (its settled records are never trusted).
 pub fn build_id() -> String {
+    let since_epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_nanos())
+    };
     let exe = std::env::current_exe()
         .and_then(std::fs::metadata)
-        .map(|m| {
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            format!("{}-{mtime}", m.len())
-        })
-        .unwrap_or_default();
+        .ok()
+        .and_then(|m| Some(format!("{}-{}", m.len(), since_epoch(m.modified().ok()?)?)))
+        .unwrap_or_else(|| {
+            let now = since_epoch(std::time::SystemTime::now()).unwrap_or(0);
+            format!("unknown-{}-{now}", std::process::id())
+        });
     format!("{}+{exe}", env!("CARGO_PKG_VERSION"))
 }
 
