@@ -236,6 +236,18 @@ pub fn actor() -> String {
     format!("{user}@{host}")
 }
 
+/// A fresh lease for `opts.actor` reconciling `revision`.
+fn new_lease(opts: &Options, revision: &str) -> LeaseInfo {
+    LeaseInfo {
+        id: lease_id(),
+        holder: opts.actor.clone(),
+        revision: revision.to_string(),
+        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pid: std::process::id(),
+        leader: opts.leader.clone(),
+    }
+}
+
 fn lease_id() -> String {
     use sha2::{Digest, Sha256};
     let seed = format!(
@@ -660,14 +672,7 @@ fn reconcile_hooked(
         .commit
         .clone()
         .unwrap_or_else(|| rev.compiled.revision.rev.clone());
-    let lease = LeaseInfo {
-        id: lease_id(),
-        holder: opts.actor.clone(),
-        revision: target.clone(),
-        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        pid: std::process::id(),
-        leader: opts.leader.clone(),
-    };
+    let lease = new_lease(opts, &target);
     if !opts.dry_run {
         acquire(store, &lease, rev, opts, &target, started)?;
     }

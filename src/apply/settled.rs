@@ -11,10 +11,10 @@
 
 use std::time::Instant;
 
-use super::{lease_id, Applied, ApplyError, Options, Outcome};
+use super::{new_lease, Applied, ApplyError, Options, Outcome};
 use crate::plan::Plan;
 use crate::state::events::{Counts, Reconciled, What};
-use crate::state::{self, Event, LeaseInfo, RedisUrl, Store};
+use crate::state::{self, Event, RedisUrl, Store};
 
 /// What the fast no-op is asked about.
 #[derive(Debug, Clone)]
@@ -105,14 +105,7 @@ pub fn settled_noop(
     if probe.deploying && !settled.release.is_empty() {
         return Ok(Err(NotSettled::Deploys));
     }
-    let lease = LeaseInfo {
-        id: lease_id(),
-        holder: opts.actor.clone(),
-        revision: commit.clone(),
-        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        pid: std::process::id(),
-        leader: opts.leader.clone(),
-    };
+    let lease = new_lease(opts, &commit);
     if !opts.dry_run && store.acquire_lease(&lease).is_err() {
         // Waiting, refusing and recording the refusal are the full path's.
         return Ok(Err(NotSettled::Locked));
