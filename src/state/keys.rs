@@ -26,6 +26,7 @@ const FIXED_SUFFIXES: &[&str] = &[
     "history",
     "events",
     "lock",
+    "lock-epoch",
     "leader",
     "leader-epoch",
     "deployed",
@@ -122,6 +123,12 @@ impl Keys {
     /// String with a TTL: the reconcile lease.
     pub fn lock(&self) -> String {
         self.key("lock")
+    }
+    /// String: incremented each time a reconcile takes the lease (not when it renews
+    /// it), so a pipelined transaction can watch for a takeover without being aborted
+    /// by its own lease keeper.
+    pub fn lock_epoch(&self) -> String {
+        self.key("lock-epoch")
     }
     /// Pub/sub channel (not a key): every applied reconcile publishes its generation, so
     /// agents re-read their configuration at once.
@@ -278,6 +285,7 @@ mod tests {
             k.history(),
             k.events(),
             k.lock(),
+            k.lock_epoch(),
             k.leader(),
             k.leader_epoch(),
             k.deployed(),
@@ -285,6 +293,6 @@ mod tests {
             assert!(fixed.contains(&key), "{key}");
             assert!(!k.may_own(&key), "{key}");
         }
-        assert_eq!(fixed.len(), 14);
+        assert_eq!(fixed.len(), 15);
     }
 }

@@ -357,7 +357,7 @@ impl Store {
         let leader = info.leader.clone().unwrap_or_default();
         match self.script(
             include_str!("scripts/lock.lua"),
-            &[k.lock(), k.leader()],
+            &[k.lock(), k.leader(), k.lock_epoch()],
             &[value, ttl.to_string(), leader],
         )? {
             Value::Int(_) => Ok(()),

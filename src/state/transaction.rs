@@ -94,18 +94,22 @@ fn server_error(values: &[Value]) -> Option<String> {
 }
 
 impl Store {
-    /// `apply` for large write lists: `WATCH` the generation, the lease, the leader and
-    /// the written keys that exist, check them and the types of the keys written (as
-    /// `apply.lua` does), then queue every write and the record in one `MULTI`/`EXEC`
-    /// (keys still to be created are deleted first, so nothing in it can fail). A
-    /// watched key written by anyone in between makes `EXEC` run nothing; a connection
-    /// lost before `EXEC` leaves nothing either.
+    /// `apply` for large write lists: `WATCH` the generation, the lease epoch, the
+    /// leader epoch and the written keys that exist, check the lease, the leader, the
+    /// generation and the types of the keys written (as `apply.lua` does), then queue
+    /// every write and the record in one `MULTI`/`EXEC` (keys still to be created are
+    /// deleted first, so nothing in it can fail). A watched key written by anyone in
+    /// between makes `EXEC` run nothing; a connection lost before `EXEC` leaves nothing
+    /// either.
     ///
-    /// The lease keeper renews the lease (a watched key) every few seconds from its own
-    /// connection, which makes `EXEC` run nothing; an aborted transaction is therefore
-    /// checked and sent again, up to [`ATTEMPTS`] times, before it is reported as a
-    /// conflict. Every attempt repeats every check under a fresh `WATCH`, so a retry
-    /// never writes over a reconcile that committed meanwhile (the generation moved).
+    /// The lease and the leader lease are renewed every few seconds, so their keys are
+    /// not watched (a transaction that takes longer than that to queue would never
+    /// commit); taking either over increments its epoch key, which is. A watched key
+    /// written meanwhile (an out-of-band edit of a written key, say) makes `EXEC` run
+    /// nothing; the transaction is then checked and sent again, up to [`ATTEMPTS`]
+    /// times, before it is reported as a conflict. Every attempt repeats every check
+    /// under a fresh `WATCH`, so a retry never writes over a reconcile that committed
+    /// meanwhile (the generation moved) or a lease that was taken over.
     ///
     /// # Errors
     /// [`StateError::Conflict`], [`StateError::Fenced`], Redis errors.
@@ -176,14 +180,17 @@ impl Store {
         // 2. WATCH the fencing keys and the keys that exist (WATCH costs the server time
         // in the number of keys already watched, so not the ones still to be created:
         // the transaction deletes those before writing them, so whatever appeared
-        // there meanwhile cannot make a write fail), then read the fencing keys and
-        // check the watched keys' types again.
+        // there meanwhile cannot make a write fail), then read the lease, the leader
+        // and the generation and check the watched keys' types again. Not `lock` and
+        // `leader` themselves: their holders renew them (`PEXPIRE`) every few seconds,
+        // which would abort any transaction that takes longer to queue. A takeover of
+        // either increments its epoch, which is watched.
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         pipe.cmd("WATCH")
             .arg(k.generation())
-            .arg(k.lock())
-            .arg(k.leader());
+            .arg(k.lock_epoch())
+            .arg(k.leader_epoch());
         let existing_keys: Vec<&str> = existing.iter().map(|(key, _)| *key).collect();
         for chunk in existing_keys.chunks(WATCH_PER_COMMAND) {
             pipe.cmd("WATCH").arg(chunk);

@@ -39,7 +39,7 @@ fn dump(server: &RedisServer) -> BTreeMap<String, String> {
         .expect("KEYS");
     let mut out = BTreeMap::new();
     for k in keys {
-        if ["applied", "history", "events", "lock"]
+        if ["applied", "history", "events", "lock", "lock-epoch"]
             .iter()
             .any(|s| k.ends_with(&format!(":{s}")))
         {

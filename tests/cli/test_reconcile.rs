@@ -34,7 +34,7 @@ pub fn snapshot(conn: &mut redis::Connection) -> BTreeMap<String, String> {
         .expect("KEYS");
     let mut out = BTreeMap::new();
     for k in keys {
-        if k.ends_with(":events") || k.ends_with(":lock") {
+        if k.ends_with(":events") || k.ends_with(":lock") || k.ends_with(":lock-epoch") {
             continue;
         }
         let t: String = redis::cmd("TYPE").arg(&k).query(conn).expect("TYPE");
@@ -95,7 +95,20 @@ fn write_commands(conn: &mut redis::Connection) -> Vec<String> {
         .expect("INFO");
     info.lines()
         .filter_map(|l| l.strip_prefix("cmdstat_"))
-        .filter_map(|l| l.split(':').next())
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let calls: u64 = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name, calls))
+        })
+        // Taking the lease increments `lock-epoch` once (lease bookkeeping, like the
+        // SET and DEL of `lock`): not a state write.
+        .filter(|(name, calls)| !(*name == "incr" && *calls <= 1))
+        .map(|(name, _)| name)
         .filter(|c| {
             [
                 "hset", "hdel", "sadd", "srem", "incr", "lpush", "ltrim", "rename", "expire",
@@ -172,6 +185,14 @@ fn reconciling_the_applied_revision_again_writes_nothing_but_the_event() {
     assert_eq!(v["result"], "noop");
     assert_eq!(v["writes"], 0);
     assert_eq!(snapshot(&mut c), before, "no key changed");
+    let epoch: String = redis::cmd("GET")
+        .arg(format!("{PREFIX}lock-epoch"))
+        .query(&mut c)
+        .expect("GET");
+    assert_eq!(
+        epoch, "2",
+        "the one INCR is the lease's: two reconciles took it"
+    );
     assert!(
         write_commands(&mut c).is_empty(),
         "no state writes: {:?}",
@@ -1035,6 +1056,79 @@ fn killing_the_client_or_redis_inside_the_pipelined_first_apply_writes_nothing()
         Vec::<String>::new(),
         "nothing written after a crash"
     );
+}
+
+#[test]
+fn renewing_the_lease_inside_the_pipelined_transaction_commits_and_a_takeover_writes_nothing() {
+    // The lease keeper renews the lease (PEXPIRE) every 5 s; a transaction that takes
+    // longer than that to queue (a first apply of 50,000 hosts) must still commit.
+    let redis = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    grow(&repo, 1500);
+    repo.commit("a large first apply");
+    let child = paused_in_transaction(&repo, &redis);
+    let mut c = redis.conn();
+    let renewed: i64 = redis::cmd("PEXPIRE")
+        .arg(format!("{PREFIX}lock"))
+        .arg(15_000)
+        .query(&mut c)
+        .expect("PEXPIRE");
+    assert_eq!(
+        renewed, 1,
+        "the lease is held while the transaction is queued"
+    );
+    let out = child.wait_with_output().expect("reconcile exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let generation: String = redis::cmd("GET")
+        .arg(format!("{PREFIX}generation"))
+        .query(&mut c)
+        .expect("GET");
+    assert_eq!(generation, "1");
+    // In one attempt (each attempt sends one WATCH): the renewal did not abort it (before the fix, each
+    // renewal did, and a 50,000-host first apply failed all three attempts).
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .expect("INFO");
+    let watches = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_watch:calls="))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or("0");
+    assert_eq!(watches, "1", "one WATCH, one attempt: {stats}");
+
+    // Another reconciler takes the lease over (as after an expiry) while the
+    // transaction is queued: it aborts, and the retry finds the lease lost.
+    grow(&repo, 3000);
+    repo.commit("another large apply");
+    let before = snapshot(&mut c);
+    let child = paused_in_transaction(&repo, &redis);
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{PREFIX}lock"))
+        .query(&mut c)
+        .expect("DEL");
+    let taken: i64 = redis::cmd("EVAL")
+        .arg(include_str!("../../src/state/scripts/lock.lua"))
+        .arg(3)
+        .arg(format!("{PREFIX}lock"))
+        .arg(format!("{PREFIX}leader"))
+        .arg(format!("{PREFIX}lock-epoch"))
+        .arg(r#"{"id":"0123456789abcdef","holder":"someone-else"}"#)
+        .arg(15_000)
+        .arg("")
+        .query(&mut c)
+        .expect("EVAL lock.lua");
+    assert_eq!(taken, 1);
+    let out = child.wait_with_output().expect("reconcile exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("the reconcile lease was lost (expired or taken over); nothing was written"),
+        "{stderr}"
+    );
+    assert_same(&snapshot(&mut c), &before, "a lost lease writes nothing");
 }
 
 #[test]
