@@ -93,18 +93,40 @@ pub struct LoadStats {
     pub files_read: usize,
     /// Whether every file was read (no earlier revision, or the diff could not be used).
     pub full: bool,
+    /// Whether only the objects the change reached were validated and compiled again
+    /// (otherwise every object was).
+    pub per_object: bool,
 }
 
 /// A compiler that keeps the parsed files of the last revision it loaded, keyed by
 /// path and blob id. Loading a descendant (or any other commit) re-reads only the blobs
 /// that git's tree diff reports as added, modified or removed; validation and
 /// compilation then run over the cached objects.
+///
+/// After a revision compiled, it also keeps the validated manifests, each file's own
+/// diagnostics and the compiled state ([`Warm`]). A change that touches no Cluster and
+/// is still valid is then validated and compiled per object: the own checks of the
+/// changed files' objects, the cross-object checks again (they only read), and
+/// [`crate::desired::recompile`] of what the change reaches. Anything else (an error,
+/// a Cluster change, a name defined twice) compiles every object again, so its
+/// diagnostics are exactly the full path's.
 #[derive(Debug)]
 pub struct Compiler {
     path: String,
     commit: Option<String>,
     files: BTreeMap<String, (git2::Oid, LoadedFiles)>,
     sources: BTreeMap<String, String>,
+    warm: Option<Warm>,
+}
+
+/// What the last successful compile left, for the next one to start from.
+#[derive(Debug)]
+struct Warm {
+    manifests: crate::validate::Manifests,
+    /// Own diagnostics ([`crate::validate::own_diagnostics`]) by file; files without
+    /// any are left out.
+    own: BTreeMap<String, Vec<crate::diagnostic::Diagnostic>>,
+    state: std::sync::Arc<DesiredState>,
 }
 
 fn parse_one(f: &BlobFile) -> LoadedFiles {
@@ -139,6 +161,7 @@ impl Compiler {
             commit: None,
             files: BTreeMap::new(),
             sources: BTreeMap::new(),
+            warm: None,
         }
     }
 
@@ -181,25 +204,46 @@ impl Compiler {
             Some(prev) => source::changed_files(repo, prev, &commit, &self.path).ok(),
             None => None,
         };
-        let stats = match changes {
+        let revision = RevisionInfo {
+            rev: rev.to_string(),
+            commit: Some(commit.clone()),
+        };
+        let (stats, warm) = match changes {
             Some(ch) => {
+                let mut old: Vec<LoadedFiles> = Vec::new();
                 for p in &ch.removed {
-                    self.files.remove(p);
+                    if let Some((_, l)) = self.files.remove(p) {
+                        old.push(l);
+                    }
                     self.sources.remove(p);
                 }
                 for w in &ch.written {
-                    self.files
-                        .insert(w.file.path.clone(), (w.blob, parse_one(w)));
+                    let l = parse_one(w);
+                    if let Some((_, l)) = self.files.insert(w.file.path.clone(), (w.blob, l)) {
+                        old.push(l);
+                    }
                     self.sources
                         .insert(w.file.path.clone(), w.file.text.clone());
                 }
-                LoadStats {
-                    files_read: ch.written.len(),
-                    full: false,
-                }
+                let warm = self.warm.take().and_then(|w| {
+                    let paths = ch
+                        .removed
+                        .iter()
+                        .chain(ch.written.iter().map(|w| &w.file.path));
+                    self.warm_compile(w, &old, paths, revision.clone())
+                });
+                (
+                    LoadStats {
+                        files_read: ch.written.len(),
+                        full: false,
+                        per_object: warm.is_some(),
+                    },
+                    warm,
+                )
             }
             None => {
                 self.commit = None;
+                self.warm = None;
                 self.files.clear();
                 self.sources.clear();
                 let (_, files) = source::read_git_blobs(repo, &commit, &self.path)?;
@@ -208,28 +252,138 @@ impl Compiler {
                     self.files.insert(f.file.path.clone(), (f.blob, l));
                     self.sources.insert(f.file.path, f.file.text);
                 }
-                LoadStats {
-                    files_read: self.files.len(),
-                    full: true,
-                }
+                (
+                    LoadStats {
+                        files_read: self.files.len(),
+                        full: true,
+                        per_object: false,
+                    },
+                    None,
+                )
             }
         };
         self.commit = Some(commit.clone());
+        if let Some(compiled) = warm {
+            return Ok((compiled, stats));
+        }
         let mut loaded = LoadedFiles::default();
         for (_, l) in self.files.values() {
             loaded.objects.extend(l.objects.iter().cloned());
             loaded.diagnostics.extend(l.diagnostics.iter().cloned());
             loaded.undecoded.extend(l.undecoded.iter().cloned());
         }
-        let revision = RevisionInfo {
-            rev: rev.to_string(),
-            commit: Some(commit.clone()),
-        };
         let sources = &self.sources;
-        let compiled = crate::compile_loaded(revision, loaded, |d| {
-            crate::diagnostic::attach_source_lines(d, sources);
-        })?;
-        Ok((compiled, stats))
+        match crate::validate::validate_keeping(loaded) {
+            Ok((v, own)) => {
+                let mut warnings = v.warnings;
+                crate::diagnostic::attach_source_lines(&mut warnings, sources);
+                let state = std::sync::Arc::new(crate::desired::compile(&v.manifests));
+                self.warm = Some(Warm {
+                    manifests: v.manifests,
+                    own,
+                    state: std::sync::Arc::clone(&state),
+                });
+                Ok((
+                    crate::Compiled {
+                        revision,
+                        state,
+                        warnings,
+                    },
+                    stats,
+                ))
+            }
+            Err(mut diagnostics) => {
+                crate::diagnostic::attach_source_lines(&mut diagnostics, sources);
+                Err(CompileError::Invalid {
+                    revision,
+                    diagnostics,
+                })
+            }
+        }
+    }
+
+    /// The per-object compile of a change from `warm` (see [`Compiler`]): `old` holds
+    /// the changed files' previous contents, `self.files` their new ones. `None` when
+    /// the change must be compiled in full.
+    fn warm_compile<'p>(
+        &mut self,
+        mut warm: Warm,
+        old: &[LoadedFiles],
+        paths: impl Iterator<Item = &'p String>,
+        revision: RevisionInfo,
+    ) -> Option<crate::Compiled> {
+        use crate::manifest::Kind;
+        use std::collections::BTreeSet;
+        let paths: BTreeSet<&String> = paths.collect();
+        let mut removed: Vec<crate::manifest::ObjectId> = Vec::new();
+        for l in old {
+            if !l.undecoded.is_empty()
+                || l.diagnostics
+                    .iter()
+                    .any(crate::diagnostic::Diagnostic::is_error)
+            {
+                return None;
+            }
+            removed.extend(l.objects.iter().map(|o| o.body.id()));
+        }
+        let mut added: Vec<crate::manifest::Object> = Vec::new();
+        let mut own: Vec<(&String, Vec<crate::diagnostic::Diagnostic>)> = Vec::new();
+        for &p in &paths {
+            let Some((_, l)) = self.files.get(p) else {
+                own.push((p, Vec::new()));
+                continue;
+            };
+            if !l.undecoded.is_empty()
+                || l.diagnostics
+                    .iter()
+                    .any(crate::diagnostic::Diagnostic::is_error)
+            {
+                return None;
+            }
+            let mut diags = Vec::new();
+            for o in &l.objects {
+                diags.extend(crate::validate::own_diagnostics(o));
+            }
+            if diags.iter().any(crate::diagnostic::Diagnostic::is_error) {
+                return None;
+            }
+            own.push((p, diags));
+            added.extend(l.objects.iter().cloned());
+        }
+        let mut changed: BTreeSet<crate::manifest::ObjectId> = removed.iter().cloned().collect();
+        changed.extend(added.iter().map(|o| o.body.id()));
+        if changed.iter().any(|id| id.kind == Kind::Cluster) {
+            return None;
+        }
+        let cross = crate::validate::revalidate(&mut warm.manifests, &removed, added)?;
+        for (p, diags) in own {
+            if diags.is_empty() {
+                warm.own.remove(p);
+            } else {
+                warm.own.insert(p.clone(), diags);
+            }
+        }
+        let state = std::sync::Arc::new(crate::desired::recompile(
+            &warm.state,
+            &warm.manifests,
+            &changed,
+        ));
+        let mut warnings: Vec<crate::diagnostic::Diagnostic> = self
+            .files
+            .values()
+            .flat_map(|(_, l)| l.diagnostics.iter().cloned())
+            .chain(warm.own.values().flatten().cloned())
+            .chain(cross)
+            .collect();
+        crate::diagnostic::sort(&mut warnings);
+        crate::diagnostic::attach_source_lines(&mut warnings, &self.sources);
+        warm.state = std::sync::Arc::clone(&state);
+        self.warm = Some(warm);
+        Some(crate::Compiled {
+            revision,
+            state,
+            warnings,
+        })
     }
 }
 

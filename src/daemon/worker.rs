@@ -220,6 +220,7 @@ impl Worker {
                 revision = head,
                 files_read = stats.files_read,
                 full = stats.full,
+                per_object = stats.per_object,
                 "compiled"
             );
             return Ok(rev);

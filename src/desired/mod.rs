@@ -678,6 +678,140 @@ pub fn compile(m: &Manifests) -> DesiredState {
     out
 }
 
+/// [`compile`] of `m` after a change, from `prev`, the compiled state before it:
+/// recompiles only the objects in `changed` (removed, added or modified; never the
+/// Cluster) and what depends on them: the roles the changed hosts have or had (their
+/// host lists), the hosts of roles whose queue changed or that came or went (their
+/// queues), and the schedules whose targets reach a changed role or host (their
+/// entries). Everything else is `prev`'s. Equal to `compile(m)`: the daemon's
+/// differential test (`tests/cli/test_perf_incremental.rs`) checks it over a generated
+/// history of every kind of change.
+pub fn recompile(
+    prev: &DesiredState,
+    m: &Manifests,
+    changed: &std::collections::BTreeSet<ObjectId>,
+) -> DesiredState {
+    use std::collections::BTreeSet;
+    let c = &m.cluster.object;
+    let mut out = prev.clone();
+    let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
+    let names = |kind: Kind| {
+        changed
+            .iter()
+            .filter(move |id| id.kind == kind)
+            .map(|id| id.name.as_str())
+    };
+    let changed_hosts: BTreeSet<&str> = names(Kind::Host).collect();
+    // Roles: the changed ones, and those a changed host has or had (their host lists).
+    let mut roles: BTreeSet<&str> = names(Kind::Role).collect();
+    for h in &changed_hosts {
+        if let Some(old) = prev.hosts.get(*h) {
+            roles.extend(old.roles.iter().map(String::as_str));
+        }
+        if let Some(new) = m.hosts.get(*h) {
+            roles.extend(new.object.spec.roles.value.iter().map(|r| r.value.as_str()));
+        }
+    }
+    // Hosts: the changed ones, and those of roles whose queue changed (or that came or
+    // went), before and after.
+    let mut hosts: BTreeSet<&str> = changed_hosts.clone();
+    for r in &roles {
+        let id = ObjectId {
+            kind: Kind::Role,
+            name: (*r).to_string(),
+        };
+        let compiled = m.roles.get(*r).map(|e| compile_role(r, &e.object, &index));
+        let queue_before = prev.roles.get(*r).map(|c| c.queue.as_str());
+        if compiled.as_ref().map(|(_, c)| c.queue.as_str()) != queue_before {
+            if let Some(old) = prev.roles.get(*r) {
+                hosts.extend(old.hosts.iter().map(String::as_str));
+            }
+            hosts.extend(index.with_role(r).iter().copied());
+        }
+        match compiled {
+            Some((object, role)) => {
+                out.objects.insert(id, object);
+                out.roles.insert((*r).to_string(), role);
+            }
+            None => {
+                out.objects.remove(&id);
+                out.roles.remove(*r);
+            }
+        }
+    }
+    for h in &hosts {
+        let id = ObjectId {
+            kind: Kind::Host,
+            name: (*h).to_string(),
+        };
+        match m.hosts.get(*h) {
+            Some(e) => {
+                let (object, host) = compile_host(h, &e.object, c, &out.roles);
+                out.objects.insert(id, object);
+                out.hosts.insert((*h).to_string(), host);
+            }
+            None => {
+                out.objects.remove(&id);
+                out.hosts.remove(*h);
+            }
+        }
+    }
+    // Schedules: the changed ones, and those with a target that reaches a recompiled
+    // role or a changed host (a selector: one matching its labels before or after).
+    let mut label_sets: Vec<BTreeMap<String, String>> = Vec::new();
+    for h in &changed_hosts {
+        if let Some(old) = prev.hosts.get(*h) {
+            label_sets.push(old.labels.clone());
+        }
+        if let Some(new) = m.hosts.get(*h) {
+            label_sets.push(new.object.metadata.labels());
+        }
+    }
+    let reaches = |t: &Located<crate::manifest::Target>| {
+        let t = &t.value;
+        t.role
+            .as_ref()
+            .is_some_and(|r| roles.contains(r.value.as_str()))
+            || t.host
+                .as_ref()
+                .is_some_and(|h| changed_hosts.contains(h.value.as_str()))
+            || t.selector.as_ref().is_some_and(|sel| {
+                label_sets.iter().any(|labels| {
+                    sel.match_labels
+                        .iter()
+                        .all(|(k, v)| labels.get(k) == Some(v))
+                })
+            })
+    };
+    let mut schedules: BTreeSet<&str> = names(Kind::Schedule).collect();
+    for (name, e) in &m.schedules {
+        if e.object.spec.targets.value.iter().any(reaches) {
+            schedules.insert(name);
+        }
+    }
+    for name in &schedules {
+        let id = ObjectId {
+            kind: Kind::Schedule,
+            name: (*name).to_string(),
+        };
+        let compiled = m
+            .schedules
+            .get(*name)
+            .and_then(|e| compile_schedule(&e.object, &out.timezone, &index, &out.roles));
+        match compiled {
+            Some((object, schedule)) => {
+                out.objects.insert(id, object);
+                out.schedules.insert((*name).to_string(), schedule);
+            }
+            None => {
+                out.objects.remove(&id);
+                out.schedules.remove(*name);
+            }
+        }
+    }
+    out
+}
+
 /// The cluster's rollout settings, defaults applied.
 fn deploy_settings(c: &Cluster) -> DeploySettings {
     let Some(d) = &c.spec.deployment else {

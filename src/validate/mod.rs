@@ -249,6 +249,29 @@ impl Checker<'_> {
 /// Every diagnostic (errors and warnings, sorted by location) when any error was found,
 /// including errors from loading.
 pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
+    validate_keeping(loaded).map(|(v, _)| v)
+}
+
+/// Own diagnostics ([`own_diagnostics`]) by file.
+pub type OwnDiagnostics = BTreeMap<String, Vec<Diagnostic>>;
+
+/// The diagnostics of one object's own checks: those that need no other object (names,
+/// labels, addresses, durations, cron, time zones, task names, argv lists).
+pub fn own_diagnostics(obj: &Object) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    check_own(obj, &mut diags);
+    diags
+}
+
+/// [`validate`], also returning the own diagnostics ([`own_diagnostics`]) of each
+/// file's objects, by file (files without any are left out), for a caller that
+/// revalidates changes with [`revalidate`].
+///
+/// # Errors
+/// As [`validate`].
+pub fn validate_keeping(
+    loaded: LoadedFiles,
+) -> Result<(Validated, OwnDiagnostics), Vec<Diagnostic>> {
     let LoadedFiles {
         objects,
         mut diagnostics,
@@ -261,6 +284,7 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
     let mut hosts: BTreeMap<String, Entry<Host>> = BTreeMap::new();
     let mut schedules: BTreeMap<String, Entry<Schedule>> = BTreeMap::new();
     let mut seen: BTreeMap<ObjectId, (String, Pos)> = BTreeMap::new();
+    let mut own: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
 
     for obj in objects {
         let id = obj.body.id();
@@ -277,40 +301,25 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
             continue;
         }
         seen.insert(id.clone(), (obj.file.clone(), name_pos));
-        let mut c = Checker {
-            file: &obj.file,
-            diags: &mut diagnostics,
-        };
-        c.meta(id.kind, obj.body.metadata());
-        let (file, pos) = (obj.file.clone(), obj.pos);
+        let d = own_diagnostics(&obj);
+        if !d.is_empty() {
+            own.entry(obj.file.clone()).or_default().extend(d);
+        }
+        let (file, pos) = (obj.file, obj.pos);
         match obj.body {
-            ObjectBody::Cluster(o) => {
-                c.timezone(&o.spec.timezone);
-                if let Some(s) = &o.spec.ssh {
-                    c.ssh(s);
-                }
-                if let Some(d) = &o.spec.deployment {
-                    c.deployment(d);
-                }
-                if let Some(h) = &o.spec.run_history {
-                    c.run_history(h);
-                }
-                clusters.push(Entry::new(file, pos, o));
-            }
+            ObjectBody::Cluster(o) => clusters.push(Entry::new(file, pos, o)),
             ObjectBody::Role(o) => {
-                check_role(&mut c, &o);
                 roles.insert(id.name, Entry::new(file, pos, o));
             }
             ObjectBody::Host(o) => {
-                check_host(&mut c, &o);
                 hosts.insert(id.name, Entry::new(file, pos, o));
             }
             ObjectBody::Schedule(o) => {
-                check_schedule(&mut c, &o);
                 schedules.insert(id.name, Entry::new(file, pos, o));
             }
         }
     }
+    diagnostics.extend(own.values().flatten().cloned());
 
     let cluster_undecoded = undecoded.iter().any(|id| id.kind == Kind::Cluster);
     match clusters.len() {
@@ -341,30 +350,129 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
         }
     }
 
-    if let Some(c) = clusters.first() {
-        check_schedule_timezones(c, &schedules, &mut diagnostics);
-        if let Some(a) = &c.object.spec.alerts {
-            check_alerts(&c.file, a, &schedules, &mut diagnostics);
-        }
-    }
-    check_queues(&roles, &mut diagnostics);
-    check_host_references(&hosts, &roles, &undecoded, &mut diagnostics);
-    check_schedule_references(&schedules, &hosts, &roles, &undecoded, &mut diagnostics);
+    cross_checks(
+        clusters.first(),
+        &roles,
+        &hosts,
+        &schedules,
+        &undecoded,
+        &mut diagnostics,
+    );
 
     crate::diagnostic::sort(&mut diagnostics);
     let has_error = diagnostics.iter().any(Diagnostic::is_error);
     match clusters.into_iter().next() {
-        Some(cluster) if !has_error => Ok(Validated {
-            manifests: Manifests {
-                cluster,
-                roles,
-                hosts,
-                schedules,
+        Some(cluster) if !has_error => Ok((
+            Validated {
+                manifests: Manifests {
+                    cluster,
+                    roles,
+                    hosts,
+                    schedules,
+                },
+                warnings: diagnostics,
             },
-            warnings: diagnostics,
-        }),
+            own,
+        )),
         _ => Err(diagnostics),
     }
+}
+
+/// Applies a change to manifests that validated: removes the objects `removed`, adds
+/// `added` (whose own checks the caller ran and found no error in), and runs the
+/// repository-wide and cross-object checks again over the result. Returns their
+/// diagnostics (warnings only). `None` when the change needs a full [`validate`]
+/// instead: it removes or adds a Cluster, adds an object that exists, or a check found
+/// an error; `m` is then left half-changed and must be dropped.
+pub fn revalidate(
+    m: &mut Manifests,
+    removed: &[ObjectId],
+    added: Vec<Object>,
+) -> Option<Vec<Diagnostic>> {
+    for id in removed {
+        let gone = match id.kind {
+            Kind::Cluster => false,
+            Kind::Role => m.roles.remove(&id.name).is_some(),
+            Kind::Host => m.hosts.remove(&id.name).is_some(),
+            Kind::Schedule => m.schedules.remove(&id.name).is_some(),
+        };
+        if !gone {
+            return None;
+        }
+    }
+    for obj in added {
+        let name = obj.body.metadata().name.value.clone();
+        let (file, pos) = (obj.file, obj.pos);
+        let fresh = match obj.body {
+            ObjectBody::Cluster(_) => false,
+            ObjectBody::Role(o) => m.roles.insert(name, Entry::new(file, pos, o)).is_none(),
+            ObjectBody::Host(o) => m.hosts.insert(name, Entry::new(file, pos, o)).is_none(),
+            ObjectBody::Schedule(o) => m.schedules.insert(name, Entry::new(file, pos, o)).is_none(),
+        };
+        if !fresh {
+            return None;
+        }
+    }
+    let mut diagnostics = Vec::new();
+    cross_checks(
+        Some(&m.cluster),
+        &m.roles,
+        &m.hosts,
+        &m.schedules,
+        &BTreeSet::new(),
+        &mut diagnostics,
+    );
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return None;
+    }
+    Some(diagnostics)
+}
+
+/// The checks of one object that need no other object.
+fn check_own(obj: &Object, diags: &mut Vec<Diagnostic>) {
+    let mut c = Checker {
+        file: &obj.file,
+        diags,
+    };
+    c.meta(obj.body.id().kind, obj.body.metadata());
+    match &obj.body {
+        ObjectBody::Cluster(o) => {
+            c.timezone(&o.spec.timezone);
+            if let Some(s) = &o.spec.ssh {
+                c.ssh(s);
+            }
+            if let Some(d) = &o.spec.deployment {
+                c.deployment(d);
+            }
+            if let Some(h) = &o.spec.run_history {
+                c.run_history(h);
+            }
+        }
+        ObjectBody::Role(o) => check_role(&mut c, o),
+        ObjectBody::Host(o) => check_host(&mut c, o),
+        ObjectBody::Schedule(o) => check_schedule(&mut c, o),
+    }
+}
+
+/// The checks between objects: schedule time zones and alert routes against the
+/// cluster, unique queues, host roles and schedule targets that resolve.
+fn cross_checks(
+    cluster: Option<&Entry<Cluster>>,
+    roles: &BTreeMap<String, Entry<Role>>,
+    hosts: &BTreeMap<String, Entry<Host>>,
+    schedules: &BTreeMap<String, Entry<Schedule>>,
+    undecoded: &BTreeSet<ObjectId>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if let Some(c) = cluster {
+        check_schedule_timezones(c, schedules, diagnostics);
+        if let Some(a) = &c.object.spec.alerts {
+            check_alerts(&c.file, a, schedules, diagnostics);
+        }
+    }
+    check_queues(roles, diagnostics);
+    check_host_references(hosts, roles, undecoded, diagnostics);
+    check_schedule_references(schedules, hosts, roles, undecoded, diagnostics);
 }
 
 fn check_role(c: &mut Checker<'_>, o: &Role) {

@@ -159,6 +159,77 @@ fn incremental_compile_and_reconcile_equal_the_full_path_over_a_history() {
         ),
         "fix",
     ));
+    // Changes that reach other objects: a role's queue (the workers of its hosts), a
+    // host's roles (two role host lists and their schedules), a warning that comes and
+    // goes, a Cluster change (compiled in full), a name defined twice (the full path's
+    // error) and its removal, a host removed.
+    steps.push((
+        fleet::commit_files(
+            &repo,
+            &[(
+                "manifests/roles/role-005.yaml",
+                Some(&fleet::role_yaml(5, 0).replace("queue: role-005", "queue: other-005")),
+            )],
+            "move a role to another queue",
+        ),
+        "queue",
+    ));
+    steps.push((
+        fleet::commit_files(
+            &repo,
+            &[(
+                "manifests/hosts/host-00010.yaml",
+                Some(&fleet::host_yaml(&spec, 10, 0).replace("roles: [", "roles: [role-005, ")),
+            )],
+            "give a host another role",
+        ),
+        "roles",
+    ));
+    let warned = fleet::schedule_yaml(&spec, 1, 0)
+        .replace("sched-00001", "sched-warned")
+        .replace("every: ", "timezone: Europe/Paris\n  every: ");
+    steps.push((
+        fleet::commit_files(
+            &repo,
+            &[("manifests/schedules/sched-warned.yaml", Some(&warned))],
+            "a schedule with a warning",
+        ),
+        "warning",
+    ));
+    steps.push((
+        fleet::commit_files(
+            &repo,
+            &[(
+                "manifests/cluster.yaml",
+                Some(&fleet::cluster_yaml().replace("A generated fleet", "The fleet")),
+            )],
+            "change the cluster",
+        ),
+        "cluster",
+    ));
+    steps.push((
+        fleet::commit_files(
+            &repo,
+            &[(
+                "manifests/hosts/zz-twice.yaml",
+                Some(&fleet::host_yaml(&spec, 5, 0)),
+            )],
+            "define a host twice",
+        ),
+        "invalid",
+    ));
+    steps.push((
+        fleet::commit_files(
+            &repo,
+            &[
+                ("manifests/hosts/zz-twice.yaml", None),
+                ("manifests/hosts/host-99999.yaml", None),
+                ("manifests/schedules/sched-warned.yaml", None),
+            ],
+            "remove the duplicate, a host and the warning",
+        ),
+        "remove",
+    ));
     steps.push((fleet::commit_change(&repo, &spec, 16).0, "other-writer"));
     steps.push((fleet::commit_change(&repo, &spec, 17).0, "change"));
 
@@ -184,6 +255,14 @@ fn incremental_compile_and_reconcile_equal_the_full_path_over_a_history() {
             i == 0,
             "step {i}: only the first load reads everything"
         );
+        // Per object unless the Cluster changed or the previous revision was invalid
+        // (then every object is validated and compiled again).
+        let after_invalid = i > 0 && steps[i - 1].1 == "invalid";
+        assert_eq!(
+            stats.per_object,
+            i > 0 && *what != "cluster" && !after_invalid,
+            "step {i} ({what}): compiled per object"
+        );
         if i > 0 {
             assert!(
                 stats.files_read <= 2,
@@ -199,6 +278,16 @@ fn incremental_compile_and_reconcile_equal_the_full_path_over_a_history() {
         assert_eq!(f.schedules, g.schedules, "step {i}: schedules");
         assert_eq!(full.release, incr.release);
         assert_eq!(full.subject, incr.subject);
+        assert_eq!(
+            full.compiled.warnings, incr.compiled.warnings,
+            "step {i} ({what}): warnings"
+        );
+        if *what == "warning" {
+            assert!(
+                !incr.compiled.warnings.is_empty(),
+                "step {i}: the warning is reported"
+            );
+        }
 
         if *what == "other-writer" {
             // Another writer applied something: the generation moved.
