@@ -143,7 +143,7 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 
 /// Applies a plan's object changes to a set of objects.
 fn apply(
-    objects: &BTreeMap<ObjectId, DesiredObject>,
+    objects: &BTreeMap<ObjectId, std::sync::Arc<DesiredObject>>,
     plan: &Plan,
 ) -> BTreeMap<ObjectId, serde_json::Value> {
     let mut out: BTreeMap<ObjectId, serde_json::Value> = objects

@@ -515,11 +515,11 @@ fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, Com
     }
     let mut selected = Vec::new();
     if a.all {
-        selected.extend(hosts.iter().map(|(n, h)| (n.clone(), h.clone())));
+        selected.extend(hosts.iter().map(|(n, h)| (n.clone(), (**h).clone())));
     } else {
         for name in &a.hosts {
             match hosts.get(name) {
-                Some(h) => selected.push((name.clone(), h.clone())),
+                Some(h) => selected.push((name.clone(), (**h).clone())),
                 None => {
                     let mut err =
                         CommandError::invalid(format!("no host named {name:?} at {}", a.rev));

@@ -130,7 +130,7 @@ pub fn rollout(
     }
     let jobs: Vec<(&String, &CompiledHost)> = hosts
         .iter()
-        .filter_map(|n| state.hosts.get(n).map(|h| (n, h)))
+        .filter_map(|n| state.hosts.get(n).map(|h| (n, &**h)))
         .collect();
     let run = |(name, host): (&String, &CompiledHost), canary: bool| -> HostResult {
         let (files, dir) = &shared[name.as_str()];

@@ -16,6 +16,7 @@ pub mod schedule {
 pub mod targets;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
@@ -243,10 +244,12 @@ pub struct DesiredState {
     pub cluster: String,
     /// The cluster's time zone (default `UTC`): schedules' default, and the workers'.
     pub timezone: String,
-    pub objects: BTreeMap<ObjectId, DesiredObject>,
+    /// Objects, hosts and schedules are shared (`Arc`): the daemon's per-object compile
+    /// copies the maps of the previous revision and replaces what a change reached.
+    pub objects: BTreeMap<ObjectId, Arc<DesiredObject>>,
     pub roles: BTreeMap<String, CompiledRole>,
-    pub hosts: BTreeMap<String, CompiledHost>,
-    pub schedules: BTreeMap<String, CompiledSchedule>,
+    pub hosts: BTreeMap<String, Arc<CompiledHost>>,
+    pub schedules: BTreeMap<String, Arc<CompiledSchedule>>,
     pub deploy: DeploySettings,
     /// How much run history the collector keeps (the Cluster's `runHistory`).
     pub run_history: RunRetention,
@@ -636,7 +639,7 @@ pub fn compile(m: &Manifests) -> DesiredState {
             kind: Kind::Cluster,
             name: out.cluster.clone(),
         },
-        compile_cluster(c, &cluster_tz),
+        Arc::new(compile_cluster(c, &cluster_tz)),
     );
     let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
     for (name, e) in &m.roles {
@@ -646,7 +649,7 @@ pub fn compile(m: &Manifests) -> DesiredState {
                 kind: Kind::Role,
                 name: name.clone(),
             },
-            object,
+            Arc::new(object),
         );
         out.roles.insert(name.clone(), role);
     }
@@ -657,9 +660,9 @@ pub fn compile(m: &Manifests) -> DesiredState {
                 kind: Kind::Host,
                 name: name.clone(),
             },
-            object,
+            Arc::new(object),
         );
-        out.hosts.insert(name.clone(), host);
+        out.hosts.insert(name.clone(), Arc::new(host));
     }
     for (name, e) in &m.schedules {
         let Some((object, schedule)) = compile_schedule(&e.object, &cluster_tz, &index, &out.roles)
@@ -671,9 +674,9 @@ pub fn compile(m: &Manifests) -> DesiredState {
                 kind: Kind::Schedule,
                 name: name.clone(),
             },
-            object,
+            Arc::new(object),
         );
-        out.schedules.insert(name.clone(), schedule);
+        out.schedules.insert(name.clone(), Arc::new(schedule));
     }
     out
 }
@@ -730,7 +733,7 @@ pub fn recompile(
         }
         match compiled {
             Some((object, role)) => {
-                out.objects.insert(id, object);
+                out.objects.insert(id, Arc::new(object));
                 out.roles.insert((*r).to_string(), role);
             }
             None => {
@@ -747,8 +750,8 @@ pub fn recompile(
         match m.hosts.get(*h) {
             Some(e) => {
                 let (object, host) = compile_host(h, &e.object, c, &out.roles);
-                out.objects.insert(id, object);
-                out.hosts.insert((*h).to_string(), host);
+                out.objects.insert(id, Arc::new(object));
+                out.hosts.insert((*h).to_string(), Arc::new(host));
             }
             None => {
                 out.objects.remove(&id);
@@ -800,8 +803,9 @@ pub fn recompile(
             .and_then(|e| compile_schedule(&e.object, &out.timezone, &index, &out.roles));
         match compiled {
             Some((object, schedule)) => {
-                out.objects.insert(id, object);
-                out.schedules.insert((*name).to_string(), schedule);
+                out.objects.insert(id, Arc::new(object));
+                out.schedules
+                    .insert((*name).to_string(), Arc::new(schedule));
             }
             None => {
                 out.objects.remove(&id);

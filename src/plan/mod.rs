@@ -143,7 +143,7 @@ impl Plan {
 /// live state in Redis.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Side {
-    pub objects: BTreeMap<ObjectId, DesiredObject>,
+    pub objects: BTreeMap<ObjectId, std::sync::Arc<DesiredObject>>,
     pub host_queues: BTreeMap<String, Vec<String>>,
     pub role_hosts: BTreeMap<String, Vec<String>>,
     pub schedule_entries: BTreeMap<String, Vec<ScheduleEntry>>,
@@ -437,7 +437,10 @@ pub fn live_side(keys: &crate::state::Keys, image: &crate::state::Image) -> Side
             Kind::Cluster => {}
         }
     }
-    side.objects = objects.into_iter().map(|(id, o)| (id, o.object)).collect();
+    side.objects = objects
+        .into_iter()
+        .map(|(id, o)| (id, std::sync::Arc::new(o.object)))
+        .collect();
     side
 }
 

@@ -1033,7 +1033,9 @@ fn check_schedule_references(
 ) {
     let index = crate::manifest::HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
     for (name, s) in schedules {
-        let by = format!("schedule {name:?}");
+        // Only formatted when a diagnostic is reported (this loop runs over every
+        // schedule on each revision the daemon compiles).
+        let by = || format!("schedule {name:?}");
         let mut target_roles: BTreeSet<&str> = BTreeSet::new();
         for t in &s.object.spec.targets.value {
             if let Some(r) = &t.role {
@@ -1045,20 +1047,21 @@ fn check_schedule_references(
                             &s.file,
                             r.pos,
                             format!(
-                                "{by}: no host has role {:?}, so this target runs nowhere",
+                                "{}: no host has role {:?}, so this target runs nowhere",
+                                by(),
                                 r.value
                             ),
                         ));
                     }
                 } else if !undecoded.contains(&id(Kind::Role, &r.value)) {
-                    diags.push(unknown_ref(&s.file, r, Kind::Role, roles.keys(), &by));
+                    diags.push(unknown_ref(&s.file, r, Kind::Role, roles.keys(), &by()));
                 }
             }
             if let Some(h) = &t.host {
                 if let Some(host) = hosts.get(&h.value) {
                     target_roles.extend(roles_of(host));
                 } else if !undecoded.contains(&id(Kind::Host, &h.value)) {
-                    diags.push(unknown_ref(&s.file, h, Kind::Host, hosts.keys(), &by));
+                    diags.push(unknown_ref(&s.file, h, Kind::Host, hosts.keys(), &by()));
                 }
             }
             if let Some(sel) = &t.selector {
@@ -1068,7 +1071,7 @@ fn check_schedule_references(
                         Diagnostic::warning(
                             &s.file,
                             t.pos,
-                            format!("{by}: selector {:?} matches no host", sel.match_labels),
+                            format!("{}: selector {:?} matches no host", by(), sel.match_labels),
                         )
                         .help("check the labels in `metadata.labels` of your hosts"),
                     );
@@ -1099,11 +1102,10 @@ fn check_task_provided(
         return;
     }
     let provides = |r: &&Entry<Role>| {
-        r.object
-            .spec
-            .tasks
-            .iter()
-            .any(|t| task == &t.value || task.starts_with(&format!("{}.", t.value)))
+        r.object.spec.tasks.iter().any(|t| {
+            task.strip_prefix(t.value.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
     };
     if !listed.iter().any(provides) {
         diags.push(
