@@ -215,56 +215,83 @@ pub fn diff(before: &DesiredState, after: &DesiredState, now: DateTime<Utc>) -> 
 /// The objects that may differ between two desired states: added, removed or changed
 /// specs, hosts whose queues changed and schedules whose targets changed (what
 /// [`diff_sides`] would report), in plan order. Compares without copying.
+///
+/// Values the two states share (the daemon's per-object compile keeps the previous
+/// revision's `Arc`s for what a change did not reach) are equal without a look inside.
 pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<ObjectId> {
-    let mut out = Vec::new();
-    let mut b = before.objects.iter().peekable();
-    let mut a = after.objects.iter().peekable();
-    loop {
-        let next = match (b.peek(), a.peek()) {
-            (None, None) => break,
-            (Some((bi, _)), None) => {
-                let id = (*bi).clone();
+    use std::sync::Arc;
+    let mut out: BTreeSet<ObjectId> = BTreeSet::new();
+    merge_changed(&before.objects, &after.objects, |b, a| match (b, a) {
+        (Some(b), Some(a)) => !Arc::ptr_eq(b, a) && b.hash != a.hash,
+        _ => true,
+    })
+    .for_each(|id| {
+        out.insert(id.clone());
+    });
+    // Derived facts of objects present on both sides (an added or removed object is a
+    // candidate already).
+    let both = |kind: Kind, name: &String| {
+        let id = ObjectId {
+            kind,
+            name: name.clone(),
+        };
+        (before.objects.contains_key(&id) && after.objects.contains_key(&id)).then_some(id)
+    };
+    for name in merge_changed(&before.hosts, &after.hosts, |b, a| match (b, a) {
+        (Some(b), Some(a)) => !Arc::ptr_eq(b, a) && b.queues != a.queues,
+        _ => false,
+    }) {
+        out.extend(both(Kind::Host, name));
+    }
+    for name in merge_changed(&before.schedules, &after.schedules, |b, a| match (b, a) {
+        (Some(b), Some(a)) => !Arc::ptr_eq(b, a) && b.entries != a.entries,
+        _ => false,
+    }) {
+        out.extend(both(Kind::Schedule, name));
+    }
+    out.into_iter().collect()
+}
+
+/// The keys of two sorted maps for which `changed(before, after)` holds (`None`: the
+/// key is absent on that side), walking both maps once.
+fn merge_changed<'a, K: Ord, V>(
+    before: &'a BTreeMap<K, V>,
+    after: &'a BTreeMap<K, V>,
+    changed: impl Fn(Option<&V>, Option<&V>) -> bool + 'a,
+) -> impl Iterator<Item = &'a K> + 'a {
+    let mut b = before.iter().peekable();
+    let mut a = after.iter().peekable();
+    std::iter::from_fn(move || loop {
+        let (key, bv, av) = match (b.peek(), a.peek()) {
+            (None, None) => return None,
+            (Some(&(bk, bv)), None) => {
                 b.next();
-                Some(id)
+                (bk, Some(bv), None)
             }
-            (None, Some((ai, _))) => {
-                let id = (*ai).clone();
+            (None, Some(&(ak, av))) => {
                 a.next();
-                Some(id)
+                (ak, None, Some(av))
             }
-            (Some((bi, bo)), Some((ai, ao))) => match bi.cmp(ai) {
+            (Some(&(bk, bv)), Some(&(ak, av))) => match bk.cmp(ak) {
                 std::cmp::Ordering::Less => {
-                    let id = (*bi).clone();
                     b.next();
-                    Some(id)
+                    (bk, Some(bv), None)
                 }
                 std::cmp::Ordering::Greater => {
-                    let id = (*ai).clone();
                     a.next();
-                    Some(id)
+                    (ak, None, Some(av))
                 }
                 std::cmp::Ordering::Equal => {
-                    let derived = match bi.kind {
-                        Kind::Host => {
-                            before.hosts.get(&bi.name).map(|h| &h.queues)
-                                != after.hosts.get(&bi.name).map(|h| &h.queues)
-                        }
-                        Kind::Schedule => {
-                            before.schedules.get(&bi.name).map(|s| &s.entries)
-                                != after.schedules.get(&bi.name).map(|s| &s.entries)
-                        }
-                        Kind::Cluster | Kind::Role => false,
-                    };
-                    let id = (bo.hash != ao.hash || derived).then(|| (*bi).clone());
                     b.next();
                     a.next();
-                    id
+                    (bk, Some(bv), Some(av))
                 }
             },
         };
-        out.extend(next);
-    }
-    out
+        if changed(bv, av) {
+            return Some(key);
+        }
+    })
 }
 
 /// Compares a "before" side (e.g. the live state) with a desired state.
