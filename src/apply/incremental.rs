@@ -483,22 +483,26 @@ pub fn patch_image(
             Kind::Schedule | Kind::Cluster => {}
         }
     }
-    // The hosts set and the workers.
+    // The hosts set (touched only when a host comes or goes: it has a member per host,
+    // and a touched key is copied and digested) and the workers.
     let hosts_key = keys.hosts();
-    touch(&mut touched, &img, &hosts_key, &mut old);
     for h in &hosts {
         let present = after.hosts.contains_key(*h);
-        if let Some(KeyValue::Set(set)) = img.get_mut(&hosts_key) {
-            if present {
-                set.insert(h.to_string());
-            } else {
-                set.remove(*h);
+        let listed = matches!(img.get(&hosts_key), Some(KeyValue::Set(set)) if set.contains(*h));
+        if present != listed {
+            touch(&mut touched, &img, &hosts_key, &mut old);
+            if let Some(KeyValue::Set(set)) = img.get_mut(&hosts_key) {
+                if present {
+                    set.insert(h.to_string());
+                } else {
+                    set.remove(*h);
+                }
+            } else if present {
+                img.insert(
+                    hosts_key.clone(),
+                    KeyValue::Set(BTreeSet::from([h.to_string()])),
+                );
             }
-        } else if present {
-            img.insert(
-                hosts_key.clone(),
-                KeyValue::Set(BTreeSet::from([h.to_string()])),
-            );
         }
         let k = keys.worker(h);
         touch(&mut touched, &img, &k, &mut old);
@@ -515,15 +519,14 @@ pub fn patch_image(
             .map(|c| KeyValue::Set(c.hosts.iter().cloned().collect()));
         set_or_remove(&mut img, k, v);
     }
-    // RedBeat entries of the changed schedules, and the schedule index.
+    // RedBeat entries of the changed schedules, and the schedule index (a changed entry
+    // is re-indexed: `state::plan_keys`).
     let zkey = keys.redbeat_schedule();
     let now = chrono::Utc::now();
-    let mut zset_touched = false;
+    if ids.iter().any(|id| id.kind == Kind::Schedule) {
+        touch(&mut touched, &img, &zkey, &mut old);
+    }
     for id in ids.iter().filter(|id| id.kind == Kind::Schedule) {
-        if !zset_touched {
-            touch(&mut touched, &img, &zkey, &mut old);
-            zset_touched = true;
-        }
         if let Some(s) = before.schedules.get(&id.name) {
             for e in &s.entries {
                 let k = keys.redbeat_entry(&state::redbeat_entry_name(&id.name, e));

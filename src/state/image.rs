@@ -48,8 +48,10 @@ impl PartialEq for KeyValue {
 impl KeyValue {
     /// `sha256:` of the canonical JSON of the value.
     pub fn digest(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_default();
-        format!("sha256:{:x}", Sha256::digest(json.as_bytes()))
+        super::json_digest(self).unwrap_or_else(|| {
+            // Serializing a value of strings cannot fail; the digest of nothing, as before.
+            format!("sha256:{:x}", Sha256::digest(b""))
+        })
     }
 
     pub fn type_name(&self) -> &'static str {

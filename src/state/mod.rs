@@ -52,6 +52,24 @@ pub fn random_secret(n: usize) -> std::io::Result<String> {
 use crate::desired::{DesiredObject, ObjectJson, ScheduleEntry};
 use crate::manifest::{Kind, ObjectId};
 
+/// `sha256:` of the compact JSON of `v`, hashed as it is written (the `objects` hash of a
+/// 10,000-host fleet is about 20 MB of JSON; no copy of it is built).
+pub(crate) fn json_digest<T: serde::Serialize + ?Sized>(v: &T) -> Option<String> {
+    struct HashWriter(sha2::Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            sha2::Digest::update(&mut self.0, buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(sha2::Sha256::default());
+    serde_json::to_writer(&mut w, v).ok()?;
+    Some(format!("sha256:{:x}", sha2::Digest::finalize(w.0)))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot connect to Redis at {url}: {reason}")]

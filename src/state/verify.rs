@@ -318,18 +318,6 @@ impl serde::Serialize for Pairs<'_> {
     }
 }
 
-struct HashWriter(sha2::Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(&mut self.0, buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The digest of a key's owned value as read (`None`: not a reply its kind gives).
 fn live_digest(read: Read, v: Value) -> Option<String> {
     let mut pairs;
@@ -360,9 +348,7 @@ fn live_digest(read: Read, v: Value) -> Option<String> {
             Canonical::Members { members: &members }
         }
     };
-    let mut w = HashWriter(sha2::Sha256::default());
-    serde_json::to_writer(&mut w, &canonical).ok()?;
-    Some(format!("sha256:{:x}", sha2::Digest::finalize(w.0)))
+    super::json_digest(&canonical)
 }
 
 fn reply_string(v: Value) -> Option<String> {
