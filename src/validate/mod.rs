@@ -1037,6 +1037,7 @@ fn check_schedule_references(
         // schedule on each revision the daemon compiles).
         let by = || format!("schedule {name:?}");
         let mut target_roles: BTreeSet<&str> = BTreeSet::new();
+        let mut selected: Vec<Vec<&str>> = Vec::new();
         for t in &s.object.spec.targets.value {
             if let Some(r) = &t.role {
                 if roles.contains_key(&r.value) {
@@ -1076,13 +1077,47 @@ fn check_schedule_references(
                         .help("check the labels in `metadata.labels` of your hosts"),
                     );
                 }
-                for host in n.iter().filter_map(|h| hosts.get(*h)) {
-                    target_roles.extend(roles_of(host));
+                selected.push(n);
+            }
+        }
+        // The roles of the hosts selectors reach only matter when no targeted role
+        // settles the task check yet; stop at the first that does (a selector reaches
+        // a share of the fleet, and the fleet's schedules grow with it: collecting every
+        // selected host's roles made this check quadratic in the fleet).
+        let task = &s.object.spec.task.value;
+        let mut settled =
+            task.is_empty() || target_roles.iter().any(|r| settles(task, roles.get(*r)));
+        'selected: for n in &selected {
+            if settled {
+                break;
+            }
+            for host in n.iter().filter_map(|h| hosts.get(*h)) {
+                for r in roles_of(host) {
+                    if target_roles.insert(r) && settles(task, roles.get(r)) {
+                        settled = true;
+                        break 'selected;
+                    }
                 }
             }
         }
-        check_task_provided(s, &target_roles, roles, diags);
+        if !settled {
+            check_task_provided(s, &target_roles, roles, diags);
+        }
     }
+}
+
+/// Whether targeting `role` alone keeps [`check_task_provided`] from warning about
+/// `task`: the role lists no tasks (anything goes) or provides it.
+fn settles(task: &str, role: Option<&Entry<Role>>) -> bool {
+    role.is_some_and(|r| r.object.spec.tasks.is_empty() || provides(&r.object, task))
+}
+
+/// Whether `role` lists `task` or its module.
+fn provides(role: &Role, task: &str) -> bool {
+    role.spec.tasks.iter().any(|t| {
+        task.strip_prefix(t.value.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    })
 }
 
 /// Warns when every targeted role lists its tasks and none of them provides the schedule's task.
@@ -1101,13 +1136,7 @@ fn check_task_provided(
     if listed.is_empty() || listed.iter().any(|r| r.object.spec.tasks.is_empty()) {
         return;
     }
-    let provides = |r: &&Entry<Role>| {
-        r.object.spec.tasks.iter().any(|t| {
-            task.strip_prefix(t.value.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-        })
-    };
-    if !listed.iter().any(provides) {
+    if !listed.iter().any(|r| provides(&r.object, task)) {
         diags.push(
             Diagnostic::warning(&s.file, s.object.spec.task.pos, format!("task {task:?} is not provided by any targeted role ({})", target_roles.iter().copied().collect::<Vec<_>>().join(", ")))
                 .help("add the task or its module to a role's `spec.tasks`, or target a role that provides it"),

@@ -230,3 +230,40 @@ fn error_rendering() {
     assert_eq!(code, 1);
     insta::assert_snapshot!("validate_errors", out);
 }
+
+#[test]
+fn a_task_no_selected_host_provides_is_a_warning_naming_every_selected_role() {
+    let mut repo = TestRepo::with_example();
+    let schedule = |name: &str, labels: &str| {
+        format!("apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: {name}\nspec:\n  every: 1h\n  task: dbops.tasks.vacuum\n  targets:\n    - selector:\n        matchLabels:\n{labels}")
+    };
+    // The first selected host (app01) runs only `application`; the second (db01)
+    // runs `database`, which provides the task: no warning.
+    repo.write(
+        "manifests/schedules/vacuum-all.yaml",
+        &schedule("vacuum-all", "          env: production\n"),
+    );
+    // Only web01 (webserver, application): neither provides it.
+    repo.write(
+        "manifests/schedules/vacuum-web.yaml",
+        &schedule(
+            "vacuum-web",
+            "          zone: fra1-a\n          tier: frontend\n",
+        ),
+    );
+    repo.commit("two selector schedules");
+    let mut cmd = repo.cmd();
+    cmd.arg("validate");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: task \"dbops.tasks.vacuum\" is not provided by any targeted role (application, webserver)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--> manifests/schedules/vacuum-web.yaml:7:9"),
+        "{out}"
+    );
+    assert!(!out.contains("vacuum-all.yaml"), "{out}");
+    assert!(out.contains("; 1 warning(s)"), "{out}");
+}
