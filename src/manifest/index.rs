@@ -52,22 +52,35 @@ impl<'a> HostIndex<'a> {
     /// Names of hosts whose labels contain every pair of `match_labels` (as
     /// `desired::select_hosts`; an empty selector matches every host).
     pub fn select(&self, match_labels: &BTreeMap<String, String>) -> Vec<&'a str> {
-        let mut lists = Vec::with_capacity(match_labels.len());
+        self.select_iter(match_labels).collect()
+    }
+
+    /// [`HostIndex::select`], one name at a time, for callers that may stop early.
+    pub fn select_iter<'s>(
+        &'s self,
+        match_labels: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a str> + 's {
+        let mut lists: Vec<&'s Vec<&'a str>> = Vec::with_capacity(match_labels.len());
+        let mut none = false;
         for (k, v) in match_labels {
             match self.by_label.get(&(k.as_str(), v.as_str())) {
                 Some(l) => lists.push(l),
-                None => return Vec::new(),
+                None => none = true,
             }
         }
         lists.sort_by_key(|l| l.len());
-        let Some((first, rest)) = lists.split_first() else {
-            return self.names.clone();
+        let (first, rest): (&'s [&'a str], Vec<&'s Vec<&'a str>>) = if none {
+            (&[], Vec::new())
+        } else {
+            match lists.split_first() {
+                None => (self.names.as_slice(), Vec::new()),
+                Some((first, rest)) => (first.as_slice(), rest.to_vec()),
+            }
         };
         first
             .iter()
-            .filter(|n| rest.iter().all(|l| l.binary_search(n).is_ok()))
+            .filter(move |n| rest.iter().all(|l| l.binary_search(n).is_ok()))
             .copied()
-            .collect()
     }
 
     /// Whether a host named `name` exists.

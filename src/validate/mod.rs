@@ -1037,7 +1037,7 @@ fn check_schedule_references(
         // schedule on each revision the daemon compiles).
         let by = || format!("schedule {name:?}");
         let mut target_roles: BTreeSet<&str> = BTreeSet::new();
-        let mut selected: Vec<Vec<&str>> = Vec::new();
+        let mut selected: Vec<&BTreeMap<String, String>> = Vec::new();
         for t in &s.object.spec.targets.value {
             if let Some(r) = &t.role {
                 if roles.contains_key(&r.value) {
@@ -1066,8 +1066,7 @@ fn check_schedule_references(
                 }
             }
             if let Some(sel) = &t.selector {
-                let n = index.select(&sel.match_labels);
-                if n.is_empty() {
+                if index.select_iter(&sel.match_labels).next().is_none() {
                     diags.push(
                         Diagnostic::warning(
                             &s.file,
@@ -1077,7 +1076,7 @@ fn check_schedule_references(
                         .help("check the labels in `metadata.labels` of your hosts"),
                     );
                 }
-                selected.push(n);
+                selected.push(&sel.match_labels);
             }
         }
         // The roles of the hosts selectors reach only matter when no targeted role
@@ -1087,11 +1086,11 @@ fn check_schedule_references(
         let task = &s.object.spec.task.value;
         let mut settled =
             task.is_empty() || target_roles.iter().any(|r| settles(task, roles.get(*r)));
-        'selected: for n in &selected {
+        'selected: for labels in &selected {
             if settled {
                 break;
             }
-            for host in n.iter().filter_map(|h| hosts.get(*h)) {
+            for host in index.select_iter(labels).filter_map(|h| hosts.get(h)) {
                 for r in roles_of(host) {
                     if target_roles.insert(r) && settles(task, roles.get(r)) {
                         settled = true;
