@@ -983,6 +983,15 @@ fn a_large_apply_in_one_pipelined_transaction_equals_the_same_fleet_applied_in_s
     );
 }
 
+/// The example plus 1,500 generated hosts, committed: a first apply above
+/// `PIPELINED_ABOVE` writes, so it takes the pipelined transaction.
+fn large_first_apply() -> TestRepo {
+    let mut repo = TestRepo::with_example();
+    grow(&repo, 1500);
+    repo.commit("a large first apply");
+    repo
+}
+
 /// Spawns `celeroot reconcile` paused inside its pipelined transaction
 /// (`CELEROOT_FAULT=pause-in-transaction`) and returns once Redis shows a client with
 /// queued commands.
@@ -1026,9 +1035,7 @@ fn paused_in_transaction(repo: &TestRepo, redis: &RedisServer) -> std::process::
 fn killing_the_client_or_redis_inside_the_pipelined_first_apply_writes_nothing() {
     let mut redis =
         RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"], None);
-    let mut repo = TestRepo::with_example();
-    grow(&repo, 1500);
-    repo.commit("a large first apply");
+    let repo = large_first_apply();
     // The reconciler dies with half its transaction queued: Redis drops the queue.
     let mut child = paused_in_transaction(&repo, &redis);
     child.kill().expect("SIGKILL celeroot");
@@ -1063,9 +1070,7 @@ fn renewing_the_lease_inside_the_pipelined_transaction_commits_and_a_takeover_wr
     // The lease keeper renews the lease (PEXPIRE) every 5 s; a transaction that takes
     // longer than that to queue (a first apply of 50,000 hosts) must still commit.
     let redis = RedisServer::start();
-    let mut repo = TestRepo::with_example();
-    grow(&repo, 1500);
-    repo.commit("a large first apply");
+    let mut repo = large_first_apply();
     let child = paused_in_transaction(&repo, &redis);
     let mut c = redis.conn();
     let renewed: i64 = redis::cmd("PEXPIRE")
@@ -1134,9 +1139,7 @@ fn renewing_the_lease_inside_the_pipelined_transaction_commits_and_a_takeover_wr
 #[test]
 fn a_watched_key_written_inside_the_pipelined_transaction_is_a_conflict_that_writes_nothing() {
     let redis = RedisServer::start();
-    let mut repo = TestRepo::with_example();
-    grow(&repo, 1500);
-    repo.commit("a large first apply");
+    let repo = large_first_apply();
     let child = paused_in_transaction(&repo, &redis);
     // Another reconcile commits meanwhile (it moves the generation).
     let mut c = redis.conn();
