@@ -85,9 +85,8 @@ pub fn compile_snapshot(snapshot: Snapshot) -> Result<Compiled, CompileError> {
     })
 }
 
-/// Validates and compiles files already loaded (the incremental compiler keeps them per
-/// blob). `attach` adds source lines to diagnostics; it is called only when there are
-/// some.
+/// Validates and compiles files already loaded. `attach` adds source lines to
+/// diagnostics; it is called only when there are some.
 ///
 /// # Errors
 /// [`CompileError::Invalid`] with every diagnostic when any manifest is invalid.
@@ -96,20 +95,36 @@ pub fn compile_loaded(
     loaded: manifest::LoadedFiles,
     attach: impl FnOnce(&mut Vec<Diagnostic>),
 ) -> Result<Compiled, CompileError> {
-    match validate::validate(loaded) {
-        Ok(v) => {
+    let (compiled, manifests, _) = compile_loaded_keeping(revision, loaded, attach)?;
+    // Freeing a large fleet's parsed manifests takes a while: not on this path.
+    apply::incremental::drop_later(manifests);
+    Ok(compiled)
+}
+
+/// [`compile_loaded`], also returning the validated manifests and each file's own
+/// diagnostics, which the incremental compiler keeps to compile the next revision per
+/// object.
+///
+/// # Errors
+/// As [`compile_loaded`].
+pub fn compile_loaded_keeping(
+    revision: RevisionInfo,
+    loaded: manifest::LoadedFiles,
+    attach: impl FnOnce(&mut Vec<Diagnostic>),
+) -> Result<(Compiled, validate::Manifests, validate::OwnDiagnostics), CompileError> {
+    match validate::validate_keeping(loaded) {
+        Ok((v, own)) => {
             let mut warnings = v.warnings;
             if !warnings.is_empty() {
                 attach(&mut warnings);
             }
             let state = std::sync::Arc::new(desired::compile(&v.manifests));
-            // Freeing a large fleet's parsed manifests takes a while: not on this path.
-            apply::incremental::drop_later(v.manifests);
-            Ok(Compiled {
+            let compiled = Compiled {
                 revision,
                 state,
                 warnings,
-            })
+            };
+            Ok((compiled, v.manifests, own))
         }
         Err(mut diagnostics) => {
             attach(&mut diagnostics);

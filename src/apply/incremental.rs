@@ -125,7 +125,7 @@ struct Warm {
     manifests: crate::validate::Manifests,
     /// Own diagnostics ([`crate::validate::own_diagnostics`]) by file; files without
     /// any are left out.
-    own: BTreeMap<String, Vec<crate::diagnostic::Diagnostic>>,
+    own: crate::validate::OwnDiagnostics,
     state: std::sync::Arc<DesiredState>,
 }
 
@@ -273,33 +273,15 @@ impl Compiler {
             loaded.undecoded.extend(l.undecoded.iter().cloned());
         }
         let sources = &self.sources;
-        match crate::validate::validate_keeping(loaded) {
-            Ok((v, own)) => {
-                let mut warnings = v.warnings;
-                crate::diagnostic::attach_source_lines(&mut warnings, sources);
-                let state = std::sync::Arc::new(crate::desired::compile(&v.manifests));
-                self.warm = Some(Warm {
-                    manifests: v.manifests,
-                    own,
-                    state: std::sync::Arc::clone(&state),
-                });
-                Ok((
-                    crate::Compiled {
-                        revision,
-                        state,
-                        warnings,
-                    },
-                    stats,
-                ))
-            }
-            Err(mut diagnostics) => {
-                crate::diagnostic::attach_source_lines(&mut diagnostics, sources);
-                Err(CompileError::Invalid {
-                    revision,
-                    diagnostics,
-                })
-            }
-        }
+        let (compiled, manifests, own) = crate::compile_loaded_keeping(revision, loaded, |d| {
+            crate::diagnostic::attach_source_lines(d, sources);
+        })?;
+        self.warm = Some(Warm {
+            manifests,
+            own,
+            state: std::sync::Arc::clone(&compiled.state),
+        });
+        Ok((compiled, stats))
     }
 
     /// The per-object compile of a change from `warm` (see [`Compiler`]): `old` holds

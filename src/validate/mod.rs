@@ -284,7 +284,7 @@ pub fn validate_keeping(
     let mut hosts: BTreeMap<String, Entry<Host>> = BTreeMap::new();
     let mut schedules: BTreeMap<String, Entry<Schedule>> = BTreeMap::new();
     let mut seen: BTreeMap<ObjectId, (String, Pos)> = BTreeMap::new();
-    let mut own: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
+    let mut own = OwnDiagnostics::new();
 
     for obj in objects {
         let id = obj.body.id();
@@ -434,7 +434,7 @@ fn check_own(obj: &Object, diags: &mut Vec<Diagnostic>) {
         file: &obj.file,
         diags,
     };
-    c.meta(obj.body.id().kind, obj.body.metadata());
+    c.meta(obj.body.kind(), obj.body.metadata());
     match &obj.body {
         ObjectBody::Cluster(o) => {
             c.timezone(&o.spec.timezone);
