@@ -11,7 +11,7 @@ use crate::apply::Revision;
 use crate::deploy::{self, HostResult, Outcome, Report, SshOptions};
 
 /// Ship the worker code of a revision to hosts over SSH: a release per tree, only changed
-/// files sent (rsync), an atomic switch, restart and health check, automatic rollback,
+/// files sent (the rest hard-linked on the host), an atomic switch, restart and health check, automatic rollback,
 /// canaries and a failure budget (docs/deploy.md).
 ///
 /// Exit status: 0 every host deployed or up to date; 1 a host failed, was rolled back or

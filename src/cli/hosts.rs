@@ -252,7 +252,7 @@ fn next_steps(ui: &Ui, name: &str, address: &str, committed: bool) {
         outln!("  1. Commit the change: git add -A && git commit -m \"hosts: add {name}\" (or pass --commit).");
     }
     outln!(
-        "  2. On {name} ({address}): an SSH user for celeroot with your key, python3, uv, rsync,"
+        "  2. On {name} ({address}): an SSH user for celeroot with your key, python3, uv, GNU tar,"
     );
     outln!("     GNU coreutils, and systemd (docs/deploy.md). Check with: celeroot hosts test-connection {name}");
     outln!(

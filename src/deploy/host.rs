@@ -1,17 +1,22 @@
-//! Deploying one host: inspect, transfer (rsync, only changed files), set up, switch
-//! `current` atomically, restart, health-check, roll back on failure, prune.
+//! Deploying one host in two SSH sessions on one shared connection: `prepare` (take the
+//! host's deploy lock, report what it runs and its current release's checksums), then
+//! `ship` (receive an archive of only the files it lacks and hard-link the rest from the
+//! current release, check every file against the release's checksums, set up, switch
+//! `current` atomically, restart, health-check, prune, release the lock). A failed
+//! restart or health check is rolled back by the controller in further sessions.
 //!
 //! Every remote step is a fixed script (in this file, no manifest value in its text) run
 //! as `sh -c SCRIPT sh ARG...`: the values (target directory, release id, commands)
 //! arrive as positional parameters, each quoted on its own by [`super::ssh`].
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use super::release::{self, Previous, ReleasePart};
 use super::ssh::{self, Failure, RemoteOutput, SshOptions};
 use crate::desired::CompiledHost;
 
@@ -37,7 +42,8 @@ pub const DEPLOY_LOCK_STALE_MINUTES: u32 = 30;
 
 /// Creates the directories and, unless the host already runs the wanted release with the
 /// wanted shared files, takes the host's deploy lock (exit 13 when another deploy holds
-/// it) and removes transfers that never completed; then reports like [`INSPECT`] (one
+/// it), removes transfers that never completed and prints its current release's checksum
+/// list (`sum=`) and executable files (`exec=`); then reports like [`INSPECT`] (one
 /// session instead of two). Arguments: `TARGET TOKEN RELEASE STALE_MINUTES [SHA NAME]...`.
 const PREPARE: &str = concat!(
     r#"t=$1; tok=$2; id=$3; stale=$4; shift 4
@@ -61,51 +67,119 @@ if [ "$ok" = 0 ]; then
   fi
   printf '%s\n' "$tok" > "$l/owner" || exit 11
   echo "locked=1"
-  rm -rf "$t"/releases/*.partial || exit 11
+  rm -rf "$t"/releases/*.partial "$t/.incoming" || exit 11
+  c=${cur##*/}
+  if [ -n "$c" ] && [ -f "$t/releases/$c/.celeroot/checksums.sha256" ]; then
+    sed 's/^/sum=/' "$t/releases/$c/.celeroot/checksums.sha256"
+    (cd "$t/releases/$c" && find . -type f -perm -0100 | sed 's|^\./|exec=|')
+  fi
 fi
 "#,
     report_script!()
 );
 
-/// Removes the oldest releases beyond `KEEP` when `KEEP` > 0 (never the current one),
-/// then releases the host's deploy lock if `TOKEN` still owns it. Arguments:
-/// `TARGET TOKEN KEEP`.
-const FINISH: &str = r#"t=$1; tok=$2; keep=$3
-if [ "$keep" -gt 0 ]; then
+/// The end of a deploy (`$t`, `$tok`, `$keep` set): removes the oldest releases beyond
+/// `keep` when `keep` > 0 (never the current one), then releases the host's deploy lock if
+/// `tok` still owns it.
+macro_rules! finish_script {
+    () => {
+        r#"if [ "$keep" -gt 0 ]; then
   cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
   if cd "$t/releases" 2>/dev/null; then
     n=0
     for d in $(ls -1td r-* 2>/dev/null); do
       n=$((n + 1))
-      if [ "$d" != "$cur" ] && [ "$n" -gt "$keep" ]; then rm -rf "$d" && echo "pruned=$d"; fi
+      if [ "$d" != "$cur" ] && [ "$n" -gt "$keep" ]; then rm -rf "$d" && echo "$tok pruned=$d"; fi
     done
   fi
 fi
 l="$t/.deploy-lock"
 if [ "$(cat "$l/owner" 2>/dev/null)" = "$tok" ]; then rm -rf "$l"; fi
-"#;
+"#
+    };
+}
 
-/// Moves a transferred release into place, runs the setup command in it and, when that
-/// succeeds, switches `current` to it (a new symlink renamed over the old one: atomic).
-/// A release that fails its setup is removed unless it is the current one.
-const ACTIVATE: &str = r#"t=$1; id=$2; shift 2
+/// [`finish_script`] on its own, after a deploy that did not finish. Arguments:
+/// `TARGET TOKEN KEEP`.
+const FINISH: &str = concat!("t=$1; tok=$2; keep=$3\n", finish_script!());
+
+/// Receives the host's archive on standard input and completes the deploy. Arguments:
+/// `TARGET TOKEN RELEASE KEEP HEALTH_TIMEOUT NS NR SETUP... RESTART... HEALTH...`, where
+/// the first NS arguments after the seven are the setup command and the next NR the
+/// restart command (POSIX sh has no arrays: `slice` rebuilds one from its place). Each
+/// phase announces itself on standard output as `TOKEN phase=NAME`, so an exit status is
+/// read in the phase that set it:
+/// - `transfer`: 11 (I/O), 14 (what was linked from the current release does not match
+///   the release's checksums: the controller sends everything instead), 15 (the archive
+///   was cut short);
+/// - `setup` (when a release arrived: move it into place, run the setup command, switch
+///   `current`): 10 (the setup command failed; the new release is removed), 11, 12;
+/// - `verify`: 20 (the restart command failed), 124 (the health check timed out), else
+///   the health check's status;
+/// - `finish`: prune and release the lock ([`finish_script`]).
+const SHIP: &str = concat!(
+    r#"t=$1; tok=$2; id=$3; keep=$4; hto=$5; ns=$6; nr=$7; shift 7
+slice() {
+  from=$1; cnt=$2; shift 2
+  total=$#; i=0
+  for a do
+    i=$((i + 1))
+    if [ "$i" -gt "$from" ] && [ "$i" -le $((from + cnt)) ]; then set -- "$@" "$a"; fi
+  done
+  shift "$total"
+  "$@"
+}
+echo "$tok phase=transfer"
 cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
-cd "$t/releases" || exit 11
-if [ -d "$id.partial" ]; then
+in="$t/.incoming"
+rm -rf "$in" && mkdir "$in" || exit 11
+tar -x -f - -C "$in" --no-same-owner || { echo "the archive did not arrive whole" >&2; exit 15; }
+new=0
+if [ -d "$in/release" ]; then
+  new=1
+  p="$t/releases/$id.partial"
+  rm -rf "$p" && mv "$in/release" "$p" || exit 11
+  if [ -s "$p/.celeroot/link-list" ]; then
+    (cd "$t/releases/$cur" && xargs -0 cp -al --parents -t "$p" --) < "$p/.celeroot/link-list" || { echo "the unchanged files of $cur could not be linked" >&2; exit 14; }
+  fi
+  rm -f "$p/.celeroot/link-list"
+  if [ -s "$p/.celeroot/checksums.sha256" ] && ! (cd "$p" && sha256sum --quiet --strict -c .celeroot/checksums.sha256 >&2); then
+    echo "files linked from $cur differ from the release (changed on the host)" >&2; exit 14
+  fi
+fi
+if [ -d "$in/shared" ]; then
+  for f in "$in"/shared/*; do
+    if [ -f "$f" ]; then mv -f "$f" "$t/shared/" || exit 11; fi
+  done
+fi
+rm -rf "$in"
+if [ "$new" = 1 ]; then
+  echo "$tok phase=setup"
+  cd "$t/releases" || exit 11
   if [ "$id" != "$cur" ]; then rm -rf "$id"; fi
   if [ -d "$id" ]; then rm -rf "$id.partial"; else mv "$id.partial" "$id" || exit 11; fi
+  touch "$id"
+  cd "$t/releases/$id" || exit 11
+  slice 0 "$ns" "$@"
+  s=$?
+  if [ "$s" -ne 0 ]; then
+    if [ "$id" != "$cur" ]; then rm -rf "$t/releases/$id"; fi
+    echo "the setup command exited with status $s" >&2
+    exit 10
+  fi
+  ln -sfn "releases/$id" "$t/current.tmp" && mv -Tf "$t/current.tmp" "$t/current" || exit 12
 fi
-touch "$id"
-cd "$t/releases/$id" || exit 11
-"$@"
+echo "$tok phase=verify"
+cd "$t/current" || exit 11
+slice "$ns" "$nr" "$@" || { echo "the restart command failed" >&2; exit 20; }
+shift $((ns + nr))
+if command -v timeout >/dev/null 2>&1; then timeout -k 5 "$hto" "$@"; else "$@"; fi
 s=$?
-if [ "$s" -ne 0 ]; then
-  if [ "$id" != "$cur" ]; then rm -rf "$t/releases/$id"; fi
-  echo "the setup command exited with status $s" >&2
-  exit 10
-fi
-ln -sfn "releases/$id" "$t/current.tmp" && mv -Tf "$t/current.tmp" "$t/current" || exit 12
-"#;
+[ "$s" -eq 0 ] || exit "$s"
+echo "$tok phase=finish"
+"#,
+    finish_script!()
+);
 
 /// Points `current` at a release: a new symlink renamed over the old one (atomic).
 const SWITCH: &str = r#"t=$1; id=$2
@@ -116,27 +190,6 @@ ln -sfn "releases/$id" "$t/current.tmp" && mv -Tf "$t/current.tmp" "$t/current"
 /// Runs a command in a directory.
 const RUN_IN: &str = r#"cd "$1" || exit 11
 shift
-exec "$@"
-"#;
-
-/// Restarts, then health-checks, in one session: `DIR N TIMEOUT RESTART... HEALTH...`,
-/// where the first N arguments are the restart command. The restart runs in a subshell
-/// that rebuilds its argv from the first N arguments (POSIX sh has no arrays). Exit 20:
-/// the restart failed; 124: the health check timed out; other: its status.
-const VERIFY: &str = r#"cd "$1" || exit 11
-n=$2; hto=$3; shift 3
-total=$#
-(
-  i=0
-  for a do
-    i=$((i + 1))
-    if [ "$i" -le "$n" ]; then set -- "$@" "$a"; fi
-  done
-  shift "$total"
-  exec "$@"
-) || { echo "the restart command failed" >&2; exit 20; }
-shift "$n"
-if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 "$hto" "$@"; fi
 exec "$@"
 "#;
 
@@ -185,9 +238,10 @@ pub struct HostResult {
     pub previous: Option<String>,
     /// The release current on the host after.
     pub current: Option<String>,
-    /// Files rsync sent (changed or new).
+    /// Regular files sent (new or changed ones, the release's checksum list, rendered
+    /// files); the rest of a release is hard-linked on the host from its current one.
     pub files_sent: u64,
-    /// Bytes rsync sent over the network.
+    /// Bytes of the archives sent (before SSH's encryption).
     pub bytes_sent: u64,
     /// Releases removed by pruning.
     pub pruned: Vec<String>,
@@ -225,10 +279,15 @@ pub struct Inspected {
     pub releases: Vec<String>,
     /// File name in `<target>/shared` → sha256.
     pub shared: BTreeMap<String, String>,
+    /// What the current release's checksum list holds (`prepare` only, when it locked).
+    pub previous: Previous,
 }
 
 fn parse_inspect(stdout: &str) -> Inspected {
-    let mut i = Inspected::default();
+    let mut i = Inspected {
+        previous: release::parse_previous(stdout.lines()),
+        ..Inspected::default()
+    };
     for line in stdout.lines() {
         if line == "locked=1" {
             i.locked = true;
@@ -256,18 +315,21 @@ struct StepError {
     transient: bool,
 }
 
+/// Builds (or returns from a cache) the release part of the archive for a host whose
+/// current release holds the given files.
+pub type PartSource<'a> = dyn Fn(&Previous) -> Result<Arc<ReleasePart>, String> + Sync + 'a;
+
 /// Everything one host's deploy needs.
 pub struct Job<'a> {
     pub name: &'a str,
-    /// Identifies this deploy in the host's deploy lock.
+    /// Identifies this deploy in the host's deploy lock and its output lines.
     pub token: &'a str,
     pub host: &'a CompiledHost,
     pub release_id: &'a str,
-    /// The staged release directory (shipped as is).
-    pub release_dir: &'a Path,
-    /// Rendered files for `<target>/shared`, and the local directory holding them.
+    /// The release part of the archive, by what the host already has.
+    pub release_part: &'a PartSource<'a>,
+    /// Rendered files for `<target>/shared`.
     pub shared: &'a BTreeMap<String, String>,
-    pub shared_dir: &'a Path,
     pub opts: &'a SshOptions,
     pub check_only: bool,
 }
@@ -291,6 +353,17 @@ impl Job<'_> {
         args: &[String],
         timeout: Duration,
     ) -> std::io::Result<RemoteOutput> {
+        self.script_with(script, args, None, timeout)
+    }
+
+    /// Runs `script` with `args`, and `input` (when given) on its standard input.
+    fn script_with(
+        &self,
+        script: &str,
+        args: &[String],
+        input: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> std::io::Result<RemoteOutput> {
         let mut remote = vec![
             "sh".to_string(),
             "-c".to_string(),
@@ -298,7 +371,11 @@ impl Job<'_> {
             "sh".to_string(),
         ];
         remote.extend(args.iter().cloned());
-        ssh::run(&ssh::ssh_args(self.host, self.opts, &remote), timeout)
+        ssh::run_with_bytes(
+            &ssh::ssh_args(self.host, self.opts, &remote),
+            input,
+            timeout,
+        )
     }
 
     fn timeout(&self) -> Duration {
@@ -340,75 +417,6 @@ impl Job<'_> {
                     })
                 }
             }
-        }
-    }
-
-    fn rsync(
-        &self,
-        src: &Path,
-        dest: &str,
-        link_dest: Option<String>,
-        delete: bool,
-    ) -> Result<(u64, u64), StepError> {
-        let rsh = ssh::rsync_rsh(self.host, self.opts).map_err(|m| StepError {
-            message: m,
-            transient: false,
-        })?;
-        let mut args: Vec<OsString> = vec![
-            "--archive".into(),
-            "--checksum".into(),
-            "--stats".into(),
-            "--protect-args".into(),
-            "--rsh".into(),
-            rsh.into(),
-        ];
-        if delete {
-            args.push("--delete".into());
-        }
-        if let Some(l) = link_dest {
-            args.push(format!("--link-dest={l}").into());
-        }
-        let mut s = src.as_os_str().to_os_string();
-        s.push("/");
-        args.push(s);
-        let host = if self.host.address.contains(':') {
-            format!("[{}]", self.host.address)
-        } else {
-            self.host.address.clone()
-        };
-        args.push(format!("{}@{host}:{dest}/", self.host.ssh.user).into());
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 1;
-        loop {
-            let out =
-                ssh::run_program("rsync", &args, self.timeout() * 5).map_err(|e| StepError {
-                    message: format!("cannot run rsync: {e} (install rsync)"),
-                    transient: false,
-                })?;
-            if out.status == Some(0) {
-                return Ok((
-                    stat(&out.stdout, "Number of regular files transferred"),
-                    stat(&out.stdout, "Total bytes sent"),
-                ));
-            }
-            let f = out.rsync_failure();
-            if f.is_some_and(Failure::transient) && attempt < ATTEMPTS {
-                std::thread::sleep(delay);
-                delay *= 2;
-                attempt += 1;
-                continue;
-            }
-            return Err(StepError {
-                message: format!(
-                    "rsync {}: {}",
-                    f.map_or_else(
-                        || format!("exited with status {}", out.status.unwrap_or(-1)),
-                        |f| f.label().to_string()
-                    ),
-                    last_line(&out.stderr)
-                ),
-                transient: f.is_some_and(Failure::transient),
-            });
         }
     }
 
@@ -455,9 +463,10 @@ impl Job<'_> {
             Err(e) => return fail(r, e),
         };
         let (mut r, keep) = self.ship(&ins, &want_shared, r);
-        if !ins.locked {
+        // `ship` finished the deploy itself (pruned, released the lock) when it succeeded.
+        let Some(keep) = keep.filter(|_| ins.locked) else {
             return r;
-        }
+        };
         // Prune (when there can be something to prune) and release the lock in one session.
         match self.step(
             "finish",
@@ -465,12 +474,7 @@ impl Job<'_> {
             &[t, self.token.to_string(), keep.to_string()],
         ) {
             Ok(out) => {
-                r.pruned = out
-                    .stdout
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("pruned="))
-                    .map(String::from)
-                    .collect();
+                r.pruned = self.marked(&out.stdout, "pruned=");
             }
             Err(e) if r.outcome == Outcome::Deployed => {
                 r.detail = Some(format!(
@@ -483,14 +487,26 @@ impl Job<'_> {
         r
     }
 
-    /// Everything after `prepare`: returns the result and how many releases to keep when
-    /// pruning (0: do not prune).
+    /// The values of this deploy's own output lines (`TOKEN KEY=VALUE`) for `key`: the
+    /// commands it runs write to the same standard output, and cannot know the token.
+    fn marked(&self, stdout: &str, key: &str) -> Vec<String> {
+        let prefix = format!("{} {key}", self.token);
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Everything after `prepare`. Returns the result and, when the deploy still holds the
+    /// host's lock, how many releases to keep when pruning (0: do not prune); `None` when
+    /// `ship` finished itself.
     fn ship(
         &self,
         ins: &Inspected,
         want_shared: &BTreeMap<String, String>,
         mut r: HostResult,
-    ) -> (HostResult, u32) {
+    ) -> (HostResult, Option<u32>) {
         let d = &self.host.deployment;
         let t = d.target_dir.clone();
         let id = self.release_id.to_string();
@@ -502,7 +518,7 @@ impl Job<'_> {
         let release_ok = ins.current.as_deref() == Some(id.as_str());
         if release_ok && shared_ok {
             r.outcome = Outcome::UpToDate;
-            return (r, 0);
+            return (r, Some(0));
         }
         if self.check_only {
             r.outcome = Outcome::OutOfDate;
@@ -514,108 +530,174 @@ impl Job<'_> {
                     ins.current.as_deref().unwrap_or("nothing")
                 )
             });
-            return (r, 0);
+            return (r, Some(0));
         }
-        if !release_ok {
-            let link = ins.current.as_ref().map(|c| format!("{t}/releases/{c}"));
-            match self.rsync(
-                self.release_dir,
-                &format!("{t}/releases/{id}.partial"),
-                link,
-                true,
-            ) {
-                Ok((files, bytes)) => {
-                    r.files_sent += files;
-                    r.bytes_sent += bytes;
-                }
-                Err(e) => return (fail(r, e), 0),
-            }
-        }
-        if !shared_ok {
-            match self.rsync(self.shared_dir, &format!("{t}/shared"), None, false) {
-                Ok((files, bytes)) => {
-                    r.files_sent += files;
-                    r.bytes_sent += bytes;
-                }
-                Err(e) => return (fail(r, e), 0),
-            }
-        }
-        if !release_ok {
-            let mut args = vec![t.clone(), id.clone()];
-            args.extend(d.setup_command.iter().cloned());
-            if let Err(e) = self.step("setup", ACTIVATE, &args) {
-                return (fail(r, e), 0);
-            }
-            r.current = Some(id.clone());
-        }
-        // Restart and verify; on failure, switch back and restart the previous release.
-        let current_dir = format!("{t}/current");
-        let verify = self.verify(&current_dir);
-        if let Err(why) = verify {
-            match ins.current.as_ref().filter(|p| **p != id) {
-                Some(prev) => {
-                    let back = self
-                        .step("switch back", SWITCH, &[t.clone(), prev.clone()])
-                        .map_err(|e| e.message)
-                        .and_then(|_| {
-                            self.run_in("restart", &current_dir, &d.restart_command, self.timeout())
-                        });
-                    match back {
-                        Ok(()) => {
-                            r.outcome = Outcome::RolledBack;
-                            r.current = Some(prev.clone());
-                            r.detail = Some(format!("{why}; rolled back to {prev}"));
-                        }
-                        Err(e) => {
-                            r.outcome = Outcome::Failed;
-                            r.detail =
-                                Some(format!("{why}; rolling back to {prev} failed too: {e}"));
-                        }
-                    }
-                }
-                None => {
-                    r.outcome = Outcome::Failed;
-                    r.detail = Some(format!("{why}; no previous release to roll back to"));
-                }
-            }
-            return (r, 0);
-        }
-        r.outcome = Outcome::Deployed;
         // Prune only when there can be something to prune.
         let count = ins.releases.len() + usize::from(!ins.releases.contains(&id));
         let keep = d.keep_releases.max(1);
-        (r, if count > keep as usize { keep } else { 0 })
+        let keep = if count > keep as usize { keep } else { 0 };
+        let shared = if shared_ok {
+            BTreeMap::new()
+        } else {
+            self.shared.clone()
+        };
+        let mut part = if release_ok {
+            None
+        } else {
+            match (self.release_part)(&ins.previous) {
+                Ok(p) => Some(p),
+                Err(message) => {
+                    let e = StepError {
+                        message,
+                        transient: false,
+                    };
+                    return (fail(r, e), Some(0));
+                }
+            }
+        };
+        let (out, phase) = loop {
+            let archive = match release::archive(part.as_deref(), &shared) {
+                Ok(a) => a,
+                Err(e) => {
+                    let e = StepError {
+                        message: format!("cannot build the archive: {e}"),
+                        transient: false,
+                    };
+                    return (fail(r, e), Some(0));
+                }
+            };
+            r.files_sent += part.as_ref().map_or(0, |p| p.files) + shared.len() as u64;
+            r.bytes_sent += archive.len() as u64;
+            let (out, phase) = match self.ship_once(archive, keep) {
+                Ok(x) => x,
+                Err(e) => return (fail(r, e), Some(0)),
+            };
+            // What was linked from the current release was changed on the host: send
+            // the whole release instead.
+            if phase == "transfer"
+                && out.status == Some(14)
+                && part.as_ref().is_some_and(|p| p.linked > 0)
+            {
+                match (self.release_part)(&Previous::new()) {
+                    Ok(p) => part = Some(p),
+                    Err(message) => {
+                        let e = StepError {
+                            message,
+                            transient: false,
+                        };
+                        return (fail(r, e), Some(0));
+                    }
+                }
+                continue;
+            }
+            break (out, phase);
+        };
+        if out.status == Some(0) {
+            r.outcome = Outcome::Deployed;
+            if !release_ok {
+                r.current = Some(id);
+            }
+            r.pruned = self.marked(&out.stdout, "pruned=");
+            return (r, None);
+        }
+        if phase != "verify" {
+            let what = if phase == "setup" {
+                "setup"
+            } else {
+                "transfer"
+            };
+            let message = match out.failure() {
+                Some(f) => format!("{what}: {} ({})", f.label(), last_line(&out.stderr)),
+                None => format!(
+                    "{what} exited with status {}: {}",
+                    out.status.unwrap_or(-1),
+                    last_line(&out.stderr)
+                ),
+            };
+            let e = StepError {
+                message,
+                transient: false,
+            };
+            return (fail(r, e), Some(0));
+        }
+        if !release_ok {
+            r.current = Some(id.clone());
+        }
+        // Restart or health check failed: switch back and restart the previous release.
+        let why = verify_failure(&out, d.health_check_timeout_secs.max(1));
+        let current_dir = format!("{t}/current");
+        match ins.current.as_ref().filter(|p| **p != id) {
+            Some(prev) => {
+                let back = self
+                    .step("switch back", SWITCH, &[t.clone(), prev.clone()])
+                    .map_err(|e| e.message)
+                    .and_then(|_| {
+                        self.run_in("restart", &current_dir, &d.restart_command, self.timeout())
+                    });
+                match back {
+                    Ok(()) => {
+                        r.outcome = Outcome::RolledBack;
+                        r.current = Some(prev.clone());
+                        r.detail = Some(format!("{why}; rolled back to {prev}"));
+                    }
+                    Err(e) => {
+                        r.outcome = Outcome::Failed;
+                        r.detail = Some(format!("{why}; rolling back to {prev} failed too: {e}"));
+                    }
+                }
+            }
+            None => {
+                r.outcome = Outcome::Failed;
+                r.detail = Some(format!("{why}; no previous release to roll back to"));
+            }
+        }
+        (r, Some(0))
     }
 
-    /// Restart, then health check, in one session.
-    fn verify(&self, dir: &str) -> Result<(), String> {
+    /// Runs [`SHIP`] with `archive` on its standard input, retrying transient SSH
+    /// failures that struck before the release was set up (the transfer starts over).
+    /// Returns the output and the last phase the script announced (empty: none).
+    fn ship_once(&self, archive: Vec<u8>, keep: u32) -> Result<(RemoteOutput, String), StepError> {
         let d = &self.host.deployment;
         let hto = d.health_check_timeout_secs.max(1);
         let mut args = vec![
-            dir.to_string(),
-            d.restart_command.len().to_string(),
+            d.target_dir.clone(),
+            self.token.to_string(),
+            self.release_id.to_string(),
+            keep.to_string(),
             hto.to_string(),
+            d.setup_command.len().to_string(),
+            d.restart_command.len().to_string(),
         ];
+        args.extend(d.setup_command.iter().cloned());
         args.extend(d.restart_command.iter().cloned());
         args.extend(d.health_check_command.iter().cloned());
-        let out = self
-            .script(VERIFY, &args, self.timeout() + Duration::from_secs(hto))
-            .map_err(|e| format!("cannot run ssh: {e}"))?;
-        let msg = last_line(&out.stderr);
-        match (out.failure(), out.status) {
-            (_, Some(0)) => Ok(()),
-            (Some(Failure::Timeout), _) => Err("restart and health check timed out".into()),
-            (Some(f), _) => Err(format!("restart and health check: {} ({msg})", f.label())),
-            (None, Some(20)) => Err(format!("restart failed: {msg}")),
-            (None, Some(124)) => Err(format!("health check timed out after {hto}s")),
-            (None, code) => Err(if msg.is_empty() {
-                format!("health check failed (exit status {})", code.unwrap_or(-1))
-            } else {
-                format!(
-                    "health check failed (exit status {}): {msg}",
-                    code.unwrap_or(-1)
-                )
-            }),
+        let timeout = self.timeout() * 5 + Duration::from_secs(hto);
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let out = self
+                .script_with(SHIP, &args, Some(archive.clone()), timeout)
+                .map_err(|e| StepError {
+                    message: format!("cannot run ssh: {e}"),
+                    transient: false,
+                })?;
+            let phase = self.marked(&out.stdout, "phase=").pop().unwrap_or_default();
+            let early = phase.is_empty() || phase == "transfer";
+            match out.failure() {
+                Some(f) if early && f.transient() && attempt < ATTEMPTS => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Some(f) if early => {
+                    return Err(StepError {
+                        message: format!("transfer: {} ({})", f.label(), last_line(&out.stderr)),
+                        transient: f.transient(),
+                    })
+                }
+                _ => return Ok((out, phase)),
+            }
         }
     }
 
@@ -657,23 +739,33 @@ impl Job<'_> {
     }
 }
 
+/// Why the `verify` phase of [`SHIP`] failed, from its output.
+fn verify_failure(out: &RemoteOutput, hto: u64) -> String {
+    let msg = last_line(&out.stderr);
+    match (out.failure(), out.status) {
+        (Some(Failure::Timeout), _) => "restart and health check timed out".into(),
+        (Some(f), _) => format!("restart and health check: {} ({msg})", f.label()),
+        (None, Some(20)) => format!("restart failed: {msg}"),
+        (None, Some(124)) => format!("health check timed out after {hto}s"),
+        (None, code) => {
+            if msg.is_empty() {
+                format!("health check failed (exit status {})", code.unwrap_or(-1))
+            } else {
+                format!(
+                    "health check failed (exit status {}): {msg}",
+                    code.unwrap_or(-1)
+                )
+            }
+        }
+    }
+}
+
 fn last_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .unwrap_or_default()
         .to_string()
-}
-
-/// A number from rsync's `--stats` output (`Total bytes sent: 1,234`).
-fn stat(stdout: &str, name: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(name))
-        .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
-        .map(|n| n.replace(',', ""))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -691,17 +783,9 @@ mod tests {
     }
 
     #[test]
-    fn rsync_stats_are_read() {
-        let out = "Number of files: 12 (reg: 10, dir: 2)\nNumber of regular files transferred: 1\nTotal bytes sent: 1,234\n";
-        assert_eq!(stat(out, "Number of regular files transferred"), 1);
-        assert_eq!(stat(out, "Total bytes sent"), 1234);
-        assert_eq!(stat(out, "Missing"), 0);
-    }
-
-    #[test]
     fn scripts_hold_no_interpolation_points() {
         // Values arrive as "$1", "$2", "$@" only; nothing is spliced into the text.
-        for s in [INSPECT, PREPARE, ACTIVATE, SWITCH, RUN_IN, VERIFY, FINISH] {
+        for s in [INSPECT, PREPARE, SHIP, SWITCH, RUN_IN, FINISH] {
             assert!(!s.contains("{}"), "{s}");
             assert!(!s.contains("eval"), "{s}");
         }

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::host::{HostResult, Job, Outcome};
-use super::release::{self, Staged};
+use super::release::{self, Previous, Release, ReleasePart};
 use super::ssh::SshOptions;
 use crate::desired::{CompiledHost, DeploySettings, DesiredState};
 use crate::source::SourceError;
@@ -40,7 +41,7 @@ impl Report {
     }
 }
 
-/// A scratch directory removed on drop (staging, connection sockets).
+/// A scratch directory removed on drop (connection sockets).
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -85,23 +86,23 @@ pub fn rollout(
         let path = p.display().to_string();
         move |source| SourceError::Io { path, source }
     };
-    let scratch = Scratch::new("deploy").map_err(io(&std::env::temp_dir()))?;
-    // `--check` compares ids only: nothing to stage.
-    let staged: Staged = if check_only {
-        Staged {
-            id: release_id.to_string(),
-            root: scratch.0.join("releases").join(release_id),
-            files: 0,
-            bytes: 0,
-        }
+    // The release's files and checksums, read from git once; `--check` compares ids only.
+    let release: Option<Release> = if check_only {
+        None
     } else {
-        release::stage(
+        Some(Release::read(
             repo,
             commit,
             release_id,
             &state.deploy.paths,
-            &scratch.0.join("releases"),
-        )?
+        )?)
+    };
+    let parts = release::PartCache::new(repo);
+    let part_for = |previous: &Previous| -> Result<Arc<ReleasePart>, String> {
+        match &release {
+            Some(release) => parts.get(release, previous),
+            None => Err("no release was read (`--check`)".into()),
+        }
     };
     // Identifies this rollout in each host's deploy lock.
     let token = format!(
@@ -116,32 +117,30 @@ pub fn rollout(
         control_dir: Some(sockets.0.clone()),
         ..ssh.clone()
     };
-    // Rendered files per host, written where rsync can send them from.
-    let mut shared: BTreeMap<String, (BTreeMap<String, String>, PathBuf)> = BTreeMap::new();
-    for name in hosts {
-        let files = release::host_files(state, name, release_id).unwrap_or_default();
-        let dir = scratch.0.join("hosts").join(name);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        for (f, text) in &files {
-            let p = dir.join(f);
-            std::fs::write(&p, text).map_err(io(&p))?;
-        }
-        shared.insert(name.clone(), (files, dir));
-    }
+    // Rendered files per host.
+    let shared: BTreeMap<&str, BTreeMap<String, String>> = hosts
+        .iter()
+        .map(|name| {
+            (
+                name.as_str(),
+                release::host_files(state, name, release_id).unwrap_or_default(),
+            )
+        })
+        .collect();
     let jobs: Vec<(&String, &CompiledHost)> = hosts
         .iter()
         .filter_map(|n| state.hosts.get(n).map(|h| (n, &**h)))
         .collect();
     let run = |(name, host): (&String, &CompiledHost), canary: bool| -> HostResult {
-        let (files, dir) = &shared[name.as_str()];
+        let empty = BTreeMap::new();
+        let files = shared.get(name.as_str()).unwrap_or(&empty);
         let mut r = Job {
             name,
             token: &token,
             host,
             release_id,
-            release_dir: &staged.root,
+            release_part: &part_for,
             shared: files,
-            shared_dir: dir,
             opts: &opts,
             check_only,
         }

@@ -103,31 +103,11 @@ pub fn exit_master_args(host: &CompiledHost, opts: &SshOptions) -> Vec<OsString>
     a
 }
 
-/// rsync's `-e` value: `ssh` with the same options as [`ssh_args`] (rsync adds the
-/// destination). rsync splits it on spaces and honours single quotes, so each part is
-/// single-quoted; a value containing `'` is refused.
-///
-/// # Errors
-/// A message when a path contains a single quote.
-pub fn rsync_rsh(host: &CompiledHost, opts: &SshOptions) -> Result<String, String> {
-    let mut parts = vec!["ssh".to_string()];
-    for a in args(host, opts, &[], true) {
-        let a = a.to_string_lossy().into_owned();
-        if a.contains('\'') {
-            return Err(format!(
-                "rsync cannot pass {a:?} to ssh: it contains a single quote"
-            ));
-        }
-        parts.push(format!("'{a}'"));
-    }
-    Ok(parts.join(" "))
-}
-
 fn args(
     host: &CompiledHost,
     opts: &SshOptions,
     remote: &[String],
-    for_rsync: bool,
+    options_only: bool,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut opt = |k: &str, v: String| {
@@ -169,7 +149,7 @@ fn args(
     }
     a.push("-l".into());
     a.push(host.ssh.user.clone().into());
-    if for_rsync {
+    if options_only {
         return a;
     }
     // `--` ends ssh's options: the destination can never be read as one.
@@ -233,12 +213,6 @@ impl RemoteOutput {
     /// Classifies an `ssh` failure (exit status 255) from its message.
     pub fn failure(&self) -> Option<Failure> {
         self.failure_of(&[255])
-    }
-
-    /// The same for rsync, whose transport failures exit with 255, 12 (connection closed),
-    /// 30 (timeout) or 35 (daemon timeout).
-    pub fn rsync_failure(&self) -> Option<Failure> {
-        self.failure_of(&[255, 12, 30, 35])
     }
 
     fn failure_of(&self, transport: &[i32]) -> Option<Failure> {
@@ -308,6 +282,21 @@ pub fn run_with_input(
     run_program_with_input("ssh", args, Some(input), timeout)
 }
 
+/// [`run`], writing `input` (when given) to the command's standard input: how a deploy's
+/// archive reaches a host.
+///
+/// # Errors
+/// When `ssh` cannot be started.
+pub fn run_with_bytes(
+    args: &[OsString],
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
+    let mut cmd = Command::new("ssh");
+    cmd.args(args);
+    run_command_bytes(cmd, input, timeout)
+}
+
 fn run_program_with_input(
     program: &str,
     args: &[OsString],
@@ -325,8 +314,16 @@ fn run_program_with_input(
 /// # Errors
 /// When the program cannot be started.
 pub fn run_command(
-    mut cmd: Command,
+    cmd: Command,
     input: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
+    run_command_bytes(cmd, input.map(|t| t.as_bytes().to_vec()), timeout)
+}
+
+fn run_command_bytes(
+    mut cmd: Command,
+    input: Option<Vec<u8>>,
     timeout: Duration,
 ) -> std::io::Result<RemoteOutput> {
     let started = Instant::now();
@@ -339,12 +336,11 @@ pub fn run_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
-        let text = text.to_string();
+    if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
         // On a thread, so a command that does not read cannot stall us; dropping the
         // pipe closes the command's standard input.
         std::thread::spawn(move || {
-            let _ = std::io::Write::write_all(&mut pipe, text.as_bytes());
+            let _ = std::io::Write::write_all(&mut pipe, &bytes);
         });
     }
     // Read both pipes on threads so a chatty command cannot fill one and stall.

@@ -1,5 +1,5 @@
 //! `celeroot deploy` against real sshd hosts (tests/cli/common/sshd.rs): each host has its
-//! own address, host key and target directory; transfers are real rsync over real ssh.
+//! own address, host key and target directory; transfers are real archives over real ssh.
 
 use std::path::PathBuf;
 
@@ -232,6 +232,106 @@ fn first_deploy_then_a_one_file_change_sends_only_that_file() {
             r
         });
     }
+}
+
+/// Issue 18, target 6: a host gets an archive of only what differs from its current
+/// release (content, executable bit, symbolic links, removals) and hard-links the rest;
+/// a file of the current release changed on the host fails the check of every file
+/// against the release's checksums, and the whole release is sent instead.
+#[test]
+fn a_deploy_sends_what_changed_links_the_rest_and_heals_a_file_changed_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let lab = SshLab::start(1);
+    let mut repo = repo_for(&lab, "", &|_| String::new());
+    std::os::unix::fs::symlink("mod01.py", repo.root().join("tasks/alias.py")).expect("symlink");
+    repo.write("tasks/run.sh", "#!/bin/sh\necho run\n");
+    repo.commit("a link and a script");
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(outcome(&v, "host-1")["outcome"], "deployed", "{out}");
+    let first = current(&lab, 0).expect("current");
+    let t = target(&lab, 0);
+    let mode = |rel: &str| {
+        std::fs::metadata(t.join(rel))
+            .map(|m| m.permissions().mode() & 0o777)
+            .expect("mode")
+    };
+    let ino = |rel: &str| {
+        std::fs::metadata(t.join(rel))
+            .map(|m| m.ino())
+            .expect("inode")
+    };
+    assert_eq!(mode(&format!("releases/{first}/tasks/run.sh")), 0o644);
+
+    // One commit: a changed file, a removed one, a mode change, a link pointed elsewhere.
+    repo.write("tasks/mod03.py", "VALUE = 303\n");
+    repo.remove("tasks/mod04.py");
+    let script = repo.root().join("tasks/run.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::remove_file(repo.root().join("tasks/alias.py")).expect("rm link");
+    std::os::unix::fs::symlink("mod05.py", repo.root().join("tasks/alias.py")).expect("symlink");
+    repo.commit("change, remove, chmod, relink");
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    let h = outcome(&v, "host-1");
+    assert_eq!(h["outcome"], "deployed", "{out}");
+    assert_eq!(
+        h["filesSent"], 3,
+        "mod03.py, run.sh (its mode changed) and the checksum list: {out}"
+    );
+    let second = current(&lab, 0).expect("current");
+    assert_ne!(second, first);
+    let cur = |rel: &str| format!("releases/{second}/{rel}");
+    assert_eq!(
+        std::fs::read_to_string(t.join(cur("tasks/mod03.py"))).expect("mod03"),
+        "VALUE = 303\n"
+    );
+    assert!(!t.join(cur("tasks/mod04.py")).exists(), "removed in git");
+    assert_eq!(mode(&cur("tasks/run.sh")), 0o755);
+    assert_eq!(
+        mode(&format!("releases/{first}/tasks/run.sh")),
+        0o644,
+        "the previous release keeps its own copy"
+    );
+    assert_eq!(
+        std::fs::read_link(t.join(cur("tasks/alias.py"))).expect("link"),
+        PathBuf::from("mod05.py")
+    );
+    assert_eq!(
+        ino(&format!("releases/{first}/tasks/mod01.py")),
+        ino(&cur("tasks/mod01.py")),
+        "unchanged files are hard links to the previous release"
+    );
+    assert!(
+        !t.join(cur(".celeroot/link-list")).exists() && !t.join(".incoming").exists(),
+        "nothing of the transfer is left behind"
+    );
+
+    // Someone edits a file of the running release on the host; the next deploy must not
+    // carry the edit into the new release through a hard link.
+    let edited = t.join(cur("tasks/mod02.py"));
+    std::fs::write(&edited, "VALUE = 'edited on the host'\n").expect("edit on the host");
+    repo.write("tasks/mod06.py", "VALUE = 606\n");
+    repo.commit("mod06");
+    let (v, code, out) = deploy(&repo, &lab, &[]);
+    assert_eq!(code, 0, "{out}");
+    let h = outcome(&v, "host-1");
+    assert_eq!(h["outcome"], "deployed", "{out}");
+    let third = current(&lab, 0).expect("current");
+    let rel3 = |rel: &str| t.join(format!("releases/{third}/{rel}"));
+    assert_eq!(
+        std::fs::read_to_string(rel3("tasks/mod02.py")).expect("mod02"),
+        "VALUE = 2\n",
+        "the file is healed from git"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rel3("tasks/mod06.py")).expect("mod06"),
+        "VALUE = 606\n"
+    );
+    assert!(
+        h["filesSent"].as_u64().unwrap_or(0) > 20,
+        "after the failed check the whole release was sent: {out}"
+    );
 }
 
 #[test]
