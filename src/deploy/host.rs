@@ -1,9 +1,10 @@
-//! Deploying one host in two SSH sessions on one shared connection: `prepare` (take the
-//! host's deploy lock, report what it runs and its current release's checksums), then
-//! `ship` (receive an archive of only the files it lacks and hard-link the rest from the
-//! current release, check every file against the release's checksums, set up, switch
-//! `current` atomically, restart, health-check, prune, release the lock). A failed
-//! restart or health check is rolled back by the controller in further sessions.
+//! Deploying one host in one SSH session, a dialog: the host reports what it runs (and,
+//! after taking its deploy lock, its current release's checksums); the controller answers
+//! with an archive of only the files it lacks; the host hard-links the rest from the
+//! current release, checks every file against the release's checksums, sets up, switches
+//! `current` atomically, restarts, health-checks, prunes and releases the lock. A failed
+//! restart or health check is rolled back by the controller in further sessions on the
+//! same connection.
 //!
 //! Every remote step is a fixed script (in this file, no manifest value in its text) run
 //! as `sh -c SCRIPT sh ARG...`: the values (target directory, release id, commands)
@@ -26,57 +27,18 @@ macro_rules! report_script {
         r#"cur=$(readlink "$t/current" 2>/dev/null || true)
 echo "current=${cur##*/}"
 for d in "$t"/releases/r-*; do if [ -d "$d" ]; then echo "release=${d##*/}"; fi; done
-for f in "$t"/shared/*; do if [ -f "$f" ]; then echo "shared=$(sha256sum "$f" | cut -d' ' -f1) ${f##*/}"; fi; done
-exit 0
+(cd "$t/shared" 2>/dev/null && sha256sum -- * 2>/dev/null) | sed 's/^\([0-9a-f]*\)  /shared=\1 /'
 "#
     };
 }
 
 /// Reads what is on the host; changes nothing.
-const INSPECT: &str = concat!("t=$1\n", report_script!());
+const INSPECT: &str = concat!("t=$1\n", report_script!(), "exit 0\n");
 
 /// The per-host deploy lock: a directory in the target directory, created atomically
 /// (`mkdir`), holding the owner's token. A lock older than this many minutes is left by a
 /// deploy that died and is taken over.
 pub const DEPLOY_LOCK_STALE_MINUTES: u32 = 30;
-
-/// Creates the directories and, unless the host already runs the wanted release with the
-/// wanted shared files, takes the host's deploy lock (exit 13 when another deploy holds
-/// it), removes transfers that never completed and prints its current release's checksum
-/// list (`sum=`) and executable files (`exec=`); then reports like [`INSPECT`] (one
-/// session instead of two). Arguments: `TARGET TOKEN RELEASE STALE_MINUTES [SHA NAME]...`.
-const PREPARE: &str = concat!(
-    r#"t=$1; tok=$2; id=$3; stale=$4; shift 4
-mkdir -p "$t/releases" "$t/shared" || exit 11
-ok=1
-cur=$(readlink "$t/current" 2>/dev/null || true)
-[ "${cur##*/}" = "$id" ] || ok=0
-while [ $# -ge 2 ]; do
-  s=$(sha256sum "$t/shared/$2" 2>/dev/null | cut -d' ' -f1)
-  [ "$s" = "$1" ] || ok=0
-  shift 2
-done
-if [ "$ok" = 0 ]; then
-  l="$t/.deploy-lock"
-  if ! mkdir "$l" 2>/dev/null; then
-    if [ -n "$(find "$l" -maxdepth 0 -mmin +"$stale" 2>/dev/null)" ]; then
-      rm -rf "$l"; mkdir "$l" 2>/dev/null || { echo "another deploy took the host's deploy lock $l" >&2; exit 13; }
-    else
-      echo "another deploy holds the host's deploy lock $l ($(cat "$l/owner" 2>/dev/null))" >&2; exit 13
-    fi
-  fi
-  printf '%s\n' "$tok" > "$l/owner" || exit 11
-  echo "locked=1"
-  rm -rf "$t"/releases/*.partial "$t/.incoming" || exit 11
-  c=${cur##*/}
-  if [ -n "$c" ] && [ -f "$t/releases/$c/.celeroot/checksums.sha256" ]; then
-    sed 's/^/sum=/' "$t/releases/$c/.celeroot/checksums.sha256"
-    (cd "$t/releases/$c" && find . -type f -perm -0100 | sed 's|^\./|exec=|')
-  fi
-fi
-"#,
-    report_script!()
-);
 
 /// The end of a deploy (`$t`, `$tok`, `$keep` set): removes the oldest releases beyond
 /// `keep` when `keep` > 0 (never the current one), then releases the host's deploy lock if
@@ -103,12 +65,12 @@ if [ "$(cat "$l/owner" 2>/dev/null)" = "$tok" ]; then rm -rf "$l"; fi
 /// `TARGET TOKEN KEEP`.
 const FINISH: &str = concat!("t=$1; tok=$2; keep=$3\n", finish_script!());
 
-/// Receives the host's archive on standard input and completes the deploy. Arguments:
-/// `TARGET TOKEN RELEASE KEEP HEALTH_TIMEOUT NS NR SETUP... RESTART... HEALTH...`, where
-/// the first NS arguments after the seven are the setup command and the next NR the
-/// restart command (POSIX sh has no arrays: `slice` rebuilds one from its place). Each
-/// phase announces itself on standard output as `TOKEN phase=NAME`, so an exit status is
-/// read in the phase that set it:
+/// Receives the host's archive on standard input and completes the deploy (`$t`, `$tok`,
+/// `$id`, `$keep`, `$hto`, `$ns`, `$nr` set; the arguments left are the setup command
+/// (NS words), the restart command (NR words) and the health check: POSIX sh has no
+/// arrays, so `slice` rebuilds a command from its place). Each phase announces itself on
+/// standard output as `TOKEN phase=NAME`, so an exit status is read in the phase that
+/// set it:
 /// - `transfer`: 11 (I/O), 14 (what was linked from the current release does not match
 ///   the release's checksums: the controller sends everything instead), 15 (the archive
 ///   was cut short);
@@ -117,9 +79,9 @@ const FINISH: &str = concat!("t=$1; tok=$2; keep=$3\n", finish_script!());
 /// - `verify`: 20 (the restart command failed), 124 (the health check timed out), else
 ///   the health check's status;
 /// - `finish`: prune and release the lock ([`finish_script`]).
-const SHIP: &str = concat!(
-    r#"t=$1; tok=$2; id=$3; keep=$4; hto=$5; ns=$6; nr=$7; shift 7
-slice() {
+macro_rules! ship_script {
+    () => {
+        r#"slice() {
   from=$1; cnt=$2; shift 2
   total=$#; i=0
   for a do
@@ -177,7 +139,67 @@ if command -v timeout >/dev/null 2>&1; then timeout -k 5 "$hto" "$@"; else "$@";
 s=$?
 [ "$s" -eq 0 ] || exit "$s"
 echo "$tok phase=finish"
+"#
+    };
+}
+
+/// A deploy in one session. Arguments: `TARGET TOKEN RELEASE STALE_MINUTES KEEP
+/// HEALTH_TIMEOUT NS NR WANT SETUP... RESTART... HEALTH...`, where WANT is the
+/// `sha256sum` list the `shared/` files must match.
+///
+/// Creates the directories; a host that already runs the release with those files is
+/// reported like [`INSPECT`] and the session ends (up to date: it reads nothing). Else it
+/// takes the host's deploy lock (exit 13 when another deploy holds it; its own, from a
+/// retried session, is kept), removes transfers that never completed, prints its current
+/// release's checksum list (`sum=`) and executable files (`exec=`), the report, and
+/// `TOKEN ready`; then it reads the archive the controller builds from that
+/// ([`ship_script`]).
+const DEPLOY: &str = concat!(
+    r#"t=$1; tok=$2; id=$3; stale=$4; keep=$5; hto=$6; ns=$7; nr=$8; want=$9; shift 9
+mkdir -p "$t/releases" "$t/shared" || exit 11
+ok=1
+cur=$(readlink "$t/current" 2>/dev/null || true)
+[ "${cur##*/}" = "$id" ] || ok=0
+if [ "$ok" = 1 ] && [ -n "$want" ]; then
+  printf '%s' "$want" | (cd "$t/shared" && sha256sum --status --strict -c - 2>/dev/null) || ok=0
+fi
+if [ "$ok" = 1 ]; then
 "#,
+    report_script!(),
+    r#"  exit 0
+fi
+l="$t/.deploy-lock"
+if ! mkdir "$l" 2>/dev/null; then
+  if [ "$(cat "$l/owner" 2>/dev/null)" = "$tok" ]; then
+    :
+  elif [ -n "$(find "$l" -maxdepth 0 -mmin +"$stale" 2>/dev/null)" ]; then
+    rm -rf "$l"; mkdir "$l" 2>/dev/null || { echo "another deploy took the host's deploy lock $l" >&2; exit 13; }
+  else
+    echo "another deploy holds the host's deploy lock $l ($(cat "$l/owner" 2>/dev/null))" >&2; exit 13
+  fi
+fi
+printf '%s\n' "$tok" > "$l/owner" || exit 11
+echo "locked=1"
+rm -rf "$t"/releases/*.partial "$t/.incoming" || exit 11
+c=${cur##*/}
+if [ -n "$c" ] && [ -f "$t/releases/$c/.celeroot/checksums.sha256" ]; then
+  sed 's/^/sum=/' "$t/releases/$c/.celeroot/checksums.sha256"
+  (cd "$t/releases/$c" && find . -type f -perm -0100 | sed 's|^\./|exec=|')
+fi
+"#,
+    report_script!(),
+    r#"echo "$tok ready"
+"#,
+    ship_script!(),
+    finish_script!()
+);
+
+/// [`ship_script`] on its own, for a host whose lock this deploy holds (the whole release
+/// again, after linked files failed their check). Arguments: `TARGET TOKEN RELEASE KEEP
+/// HEALTH_TIMEOUT NS NR SETUP... RESTART... HEALTH...`.
+const SHIP: &str = concat!(
+    "t=$1; tok=$2; id=$3; keep=$4; hto=$5; ns=$6; nr=$7; shift 7\n",
+    ship_script!(),
     finish_script!()
 );
 
@@ -309,6 +331,15 @@ fn sha256_hex(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
+/// What a deploy sent to a host.
+#[derive(Debug, Default)]
+struct Sent {
+    files: u64,
+    bytes: u64,
+    /// Files the last archive asked the host to link from its current release.
+    linked: u64,
+}
+
 /// A step that failed, with whether retrying may help.
 struct StepError {
     message: String,
@@ -430,55 +461,48 @@ impl Job<'_> {
 
     fn run_inner(&self) -> HostResult {
         let t = self.host.deployment.target_dir.clone();
-        let id = self.release_id.to_string();
         let mut r = HostResult::new(self.name, Outcome::Failed);
         if let Some(why) = ssh::placeholder(&self.host.address) {
             r.detail = Some(ssh::placeholder_message(self.name, &self.host.address, why));
             return r;
         }
-        let want_shared: BTreeMap<String, String> = self
-            .shared
-            .iter()
-            .map(|(k, v)| (k.clone(), sha256_hex(v)))
-            .collect();
-        // `--check` only reads; a deploy prepares the directories and takes the host's
-        // deploy lock in the same session.
-        let step = if self.check_only {
-            self.step("inspect", INSPECT, std::slice::from_ref(&t))
-        } else {
-            let mut args = vec![
-                t.clone(),
-                self.token.to_string(),
-                id.clone(),
-                DEPLOY_LOCK_STALE_MINUTES.to_string(),
-            ];
-            for (name, sum) in &want_shared {
-                args.push(sum.clone());
-                args.push(name.clone());
+        let want_shared = self.shared_sums();
+        if self.check_only {
+            // `--check` only reads.
+            return match self.step("inspect", INSPECT, std::slice::from_ref(&t)) {
+                Ok(out) => self.checked(&parse_inspect(&out.stdout), &want_shared, r),
+                Err(e) => fail(r, e),
+            };
+        }
+        let mut sent = Sent::default();
+        let out = match self.deploy_session(&want_shared, &mut sent) {
+            Ok(out) => out,
+            Err(e) => {
+                r.files_sent = sent.files;
+                r.bytes_sent = sent.bytes;
+                return fail(r, e);
             }
-            self.step("prepare", PREPARE, &args)
         };
-        let ins = match step {
-            Ok(out) => parse_inspect(&out.stdout),
-            Err(e) => return fail(r, e),
-        };
-        let (mut r, keep) = self.ship(&ins, &want_shared, r);
-        // `ship` finished the deploy itself (pruned, released the lock) when it succeeded.
-        let Some(keep) = keep.filter(|_| ins.locked) else {
+        let ins = parse_inspect(self.report_of(&out.stdout));
+        r.previous = ins.current.clone();
+        r.current = ins.current.clone();
+        if !ins.locked {
+            // The host ran the release with the same files: the session ended there.
+            r.outcome = Outcome::UpToDate;
             return r;
-        };
-        // Prune (when there can be something to prune) and release the lock in one session.
-        match self.step(
-            "finish",
-            FINISH,
-            &[t, self.token.to_string(), keep.to_string()],
-        ) {
-            Ok(out) => {
-                r.pruned = self.marked(&out.stdout, "pruned=");
-            }
+        }
+        let finished = self.conclude(&ins, out, &mut sent, &mut r);
+        r.files_sent = sent.files;
+        r.bytes_sent = sent.bytes;
+        if finished {
+            return r;
+        }
+        // The deploy stopped before its end: release the lock (no pruning).
+        match self.step("finish", FINISH, &[t, self.token.to_string(), "0".into()]) {
+            Ok(_) => {}
             Err(e) if r.outcome == Outcome::Deployed => {
                 r.detail = Some(format!(
-                    "deployed, but pruning or releasing the deploy lock failed: {}",
+                    "deployed, but releasing the deploy lock failed: {}",
                     e.message
                 ));
             }
@@ -498,107 +522,254 @@ impl Job<'_> {
             .collect()
     }
 
-    /// Everything after `prepare`. Returns the result and, when the deploy still holds the
-    /// host's lock, how many releases to keep when pruning (0: do not prune); `None` when
-    /// `ship` finished itself.
-    fn ship(
+    /// What [`DEPLOY`] reported before it started to ship (the commands it runs print
+    /// after that).
+    fn report_of<'s>(&self, stdout: &'s str) -> &'s str {
+        let ready = format!("{} ready", self.token);
+        stdout.split(ready.as_str()).next().unwrap_or(stdout)
+    }
+
+    /// The result of `--check` from what the host reported.
+    fn checked(
         &self,
         ins: &Inspected,
         want_shared: &BTreeMap<String, String>,
         mut r: HostResult,
-    ) -> (HostResult, Option<u32>) {
-        let d = &self.host.deployment;
-        let t = d.target_dir.clone();
-        let id = self.release_id.to_string();
+    ) -> HostResult {
+        let id = self.release_id;
         r.previous = ins.current.clone();
         r.current = ins.current.clone();
         let shared_ok = want_shared
             .iter()
             .all(|(k, v)| ins.shared.get(k) == Some(v));
-        let release_ok = ins.current.as_deref() == Some(id.as_str());
+        let release_ok = ins.current.as_deref() == Some(id);
         if release_ok && shared_ok {
             r.outcome = Outcome::UpToDate;
-            return (r, Some(0));
+            return r;
         }
-        if self.check_only {
-            r.outcome = Outcome::OutOfDate;
-            r.detail = Some(if release_ok {
-                "the rendered worker files differ".into()
-            } else {
-                format!(
-                    "runs {}, git wants {id}",
-                    ins.current.as_deref().unwrap_or("nothing")
-                )
-            });
-            return (r, Some(0));
-        }
-        // Prune only when there can be something to prune.
-        let count = ins.releases.len() + usize::from(!ins.releases.contains(&id));
-        let keep = d.keep_releases.max(1);
-        let keep = if count > keep as usize { keep } else { 0 };
-        let shared = if shared_ok {
+        r.outcome = Outcome::OutOfDate;
+        r.detail = Some(if release_ok {
+            "the rendered worker files differ".into()
+        } else {
+            format!(
+                "runs {}, git wants {id}",
+                ins.current.as_deref().unwrap_or("nothing")
+            )
+        });
+        r
+    }
+
+    /// The arguments [`DEPLOY`] and [`SHIP`] share after their own: the setup and restart
+    /// commands and the health check.
+    fn commands(&self) -> Vec<String> {
+        let d = &self.host.deployment;
+        let mut args = Vec::new();
+        args.extend(d.setup_command.iter().cloned());
+        args.extend(d.restart_command.iter().cloned());
+        args.extend(d.health_check_command.iter().cloned());
+        args
+    }
+
+    fn ship_timeout(&self) -> Duration {
+        self.timeout() * 5
+            + Duration::from_secs(self.host.deployment.health_check_timeout_secs.max(1))
+    }
+
+    /// The archive for what the host reported: the release part when it does not run the
+    /// release (`full`: everything, nothing linked), the rendered files when they differ.
+    fn archive_for(
+        &self,
+        ins: &Inspected,
+        want_shared: &BTreeMap<String, String>,
+        full: bool,
+    ) -> Result<(Vec<u8>, u64, u64), String> {
+        let release_ok = ins.current.as_deref() == Some(self.release_id);
+        let shared_ok = want_shared
+            .iter()
+            .all(|(k, v)| ins.shared.get(k) == Some(v));
+        // A host that is up to date by the controller's reading but not by its own gets
+        // the rendered files again, so the two agree afterwards.
+        let shared = if shared_ok && !release_ok {
             BTreeMap::new()
         } else {
             self.shared.clone()
         };
-        let mut part = if release_ok {
+        let part = if release_ok {
             None
+        } else if full {
+            Some((self.release_part)(&Previous::new())?)
         } else {
-            match (self.release_part)(&ins.previous) {
-                Ok(p) => Some(p),
-                Err(message) => {
-                    let e = StepError {
-                        message,
-                        transient: false,
-                    };
-                    return (fail(r, e), Some(0));
-                }
-            }
+            Some((self.release_part)(&ins.previous)?)
         };
-        let (out, phase) = loop {
-            let archive = match release::archive(part.as_deref(), &shared) {
-                Ok(a) => a,
-                Err(e) => {
-                    let e = StepError {
-                        message: format!("cannot build the archive: {e}"),
-                        transient: false,
-                    };
-                    return (fail(r, e), Some(0));
-                }
-            };
-            r.files_sent += part.as_ref().map_or(0, |p| p.files) + shared.len() as u64;
-            r.bytes_sent += archive.len() as u64;
-            let (out, phase) = match self.ship_once(archive, keep) {
-                Ok(x) => x,
-                Err(e) => return (fail(r, e), Some(0)),
-            };
-            // What was linked from the current release was changed on the host: send
-            // the whole release instead.
-            if phase == "transfer"
-                && out.status == Some(14)
-                && part.as_ref().is_some_and(|p| p.linked > 0)
-            {
-                match (self.release_part)(&Previous::new()) {
-                    Ok(p) => part = Some(p),
-                    Err(message) => {
-                        let e = StepError {
-                            message,
-                            transient: false,
-                        };
-                        return (fail(r, e), Some(0));
+        let archive = release::archive(part.as_deref(), &shared)
+            .map_err(|e| format!("cannot build the archive: {e}"))?;
+        let files = part.as_ref().map_or(0, |p| p.files) + shared.len() as u64;
+        let linked = part.as_ref().map_or(0, |p| p.linked);
+        Ok((archive, files, linked))
+    }
+
+    /// Runs [`DEPLOY`]: one session that reports, locks, receives the archive built from
+    /// its report, and ships. Transient SSH failures are retried (the whole session: a
+    /// retried session keeps its own lock) as long as the release was not set up yet.
+    fn deploy_session(
+        &self,
+        want_shared: &BTreeMap<String, String>,
+        sent: &mut Sent,
+    ) -> Result<RemoteOutput, StepError> {
+        let d = &self.host.deployment;
+        let want: String = want_shared
+            .iter()
+            .map(|(name, sum)| format!("{sum}  {name}\n"))
+            .collect();
+        let mut args = vec![
+            d.target_dir.clone(),
+            self.token.to_string(),
+            self.release_id.to_string(),
+            DEPLOY_LOCK_STALE_MINUTES.to_string(),
+            d.keep_releases.max(1).to_string(),
+            d.health_check_timeout_secs.max(1).to_string(),
+            d.setup_command.len().to_string(),
+            d.restart_command.len().to_string(),
+            want,
+        ];
+        args.extend(self.commands());
+        let mut remote = vec!["sh".into(), "-c".into(), DEPLOY.into(), "sh".into()];
+        remote.extend(args);
+        let ssh_args = ssh::ssh_args(self.host, self.opts, &remote);
+        let ready = format!("{} ready", self.token);
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let mut built: Option<Result<(), String>> = None;
+            let mut respond = |report: &str| -> Option<Vec<u8>> {
+                match self.archive_for(&parse_inspect(report), want_shared, false) {
+                    Ok((archive, files, linked)) => {
+                        sent.files += files;
+                        sent.bytes += archive.len() as u64;
+                        sent.linked = linked;
+                        built = Some(Ok(()));
+                        Some(archive)
+                    }
+                    Err(e) => {
+                        built = Some(Err(e));
+                        None
                     }
                 }
-                continue;
+            };
+            let out = ssh::run_dialog(&ssh_args, &ready, &mut respond, self.ship_timeout())
+                .map_err(|e| StepError {
+                    message: format!("cannot run ssh: {e}"),
+                    transient: false,
+                })?;
+            if let Some(Err(message)) = built {
+                return Err(StepError {
+                    message,
+                    transient: false,
+                });
             }
-            break (out, phase);
-        };
+            let phase = self.marked(&out.stdout, "phase=").pop().unwrap_or_default();
+            let what = if phase.is_empty() {
+                "prepare"
+            } else {
+                "transfer"
+            };
+            let early = phase.is_empty() || phase == "transfer";
+            match out.failure() {
+                Some(f) if early && f.transient() && attempt < ATTEMPTS => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Some(f) if early => {
+                    return Err(StepError {
+                        message: format!("{what}: {} ({})", f.label(), last_line(&out.stderr)),
+                        transient: f.transient(),
+                    })
+                }
+                None if phase.is_empty() && out.status != Some(0) => {
+                    return Err(StepError {
+                        message: format!(
+                            "prepare exited with status {}: {}",
+                            out.status.unwrap_or(-1),
+                            last_line(&out.stderr)
+                        ),
+                        transient: false,
+                    })
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Reads the outcome of a locked deploy session (sending the whole release once more
+    /// when linked files failed their check). Returns whether the session finished (pruned
+    /// and released the lock).
+    fn conclude(
+        &self,
+        ins: &Inspected,
+        mut out: RemoteOutput,
+        sent: &mut Sent,
+        r: &mut HostResult,
+    ) -> bool {
+        let d = &self.host.deployment;
+        let t = d.target_dir.clone();
+        let id = self.release_id.to_string();
+        let release_ok = ins.current.as_deref() == Some(id.as_str());
+        let mut phase = self.marked(&out.stdout, "phase=").pop().unwrap_or_default();
+        if phase == "transfer" && out.status == Some(14) && sent.linked > 0 {
+            // What was linked from the current release was changed on the host.
+            let retry = self
+                .archive_for(ins, &self.shared_sums(), true)
+                .map_err(|message| StepError {
+                    message,
+                    transient: false,
+                })
+                .and_then(|(archive, files, _)| {
+                    sent.files += files;
+                    sent.bytes += archive.len() as u64;
+                    let mut args = vec![
+                        t.clone(),
+                        self.token.to_string(),
+                        id.clone(),
+                        d.keep_releases.max(1).to_string(),
+                        d.health_check_timeout_secs.max(1).to_string(),
+                        d.setup_command.len().to_string(),
+                        d.restart_command.len().to_string(),
+                    ];
+                    args.extend(self.commands());
+                    self.script_with(SHIP, &args, Some(archive), self.ship_timeout())
+                        .map_err(|e| StepError {
+                            message: format!("cannot run ssh: {e}"),
+                            transient: false,
+                        })
+                });
+            match retry {
+                Ok(o) => {
+                    phase = self.marked(&o.stdout, "phase=").pop().unwrap_or_default();
+                    out = o;
+                }
+                Err(e) => {
+                    *r = fail(r.clone(), e);
+                    return false;
+                }
+            }
+        }
         if out.status == Some(0) {
             r.outcome = Outcome::Deployed;
             if !release_ok {
                 r.current = Some(id);
             }
             r.pruned = self.marked(&out.stdout, "pruned=");
-            return (r, None);
+            return true;
+        }
+        if phase == "finish" {
+            r.outcome = Outcome::Deployed;
+            r.current = Some(id);
+            r.detail = Some(format!(
+                "deployed, but pruning or releasing the deploy lock failed: {}",
+                last_line(&out.stderr)
+            ));
+            return false;
         }
         if phase != "verify" {
             let what = if phase == "setup" {
@@ -618,7 +789,8 @@ impl Job<'_> {
                 message,
                 transient: false,
             };
-            return (fail(r, e), Some(0));
+            *r = fail(r.clone(), e);
+            return false;
         }
         if !release_ok {
             r.current = Some(id.clone());
@@ -651,54 +823,14 @@ impl Job<'_> {
                 r.detail = Some(format!("{why}; no previous release to roll back to"));
             }
         }
-        (r, Some(0))
+        false
     }
 
-    /// Runs [`SHIP`] with `archive` on its standard input, retrying transient SSH
-    /// failures that struck before the release was set up (the transfer starts over).
-    /// Returns the output and the last phase the script announced (empty: none).
-    fn ship_once(&self, archive: Vec<u8>, keep: u32) -> Result<(RemoteOutput, String), StepError> {
-        let d = &self.host.deployment;
-        let hto = d.health_check_timeout_secs.max(1);
-        let mut args = vec![
-            d.target_dir.clone(),
-            self.token.to_string(),
-            self.release_id.to_string(),
-            keep.to_string(),
-            hto.to_string(),
-            d.setup_command.len().to_string(),
-            d.restart_command.len().to_string(),
-        ];
-        args.extend(d.setup_command.iter().cloned());
-        args.extend(d.restart_command.iter().cloned());
-        args.extend(d.health_check_command.iter().cloned());
-        let timeout = self.timeout() * 5 + Duration::from_secs(hto);
-        let mut delay = Duration::from_millis(500);
-        let mut attempt = 1;
-        loop {
-            let out = self
-                .script_with(SHIP, &args, Some(archive.clone()), timeout)
-                .map_err(|e| StepError {
-                    message: format!("cannot run ssh: {e}"),
-                    transient: false,
-                })?;
-            let phase = self.marked(&out.stdout, "phase=").pop().unwrap_or_default();
-            let early = phase.is_empty() || phase == "transfer";
-            match out.failure() {
-                Some(f) if early && f.transient() && attempt < ATTEMPTS => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Some(f) if early => {
-                    return Err(StepError {
-                        message: format!("transfer: {} ({})", f.label(), last_line(&out.stderr)),
-                        transient: f.transient(),
-                    })
-                }
-                _ => return Ok((out, phase)),
-            }
-        }
+    fn shared_sums(&self) -> BTreeMap<String, String> {
+        self.shared
+            .iter()
+            .map(|(k, v)| (k.clone(), sha256_hex(v)))
+            .collect()
     }
 
     fn run_in(
@@ -785,7 +917,7 @@ mod tests {
     #[test]
     fn scripts_hold_no_interpolation_points() {
         // Values arrive as "$1", "$2", "$@" only; nothing is spliced into the text.
-        for s in [INSPECT, PREPARE, SHIP, SWITCH, RUN_IN, FINISH] {
+        for s in [INSPECT, DEPLOY, SHIP, SWITCH, RUN_IN, FINISH] {
             assert!(!s.contains("{}"), "{s}");
             assert!(!s.contains("eval"), "{s}");
         }

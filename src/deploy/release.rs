@@ -503,10 +503,14 @@ mod tests {
         let mut tb = repo.treebuilder(None).expect("tb");
         let blob = |text: &str| repo.blob(text.as_bytes()).expect("blob");
         let mut sub = repo.treebuilder(None).expect("sub");
-        sub.insert("same.py", blob("A\n"), 0o100_644).expect("insert");
-        sub.insert("changed.py", blob("B2\n"), 0o100_644).expect("insert");
-        sub.insert("now-exec.sh", blob("C\n"), 0o100_755).expect("insert");
-        sub.insert("link.py", blob("same.py"), 0o120_000).expect("insert");
+        sub.insert("same.py", blob("A\n"), 0o100_644)
+            .expect("insert");
+        sub.insert("changed.py", blob("B2\n"), 0o100_644)
+            .expect("insert");
+        sub.insert("now-exec.sh", blob("C\n"), 0o100_755)
+            .expect("insert");
+        sub.insert("link.py", blob("same.py"), 0o120_000)
+            .expect("insert");
         let sub = sub.write().expect("write");
         tb.insert("tasks", sub, 0o040_000).expect("insert");
         let tree = repo.find_tree(tb.write().expect("write")).expect("tree");

@@ -297,6 +297,103 @@ pub fn run_with_bytes(
     run_command_bytes(cmd, input, timeout)
 }
 
+/// Runs `ssh` with `args` as a dialog: when the command prints the line `ready`,
+/// `respond` gets everything it printed before that line, and what it returns is written
+/// to the command's standard input, which is then closed (`None`: closed at once). A
+/// command that ends without printing `ready` gets no input. Killed after `timeout`.
+///
+/// # Errors
+/// When `ssh` cannot be started.
+pub fn run_dialog(
+    args: &[OsString],
+    ready: &str,
+    respond: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<RemoteOutput> {
+    use std::io::BufRead as _;
+    let started = Instant::now();
+    let mut child = Command::new("ssh")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take();
+    let out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let ready_line = ready.to_string();
+    let out_t = std::thread::spawn(move || {
+        let mut all = String::new();
+        let Some(pipe) = out_pipe else {
+            return all;
+        };
+        let mut reader = std::io::BufReader::new(pipe);
+        let mut line = Vec::new();
+        let mut told = false;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            if !told && text.trim_end_matches('\n') == ready_line {
+                told = true;
+                let _ = tx.send(all.clone());
+            }
+            all.push_str(&text);
+        }
+        all
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let mut writer = None;
+    let status = loop {
+        let wait = Duration::from_millis(5);
+        let told = if stdin.is_some() {
+            rx.recv_timeout(wait).ok()
+        } else {
+            std::thread::sleep(wait);
+            None
+        };
+        if let Some(report) = told {
+            if let Some(mut pipe) = stdin.take() {
+                if let Some(bytes) = respond(&report) {
+                    // On a thread, so a command that stops reading cannot stall us;
+                    // dropping the pipe closes the command's standard input.
+                    writer = Some(std::thread::spawn(move || {
+                        let _ = std::io::Write::write_all(&mut pipe, &bytes);
+                    }));
+                }
+            }
+        }
+        if let Some(st) = child.try_wait()? {
+            break st.code();
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+    };
+    drop(stdin);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Ok(RemoteOutput {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+        elapsed: started.elapsed(),
+    })
+}
+
 fn run_program_with_input(
     program: &str,
     args: &[OsString],
