@@ -254,6 +254,33 @@ impl Peers {
     }
 }
 
+/// The floor of any deploy that opens one SSH connection per host: `ssh HOST true` to
+/// every host at once, with celeroot's options (no connection sharing: one session).
+fn ssh_floor(lab: &sshd::SshLab) -> f64 {
+    let started = Instant::now();
+    let children: Vec<_> = lab
+        .hosts
+        .iter()
+        .map(|h| {
+            Command::new("ssh")
+                .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", lab.known_hosts.display()))
+                .args(["-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-i"])
+                .arg(&lab.key)
+                .args(["-p", &h.port.to_string(), "-l", &sshd::SshLab::user(), "--"])
+                .arg(&h.address)
+                .arg("true")
+                .spawn()
+                .expect("ssh")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("ssh").success(), "ssh true");
+    }
+    started.elapsed().as_secs_f64()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
@@ -322,6 +349,7 @@ fn main() {
     let mut times: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 3]; 3];
     let mut sent = [(0u64, 0u64); 3];
     let mut checks = Vec::new();
+    let mut floors = Vec::new();
     for run in 0..runs {
         println!("run {}/{runs}", run + 1);
         for i in 0..n_hosts {
@@ -350,6 +378,9 @@ fn main() {
             }
             if c == 1 {
                 checks.push(deploy(&work, known, &["--check"]).0);
+                let floor = ssh_floor(&lab);
+                println!("  ssh HOST true, every host at once: {floor:.2} s wall");
+                floors.push(floor);
             }
         }
     }
@@ -390,8 +421,9 @@ fn main() {
         sent[0].0, sent[0].1, sent[1].0, sent[2].0, sent[2].1
     );
     println!(
-        "celeroot deploy --check (nothing changed): {:.2} s median",
-        median(&mut checks)
+        "celeroot deploy --check (nothing changed): {:.2} s median; the floor, `ssh HOST true` to every host at once: {:.2} s median",
+        median(&mut checks),
+        median(&mut floors)
     );
     println!("reproduce: cargo bench --bench deploy_fleet -- --hosts {n_hosts} --files {n_files} --parallel {parallel} --runs {runs}{}", if with_peers { "" } else { " --no-peers" });
 }

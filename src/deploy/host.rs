@@ -45,7 +45,9 @@ pub const DEPLOY_LOCK_STALE_MINUTES: u32 = 30;
 /// `tok` still owns it.
 macro_rules! finish_script {
     () => {
-        r#"if [ "$keep" -gt 0 ]; then
+        r#"n=0
+for d in "$t"/releases/r-*; do if [ -d "$d" ]; then n=$((n + 1)); fi; done
+if [ "$keep" -gt 0 ] && [ "$n" -gt "$keep" ]; then
   cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
   if cd "$t/releases" 2>/dev/null; then
     n=0
@@ -56,7 +58,9 @@ macro_rules! finish_script {
   fi
 fi
 l="$t/.deploy-lock"
-if [ "$(cat "$l/owner" 2>/dev/null)" = "$tok" ]; then rm -rf "$l"; fi
+o=
+read -r o 2>/dev/null < "$l/owner" || true
+if [ "$o" = "$tok" ]; then rm -rf "$l"; fi
 "#
     };
 }
@@ -66,14 +70,14 @@ if [ "$(cat "$l/owner" 2>/dev/null)" = "$tok" ]; then rm -rf "$l"; fi
 const FINISH: &str = concat!("t=$1; tok=$2; keep=$3\n", finish_script!());
 
 /// Receives the host's archive on standard input and completes the deploy (`$t`, `$tok`,
-/// `$id`, `$keep`, `$hto`, `$ns`, `$nr` set; the arguments left are the setup command
+/// `$id`, `$keep`, `$hto`, `$ns`, `$nr` and `$cur`, what `current` points at, set; the arguments left are the setup command
 /// (NS words), the restart command (NR words) and the health check: POSIX sh has no
 /// arrays, so `slice` rebuilds a command from its place). Each phase announces itself on
 /// standard output as `TOKEN phase=NAME`, so an exit status is read in the phase that
 /// set it:
-/// - `transfer`: 11 (I/O), 14 (what was linked from the current release does not match
-///   the release's checksums: the controller sends everything instead), 15 (the archive
-///   was cut short);
+/// - `transfer`: 11 (I/O), 14 (the files linked from the current release, listed with
+///   their checksums in the archive, are missing or do not match: the controller sends
+///   everything instead), 15 (the archive was cut short);
 /// - `setup` (when a release arrived: move it into place, run the setup command, switch
 ///   `current`): 10 (the setup command failed; the new release is removed), 11, 12;
 /// - `verify`: 20 (the restart command failed), 124 (the health check timed out), else
@@ -92,7 +96,7 @@ macro_rules! ship_script {
   "$@"
 }
 echo "$tok phase=transfer"
-cur=$(readlink "$t/current" 2>/dev/null || true); cur=${cur##*/}
+cur=${cur##*/}
 in="$t/.incoming"
 rm -rf "$in" && mkdir "$in" || exit 11
 tar -x -f - -C "$in" --no-same-owner || { echo "the archive did not arrive whole" >&2; exit 15; }
@@ -101,18 +105,15 @@ if [ -d "$in/release" ]; then
   new=1
   p="$t/releases/$id.partial"
   rm -rf "$p" && mv "$in/release" "$p" || exit 11
-  if [ -s "$p/.celeroot/link-list" ]; then
-    (cd "$t/releases/$cur" && xargs -0 cp -al --parents -t "$p" --) < "$p/.celeroot/link-list" || { echo "the unchanged files of $cur could not be linked" >&2; exit 14; }
+  l="$p/.celeroot/link-list"
+  if [ -s "$l" ]; then
+    cut -c67- "$l" | (cd "$t/releases/$cur" && xargs -d '\n' cp -al --parents -t "$p" --) || { echo "the unchanged files of $cur could not be linked" >&2; exit 14; }
+    (cd "$p" && sha256sum --quiet --strict -c .celeroot/link-list >&2) || { echo "files linked from $cur differ from the release (changed on the host)" >&2; exit 14; }
   fi
-  rm -f "$p/.celeroot/link-list"
-  if [ -s "$p/.celeroot/checksums.sha256" ] && ! (cd "$p" && sha256sum --quiet --strict -c .celeroot/checksums.sha256 >&2); then
-    echo "files linked from $cur differ from the release (changed on the host)" >&2; exit 14
-  fi
+  rm -f "$l"
 fi
 if [ -d "$in/shared" ]; then
-  for f in "$in"/shared/*; do
-    if [ -f "$f" ]; then mv -f "$f" "$t/shared/" || exit 11; fi
-  done
+  mv -f "$in"/shared/* "$t/shared/" || exit 11
 fi
 rm -rf "$in"
 if [ "$new" = 1 ]; then
@@ -199,6 +200,7 @@ fi
 /// HEALTH_TIMEOUT NS NR SETUP... RESTART... HEALTH...`.
 const SHIP: &str = concat!(
     "t=$1; tok=$2; id=$3; keep=$4; hto=$5; ns=$6; nr=$7; shift 7\n",
+    "cur=$(readlink \"$t/current\" 2>/dev/null || true)\n",
     ship_script!(),
     finish_script!()
 );

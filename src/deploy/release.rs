@@ -18,8 +18,9 @@ pub const SHIPPED_MTIME: u64 = 946_684_800;
 /// agent can report local modifications and a deploy can check what it linked.
 pub const CHECKSUMS: &str = ".celeroot/checksums.sha256";
 
-/// Where the archive names the files a host hard-links from its current release
-/// (NUL-separated); removed once they are linked.
+/// Where the archive names the files a host hard-links from its current release, in
+/// [`CHECKSUMS`] format, so the host checks exactly those (the files sent came from git
+/// over SSH); removed once they are linked and checked.
 pub const LINK_LIST: &str = ".celeroot/link-list";
 
 /// One shipped file of a release.
@@ -136,7 +137,7 @@ pub fn release_part(
     };
     let mut b = tar::Builder::new(Vec::new());
     let mut part = ReleasePart::default();
-    let mut links: Vec<u8> = Vec::new();
+    let mut links = String::new();
     // Symbolic links last, so that nothing is ever written through one.
     let (symlinks, regular): (Vec<&ReleaseFile>, Vec<&ReleaseFile>) =
         release.files.iter().partition(|f| f.is_link());
@@ -144,8 +145,7 @@ pub fn release_part(
         let unchanged =
             f.listable() && previous.get(&f.path) == Some(&(f.sha256.clone(), f.executable()));
         if unchanged {
-            links.extend_from_slice(f.path.as_bytes());
-            links.push(0);
+            links.push_str(&checksum_line(&f.sha256, &f.path));
             part.linked += 1;
             continue;
         }
@@ -162,7 +162,13 @@ pub fn release_part(
     )
     .map_err(io)?;
     part.files += 1;
-    append_file(&mut b, &format!("release/{LINK_LIST}"), 0o644, &links).map_err(io)?;
+    append_file(
+        &mut b,
+        &format!("release/{LINK_LIST}"),
+        0o644,
+        links.as_bytes(),
+    )
+    .map_err(io)?;
     for f in symlinks {
         let blob = repo.find_blob(f.blob)?;
         let target = String::from_utf8_lossy(blob.content()).into_owned();
@@ -571,7 +577,7 @@ mod tests {
             "symbolic links after every file of the release"
         );
         assert_eq!(e[0].3, "B2\n");
-        assert_eq!(e[3].3, "tasks/same.py\0");
+        assert_eq!(e[3].3, format!("{}  tasks/same.py\n", sum("A\n")));
         assert_eq!(e[4].3, "same.py");
         // A host with nothing: everything is sent, nothing linked.
         let cold = release_part(&repo, &release, &Previous::new()).expect("part");
