@@ -70,11 +70,12 @@ if [ "$o" = "$tok" ]; then rm -rf "$l"; fi
 const FINISH: &str = concat!("t=$1; tok=$2; keep=$3\n", finish_script!());
 
 /// Receives the host's archive on standard input and completes the deploy (`$t`, `$tok`,
-/// `$id`, `$keep`, `$hto`, `$ns`, `$nr` and `$cur`, what `current` points at, set; the arguments left are the setup command
-/// (NS words), the restart command (NR words) and the health check: POSIX sh has no
-/// arrays, so `slice` rebuilds a command from its place). Each phase announces itself on
-/// standard output as `TOKEN phase=NAME`, so an exit status is read in the phase that
-/// set it:
+/// `$id`, `$keep`, `$hto`, `$ns`, `$nr` set, and `$cur`, what `current` points at; the
+/// arguments left are the setup command (NS words), the restart command (NR words) and
+/// the health check: POSIX sh has no arrays, so `slice` rebuilds a command from its
+/// place; the commands read nothing from the archive's stream). Each phase announces
+/// itself on standard output as `TOKEN phase=NAME`, so an exit status is read in the
+/// phase that set it:
 /// - `transfer`: 11 (I/O), 14 (the files linked from the current release, listed with
 ///   their checksums in the archive, are missing or do not match: the controller sends
 ///   everything instead), 15 (the archive was cut short);
@@ -123,7 +124,7 @@ if [ "$new" = 1 ]; then
   if [ -d "$id" ]; then rm -rf "$id.partial"; else mv "$id.partial" "$id" || exit 11; fi
   touch "$id"
   cd "$t/releases/$id" || exit 11
-  slice 0 "$ns" "$@"
+  slice 0 "$ns" "$@" </dev/null
   s=$?
   if [ "$s" -ne 0 ]; then
     if [ "$id" != "$cur" ]; then rm -rf "$t/releases/$id"; fi
@@ -134,9 +135,9 @@ if [ "$new" = 1 ]; then
 fi
 echo "$tok phase=verify"
 cd "$t/current" || exit 11
-slice "$ns" "$nr" "$@" || { echo "the restart command failed" >&2; exit 20; }
+slice "$ns" "$nr" "$@" </dev/null || { echo "the restart command failed" >&2; exit 20; }
 shift $((ns + nr))
-if command -v timeout >/dev/null 2>&1; then timeout -k 5 "$hto" "$@"; else "$@"; fi
+if command -v timeout >/dev/null 2>&1; then timeout -k 5 "$hto" "$@" </dev/null; else "$@" </dev/null; fi
 s=$?
 [ "$s" -eq 0 ] || exit "$s"
 echo "$tok phase=finish"
