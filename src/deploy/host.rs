@@ -76,9 +76,10 @@ const FINISH: &str = concat!("t=$1; tok=$2; keep=$3\n", finish_script!());
 /// place; the commands read nothing from the archive's stream). Each phase announces
 /// itself on standard output as `TOKEN phase=NAME`, so an exit status is read in the
 /// phase that set it:
-/// - `transfer`: 11 (I/O), 14 (the files linked from the current release, listed with
-///   their checksums in the archive, are missing or do not match: the controller sends
-///   everything instead), 15 (the archive was cut short);
+/// - `transfer`: 11 (I/O), 14 (the files of the checksum list the archive did not bring
+///   are linked from the current release, and then every file is checked: one is
+///   missing or does not match, and the controller sends everything instead), 15 (the
+///   archive was cut short);
 /// - `setup` (when a release arrived: move it into place, run the setup command, switch
 ///   `current`): 10 (the setup command failed; the new release is removed), 11, 12;
 /// - `verify`: 20 (the restart command failed), 124 (the health check timed out), else
@@ -106,12 +107,14 @@ if [ -d "$in/release" ]; then
   new=1
   p="$t/releases/$id.partial"
   rm -rf "$p" && mv "$in/release" "$p" || exit 11
-  l="$p/.celeroot/link-list"
+  l="$in/link-list"
+  cut -c67- "$p/.celeroot/checksums.sha256" 2>/dev/null | while IFS= read -r f; do
+    [ -e "$p/$f" ] || [ -L "$p/$f" ] || printf '%s\n' "$f"
+  done > "$l"
   if [ -s "$l" ]; then
-    cut -c67- "$l" | (cd "$t/releases/$cur" && xargs -d '\n' cp -al --parents -t "$p" --) || { echo "the unchanged files of $cur could not be linked" >&2; exit 14; }
-    (cd "$p" && sha256sum --quiet --strict -c .celeroot/link-list >&2) || { echo "files linked from $cur differ from the release (changed on the host)" >&2; exit 14; }
+    (cd "$t/releases/$cur" && xargs -d '\n' cp -al --parents -t "$p" --) < "$l" || { echo "the unchanged files of $cur could not be linked" >&2; exit 14; }
+    (cd "$p" && sha256sum --quiet --strict -c .celeroot/checksums.sha256 >&2) || { echo "files linked from $cur differ from the release (changed on the host)" >&2; exit 14; }
   fi
-  rm -f "$l"
 fi
 if [ -d "$in/shared" ]; then
   mv -f "$in"/shared/* "$t/shared/" || exit 11
@@ -442,11 +445,7 @@ impl Job<'_> {
                 None if out.status == Some(0) => return Ok(out),
                 None => {
                     return Err(StepError {
-                        message: format!(
-                            "{what} exited with status {}: {}",
-                            out.status.unwrap_or(-1),
-                            last_line(&out.stderr)
-                        ),
+                        message: exit_message(what, &out),
                         transient: false,
                     })
                 }
@@ -691,11 +690,7 @@ impl Job<'_> {
                 }
                 None if phase.is_empty() && out.status != Some(0) => {
                     return Err(StepError {
-                        message: format!(
-                            "prepare exited with status {}: {}",
-                            out.status.unwrap_or(-1),
-                            last_line(&out.stderr)
-                        ),
+                        message: exit_message("prepare", &out),
                         transient: false,
                     })
                 }
@@ -782,11 +777,7 @@ impl Job<'_> {
             };
             let message = match out.failure() {
                 Some(f) => format!("{what}: {} ({})", f.label(), last_line(&out.stderr)),
-                None => format!(
-                    "{what} exited with status {}: {}",
-                    out.status.unwrap_or(-1),
-                    last_line(&out.stderr)
-                ),
+                None => exit_message(what, &out),
             };
             let e = StepError {
                 message,
@@ -893,6 +884,15 @@ fn verify_failure(out: &RemoteOutput, hto: u64) -> String {
             }
         }
     }
+}
+
+/// `WHAT exited with status N: <its last line of standard error>`.
+fn exit_message(what: &str, out: &RemoteOutput) -> String {
+    format!(
+        "{what} exited with status {}: {}",
+        out.status.unwrap_or(-1),
+        last_line(&out.stderr)
+    )
 }
 
 fn last_line(s: &str) -> String {

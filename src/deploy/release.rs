@@ -18,11 +18,6 @@ pub const SHIPPED_MTIME: u64 = 946_684_800;
 /// agent can report local modifications and a deploy can check what it linked.
 pub const CHECKSUMS: &str = ".celeroot/checksums.sha256";
 
-/// Where the archive names the files a host hard-links from its current release, in
-/// [`CHECKSUMS`] format, so the host checks exactly those (the files sent came from git
-/// over SSH); removed once they are linked and checked.
-pub const LINK_LIST: &str = ".celeroot/link-list";
-
 /// One shipped file of a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseFile {
@@ -110,8 +105,9 @@ impl Release {
 pub type Previous = BTreeMap<String, (String, bool)>;
 
 /// The release part of a host's archive: the files `previous` lacks (new, changed, mode
-/// changed, symbolic links), the checksum list and the list of the files to hard-link,
-/// under `release/`, with no end-of-archive marker (see [`archive`]).
+/// changed, symbolic links) and the checksum list, under `release/`, with no
+/// end-of-archive marker (see [`archive`]). The host hard-links the files of the list
+/// that the archive does not bring from its current release, then checks every file.
 #[derive(Debug, Clone, Default)]
 pub struct ReleasePart {
     pub tar: Vec<u8>,
@@ -137,7 +133,6 @@ pub fn release_part(
     };
     let mut b = tar::Builder::new(Vec::new());
     let mut part = ReleasePart::default();
-    let mut links = String::new();
     // Symbolic links last, so that nothing is ever written through one.
     let (symlinks, regular): (Vec<&ReleaseFile>, Vec<&ReleaseFile>) =
         release.files.iter().partition(|f| f.is_link());
@@ -145,7 +140,6 @@ pub fn release_part(
         let unchanged =
             f.listable() && previous.get(&f.path) == Some(&(f.sha256.clone(), f.executable()));
         if unchanged {
-            links.push_str(&checksum_line(&f.sha256, &f.path));
             part.linked += 1;
             continue;
         }
@@ -162,13 +156,6 @@ pub fn release_part(
     )
     .map_err(io)?;
     part.files += 1;
-    append_file(
-        &mut b,
-        &format!("release/{LINK_LIST}"),
-        0o644,
-        links.as_bytes(),
-    )
-    .map_err(io)?;
     for f in symlinks {
         let blob = repo.find_blob(f.blob)?;
         let target = String::from_utf8_lossy(blob.content()).into_owned();
@@ -502,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn a_part_holds_what_the_host_lacks_and_lists_the_rest_to_link() {
+    fn a_part_holds_what_the_host_lacks_and_counts_the_rest_as_linked() {
         let dir = tempfile::tempdir().expect("tmp");
         let repo = Repository::init(dir.path()).expect("init");
         let sig = git2::Signature::now("t", "t@example.com").expect("sig");
@@ -570,15 +557,13 @@ mod tests {
                 ("release/tasks/changed.py", "Regular", 0o644),
                 ("release/tasks/now-exec.sh", "Regular", 0o755),
                 ("release/.celeroot/checksums.sha256", "Regular", 0o644),
-                ("release/.celeroot/link-list", "Regular", 0o644),
                 ("release/tasks/link.py", "Symlink", 0o777),
                 ("shared/worker.env", "Regular", 0o644),
             ],
             "symbolic links after every file of the release"
         );
         assert_eq!(e[0].3, "B2\n");
-        assert_eq!(e[3].3, format!("{}  tasks/same.py\n", sum("A\n")));
-        assert_eq!(e[4].3, "same.py");
+        assert_eq!(e[3].3, "same.py");
         // A host with nothing: everything is sent, nothing linked.
         let cold = release_part(&repo, &release, &Previous::new()).expect("part");
         assert_eq!((cold.files, cold.linked), (4, 0));

@@ -320,7 +320,7 @@ pub fn run_dialog(
         .spawn()?;
     let mut stdin = child.stdin.take();
     let out_pipe = child.stdout.take();
-    let mut err_pipe = child.stderr.take();
+    let err_t = read_all(child.stderr.take());
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let ready_line = ready.to_string();
     let out_t = std::thread::spawn(move || {
@@ -346,13 +346,6 @@ pub fn run_dialog(
         }
         all
     });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
     let mut writer = None;
     let status = loop {
         let wait = Duration::from_millis(5);
@@ -373,13 +366,8 @@ pub fn run_dialog(
                 }
             }
         }
-        if let Some(st) = child.try_wait()? {
-            break st.code();
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+        if let Some(status) = exited(&mut child, started, timeout)? {
+            break status;
         }
     };
     drop(stdin);
@@ -403,6 +391,35 @@ fn run_program_with_input(
     let mut cmd = Command::new(program);
     cmd.args(args);
     run_command(cmd, input, timeout)
+}
+
+/// `Some(status)` once `child` has exited (`Some(None)`: killed for running longer than
+/// `timeout`), `None` while it runs.
+fn exited(
+    child: &mut std::process::Child,
+    started: Instant,
+    timeout: Duration,
+) -> std::io::Result<Option<Option<i32>>> {
+    if let Some(st) = child.try_wait()? {
+        return Ok(Some(st.code()));
+    }
+    if started.elapsed() > timeout {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(Some(None));
+    }
+    Ok(None)
+}
+
+/// Reads a pipe to its end on a thread, so a chatty command cannot fill it and stall.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    })
 }
 
 /// Runs `cmd` (no shell), with `input` on its standard input (else none), capturing its
@@ -440,31 +457,11 @@ fn run_command_bytes(
             let _ = std::io::Write::write_all(&mut pipe, &bytes);
         });
     }
-    // Read both pipes on threads so a chatty command cannot fill one and stall.
-    let mut out_pipe = child.stdout.take();
-    let mut err_pipe = child.stderr.take();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = out_pipe.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
+    let out_t = read_all(child.stdout.take());
+    let err_t = read_all(child.stderr.take());
     let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st.code();
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+        if let Some(status) = exited(&mut child, started, timeout)? {
+            break status;
         }
         std::thread::sleep(Duration::from_millis(10));
     };

@@ -303,7 +303,7 @@ fn a_deploy_sends_what_changed_links_the_rest_and_heals_a_file_changed_on_the_ho
         "unchanged files are hard links to the previous release"
     );
     assert!(
-        !t.join(cur(".celeroot/link-list")).exists() && !t.join(".incoming").exists(),
+        !t.join(".incoming").exists() && !t.join(format!("releases/{second}.partial")).exists(),
         "nothing of the transfer is left behind"
     );
 
