@@ -479,9 +479,15 @@ impl Job<'_> {
         let mut sent = Sent::default();
         let out = match self.deploy_session(&want_shared, &mut sent) {
             Ok(out) => out,
-            Err(e) => {
+            Err((e, locked)) => {
                 r.files_sent = sent.files;
                 r.bytes_sent = sent.bytes;
+                if locked {
+                    // The session took the lock and failed before its end: release it
+                    // (only this rollout's token can), so the next deploy need not wait
+                    // for it to go stale.
+                    let _ = self.step("finish", FINISH, &[t, self.token.to_string(), "0".into()]);
+                }
                 return fail(r, e);
             }
         };
@@ -613,11 +619,12 @@ impl Job<'_> {
     /// Runs [`DEPLOY`]: one session that reports, locks, receives the archive built from
     /// its report, and ships. Transient SSH failures are retried (the whole session: a
     /// retried session keeps its own lock) as long as the release was not set up yet.
+    /// An error comes with whether the host's lock was taken.
     fn deploy_session(
         &self,
         want_shared: &BTreeMap<String, String>,
         sent: &mut Sent,
-    ) -> Result<RemoteOutput, StepError> {
+    ) -> Result<RemoteOutput, (StepError, bool)> {
         let d = &self.host.deployment;
         let want: String = want_shared
             .iter()
@@ -641,6 +648,8 @@ impl Job<'_> {
         let ready = format!("{} ready", self.token);
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
+        // Whether any attempt took the lock (a later one may fail before it reports).
+        let mut held = false;
         loop {
             let mut built: Option<Result<(), String>> = None;
             let mut respond = |report: &str| -> Option<Vec<u8>> {
@@ -659,15 +668,21 @@ impl Job<'_> {
                 }
             };
             let out = ssh::run_dialog(&ssh_args, &ready, &mut respond, self.ship_timeout())
-                .map_err(|e| StepError {
-                    message: format!("cannot run ssh: {e}"),
-                    transient: false,
+                .map_err(|e| {
+                    let e = StepError {
+                        message: format!("cannot run ssh: {e}"),
+                        transient: false,
+                    };
+                    (e, held)
                 })?;
+            held |= self.report_of(&out.stdout).lines().any(|l| l == "locked=1");
+            let locked = held;
             if let Some(Err(message)) = built {
-                return Err(StepError {
+                let e = StepError {
                     message,
                     transient: false,
-                });
+                };
+                return Err((e, locked));
             }
             let phase = self.marked(&out.stdout, "phase=").pop().unwrap_or_default();
             let what = if phase.is_empty() {
@@ -683,16 +698,18 @@ impl Job<'_> {
                     attempt += 1;
                 }
                 Some(f) if early => {
-                    return Err(StepError {
+                    let e = StepError {
                         message: format!("{what}: {} ({})", f.label(), last_line(&out.stderr)),
                         transient: f.transient(),
-                    })
+                    };
+                    return Err((e, locked));
                 }
                 None if phase.is_empty() && out.status != Some(0) => {
-                    return Err(StepError {
+                    let e = StepError {
                         message: exit_message("prepare", &out),
                         transient: false,
-                    })
+                    };
+                    return Err((e, locked));
                 }
                 _ => return Ok(out),
             }
