@@ -70,7 +70,7 @@ impl Drop for Scratch {
 /// reports which are out of date. `progress` is called as each host finishes.
 ///
 /// # Errors
-/// Only when the release cannot be staged locally (git or disk); host failures are results.
+/// Only when the release cannot be read from git; host failures are results.
 #[allow(clippy::too_many_arguments)]
 pub fn rollout(
     repo: &git2::Repository,
