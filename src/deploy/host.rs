@@ -148,8 +148,8 @@ echo "$tok phase=finish"
     };
 }
 
-/// A deploy in one session. Arguments: `TARGET TOKEN RELEASE STALE_MINUTES KEEP
-/// HEALTH_TIMEOUT NS NR WANT SETUP... RESTART... HEALTH...`, where WANT is the
+/// A deploy in one session. Arguments: `TARGET TOKEN RELEASE KEEP HEALTH_TIMEOUT NS NR
+/// STALE_MINUTES WANT SETUP... RESTART... HEALTH...`, where WANT is the
 /// `sha256sum` list the `shared/` files must match.
 ///
 /// Creates the directories; a host that already runs the release with those files is
@@ -160,7 +160,7 @@ echo "$tok phase=finish"
 /// `TOKEN ready`; then it reads the archive the controller builds from that
 /// ([`ship_script`]).
 const DEPLOY: &str = concat!(
-    r#"t=$1; tok=$2; id=$3; stale=$4; keep=$5; hto=$6; ns=$7; nr=$8; want=$9; shift 9
+    r#"t=$1; tok=$2; id=$3; keep=$4; hto=$5; ns=$6; nr=$7; stale=$8; want=$9; shift 9
 mkdir -p "$t/releases" "$t/shared" || exit 11
 ok=1
 cur=$(readlink "$t/current" 2>/dev/null || true)
@@ -401,6 +401,11 @@ impl Job<'_> {
         input: Option<Vec<u8>>,
         timeout: Duration,
     ) -> std::io::Result<RemoteOutput> {
+        ssh::run_with_bytes(&self.remote(script, args), input, timeout)
+    }
+
+    /// The `ssh` argv running `sh -c SCRIPT sh ARGS...` on the host.
+    fn remote(&self, script: &str, args: &[String]) -> Vec<std::ffi::OsString> {
         let mut remote = vec![
             "sh".to_string(),
             "-c".to_string(),
@@ -408,11 +413,7 @@ impl Job<'_> {
             "sh".to_string(),
         ];
         remote.extend(args.iter().cloned());
-        ssh::run_with_bytes(
-            &ssh::ssh_args(self.host, self.opts, &remote),
-            input,
-            timeout,
-        )
+        ssh::ssh_args(self.host, self.opts, &remote)
     }
 
     fn timeout(&self) -> Duration {
@@ -499,7 +500,7 @@ impl Job<'_> {
             r.outcome = Outcome::UpToDate;
             return r;
         }
-        let finished = self.conclude(&ins, out, &mut sent, &mut r);
+        let finished = self.conclude(&ins, &want_shared, out, &mut sent, &mut r);
         r.files_sent = sent.files;
         r.bytes_sent = sent.bytes;
         if finished {
@@ -547,10 +548,7 @@ impl Job<'_> {
         let id = self.release_id;
         r.previous = ins.current.clone();
         r.current = ins.current.clone();
-        let shared_ok = want_shared
-            .iter()
-            .all(|(k, v)| ins.shared.get(k) == Some(v));
-        let release_ok = ins.current.as_deref() == Some(id);
+        let (release_ok, shared_ok) = self.up_to_date(ins, want_shared);
         if release_ok && shared_ok {
             r.outcome = Outcome::UpToDate;
             return r;
@@ -567,15 +565,35 @@ impl Job<'_> {
         r
     }
 
-    /// The arguments [`DEPLOY`] and [`SHIP`] share after their own: the setup and restart
+    /// The arguments of [`DEPLOY`] and [`SHIP`]: `TARGET TOKEN RELEASE KEEP
+    /// HEALTH_TIMEOUT NS NR`, then `extra` (DEPLOY's own), then the setup and restart
     /// commands and the health check.
-    fn commands(&self) -> Vec<String> {
+    fn ship_args(&self, extra: &[String]) -> Vec<String> {
         let d = &self.host.deployment;
-        let mut args = Vec::new();
+        let mut args = vec![
+            d.target_dir.clone(),
+            self.token.to_string(),
+            self.release_id.to_string(),
+            d.keep_releases.max(1).to_string(),
+            d.health_check_timeout_secs.max(1).to_string(),
+            d.setup_command.len().to_string(),
+            d.restart_command.len().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
         args.extend(d.setup_command.iter().cloned());
         args.extend(d.restart_command.iter().cloned());
         args.extend(d.health_check_command.iter().cloned());
         args
+    }
+
+    /// Whether the host runs the release, and whether its `shared/` files are the wanted
+    /// ones, by what it reported.
+    fn up_to_date(&self, ins: &Inspected, want_shared: &BTreeMap<String, String>) -> (bool, bool) {
+        let release_ok = ins.current.as_deref() == Some(self.release_id);
+        let shared_ok = want_shared
+            .iter()
+            .all(|(k, v)| ins.shared.get(k) == Some(v));
+        (release_ok, shared_ok)
     }
 
     fn ship_timeout(&self) -> Duration {
@@ -591,10 +609,7 @@ impl Job<'_> {
         want_shared: &BTreeMap<String, String>,
         full: bool,
     ) -> Result<(Vec<u8>, u64, u64), String> {
-        let release_ok = ins.current.as_deref() == Some(self.release_id);
-        let shared_ok = want_shared
-            .iter()
-            .all(|(k, v)| ins.shared.get(k) == Some(v));
+        let (release_ok, shared_ok) = self.up_to_date(ins, want_shared);
         // A host that is up to date by the controller's reading but not by its own gets
         // the rendered files again, so the two agree afterwards.
         let shared = if shared_ok && !release_ok {
@@ -625,26 +640,12 @@ impl Job<'_> {
         want_shared: &BTreeMap<String, String>,
         sent: &mut Sent,
     ) -> Result<RemoteOutput, (StepError, bool)> {
-        let d = &self.host.deployment;
         let want: String = want_shared
             .iter()
             .map(|(name, sum)| format!("{sum}  {name}\n"))
             .collect();
-        let mut args = vec![
-            d.target_dir.clone(),
-            self.token.to_string(),
-            self.release_id.to_string(),
-            DEPLOY_LOCK_STALE_MINUTES.to_string(),
-            d.keep_releases.max(1).to_string(),
-            d.health_check_timeout_secs.max(1).to_string(),
-            d.setup_command.len().to_string(),
-            d.restart_command.len().to_string(),
-            want,
-        ];
-        args.extend(self.commands());
-        let mut remote = vec!["sh".into(), "-c".into(), DEPLOY.into(), "sh".into()];
-        remote.extend(args);
-        let ssh_args = ssh::ssh_args(self.host, self.opts, &remote);
+        let args = self.ship_args(&[DEPLOY_LOCK_STALE_MINUTES.to_string(), want]);
+        let ssh_args = self.remote(DEPLOY, &args);
         let ready = format!("{} ready", self.token);
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
@@ -722,6 +723,7 @@ impl Job<'_> {
     fn conclude(
         &self,
         ins: &Inspected,
+        want_shared: &BTreeMap<String, String>,
         mut out: RemoteOutput,
         sent: &mut Sent,
         r: &mut HostResult,
@@ -734,7 +736,7 @@ impl Job<'_> {
         if phase == "transfer" && out.status == Some(14) && sent.linked > 0 {
             // What was linked from the current release was changed on the host.
             let retry = self
-                .archive_for(ins, &self.shared_sums(), true)
+                .archive_for(ins, want_shared, true)
                 .map_err(|message| StepError {
                     message,
                     transient: false,
@@ -742,16 +744,7 @@ impl Job<'_> {
                 .and_then(|(archive, files, _)| {
                     sent.files += files;
                     sent.bytes += archive.len() as u64;
-                    let mut args = vec![
-                        t.clone(),
-                        self.token.to_string(),
-                        id.clone(),
-                        d.keep_releases.max(1).to_string(),
-                        d.health_check_timeout_secs.max(1).to_string(),
-                        d.setup_command.len().to_string(),
-                        d.restart_command.len().to_string(),
-                    ];
-                    args.extend(self.commands());
+                    let args = self.ship_args(&[]);
                     self.script_with(SHIP, &args, Some(archive), self.ship_timeout())
                         .map_err(|e| StepError {
                             message: format!("cannot run ssh: {e}"),
