@@ -101,8 +101,8 @@ pub fn compile_loaded(
     Ok(compiled)
 }
 
-/// [`compile_loaded`], also returning the validated manifests and each file's own
-/// diagnostics, which the incremental compiler keeps to compile the next revision per
+/// [`compile_loaded`], also returning the validated manifests and the diagnostics
+/// [`validate::Kept`] (each file's own, each schedule's cross-object ones), which the incremental compiler keeps to compile the next revision per
 /// object.
 ///
 /// # Errors
@@ -111,9 +111,9 @@ pub fn compile_loaded_keeping(
     revision: RevisionInfo,
     loaded: manifest::LoadedFiles,
     attach: impl FnOnce(&mut Vec<Diagnostic>),
-) -> Result<(Compiled, validate::Manifests, validate::OwnDiagnostics), CompileError> {
+) -> Result<(Compiled, validate::Manifests, validate::Kept), CompileError> {
     match validate::validate_keeping(loaded) {
-        Ok((v, own)) => {
+        Ok((v, kept)) => {
             let mut warnings = v.warnings;
             if !warnings.is_empty() {
                 attach(&mut warnings);
@@ -124,7 +124,7 @@ pub fn compile_loaded_keeping(
                 state,
                 warnings,
             };
-            Ok((compiled, v.manifests, own))
+            Ok((compiled, v.manifests, kept))
         }
         Err(mut diagnostics) => {
             attach(&mut diagnostics);

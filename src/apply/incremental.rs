@@ -126,6 +126,8 @@ struct Warm {
     /// Own diagnostics ([`crate::validate::own_diagnostics`]) by file; files without
     /// any are left out.
     own: crate::validate::OwnDiagnostics,
+    /// Each schedule's cross-object diagnostics ([`crate::validate::revalidate`]).
+    schedules: crate::validate::ScheduleDiagnostics,
     state: std::sync::Arc<DesiredState>,
 }
 
@@ -273,12 +275,13 @@ impl Compiler {
             loaded.undecoded.extend(l.undecoded.iter().cloned());
         }
         let sources = &self.sources;
-        let (compiled, manifests, own) = crate::compile_loaded_keeping(revision, loaded, |d| {
+        let (compiled, manifests, kept) = crate::compile_loaded_keeping(revision, loaded, |d| {
             crate::diagnostic::attach_source_lines(d, sources);
         })?;
         self.warm = Some(Warm {
             manifests,
-            own,
+            own: kept.own,
+            schedules: kept.schedules,
             state: std::sync::Arc::clone(&compiled.state),
         });
         Ok((compiled, stats))
@@ -337,7 +340,8 @@ impl Compiler {
         if changed.iter().any(|id| id.kind == Kind::Cluster) {
             return None;
         }
-        let cross = crate::validate::revalidate(&mut warm.manifests, &removed, added)?;
+        let cross =
+            crate::validate::revalidate(&mut warm.manifests, &mut warm.schedules, &removed, added)?;
         for (p, diags) in own {
             if diags.is_empty() {
                 warm.own.remove(p);

@@ -255,6 +255,19 @@ pub fn validate(loaded: LoadedFiles) -> Result<Validated, Vec<Diagnostic>> {
 /// Own diagnostics ([`own_diagnostics`]) by file.
 pub type OwnDiagnostics = BTreeMap<String, Vec<Diagnostic>>;
 
+/// The diagnostics of each schedule's cross-object checks (its time zone against the
+/// cluster's, its targets and its task against the roles and hosts), by schedule name;
+/// schedules without any are left out.
+pub type ScheduleDiagnostics = BTreeMap<String, Vec<Diagnostic>>;
+
+/// What [`validate_keeping`] keeps for [`revalidate`]: the diagnostics it need not
+/// compute again for the objects a change does not reach.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    pub own: OwnDiagnostics,
+    pub schedules: ScheduleDiagnostics,
+}
+
 /// The diagnostics of one object's own checks: those that need no other object (names,
 /// labels, addresses, durations, cron, time zones, task names, argv lists).
 pub fn own_diagnostics(obj: &Object) -> Vec<Diagnostic> {
@@ -264,14 +277,12 @@ pub fn own_diagnostics(obj: &Object) -> Vec<Diagnostic> {
 }
 
 /// [`validate`], also returning the own diagnostics ([`own_diagnostics`]) of each
-/// file's objects, by file (files without any are left out), for a caller that
-/// revalidates changes with [`revalidate`].
+/// file's objects and each schedule's cross-object diagnostics ([`Kept`]), for a
+/// caller that revalidates changes with [`revalidate`].
 ///
 /// # Errors
 /// As [`validate`].
-pub fn validate_keeping(
-    loaded: LoadedFiles,
-) -> Result<(Validated, OwnDiagnostics), Vec<Diagnostic>> {
+pub fn validate_keeping(loaded: LoadedFiles) -> Result<(Validated, Kept), Vec<Diagnostic>> {
     let LoadedFiles {
         objects,
         mut diagnostics,
@@ -350,6 +361,7 @@ pub fn validate_keeping(
         }
     }
 
+    let mut per_schedule = ScheduleDiagnostics::new();
     cross_checks(
         clusters.first(),
         &roles,
@@ -358,6 +370,33 @@ pub fn validate_keeping(
         &undecoded,
         &mut diagnostics,
     );
+    let index = HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
+    if let Some(c) = clusters.first() {
+        let scope = Scope {
+            cluster: c,
+            roles: &roles,
+            hosts: &hosts,
+            index: &index,
+            undecoded: &undecoded,
+        };
+        for (name, s) in &schedules {
+            scope.schedule_into(name, s, &mut per_schedule);
+        }
+    } else {
+        // Without a cluster only the references are checked (its absence is the error).
+        for (name, s) in &schedules {
+            check_schedule_references(
+                name,
+                s,
+                &index,
+                &hosts,
+                &roles,
+                &undecoded,
+                &mut diagnostics,
+            );
+        }
+    }
+    diagnostics.extend(per_schedule.values().flatten().cloned());
 
     crate::diagnostic::sort(&mut diagnostics);
     let has_error = diagnostics.iter().any(Diagnostic::is_error);
@@ -372,7 +411,10 @@ pub fn validate_keeping(
                 },
                 warnings: diagnostics,
             },
-            own,
+            Kept {
+                own,
+                schedules: per_schedule,
+            },
         )),
         _ => Err(diagnostics),
     }
@@ -380,21 +422,43 @@ pub fn validate_keeping(
 
 /// Applies a change to manifests that validated: removes the objects `removed`, adds
 /// `added` (whose own checks the caller ran and found no error in), and runs the
-/// repository-wide and cross-object checks again over the result. Returns their
-/// diagnostics (warnings only). `None` when the change needs a full [`validate`]
-/// instead: it removes or adds a Cluster, adds an object that exists, or a check found
-/// an error; `m` is then left half-changed and must be dropped.
+/// repository-wide and cross-object checks again over the result: those of the whole
+/// repository (alert routes, queues, host references) in full, and each schedule's
+/// ([`ScheduleDiagnostics`], kept in `kept`) only for the schedules the change reaches.
+/// Returns their diagnostics (warnings only). `None` when the change needs a full
+/// [`validate`] instead: it removes or adds a Cluster, adds an object that exists, or a
+/// check found an error; `m` and `kept` are then left half-changed and must be dropped.
+///
+/// A schedule's diagnostics depend on the schedule, the cluster's time zone, the roles
+/// (their names, queues and tasks) and, through its targets, on the hosts it reaches
+/// and the hosts that have a role it names. So: any role change redoes every schedule;
+/// a host change redoes the schedules that name the host, that name a role the host has
+/// or had, or whose selector matches its labels before or after (the reach rules of
+/// `desired::recompile`, which a role change widens here since a schedule's task check
+/// reads the roles of the hosts it reaches).
 pub fn revalidate(
     m: &mut Manifests,
+    kept: &mut ScheduleDiagnostics,
     removed: &[ObjectId],
     added: Vec<Object>,
 ) -> Option<Vec<Diagnostic>> {
+    let mut reach = Reach::default();
     for id in removed {
         let gone = match id.kind {
             Kind::Cluster => false,
-            Kind::Role => m.roles.remove(&id.name).is_some(),
-            Kind::Host => m.hosts.remove(&id.name).is_some(),
-            Kind::Schedule => m.schedules.remove(&id.name).is_some(),
+            Kind::Role => {
+                reach.all = true;
+                m.roles.remove(&id.name).is_some()
+            }
+            Kind::Host => m
+                .hosts
+                .remove(&id.name)
+                .inspect(|h| reach.host(&id.name, h))
+                .is_some(),
+            Kind::Schedule => {
+                kept.remove(&id.name);
+                m.schedules.remove(&id.name).is_some()
+            }
         };
         if !gone {
             return None;
@@ -405,27 +469,127 @@ pub fn revalidate(
         let (file, pos) = (obj.file, obj.pos);
         let fresh = match obj.body {
             ObjectBody::Cluster(_) => false,
-            ObjectBody::Role(o) => m.roles.insert(name, Entry::new(file, pos, o)).is_none(),
-            ObjectBody::Host(o) => m.hosts.insert(name, Entry::new(file, pos, o)).is_none(),
-            ObjectBody::Schedule(o) => m.schedules.insert(name, Entry::new(file, pos, o)).is_none(),
+            ObjectBody::Role(o) => {
+                reach.all = true;
+                m.roles.insert(name, Entry::new(file, pos, o)).is_none()
+            }
+            ObjectBody::Host(o) => {
+                let e = Entry::new(file, pos, o);
+                reach.host(&name, &e);
+                m.hosts.insert(name, e).is_none()
+            }
+            ObjectBody::Schedule(o) => {
+                reach.schedules.insert(name.clone());
+                m.schedules.insert(name, Entry::new(file, pos, o)).is_none()
+            }
         };
         if !fresh {
             return None;
         }
     }
+    let undecoded = BTreeSet::new();
     let mut diagnostics = Vec::new();
     cross_checks(
         Some(&m.cluster),
         &m.roles,
         &m.hosts,
         &m.schedules,
-        &BTreeSet::new(),
+        &undecoded,
         &mut diagnostics,
     );
+    let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
+    let scope = Scope {
+        cluster: &m.cluster,
+        roles: &m.roles,
+        hosts: &m.hosts,
+        index: &index,
+        undecoded: &undecoded,
+    };
+    if reach.all {
+        kept.clear();
+    }
+    for (name, s) in &m.schedules {
+        if reach.all || reach.schedules.contains(name) || reach.reaches(&s.object) {
+            scope.schedule_into(name, s, kept);
+        }
+    }
+    diagnostics.extend(kept.values().flatten().cloned());
     if diagnostics.iter().any(Diagnostic::is_error) {
         return None;
     }
     Some(diagnostics)
+}
+
+/// What a change reaches of the schedules' cross-object checks ([`revalidate`]).
+#[derive(Default)]
+struct Reach {
+    /// A role changed: every schedule.
+    all: bool,
+    /// Added or changed schedules.
+    schedules: BTreeSet<String>,
+    /// Changed hosts, the roles they have or had, and their labels before and after.
+    hosts: BTreeSet<String>,
+    roles: BTreeSet<String>,
+    labels: Vec<BTreeMap<String, String>>,
+}
+
+impl Reach {
+    fn host(&mut self, name: &str, h: &Entry<Host>) {
+        self.hosts.insert(name.to_string());
+        self.roles.extend(roles_of(h).map(str::to_string));
+        self.labels.push(h.object.metadata.labels());
+    }
+
+    fn reaches(&self, s: &Schedule) -> bool {
+        s.spec.targets.value.iter().any(|t| {
+            let t = &t.value;
+            t.role
+                .as_ref()
+                .is_some_and(|r| self.roles.contains(&r.value))
+                || t.host
+                    .as_ref()
+                    .is_some_and(|h| self.hosts.contains(&h.value))
+                || t.selector.as_ref().is_some_and(|sel| {
+                    self.labels.iter().any(|labels| {
+                        sel.match_labels
+                            .iter()
+                            .all(|(k, v)| labels.get(k) == Some(v))
+                    })
+                })
+        })
+    }
+}
+
+/// What one schedule's cross-object checks read.
+struct Scope<'a> {
+    cluster: &'a Entry<Cluster>,
+    roles: &'a BTreeMap<String, Entry<Role>>,
+    hosts: &'a BTreeMap<String, Entry<Host>>,
+    index: &'a HostIndex<'a>,
+    undecoded: &'a BTreeSet<ObjectId>,
+}
+
+impl Scope<'_> {
+    /// Runs the cross-object checks of schedule `name` and keeps its diagnostics in
+    /// `kept` (or drops its entry when there are none).
+    fn schedule_into(&self, name: &str, s: &Entry<Schedule>, kept: &mut ScheduleDiagnostics) {
+        let mut d = Vec::new();
+        check_schedule_timezone(self.cluster, name, s, &mut d);
+        check_schedule_references(
+            name,
+            s,
+            self.index,
+            self.hosts,
+            self.roles,
+            self.undecoded,
+            &mut d,
+        );
+        if d.is_empty() {
+            kept.remove(name);
+        } else {
+            kept.insert(name.to_string(), d);
+        }
+    }
 }
 
 /// The checks of one object that need no other object.
@@ -454,8 +618,9 @@ fn check_own(obj: &Object, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-/// The checks between objects: schedule time zones and alert routes against the
-/// cluster, unique queues, host roles and schedule targets that resolve.
+/// The checks between objects over the whole repository: alert routes against the
+/// cluster, unique queues, host roles that resolve. Each schedule's own cross-object
+/// checks (time zone, targets, task) are [`Scope::schedule_into`].
 fn cross_checks(
     cluster: Option<&Entry<Cluster>>,
     roles: &BTreeMap<String, Entry<Role>>,
@@ -465,14 +630,12 @@ fn cross_checks(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     if let Some(c) = cluster {
-        check_schedule_timezones(c, schedules, diagnostics);
         if let Some(a) = &c.object.spec.alerts {
             check_alerts(&c.file, a, schedules, diagnostics);
         }
     }
     check_queues(roles, diagnostics);
     check_host_references(hosts, roles, undecoded, diagnostics);
-    check_schedule_references(schedules, hosts, roles, undecoded, diagnostics);
 }
 
 fn check_role(c: &mut Checker<'_>, o: &Role) {
@@ -868,9 +1031,10 @@ fn check_alerts(
 
 /// Celery Beat reads every crontab in the app's time zone, which celeroot sets to the
 /// cluster's; a cron schedule in another zone cannot be expressed faithfully.
-fn check_schedule_timezones(
+fn check_schedule_timezone(
     cluster: &Entry<Cluster>,
-    schedules: &BTreeMap<String, Entry<Schedule>>,
+    name: &str,
+    s: &Entry<Schedule>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let cluster_tz = cluster
@@ -879,7 +1043,7 @@ fn check_schedule_timezones(
         .timezone
         .as_ref()
         .map_or(DEFAULT_TIMEZONE, |t| t.value.as_str());
-    for (name, s) in schedules {
+    {
         if let (Some(_), Some(tz)) = (&s.object.spec.cron, &s.object.spec.timezone) {
             // An unknown zone is reported by the per-object check already.
             if tz.value != cluster_tz && parse_timezone(&tz.value).is_ok() {
@@ -1025,14 +1189,15 @@ fn roles_of(host: &Entry<Host>) -> impl Iterator<Item = &str> {
 }
 
 fn check_schedule_references(
-    schedules: &BTreeMap<String, Entry<Schedule>>,
+    name: &str,
+    s: &Entry<Schedule>,
+    index: &HostIndex<'_>,
     hosts: &BTreeMap<String, Entry<Host>>,
     roles: &BTreeMap<String, Entry<Role>>,
     undecoded: &BTreeSet<ObjectId>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let index = crate::manifest::HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
-    for (name, s) in schedules {
+    {
         // Only formatted when a diagnostic is reported (this loop runs over every
         // schedule on each revision the daemon compiles).
         let by = || format!("schedule {name:?}");
