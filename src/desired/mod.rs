@@ -368,10 +368,7 @@ pub fn select_hosts<'a>(
     match_labels: &BTreeMap<String, String>,
 ) -> Vec<&'a str> {
     hosts
-        .filter(|(_, h)| {
-            let labels = h.metadata.labels();
-            match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
+        .filter(|(_, h)| crate::manifest::selects(match_labels, &h.metadata.labels()))
         .map(|(n, _)| n.as_str())
         .collect()
 }
@@ -779,11 +776,9 @@ pub fn recompile(
                 .as_ref()
                 .is_some_and(|h| changed_hosts.contains(h.value.as_str()))
             || t.selector.as_ref().is_some_and(|sel| {
-                label_sets.iter().any(|labels| {
-                    sel.match_labels
-                        .iter()
-                        .all(|(k, v)| labels.get(k) == Some(v))
-                })
+                label_sets
+                    .iter()
+                    .any(|labels| crate::manifest::selects(&sel.match_labels, labels))
             })
     };
     let mut schedules: BTreeSet<&str> = names(Kind::Schedule).collect();

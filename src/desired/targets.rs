@@ -172,7 +172,7 @@ impl Fleet for DesiredState {
     fn select(&self, labels: &BTreeMap<String, String>) -> Vec<&str> {
         self.hosts
             .iter()
-            .filter(|(_, h)| labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
+            .filter(|(_, h)| crate::manifest::selects(labels, &h.labels))
             .map(|(n, _)| n.as_str())
             .collect()
     }

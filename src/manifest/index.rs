@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 
 use super::Host;
 
+/// Whether a host with `labels` matches a selector's `match_labels` (every pair present).
+pub fn selects(match_labels: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// The hosts of a revision indexed by role and by label, so that resolving a role's
 /// hosts or a selector costs the size of the answer, not the size of the fleet (a
 /// 10,000-host repository with 20,000 schedules made the linear scans of

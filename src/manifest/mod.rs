@@ -16,7 +16,7 @@ mod types;
 pub mod values;
 pub mod yaml;
 
-pub use index::HostIndex;
+pub use index::{selects, HostIndex};
 pub use load::{load_files, LoadedFiles, Object, ObjectBody};
 pub use node::{decode, did_you_mean, node_to_json, DecodeError, Located, Node, Pos, Value};
 pub use types::*;

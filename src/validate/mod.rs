@@ -371,30 +371,15 @@ pub fn validate_keeping(loaded: LoadedFiles) -> Result<(Validated, Kept), Vec<Di
         &mut diagnostics,
     );
     let index = HostIndex::new(hosts.iter().map(|(k, v)| (k, &v.object)));
-    if let Some(c) = clusters.first() {
-        let scope = Scope {
-            cluster: c,
-            roles: &roles,
-            hosts: &hosts,
-            index: &index,
-            undecoded: &undecoded,
-        };
-        for (name, s) in &schedules {
-            scope.schedule_into(name, s, &mut per_schedule);
-        }
-    } else {
-        // Without a cluster only the references are checked (its absence is the error).
-        for (name, s) in &schedules {
-            check_schedule_references(
-                name,
-                s,
-                &index,
-                &hosts,
-                &roles,
-                &undecoded,
-                &mut diagnostics,
-            );
-        }
+    let scope = Scope {
+        cluster: clusters.first(),
+        roles: &roles,
+        hosts: &hosts,
+        index: &index,
+        undecoded: &undecoded,
+    };
+    for (name, s) in &schedules {
+        scope.schedule_into(name, s, &mut per_schedule);
     }
     diagnostics.extend(per_schedule.values().flatten().cloned());
 
@@ -499,7 +484,7 @@ pub fn revalidate(
     );
     let index = HostIndex::new(m.hosts.iter().map(|(k, v)| (k, &v.object)));
     let scope = Scope {
-        cluster: &m.cluster,
+        cluster: Some(&m.cluster),
         roles: &m.roles,
         hosts: &m.hosts,
         index: &index,
@@ -550,11 +535,9 @@ impl Reach {
                     .as_ref()
                     .is_some_and(|h| self.hosts.contains(&h.value))
                 || t.selector.as_ref().is_some_and(|sel| {
-                    self.labels.iter().any(|labels| {
-                        sel.match_labels
-                            .iter()
-                            .all(|(k, v)| labels.get(k) == Some(v))
-                    })
+                    self.labels
+                        .iter()
+                        .any(|labels| selects(&sel.match_labels, labels))
                 })
         })
     }
@@ -562,7 +545,8 @@ impl Reach {
 
 /// What one schedule's cross-object checks read.
 struct Scope<'a> {
-    cluster: &'a Entry<Cluster>,
+    /// None when the repository has none (its absence is the error): no time zone check.
+    cluster: Option<&'a Entry<Cluster>>,
     roles: &'a BTreeMap<String, Entry<Role>>,
     hosts: &'a BTreeMap<String, Entry<Host>>,
     index: &'a HostIndex<'a>,
@@ -574,7 +558,9 @@ impl Scope<'_> {
     /// `kept` (or drops its entry when there are none).
     fn schedule_into(&self, name: &str, s: &Entry<Schedule>, kept: &mut ScheduleDiagnostics) {
         let mut d = Vec::new();
-        check_schedule_timezone(self.cluster, name, s, &mut d);
+        if let Some(c) = self.cluster {
+            check_schedule_timezone(c, name, s, &mut d);
+        }
         check_schedule_references(
             name,
             s,
