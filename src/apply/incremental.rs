@@ -378,6 +378,27 @@ pub fn candidates(before: &DesiredState, after: &DesiredState) -> Vec<crate::man
     crate::plan::candidates(before, after)
 }
 
+/// The digest of the objects hash `fields`, patched from `recorded` (its digest before)
+/// with the fields that changed and their values before (`None`: `recorded` is of an
+/// earlier format).
+fn objects_digest(
+    recorded: &str,
+    fields: &BTreeMap<String, String>,
+    changed: &BTreeMap<String, Option<String>>,
+) -> Option<String> {
+    use state::digest::{Sum, Tag};
+    let mut sum = Sum::parse(recorded)?;
+    for (f, was) in changed {
+        if let Some(v) = was {
+            sum.sub(Sum::element(Tag::Hash, &[f, v]));
+        }
+        if let Some(v) = fields.get(f) {
+            sum.add(Sum::element(Tag::Hash, &[f, v]));
+        }
+    }
+    Some(sum.render())
+}
+
 /// The result of [`patch_image`]: the new image, and the keys it changed with their
 /// values before and after (absent: no such key), for the key-level planner.
 pub struct Patched {
@@ -568,10 +589,30 @@ pub fn patch_image(
             img.remove(k);
         }
     }
+    // Each digest is patched from the one recorded for the value before: only the
+    // elements that changed are hashed (the objects hash holds 20 MB on 10,000 hosts).
     let dkey = keys.digests();
+    let recorded = |k: &str| match img.get(&dkey) {
+        Some(KeyValue::Hash(d)) => d.get(k).cloned(),
+        _ => None,
+    };
     let fresh: Vec<(String, Option<String>)> = touched
         .iter()
-        .map(|k| (k.clone(), img.get(k).map(KeyValue::digest)))
+        .map(|k| {
+            let now = img.get(k);
+            let digest = match (now, recorded(k)) {
+                (Some(KeyValue::Hash(fields)), Some(r)) if *k == objects_key => {
+                    objects_digest(&r, fields, &object_fields)
+                }
+                (Some(v), Some(r)) => match old.get(k) {
+                    Some(was) => Some(v.digest_from(was, &r)),
+                    None => Some(v.digest()),
+                },
+                (Some(v), None) => Some(v.digest()),
+                (None, _) => None,
+            };
+            (k.clone(), digest.or_else(|| now.map(KeyValue::digest)))
+        })
         .collect();
     let mut digest_fields: BTreeMap<String, Option<String>> = BTreeMap::new();
     if let Some(KeyValue::Hash(d)) = img.get_mut(&dkey) {

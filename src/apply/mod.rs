@@ -365,7 +365,7 @@ fn corrective(keys: &Keys, observed: &Observed, ops: &[KeyOp]) -> usize {
     };
     let drifted: BTreeSet<&String> = digests
         .iter()
-        .filter(|(k, d)| observed.image.get(*k).map(KeyValue::digest).as_ref() != Some(*d))
+        .filter(|(k, d)| !observed.image.get(*k).is_some_and(|v| v.digest_matches(d)))
         .map(|(k, _)| k)
         .chain(observed.foreign_types.keys())
         .collect();

@@ -265,7 +265,7 @@ pub fn detect(
                 detail: "deleted out of band".into(),
                 fixed_by: Fix::Reconcile,
             }),
-            Some(v) if &v.digest() != digest => live.push(KeyDrift {
+            Some(v) if !v.digest_matches(digest) => live.push(KeyDrift {
                 key: key.clone(),
                 kind: KeyDriftKind::Edited,
                 detail: format!(

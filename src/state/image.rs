@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
+use super::digest::{self, Sum, Tag};
 use super::keys::Keys;
 use crate::desired::{CompiledSchedule, DesiredState, ScheduleEntry, Trigger};
 
@@ -46,12 +46,55 @@ impl PartialEq for KeyValue {
 }
 
 impl KeyValue {
-    /// `sha256:` of the canonical JSON of the value.
+    /// The digest the `digests` hash records for this value (`super::digest`).
     pub fn digest(&self) -> String {
-        super::json_digest(self).unwrap_or_else(|| {
-            // Serializing a value of strings cannot fail; the digest of nothing, as before.
-            format!("sha256:{:x}", Sha256::digest(b""))
-        })
+        self.sum().render()
+    }
+
+    /// The sum of this value's elements (see `super::digest`).
+    pub fn sum(&self) -> Sum {
+        match self {
+            KeyValue::String(s) => digest::sum(Tag::String, [[s.as_str()]]),
+            KeyValue::Hash(h) => digest::sum(Tag::Hash, h.iter().map(|(f, v)| [f.as_str(), v])),
+            KeyValue::Fields { owned, .. } => {
+                digest::sum(Tag::Fields, owned.iter().map(|(f, v)| [f.as_str(), v]))
+            }
+            KeyValue::Set(m) => digest::sum(Tag::Set, m.iter().map(|m| [m.as_str()])),
+            KeyValue::Members { members, .. } => {
+                digest::sum(Tag::Members, members.iter().map(|m| [m.as_str()]))
+            }
+        }
+    }
+
+    /// Whether `recorded` is this value's digest, in this release's format or in the one
+    /// earlier releases wrote (`sha256:` of the canonical JSON of the value).
+    pub fn digest_matches(&self, recorded: &str) -> bool {
+        if recorded.starts_with(digest::LEGACY_PREFIX) {
+            super::json_digest(self).as_deref() == Some(recorded)
+        } else {
+            Sum::parse(recorded) == Some(self.sum())
+        }
+    }
+
+    /// The digest of this value, which was `old` when its digest was `recorded`: only
+    /// the elements that differ are hashed (a whole new digest when `recorded` is of an
+    /// earlier format or `old` is of another type).
+    pub fn digest_from(&self, old: &KeyValue, recorded: &str) -> String {
+        let Some(mut s) = Sum::parse(recorded) else {
+            return self.digest();
+        };
+        match (old, self) {
+            (KeyValue::Hash(a), KeyValue::Hash(b)) => patch_pairs(&mut s, Tag::Hash, a, b),
+            (KeyValue::Fields { owned: a, .. }, KeyValue::Fields { owned: b, .. }) => {
+                patch_pairs(&mut s, Tag::Fields, a, b);
+            }
+            (KeyValue::Set(a), KeyValue::Set(b)) => patch_members(&mut s, Tag::Set, a, b),
+            (KeyValue::Members { members: a, .. }, KeyValue::Members { members: b, .. }) => {
+                patch_members(&mut s, Tag::Members, a, b);
+            }
+            _ => return self.digest(),
+        }
+        s.render()
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -61,6 +104,35 @@ impl KeyValue {
             KeyValue::Set(_) => "set",
             KeyValue::Members { .. } => "zset",
         }
+    }
+}
+
+/// `sum` patched from the pairs `a` to the pairs `b`.
+fn patch_pairs(
+    sum: &mut Sum,
+    tag: Tag,
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+) {
+    for (f, v) in a {
+        if b.get(f) != Some(v) {
+            sum.sub(Sum::element(tag, &[f, v]));
+        }
+    }
+    for (f, v) in b {
+        if a.get(f) != Some(v) {
+            sum.add(Sum::element(tag, &[f, v]));
+        }
+    }
+}
+
+/// `sum` patched from the members `a` to the members `b`.
+fn patch_members(sum: &mut Sum, tag: Tag, a: &BTreeSet<String>, b: &BTreeSet<String>) {
+    for m in a.difference(b) {
+        sum.sub(Sum::element(tag, &[m]));
+    }
+    for m in b.difference(a) {
+        sum.add(Sum::element(tag, &[m]));
     }
 }
 
@@ -323,4 +395,62 @@ pub fn with_digests_reusing(keys: &Keys, img: Image, previous: &Image) -> Image 
         .collect();
     img.insert(keys.digests(), KeyValue::Hash(digests));
     img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example_image() -> Image {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let snapshot = crate::source::read_worktree(root, "manifests")
+            .unwrap_or_else(|e| panic!("the example manifests: {e}"));
+        let compiled = crate::compile_snapshot(snapshot)
+            .unwrap_or_else(|e| panic!("the example compiles: {e}"));
+        let keys = Keys::new(&compiled.state.cluster);
+        desired_image_undigested(&keys, &compiled.state, &None)
+    }
+
+    /// A digest recorded by an earlier release (`sha256:` of the canonical JSON) still
+    /// matches the value it was taken of, and nothing else.
+    #[test]
+    fn digests_of_both_formats_match_their_value_only() {
+        let img = example_image();
+        let other = KeyValue::String("something else".into());
+        for (key, v) in &img {
+            let legacy = super::super::json_digest(v).unwrap_or_default();
+            assert!(legacy.starts_with(digest::LEGACY_PREFIX), "{key}");
+            assert!(v.digest_matches(&legacy), "{key}");
+            assert!(v.digest_matches(&v.digest()), "{key}");
+            assert!(!other.digest_matches(&legacy), "{key}");
+            assert!(!other.digest_matches(&v.digest()), "{key}");
+            assert!(!v.digest_matches("sum256:not-hex"), "{key}");
+        }
+    }
+
+    /// Patching a digest with the elements that changed gives the digest of the new value.
+    #[test]
+    fn a_patched_digest_equals_the_whole_digest() {
+        let img = example_image();
+        for (key, v) in &img {
+            let mut edited = v.clone();
+            match &mut edited {
+                KeyValue::Hash(h) | KeyValue::Fields { owned: h, .. } => {
+                    let first = h.keys().next().cloned().unwrap_or_default();
+                    h.remove(&first);
+                    h.insert("added".into(), "1".into());
+                }
+                KeyValue::Set(m) | KeyValue::Members { members: m, .. } => {
+                    let first = m.iter().next().cloned().unwrap_or_default();
+                    m.remove(&first);
+                    m.insert("added".into());
+                }
+                KeyValue::String(s) => s.push('!'),
+            }
+            assert_ne!(edited.digest(), v.digest(), "{key}");
+            assert_eq!(edited.digest_from(v, &v.digest()), edited.digest(), "{key}");
+            let legacy = super::super::json_digest(v).unwrap_or_default();
+            assert_eq!(edited.digest_from(v, &legacy), edited.digest(), "{key}");
+        }
+    }
 }

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 
+use super::digest::{self, Sum, Tag};
 use super::keys::{LAYOUT_VERSION, OWNER_KEY};
 use super::store::Store;
+use super::KeyValue;
 use super::StateError;
 
 /// Commands per pipelined request of the check (bounds the memory of one reply).
@@ -195,7 +197,7 @@ impl Store {
                     let next = rx.lock().map(|r| r.recv());
                     let Ok(Ok(batch)) = next else { break };
                     for (key, digest, read, v) in batch {
-                        if live_digest(read, v).as_deref() != Some(digest.as_str()) {
+                        if !live_matches(read, v, digest) {
                             differ.push(key.clone());
                         }
                     }
@@ -298,57 +300,59 @@ impl<'a> Names<'a> {
     }
 }
 
-/// The canonical form [`crate::state::KeyValue::digest`] hashes, borrowed from a reply (the same
-/// serialisation, without building maps and sets).
-#[derive(serde::Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "lowercase")]
-enum Canonical<'a> {
-    Hash(Pairs<'a>),
-    Set(&'a [String]),
-    Fields { owned: Pairs<'a> },
-    Members { members: &'a [String] },
+/// Whether a key's owned value as read (the reply its kind gives) has the `recorded`
+/// digest. The sum needs no order, so the reply is hashed as it came; a digest of an
+/// earlier release's format is checked on the value rebuilt.
+fn live_matches(read: Read, v: Value, recorded: &str) -> bool {
+    if recorded.starts_with(digest::LEGACY_PREFIX) {
+        return live_value(read, v).is_some_and(|v| v.digest_matches(recorded));
+    }
+    live_sum(read, v).is_some_and(|s| Sum::parse(recorded) == Some(s))
 }
 
-/// Fields sorted by name, serialised as a map.
-struct Pairs<'a>(&'a [(String, String)]);
-
-impl serde::Serialize for Pairs<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(f, v)| (f, v)))
+/// The sum of a key's owned value as read (`None`: not a reply its kind gives).
+fn live_sum(read: Read, v: Value) -> Option<Sum> {
+    let members = |tag, v| {
+        let m = reply_strings(v)?;
+        Some(digest::sum(tag, m.iter().map(|m| [m.as_str()])))
+    };
+    match read {
+        Read::Hash => {
+            let pairs = reply_pairs(v)?;
+            Some(digest::sum(
+                Tag::Hash,
+                pairs.iter().map(|(f, v)| [f.as_str(), v.as_str()]),
+            ))
+        }
+        Read::Definition => match v {
+            Value::Nil => Some(Sum::default()),
+            other => {
+                let d = reply_string(other)?;
+                Some(digest::sum(Tag::Fields, [["definition", d.as_str()]]))
+            }
+        },
+        Read::Set => members(Tag::Set, v),
+        Read::Members => members(Tag::Members, v),
     }
 }
 
-/// The digest of a key's owned value as read (`None`: not a reply its kind gives).
-fn live_digest(read: Read, v: Value) -> Option<String> {
-    let mut pairs;
-    let mut members;
-    let canonical = match read {
-        Read::Hash => {
-            pairs = reply_pairs(v)?;
-            pairs.sort_unstable();
-            Canonical::Hash(Pairs(&pairs))
-        }
-        Read::Definition => {
-            pairs = match v {
-                Value::Nil => Vec::new(),
-                other => vec![("definition".to_string(), reply_string(other)?)],
-            };
-            Canonical::Fields {
-                owned: Pairs(&pairs),
-            }
-        }
-        Read::Set => {
-            members = reply_strings(v)?;
-            members.sort_unstable();
-            Canonical::Set(&members)
-        }
-        Read::Members => {
-            members = reply_strings(v)?;
-            members.sort_unstable();
-            Canonical::Members { members: &members }
-        }
-    };
-    super::json_digest(&canonical)
+/// A key's owned value rebuilt from the reply its kind gives.
+fn live_value(read: Read, v: Value) -> Option<KeyValue> {
+    Some(match read {
+        Read::Hash => KeyValue::Hash(reply_pairs(v)?.into_iter().collect()),
+        Read::Definition => KeyValue::Fields {
+            owned: match v {
+                Value::Nil => BTreeMap::new(),
+                other => BTreeMap::from([("definition".to_string(), reply_string(other)?)]),
+            },
+            init: BTreeMap::new(),
+        },
+        Read::Set => KeyValue::Set(reply_strings(v)?.into_iter().collect()),
+        Read::Members => KeyValue::Members {
+            members: reply_strings(v)?.into_iter().collect(),
+            now: 0,
+        },
+    })
 }
 
 fn reply_string(v: Value) -> Option<String> {
@@ -390,7 +394,6 @@ fn reply_pairs(v: Value) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::KeyValue;
     use std::collections::BTreeSet;
 
     fn bulk(s: &str) -> Value {
@@ -438,11 +441,10 @@ mod tests {
                 .read_of(key)
                 .unwrap_or_else(|| panic!("{key}: no read"));
             kinds.insert(format!("{read:?}"));
-            assert_eq!(
-                live_digest(read, reply(v)).as_deref(),
-                Some(v.digest().as_str()),
-                "{key}"
-            );
+            assert!(live_matches(read, reply(v), &v.digest()), "{key}");
+            // A digest an earlier release recorded is checked as it was written.
+            let legacy = crate::state::json_digest(v).unwrap_or_default();
+            assert!(live_matches(read, reply(v), &legacy), "{key}: legacy");
         }
         assert_eq!(
             kinds.len(),
@@ -461,17 +463,20 @@ mod tests {
         let read = Names::new(&keys)
             .read_of(key)
             .unwrap_or_else(|| panic!("a read"));
-        let good = live_digest(read, reply(v));
-        assert_eq!(good.as_deref(), Some(v.digest().as_str()));
+        let good = v.digest();
+        assert!(live_matches(read, reply(v), &good));
         // A string where a hash was expected, an odd field list, a missing key.
-        assert_eq!(live_digest(read, bulk("x")), None);
-        assert_eq!(live_digest(read, Value::Array(vec![bulk("a")])), None);
-        assert_ne!(live_digest(read, Value::Array(vec![])), good);
+        assert!(!live_matches(read, bulk("x"), &good));
+        assert!(!live_matches(read, Value::Array(vec![bulk("a")]), &good));
+        assert!(!live_matches(read, Value::Array(vec![]), &good));
         let mut edited = v.clone();
         if let KeyValue::Hash(h) = &mut edited {
             h.insert("concurrency".into(), "99".into());
         }
-        assert_ne!(live_digest(read, reply(&edited)), good);
+        assert!(!live_matches(read, reply(&edited), &good));
+        let legacy = crate::state::json_digest(v).unwrap_or_default();
+        assert!(!live_matches(read, reply(&edited), &legacy));
+        assert!(!live_matches(read, reply(v), "sum256:00"));
         // Keys the image never holds have no read: they count as differing.
         assert_eq!(
             Names::new(&keys).read_of(&format!("{}lock", keys.prefix())),

@@ -1160,3 +1160,109 @@ fn a_watched_key_written_inside_the_pipelined_transaction_is_a_conflict_that_wri
         "only the other writer's generation"
     );
 }
+
+/// Rewrites every field of the digests hash as an earlier release recorded it: `sha256:`
+/// of the canonical JSON of the key's owned value (docs/state.md, "Earlier format").
+fn record_legacy_digests(c: &mut redis::Connection) -> usize {
+    use sha2::Digest;
+    let dk = format!("{PREFIX}digests");
+    let keys: Vec<String> = redis::cmd("HKEYS").arg(&dk).query(c).expect("HKEYS");
+    for key in &keys {
+        let t: String = redis::cmd("TYPE").arg(key).query(c).expect("TYPE");
+        let canonical = match t.as_str() {
+            "hash" if key.contains(":redbeat:") => {
+                let d: String = redis::cmd("HGET")
+                    .arg(key)
+                    .arg("definition")
+                    .query(c)
+                    .expect("HGET");
+                let owned = BTreeMap::from([("definition", d)]);
+                let owned = serde_json::to_string(&owned).expect("JSON");
+                format!(r#"{{"type":"fields","value":{{"owned":{owned}}}}}"#)
+            }
+            "hash" => {
+                let h: BTreeMap<String, String> =
+                    redis::cmd("HGETALL").arg(key).query(c).expect("HGETALL");
+                let h = serde_json::to_string(&h).expect("JSON");
+                format!(r#"{{"type":"hash","value":{h}}}"#)
+            }
+            "set" => {
+                let mut m: Vec<String> =
+                    redis::cmd("SMEMBERS").arg(key).query(c).expect("SMEMBERS");
+                m.sort();
+                let m = serde_json::to_string(&m).expect("JSON");
+                format!(r#"{{"type":"set","value":{m}}}"#)
+            }
+            "zset" => {
+                let m: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .query(c)
+                    .expect("ZRANGE");
+                let m: std::collections::BTreeSet<String> = m.into_iter().collect();
+                let m = serde_json::to_string(&m).expect("JSON");
+                format!(r#"{{"type":"members","value":{{"members":{m}}}}}"#)
+            }
+            other => panic!("{key}: a managed key of type {other}"),
+        };
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(canonical.as_bytes()));
+        let _: () = redis::cmd("HSET")
+            .arg(&dk)
+            .arg(key)
+            .arg(digest)
+            .query(c)
+            .expect("HSET");
+    }
+    keys.len()
+}
+
+#[test]
+fn digests_an_earlier_release_recorded_are_checked_and_replaced_on_the_next_write() {
+    let redis = RedisServer::start();
+    let mut repo = committed_example();
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    let mut c = redis.conn();
+    let digests = |c: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("HVALS")
+            .arg(format!("{PREFIX}digests"))
+            .query(c)
+            .expect("HVALS")
+    };
+    assert!(digests(&mut c).iter().all(|d| d.starts_with("sum256:")));
+    let n = record_legacy_digests(&mut c);
+    assert!(n > 20, "every kind of managed key: {n}");
+    // No drift, and the applied revision again is a no-op (the settled check reads them).
+    let (out, code) = celeroot(&repo, &redis.url(), &["drift"]);
+    assert!(out.contains("1. Live state edited out of band: 0"), "{out}");
+    assert_eq!(code, 2, "only hosts without agents and no beat: {out}");
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Nothing to do"), "{out}");
+    // An edit under a legacy digest is still found.
+    let worker = format!("{PREFIX}worker:web01");
+    let _: () = redis::cmd("HSET")
+        .arg(&worker)
+        .arg("concurrency")
+        .arg("64")
+        .query(&mut c)
+        .expect("HSET");
+    let (out, _) = celeroot(&repo, &redis.url(), &["drift"]);
+    assert!(out.contains("1. Live state edited out of band: 1"), "{out}");
+    assert_eq!(reconcile(&repo, &redis.url(), &[]).1, 0);
+    // The next reconcile that writes records every digest in this release's format.
+    repo.write(
+        "manifests/hosts/web02.yaml",
+        &std::fs::read_to_string(repo_path(&repo).join("manifests/hosts/web02.yaml"))
+            .expect("web02.yaml")
+            .replace("zone: ", "zone: x"),
+    );
+    repo.commit("a zone");
+    let (out, code) = reconcile(&repo, &redis.url(), &[]);
+    assert_eq!(code, 0, "{out}");
+    let after = digests(&mut c);
+    assert_eq!(after.len(), n);
+    assert!(after.iter().all(|d| d.starts_with("sum256:")), "{after:?}");
+    let (out, _) = celeroot(&repo, &redis.url(), &["drift"]);
+    assert!(out.contains("1. Live state edited out of band: 0"), "{out}");
+}
