@@ -399,6 +399,26 @@ fn objects_digest(
     Some(sum.render())
 }
 
+/// The digest of RedBeat's index `members`, patched from `recorded` with the members
+/// that may have changed and whether each was a member before (`None`: `recorded` is of
+/// an earlier format).
+fn index_digest(
+    recorded: &str,
+    members: &std::collections::BTreeSet<String>,
+    changed: &BTreeMap<String, bool>,
+) -> Option<String> {
+    use state::digest::{Sum, Tag};
+    let mut sum = Sum::parse(recorded)?;
+    for (m, was) in changed {
+        match (*was, members.contains(m)) {
+            (true, false) => sum.sub(Sum::element(Tag::Members, &[m])),
+            (false, true) => sum.add(Sum::element(Tag::Members, &[m])),
+            _ => {}
+        }
+    }
+    Some(sum.render())
+}
+
 /// The result of [`patch_image`]: the new image, and the keys it changed with their
 /// values before and after (absent: no such key), for the key-level planner.
 pub struct Patched {
@@ -530,14 +550,24 @@ pub fn patch_image(
     // is re-indexed: `state::plan_keys`).
     let zkey = keys.redbeat_schedule();
     let now = chrono::Utc::now();
+    // The index has a member per entry (20,000 on a large fleet): like the objects hash,
+    // it is not copied; the planner gets the members that may have changed (and whether
+    // each was a member before), and its digest is patched with them.
+    let z_existed = img.contains_key(&zkey);
+    let mut z_members: BTreeMap<String, bool> = BTreeMap::new();
+    let mut z_track = |img: &Image, k: &str| {
+        let was = matches!(img.get(&zkey), Some(KeyValue::Members { members, .. }) if members.contains(k));
+        z_members.entry(k.to_string()).or_insert(was);
+    };
     if ids.iter().any(|id| id.kind == Kind::Schedule) {
-        touch(&mut touched, &img, &zkey, &mut old);
+        touched.insert(zkey.clone());
     }
     for id in ids.iter().filter(|id| id.kind == Kind::Schedule) {
         if let Some(s) = before.schedules.get(&id.name) {
             for e in &s.entries {
                 let k = keys.redbeat_entry(&state::redbeat_entry_name(&id.name, e));
                 touch(&mut touched, &img, &k, &mut old);
+                z_track(&img, &k);
                 img.remove(&k);
                 if let Some(KeyValue::Members { members, .. }) = img.get_mut(&zkey) {
                     members.remove(&k);
@@ -549,6 +579,7 @@ pub fn patch_image(
                 let entry = state::redbeat_entry_name(&id.name, e);
                 let k = keys.redbeat_entry(&entry);
                 touch(&mut touched, &img, &k, &mut old);
+                z_track(&img, &k);
                 let owned = BTreeMap::from([(
                     "definition".to_string(),
                     state::redbeat_definition(&entry, s, &e.queue),
@@ -604,6 +635,9 @@ pub fn patch_image(
                 (Some(KeyValue::Hash(fields)), Some(r)) if *k == objects_key => {
                     objects_digest(&r, fields, &object_fields)
                 }
+                (Some(KeyValue::Members { members, .. }), Some(r)) if *k == zkey => {
+                    index_digest(&r, members, &z_members)
+                }
                 (Some(v), Some(r)) => match old.get(k) {
                     Some(was) => Some(v.digest_from(was, &r)),
                     None => Some(v.digest()),
@@ -626,9 +660,56 @@ pub fn patch_image(
     }
     let mut after_sub: Image = touched
         .iter()
-        .filter(|k| **k != objects_key)
+        .filter(|k| **k != objects_key && **k != zkey)
         .filter_map(|k| img.get(k).map(|v| (k.clone(), v.clone())))
         .collect();
+    match img.get(&zkey).filter(|_| touched.contains(&zkey)) {
+        Some(KeyValue::Members { members, now }) => {
+            // The members that may have changed, and one that did not on both sides (an
+            // empty side would read as "delete the key").
+            let common = members.iter().find(|m| !z_members.contains_key(*m));
+            let side = |before: bool| -> std::collections::BTreeSet<String> {
+                z_members
+                    .iter()
+                    .filter(|(m, was)| if before { **was } else { members.contains(*m) })
+                    .map(|(m, _)| m)
+                    .chain(common)
+                    .cloned()
+                    .collect()
+            };
+            if z_existed {
+                old.insert(
+                    zkey.clone(),
+                    KeyValue::Members {
+                        members: side(true),
+                        now: *now,
+                    },
+                );
+            }
+            after_sub.insert(
+                zkey.clone(),
+                KeyValue::Members {
+                    members: side(false),
+                    now: *now,
+                },
+            );
+        }
+        _ if z_existed && touched.contains(&zkey) => {
+            // The last entry went: the index is deleted.
+            old.insert(
+                zkey.clone(),
+                KeyValue::Members {
+                    members: z_members
+                        .iter()
+                        .filter(|(_, was)| **was)
+                        .map(|(m, _)| m.clone())
+                        .collect(),
+                    now: 0,
+                },
+            );
+        }
+        _ => {}
+    }
     for (key, fields) in [(&objects_key, object_fields), (&dkey, digest_fields)] {
         let now_fields = match img.get(key) {
             Some(KeyValue::Hash(h)) => Some(h),

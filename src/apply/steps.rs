@@ -440,13 +440,11 @@ pub(super) fn commit(
         .filter(|op| !matches!(op, KeyOp::Del { .. }))
         .map(KeyOp::key)
         .collect();
-    let changed: Vec<(&str, &[String])> = rev
-        .compiled
-        .state
-        .hosts
+    let hosts = &rev.compiled.state.hosts;
+    let changed: Vec<(&str, &[String])> = written
         .iter()
-        .filter(|(name, _)| written.contains(keys.worker(name).as_str()))
-        .map(|(name, host)| (name.as_str(), host.queues.as_slice()))
+        .filter_map(|k| keys.worker_host(k))
+        .filter_map(|name| Some((name, hosts.get(name)?.queues.as_slice())))
         .collect();
     if let Err(e) = store.refresh_worker_users(&changed) {
         tracing::warn!(hosts = changed.len(), error = %e, "cannot update the workers' ACL users to their new queues");

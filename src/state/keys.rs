@@ -99,6 +99,11 @@ impl Keys {
         self.key(&format!("worker:{host}"))
     }
     /// Set: the hosts that run one role.
+    /// The host a `worker:<host>` key is of (`None`: another key).
+    pub fn worker_host<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix())?.strip_prefix("worker:")
+    }
+
     pub fn role_hosts(&self, role: &str) -> String {
         self.key(&format!("role:{role}:hosts"))
     }
@@ -254,6 +259,9 @@ mod tests {
         assert!(k.is_runtime(&k.beat("vm-1")) && !k.may_own(&k.beat("vm-1")));
         assert_eq!(k.redbeat_lock(), "celeroot:{production}:redbeat::lock");
         assert!(!k.is_runtime(&k.worker("web01")));
+        assert_eq!(k.worker_host(&k.worker("web01")), Some("web01"));
+        assert_eq!(k.worker_host(&k.heartbeat("web01")), None);
+        assert_eq!(k.worker_host("celeroot:{other}:worker:web01"), None);
     }
 
     #[test]
