@@ -741,3 +741,78 @@ pub fn patch_image(
         after: after_sub,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Kind;
+
+    fn compiled(keep: impl Fn(&str) -> bool) -> crate::Compiled {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut snapshot = source::read_worktree(root, "manifests")
+            .unwrap_or_else(|e| panic!("the example manifests: {e}"));
+        snapshot.files.retain(|f| keep(&f.path));
+        crate::compile_snapshot(snapshot).unwrap_or_else(|e| panic!("it compiles: {e}"))
+    }
+
+    /// Patching from `a` to `b` gives `b`'s whole image, and the writes planned from the
+    /// patch's sides turn `a`'s image into it.
+    fn patch_equals_whole(a: &DesiredState, b: &DesiredState) {
+        let keys = Keys::new(&a.cluster);
+        let image = state::desired_image(&keys, a, &None);
+        let whole = state::desired_image(&keys, b, &None);
+        let ids = candidates(a, b);
+        let patched = patch_image(&keys, a, image.clone(), &None, b, &None, &ids)
+            .unwrap_or_else(|_| panic!("a local change"));
+        assert_eq!(patched.image, whole, "the patched image");
+        let ops = state::writes::plan_keys(&patched.after, &patched.before);
+        assert_eq!(
+            state::writes::apply_ops(image, &ops),
+            whole,
+            "the planned writes"
+        );
+        for (k, d) in match whole.get(&keys.digests()) {
+            Some(state::KeyValue::Hash(d)) => d.clone(),
+            _ => BTreeMap::new(),
+        } {
+            assert_eq!(
+                patched.image.get(&k).map(state::KeyValue::digest),
+                Some(d),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_schedule_removed_and_the_first_added_patch_like_a_whole_image() {
+        let with = compiled(|_| true);
+        let without = compiled(|p| !p.contains("schedules/"));
+        assert!(with
+            .state
+            .objects
+            .keys()
+            .any(|id| id.kind == Kind::Schedule));
+        assert!(without.state.schedules.is_empty());
+        patch_equals_whole(&with.state, &without.state);
+        patch_equals_whole(&without.state, &with.state);
+    }
+
+    #[test]
+    fn one_schedule_removed_and_added_back_patch_like_a_whole_image() {
+        let with = compiled(|_| true);
+        let one = with
+            .state
+            .objects
+            .keys()
+            .find(|id| id.kind == Kind::Schedule)
+            .map(|id| id.name.clone())
+            .unwrap_or_default();
+        let without = compiled(|p| !p.ends_with(&format!("/{one}.yaml")));
+        assert_eq!(
+            without.state.schedules.len() + 1,
+            with.state.schedules.len()
+        );
+        patch_equals_whole(&with.state, &without.state);
+        patch_equals_whole(&without.state, &with.state);
+    }
+}
