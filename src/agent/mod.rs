@@ -403,10 +403,7 @@ impl Worker {
 
 /// A connection with short timeouts; `None` when Redis cannot be reached (callers retry).
 pub fn connect(url: &RedisUrl) -> Option<redis::Connection> {
-    let client = redis::Client::open(url.expose()).ok()?;
-    let conn = client
-        .get_connection_with_timeout(Duration::from_secs(3))
-        .ok()?;
+    let conn = url.open(Duration::from_secs(3)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     conn.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
     Some(conn)

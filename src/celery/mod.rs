@@ -83,13 +83,14 @@ impl Redis {
             url: url.redacted().to_string(),
             reason: url.scrub(&e.to_string()),
         };
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(url.expose()).map_err(connect_err)?;
-        let db = info.redis_settings().db();
-        let client = redis::Client::open(info).map_err(connect_err)?;
-        let mut conn = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .map_err(connect_err)?;
+        let db = url.db();
+        let mut conn = url
+            .open(Duration::from_secs(5))
+            .map_err(|reason| CeleryError::Connect {
+                endpoint,
+                url: url.redacted().to_string(),
+                reason,
+            })?;
         conn.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(connect_err)?;
         conn.set_write_timeout(Some(Duration::from_secs(30)))

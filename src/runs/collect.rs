@@ -195,13 +195,16 @@ fn session(
         url: cfg.url.redacted().to_string(),
         reason: cfg.url.scrub(&e.to_string()),
     };
-    let info =
-        redis::IntoConnectionInfo::into_connection_info(cfg.url.expose()).map_err(sub_err)?;
-    let db = info.redis_settings().db();
-    let client = redis::Client::open(info).map_err(sub_err)?;
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .map_err(sub_err)?;
+    let db = cfg.url.db();
+    let mut conn =
+        cfg.url
+            .open(Duration::from_secs(5))
+            .map_err(|reason| CollectError::Subscribe {
+                url: cfg.url.redacted().to_string(),
+                reason,
+            })?;
+    conn.set_read_timeout(None).map_err(sub_err)?;
+    conn.set_write_timeout(None).map_err(sub_err)?;
     let mut ps = conn.as_pubsub();
     // kombu publishes fanout events on `/<db>.celeryev/<routing key>`.
     ps.psubscribe(format!("/{db}.celeryev/task.*"))

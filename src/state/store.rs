@@ -139,18 +139,15 @@ impl Store {
     /// [`StateError::Connect`] naming the URL without its password.
     pub fn connect(url: &RedisUrl, cluster: &str) -> Result<Store, StateError> {
         install_crypto_provider();
-        let connect_err = |e: redis::RedisError| StateError::Connect {
+        let connect_err = |reason: String| StateError::Connect {
             url: url.redacted().to_string(),
-            reason: url.scrub(&e.to_string()),
+            reason,
         };
-        let client = redis::Client::open(url.expose()).map_err(connect_err)?;
-        let conn = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .map_err(connect_err)?;
+        let conn = url.open(Duration::from_secs(5)).map_err(connect_err)?;
         conn.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(connect_err)?;
+            .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
         conn.set_write_timeout(Some(Duration::from_secs(60)))
-            .map_err(connect_err)?;
+            .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
         let mut store = Store {
             conn,
             keys: Keys::new(cluster),

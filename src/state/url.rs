@@ -1,14 +1,37 @@
-//! Redis URLs that never show their password.
+//! Redis URLs that never show their password, and the one way to open a connection from
+//! one: directly, or to the master that Redis Sentinel names (`redis+sentinel://`).
 
 use std::fmt;
+use std::time::Duration;
 
-/// A Redis URL (`redis://`, `rediss://`, `redis+unix://`). `Display` and `Debug` show it
-/// with the password replaced by `***`.
+/// The scheme of a URL that names sentinels and a master (docs/operations.md, "High
+/// availability").
+pub const SENTINEL_SCHEME: &str = "redis+sentinel";
+
+/// A Redis URL (`redis://`, `rediss://`, `redis+unix://`, `redis+sentinel://`). `Display`
+/// and `Debug` show it with every password replaced by `***`.
 #[derive(Clone)]
 pub struct RedisUrl {
     raw: String,
     redacted: String,
-    secret: Option<String>,
+    secrets: Vec<String>,
+    sentinel: Option<SentinelTarget>,
+}
+
+/// What a `redis+sentinel://` URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelTarget {
+    /// The sentinels, in the order they are asked.
+    pub sentinels: Vec<(String, u16)>,
+    /// The master's name as the sentinels know it (`sentinel monitor NAME ...`).
+    pub master: String,
+    pub db: i64,
+    /// Credentials for the data nodes (the master), from the user information.
+    user: Option<String>,
+    password: Option<String>,
+    /// Credentials for the sentinels (`sentinel_username=`, `sentinel_password=`).
+    sentinel_user: Option<String>,
+    sentinel_password: Option<String>,
 }
 
 impl RedisUrl {
@@ -21,22 +44,35 @@ impl RedisUrl {
     /// A message naming the redacted URL and what is wrong with it.
     pub fn parse(raw: &str) -> Result<RedisUrl, String> {
         let parts = Parts::split(raw);
-        let url = RedisUrl {
+        let mut url = RedisUrl {
             raw: parts.normalized(),
             redacted: parts.redacted(),
-            secret: parts.secret(),
+            secrets: parts.secrets(),
+            sentinel: None,
         };
+        if parts.scheme.as_deref() == Some(SENTINEL_SCHEME) {
+            return match SentinelTarget::from_parts(&parts) {
+                Ok(t) => {
+                    url.sentinel = Some(t);
+                    Ok(url)
+                }
+                Err(detail) => Err(format!(
+                    "invalid Redis URL {}: {detail} (expected {SENTINEL_SCHEME}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB])",
+                    url.redacted
+                )),
+            };
+        }
         match redis::IntoConnectionInfo::into_connection_info(url.raw.as_str()) {
             Ok(_) => Ok(url),
             Err(e) => {
                 let detail = url.scrub(&e.to_string());
                 // A library message might quote a fragment of a password: with a password
                 // in the URL, say only what to check.
-                let detail = if url.secret.is_some() {
-                    "check the scheme (redis://, rediss://, redis+unix://), host, port and database"
-                        .to_string()
-                } else {
+                let detail = if url.secrets.is_empty() {
                     detail
+                } else {
+                    "check the scheme (redis://, rediss://, redis+unix://, redis+sentinel://), host, port and database"
+                        .to_string()
                 };
                 Err(format!("invalid Redis URL {}: {detail}", url.redacted))
             }
@@ -45,6 +81,9 @@ impl RedisUrl {
 
     /// The database number the URL selects (0 when it names none).
     pub fn db(&self) -> i64 {
+        if let Some(t) = &self.sentinel {
+            return t.db;
+        }
         redis::IntoConnectionInfo::into_connection_info(self.raw.as_str())
             .map_or(0, |i| i.redis_settings().db())
     }
@@ -57,6 +96,33 @@ impl RedisUrl {
     /// The real URL, for the client library only.
     pub(crate) fn expose(&self) -> &str {
         &self.raw
+    }
+
+    /// The sentinels and master a `redis+sentinel://` URL names.
+    pub fn sentinel(&self) -> Option<&SentinelTarget> {
+        self.sentinel.as_ref()
+    }
+
+    /// Opens a connection with `timeout` for connecting and for each read and write. For
+    /// a sentinel URL, asks the sentinels in order for the master (the Sentinel client
+    /// protocol: `SENTINEL get-master-addr-by-name`, then `ROLE` on the node named, which
+    /// must say `master`), so a connection opened after a failover reaches the new master.
+    ///
+    /// # Errors
+    /// A message without any password: for a sentinel URL, what each sentinel answered.
+    pub fn open(&self, timeout: Duration) -> Result<redis::Connection, String> {
+        let conn = match &self.sentinel {
+            None => {
+                let client = redis::Client::open(self.raw.as_str())
+                    .map_err(|e| self.scrub(&e.to_string()))?;
+                client
+                    .get_connection_with_timeout(timeout)
+                    .map_err(|e| self.scrub(&e.to_string()))?
+            }
+            Some(t) => t.open_master(timeout).map_err(|e| self.scrub(&e))?,
+        };
+        set_timeouts(&conn, timeout).map_err(|e| self.scrub(&e.to_string()))?;
+        Ok(conn)
     }
 
     /// The same server and database with another user and password (for agents), built
@@ -79,10 +145,217 @@ impl RedisUrl {
     /// `text` with any occurrence of the password (or the raw URL) replaced.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.replace(&self.raw, &self.redacted);
-        if let Some(s) = self.secret.as_deref().filter(|s| !s.is_empty()) {
-            out = out.replace(s, "***");
+        for s in self.secrets.iter().filter(|s| !s.is_empty()) {
+            out = out.replace(s.as_str(), "***");
         }
         out
+    }
+}
+
+fn set_timeouts(conn: &redis::Connection, timeout: Duration) -> redis::RedisResult<()> {
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))
+}
+
+impl SentinelTarget {
+    fn from_parts(p: &Parts) -> Result<SentinelTarget, String> {
+        let mut sentinels = Vec::new();
+        for hp in p.host.split(',') {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .ok_or_else(|| format!("sentinel {hp:?} has no port"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(format!("sentinel {hp:?} has no host"));
+            }
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("sentinel {hp:?} has no valid port"))?;
+            sentinels.push((host.to_string(), port));
+        }
+        let mut segs = p.path.trim_start_matches('/').split('/');
+        let master = segs.next().unwrap_or_default().to_string();
+        if master.is_empty() {
+            return Err("it names no master".into());
+        }
+        if !master
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "master name {master:?} may hold only letters, digits, '-', '_' and '.'"
+            ));
+        }
+        let db = match segs.next() {
+            None | Some("") => 0,
+            Some(d) => d
+                .parse::<i64>()
+                .ok()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| format!("database {d:?} is not a number"))?,
+        };
+        if let Some(extra) = segs.find(|s| !s.is_empty()) {
+            return Err(format!("unexpected path segment {extra:?}"));
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let query = |key: &str| {
+            p.query
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| text(&decode(v)))
+        };
+        for (k, _) in &p.query {
+            if !matches!(
+                k.as_str(),
+                "sentinel_username" | "sentinel_password" | "user" | "pass" | "password"
+            ) {
+                return Err(format!(
+                    "unknown parameter {k:?} (known: sentinel_username, sentinel_password)"
+                ));
+            }
+        }
+        let (user, password) = match &p.userinfo {
+            Some((u, pw)) => (
+                Some(text(u)).filter(|u| !u.is_empty()),
+                pw.as_deref().map(text),
+            ),
+            None => (query("user"), query("pass").or_else(|| query("password"))),
+        };
+        Ok(SentinelTarget {
+            sentinels,
+            master,
+            db,
+            user,
+            password,
+            sentinel_user: query("sentinel_username"),
+            sentinel_password: query("sentinel_password"),
+        })
+    }
+
+    fn node_info(
+        &self,
+        host: &str,
+        port: u16,
+        user: Option<&String>,
+        password: Option<&String>,
+        db: i64,
+    ) -> redis::RedisResult<redis::ConnectionInfo> {
+        let mut settings = redis::RedisConnectionInfo::default().set_db(db);
+        if let Some(u) = user {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = password {
+            settings = settings.set_password(p);
+        }
+        redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+            host.to_string(),
+            port,
+        ))
+        .map(|i| i.set_redis_settings(settings))
+    }
+
+    fn open_master(&self, timeout: Duration) -> Result<redis::Connection, String> {
+        self.find(timeout, |host, port| {
+            let info = self.node_info(
+                host,
+                port,
+                self.user.as_ref(),
+                self.password.as_ref(),
+                self.db,
+            );
+            let mut conn = info
+                .and_then(redis::Client::open)
+                .and_then(|c| c.get_connection_with_timeout(timeout))
+                .map_err(|e| format!("master {host}:{port}: {e}"))?;
+            set_timeouts(&conn, timeout).map_err(|e| format!("master {host}:{port}: {e}"))?;
+            let role: Vec<redis::Value> = redis::cmd("ROLE")
+                .query(&mut conn)
+                .map_err(|e| format!("master {host}:{port}: ROLE: {e}"))?;
+            match role.first() {
+                Some(redis::Value::BulkString(r)) if r.as_slice() == b"master" => Ok(conn),
+                _ => Err(format!(
+                    "{host}:{port} is not a master (a failover may be in progress)"
+                )),
+            }
+        })
+        .map(|(_, conn)| conn)
+    }
+
+    /// Asks each sentinel in turn; `accept` checks the node a sentinel names.
+    fn find<T>(
+        &self,
+        timeout: Duration,
+        accept: impl Fn(&str, u16) -> Result<T, String>,
+    ) -> Result<((String, u16), T), String> {
+        let mut answers = Vec::new();
+        let mut unknown = 0;
+        let mut unreachable = 0;
+        for (host, port) in &self.sentinels {
+            let info = self.node_info(
+                host,
+                *port,
+                self.sentinel_user.as_ref(),
+                self.sentinel_password.as_ref(),
+                0,
+            );
+            let asked = info
+                .and_then(redis::Client::open)
+                .and_then(|c| c.get_connection_with_timeout(timeout))
+                .and_then(|mut conn| {
+                    set_timeouts(&conn, timeout)?;
+                    redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&self.master)
+                        .query::<Option<(String, String)>>(&mut conn)
+                });
+            match asked {
+                Err(e) => {
+                    unreachable += 1;
+                    answers.push(format!("sentinel {host}:{port}: {e}"));
+                }
+                Ok(None) => {
+                    unknown += 1;
+                    answers.push(format!(
+                        "sentinel {host}:{port} knows no master named {:?}",
+                        self.master
+                    ));
+                }
+                Ok(Some((mhost, mport))) => {
+                    let Ok(mport) = mport.parse::<u16>() else {
+                        answers.push(format!(
+                            "sentinel {host}:{port} named a master with port {mport:?}"
+                        ));
+                        continue;
+                    };
+                    match accept(&mhost, mport) {
+                        Ok(v) => return Ok(((mhost, mport), v)),
+                        Err(e) => answers.push(format!("sentinel {host}:{port} named {e}")),
+                    }
+                }
+            }
+        }
+        if unreachable == self.sentinels.len() {
+            return Err(format!(
+                "none of the {} sentinel(s) answered: {}",
+                self.sentinels.len(),
+                answers.join("; ")
+            ));
+        }
+        if unknown == self.sentinels.len() {
+            return Err(format!(
+                "no sentinel knows a master named {:?} (check the master name in the URL against `sentinel monitor`)",
+                self.master
+            ));
+        }
+        Err(format!(
+            "no master {:?} found through {} sentinel(s): {}",
+            self.master,
+            self.sentinels.len(),
+            answers.join("; ")
+        ))
     }
 }
 
@@ -162,19 +435,26 @@ impl Parts {
         matches!(self.scheme.as_deref(), Some("unix" | "redis+unix"))
     }
 
-    fn secret(&self) -> Option<String> {
-        let from_userinfo = self
+    /// Every password the URL holds (user information and query parameters), decoded
+    /// and as written.
+    fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
             .userinfo
             .as_ref()
             .and_then(|(_, p)| p.as_ref())
-            .map(|p| String::from_utf8_lossy(p).into_owned());
-        let from_query = self
-            .query
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "pass" || k == "password")
-            .map(|(_, v)| String::from_utf8_lossy(&decode(v)).into_owned());
-        from_userinfo.or(from_query).filter(|s| !s.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .into_iter()
+            .collect();
+        for (k, v) in &self.query {
+            if is_secret_param(k) {
+                out.push(String::from_utf8_lossy(&decode(v)).into_owned());
+                out.push(v.clone());
+            }
+        }
+        out.retain(|s| !s.is_empty());
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out.dedup();
+        out
     }
 
     fn render(&self, redact: bool) -> String {
@@ -208,7 +488,7 @@ impl Parts {
                 .query
                 .iter()
                 .map(|(k, v)| {
-                    if redact && (k == "pass" || k == "password") {
+                    if redact && !is_shown_param(k) {
                         format!("{k}=***")
                     } else {
                         format!("{k}={v}")
@@ -227,6 +507,20 @@ impl Parts {
     fn redacted(&self) -> String {
         self.render(true)
     }
+}
+
+/// Query parameters whose values are passwords (matched against secrets in `scrub`).
+fn is_secret_param(k: &str) -> bool {
+    matches!(k, "pass" | "password" | "sentinel_password")
+}
+
+/// Query parameters shown in the redacted form; any other value (a misspelled
+/// `sentinel_pasword=` too) is shown as `***`.
+fn is_shown_param(k: &str) -> bool {
+    matches!(
+        k,
+        "db" | "protocol" | "user" | "username" | "sentinel_username" | "insecure"
+    )
 }
 
 /// Percent-decoding on bytes: `%` and two hex digits is one byte; anything else is kept.
@@ -349,12 +643,64 @@ mod tests {
         assert!(!e.contains("topsecret"), "{e}");
     }
 
+    #[test]
+    fn sentinel_urls_name_sentinels_a_master_and_a_database_and_hide_every_password() {
+        let u = RedisUrl::parse(
+            "redis+sentinel://ops:s3cr%40t@127.0.0.1:26379,[::1]:26380/mymaster/2?sentinel_password=Sent1nel",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            u.redacted(),
+            "redis+sentinel://ops:***@127.0.0.1:26379,[::1]:26380/mymaster/2?sentinel_password=***"
+        );
+        assert_eq!(u.scrub("AUTH s3cr@t / Sent1nel"), "AUTH *** / ***");
+        assert_eq!(u.db(), 2);
+        let t = u.sentinel().unwrap_or_else(|| panic!("a sentinel target"));
+        assert_eq!(
+            t.sentinels,
+            vec![("127.0.0.1".to_string(), 26379), ("::1".to_string(), 26380)]
+        );
+        assert_eq!(t.master, "mymaster");
+        assert_eq!(t.user.as_deref(), Some("ops"));
+        assert_eq!(t.password.as_deref(), Some("s3cr@t"));
+        assert_eq!(t.sentinel_password.as_deref(), Some("Sent1nel"));
+        let plain = RedisUrl::parse("redis+sentinel://127.0.0.1:26379/mymaster")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.db(), 0);
+        // An agent's URL keeps the sentinels and the master, with its own credentials.
+        assert_eq!(
+            u.with_credentials("agent", "pw"),
+            "redis+sentinel://agent:pw@127.0.0.1:26379,[::1]:26380/mymaster/2?sentinel_password=Sent1nel"
+        );
+        for (bad, why) in [
+            ("redis+sentinel://127.0.0.1/m", "has no port"),
+            ("redis+sentinel://127.0.0.1:0/m", "no valid port"),
+            ("redis+sentinel://:26379/m", "has no host"),
+            ("redis+sentinel://127.0.0.1:26379", "names no master"),
+            ("redis+sentinel://127.0.0.1:26379/m;x", "may hold only"),
+            ("redis+sentinel://127.0.0.1:26379/m/one", "is not a number"),
+            (
+                "redis+sentinel://127.0.0.1:26379/m/0/extra",
+                "unexpected path segment",
+            ),
+            (
+                "redis+sentinel://127.0.0.1:26379/m?sentinel_pasword=hunter2",
+                "unknown parameter \"sentinel_pasword\"",
+            ),
+        ] {
+            let e = RedisUrl::parse(bad).err().unwrap_or_default();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.contains("expected redis+sentinel://"), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+    }
+
     proptest::proptest! {
         /// No input panics, and a password never appears in the redacted form or in an
         /// error message.
         #[test]
         fn no_url_panics_or_shows_its_password(
-            scheme in "(redis|rediss|redis\\+unix|unix|http|)",
+            scheme in "(redis|rediss|redis\\+unix|redis\\+sentinel|unix|http|)",
             user in "[a-z%\\PC]{0,6}",
             pass in "[A-Za-z0-9/?#@%:&=\\PC]{4,16}",
             host in "[a-z0-9.:\\[\\]/%?=&\\PC]{0,20}",

@@ -8,6 +8,7 @@ pub mod env;
 pub mod http;
 pub mod receiver;
 pub mod redis;
+pub mod sentinel;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

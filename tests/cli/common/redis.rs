@@ -19,7 +19,7 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-fn redis_server_binary() -> PathBuf {
+pub fn redis_server_binary() -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
         "/usr/bin",
         "/usr/local/bin",

@@ -1,0 +1,229 @@
+//! High availability (issue 19): celeroot against a real Redis Sentinel deployment on
+//! loopback (one master, one replica, three sentinels), with the master SIGKILLed in the
+//! middle of a reconcile.
+
+use std::time::{Duration, Instant};
+
+use crate::common::sentinel::{role, SentinelSet, MASTER};
+use crate::common::{run, TestRepo};
+
+const PREFIX: &str = "celeroot:{production}:";
+
+fn reconcile(repo: &TestRepo, url: &str, args: &[&str]) -> (String, i32) {
+    let mut cmd = repo.cmd();
+    cmd.arg("reconcile")
+        .arg("--skip-deploy")
+        .args(args)
+        .env("CELEROOT_REDIS_URL", url);
+    run(cmd)
+}
+
+/// The example plus `n` generated hosts.
+fn grow(repo: &TestRepo, n: usize) {
+    for i in 0..n {
+        repo.write(
+            &format!("manifests/hosts/gen/w{i:04}.yaml"),
+            &format!("apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: w{i:04}\n  labels: {{env: production, tier: batch}}\nspec:\n  address: w{i:04}.fleet.example\n  roles: [application]\n"),
+        );
+    }
+}
+
+fn get(port: u16, key: &str) -> Option<String> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect");
+    redis::cmd("GET").arg(key).query(&mut c).expect("GET")
+}
+
+fn managed_keys(port: u16) -> Vec<String> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect");
+    redis::cmd("KEYS")
+        .arg(format!("{PREFIX}*"))
+        .query(&mut c)
+        .expect("KEYS")
+}
+
+/// Spawns `celeroot reconcile` paused inside its pipelined transaction and returns once
+/// the master shows a client with queued commands.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it returns
+fn paused_in_transaction(repo: &TestRepo, url: &str, master: u16) -> std::process::Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+    cmd.current_dir(repo.root())
+        .args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", url)
+        .env("NO_COLOR", "1")
+        .env("CELEROOT_FAULT", "pause-in-transaction")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn reconcile");
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{master}/0"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut c)
+            .expect("CLIENT LIST");
+        if clients.lines().any(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("multi="))
+                .and_then(|n| n.parse::<i64>().ok())
+                .is_some_and(|n| n > 0)
+        }) {
+            return child;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reconcile exits");
+            panic!("no client queued a transaction: {clients}\n{out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reconcile_through_sentinel_survives_the_master_killed_mid_transaction_and_follows_the_new_master(
+) {
+    let mut set = SentinelSet::start();
+    let url = set.url();
+    let first = set.master_port().expect("a master");
+    // A small revision first: the apply script, through the sentinels, to the master.
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        get(first, &format!("{PREFIX}generation")).as_deref(),
+        Some("1")
+    );
+
+    // A large change takes the pipelined transaction; the master dies with it queued.
+    grow(&repo, 1500);
+    repo.commit("1,500 more hosts");
+    let child = paused_in_transaction(&repo, &url, first);
+    let killed = set.kill_master();
+    assert_eq!(killed, first);
+    let t0 = Instant::now();
+    let promoted = set.wait_failover(first);
+    let failover = t0.elapsed();
+    let out = child.wait_with_output().expect("reconcile exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+
+    // Reconcile again until it succeeds: each failed attempt is a clear error, and the
+    // first success is on the promoted replica.
+    let mut attempts = 0;
+    let (out, took) = loop {
+        attempts += 1;
+        // The interrupted reconcile's lease was replicated before the kill and lasts
+        // until it expires: wait for it.
+        let (out, code) = reconcile(&repo, &url, &["--lock-timeout", "30s"]);
+        if code == 0 {
+            break (out, t0.elapsed());
+        }
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("no master")
+                || out.contains("not a master")
+                || out.contains("Connection refused"),
+            "a failed attempt says why: {out}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no reconcile within 60 s: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "failover (down-after-milliseconds {}): SIGKILL of the master to a promoted replica: {:.1} s; to the next successful reconcile: {:.1} s ({attempts} attempt(s))",
+        crate::common::sentinel::DOWN_AFTER_MS,
+        failover.as_secs_f64(),
+        took.as_secs_f64(),
+    );
+    assert!(out.contains("Applied"), "{out}");
+    let second = set.master_port().expect("a master");
+    assert_eq!(second, promoted);
+    assert_ne!(second, first, "the replica was promoted");
+    assert_eq!(role(second).as_deref(), Some("master"));
+    // All or nothing: the queued transaction left nothing on the replica, so the new
+    // master holds generation 1 plus this reconcile's one commit.
+    assert_eq!(
+        get(second, &format!("{PREFIX}generation")).as_deref(),
+        Some("2")
+    );
+    assert!(
+        managed_keys(second)
+            .iter()
+            .any(|k| k.ends_with(":worker:w1499")),
+        "the large change is on the new master"
+    );
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Nothing to do"), "{out}");
+    let mut cmd = repo.cmd();
+    cmd.arg("drift").env("CELEROOT_REDIS_URL", &url);
+    let (out, _) = run(cmd);
+    // No agents run here, so every host lacks a heartbeat; the live state itself matches.
+    assert!(
+        out.contains("1. Live state edited out of band: 0"),
+        "no drift of the live state on the new master: {out}"
+    );
+}
+
+#[test]
+fn sentinel_urls_that_reach_no_sentinel_name_an_unknown_master_or_are_malformed_are_clear_errors_that_write_nothing(
+) {
+    let set = SentinelSet::start();
+    let master = set.master_port().expect("a master");
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let ports = set.sentinel_ports();
+    // No sentinel listens on ports 1 and 2 of loopback.
+    let (out, code) = reconcile(
+        &repo,
+        &format!("redis+sentinel://:hunter2@127.0.0.1:1,127.0.0.1:2/{MASTER}/0"),
+        &[],
+    );
+    insta::assert_snapshot!(out, @r"
+    ------- stderr -------
+    error: cannot connect to Redis at redis+sentinel://:***@127.0.0.1:1,127.0.0.1:2/celeroot-test/0: none of the 2 sentinel(s) answered: sentinel 127.0.0.1:1: Connection refused (os error 111); sentinel 127.0.0.1:2: Connection refused (os error 111); nothing was written
+      = hint: check --redis / CELEROOT_REDIS_URL and that the server is running
+    [exit status: 1]
+    ");
+    assert_eq!(code, 1);
+    let (out, code) = reconcile(
+        &repo,
+        &format!("redis+sentinel://127.0.0.1:{}/no-such-master/0", ports[0]),
+        &[],
+    );
+    insta::assert_snapshot!(out.replace(&ports[0].to_string(), "PORT"), @r#"
+    ------- stderr -------
+    error: cannot connect to Redis at redis+sentinel://127.0.0.1:PORT/no-such-master/0: no sentinel knows a master named "no-such-master" (check the master name in the URL against `sentinel monitor`); nothing was written
+      = hint: check --redis / CELEROOT_REDIS_URL and that the server is running
+    [exit status: 1]
+    "#);
+    assert_eq!(code, 1);
+    for bad in [
+        "redis+sentinel://127.0.0.1/celeroot-test/0",
+        "redis+sentinel://:hunter2@127.0.0.1:26379/",
+        "redis+sentinel://127.0.0.1:26379/celeroot-test/x",
+        "redis+sentinel://127.0.0.1:26379/celeroot-test/0?sentinel_pasword=hunter2",
+    ] {
+        let (out, code) = reconcile(&repo, bad, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("expected redis+sentinel://"), "{out}");
+    }
+    assert_eq!(
+        managed_keys(master),
+        Vec::<String>::new(),
+        "nothing written"
+    );
+}
