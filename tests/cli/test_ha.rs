@@ -227,3 +227,95 @@ fn sentinel_urls_that_reach_no_sentinel_name_an_unknown_master_or_are_malformed_
         "nothing written"
     );
 }
+
+#[test]
+fn two_daemons_through_sentinel_keep_one_leader_across_a_failover_and_apply_on_the_new_master() {
+    use crate::common::daemon::{BareRepo, Daemon};
+    const WAIT: Duration = Duration::from_secs(60);
+    let mut set = SentinelSet::start();
+    let url = set.url();
+    let mut repo = TestRepo::with_example();
+    let first = repo.commit("first");
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    let args = ["--interval", "200ms", "--lease-ttl", "2s", "--skip-deploy"];
+    let mut a = Daemon::start_as(&bare.url(), &url, &args, "a@ci");
+    a.wait_for("a applied", WAIT, |d| {
+        d.applied().as_deref() == Some(first.as_str())
+    });
+    let mut b = Daemon::start_as(&bare.url(), &url, &args, "b@ci");
+    b.wait_for("b sees the leader", WAIT, |d| {
+        d.status()["leaderHolder"].as_str() == Some("a@ci")
+    });
+    let old = set.kill_master();
+    let t0 = Instant::now();
+    repo.edit(
+        "manifests/roles/webserver.yaml",
+        "concurrency: 4",
+        "concurrency: 9",
+    );
+    let second = repo.commit("web: 9");
+    bare.push_from(&repo, "main");
+    let applied = |d: &Daemon| d.applied().as_deref() == Some(second.as_str());
+    let deadline = Instant::now() + WAIT;
+    while !(applied(&a) || applied(&b)) {
+        assert!(
+            Instant::now() < deadline,
+            "no daemon applied the push after the failover:\n{}\n{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = t0.elapsed();
+    let new = set.master_port().expect("a master");
+    assert_ne!(new, old, "the replica was promoted");
+    eprintln!(
+        "daemon failover: SIGKILL of the master to the pushed revision applied on the new master: {:.1} s",
+        took.as_secs_f64()
+    );
+    // One leader, for a while, and it is the one the new master names.
+    let leader = get(new, &format!("{PREFIX}leader")).expect("a leader on the new master");
+    for _ in 0..10 {
+        assert!(
+            a.is_leader() != b.is_leader(),
+            "exactly one daemon leads: {leader}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let holder = if a.is_leader() { "a@ci" } else { "b@ci" };
+    assert!(
+        leader.contains(&format!("\"holder\":\"{holder}\"")),
+        "{leader}"
+    );
+    // Every applied generation on the new master was written once, in order: no two
+    // leaders wrote.
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{new}/0"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect");
+    let history: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{PREFIX}history"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .expect("LRANGE");
+    let generations: Vec<u64> = history
+        .iter()
+        .map(|h| {
+            serde_json::from_str::<serde_json::Value>(h).expect("history JSON")["generation"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut sorted = generations.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), generations.len(), "{history:?}");
+    assert!(
+        !a.log().contains("panicked") && !b.log().contains("panicked"),
+        "{}\n{}",
+        a.log(),
+        b.log()
+    );
+}
