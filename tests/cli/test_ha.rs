@@ -319,3 +319,143 @@ fn two_daemons_through_sentinel_keep_one_leader_across_a_failover_and_apply_on_t
         b.log()
     );
 }
+
+/// Cluster `fleet` with host h1 (role `worker`) and a schedule `tick` every second to h1.
+fn ticking_fleet() -> TestRepo {
+    let mut repo = TestRepo::empty();
+    repo.write(
+        "manifests/cluster.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Cluster\nmetadata:\n  name: fleet\nspec: {}\n",
+    );
+    repo.write(
+        "manifests/role.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Role\nmetadata:\n  name: worker\nspec: {}\n",
+    );
+    repo.write(
+        "manifests/h1.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Host\nmetadata:\n  name: h1\nspec:\n  address: 192.0.2.1\n  roles: [worker]\n",
+    );
+    repo.write(
+        "manifests/tick.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: tick\nspec:\n  every: 1s\n  task: tests.record\n  args: [tick]\n  targets:\n    - host: h1\n",
+    );
+    repo.commit("fleet");
+    repo
+}
+
+#[test]
+fn an_agent_its_worker_and_beat_through_sentinel_keep_running_the_schedule_after_a_failover() {
+    use crate::common::agent::{heartbeat, AgentProcess};
+    use crate::common::celery::{app_dir, python};
+    use crate::common::redis::RedisServer;
+    const WAIT: Duration = Duration::from_secs(60);
+    let mut set = SentinelSet::start();
+    let url = set.url();
+    // The test task records each run here, outside the Sentinel deployment.
+    let recorder = RedisServer::start();
+    let recorded = || -> usize {
+        redis::cmd("LLEN")
+            .arg("tests:record:tick")
+            .query(&mut recorder.conn())
+            .unwrap_or(0)
+    };
+    let repo = ticking_fleet();
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    let env = [
+        ("CELEROOT_REDIS_URL", url.clone()),
+        ("TESTS_RECORD_URL", recorder.url()),
+    ];
+    let agent = AgentProcess::start("h1", "fleet", &app_dir(), &env);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+    cmd.current_dir(repo.root())
+        .args(["beat", "--id", "b1", "--release-dir"])
+        .arg(app_dir())
+        .arg("--celery")
+        .arg(python().with_file_name("celery"))
+        .args(["--max-interval", "1s", "--lock-timeout", "4s"])
+        .args(["--heartbeat-interval", "300ms", "--heartbeat-ttl", "3s"])
+        .env("CELEROOT_REDIS_URL", &url)
+        .env("TESTS_RECORD_URL", recorder.url())
+        .env_remove("CELEROOT_BROKER_URL")
+        .env_remove("CELEROOT_CLUSTER")
+        .env(
+            "PYTHONPATH",
+            format!(
+                "{}:{}",
+                app_dir().display(),
+                crate::common::project_root().join("tests/celery").display()
+            ),
+        )
+        .env("CELEROOT_IMPORTS", "testtasks")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("RUST_LOG", "info");
+    let beat = AgentProcess::spawn(cmd);
+    let logs = || {
+        format!(
+            "---- agent ----\n{}\n---- beat ----\n{}",
+            agent.log_text(),
+            beat.log_text()
+        )
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("ticks run through the sentinel-managed broker", &|| {
+        recorded() >= 3
+    });
+
+    let old = set.kill_master();
+    let t0 = Instant::now();
+    let before = recorded();
+    wait("ticks again after the failover", &|| {
+        recorded() >= before + 3
+    });
+    let resumed = t0.elapsed();
+    let new = set.master_port().expect("a master");
+    assert_ne!(new, old);
+    // The agent heartbeats to the new master (a heartbeat replicated before the kill
+    // has an older time stamp).
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() - t0.elapsed().as_secs_f64())
+        .unwrap_or(0.0);
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{new}/0"))
+        .expect("client")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect");
+    wait("the agent's heartbeat on the new master", &|| {
+        let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{new}/0"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        else {
+            return false;
+        };
+        let hb = heartbeat(&mut c, "fleet", "h1");
+        hb.get("ts")
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(|t| t > killed_at)
+            && hb.get("status").map(String::as_str) == Some("running")
+    });
+    let beat_hb: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg("celeroot:{fleet}:beat:b1")
+        .query(&mut conn)
+        .unwrap_or_default();
+    assert_eq!(
+        beat_hb.get("status").map(String::as_str),
+        Some("active"),
+        "{beat_hb:?}\n{}",
+        logs()
+    );
+    eprintln!(
+        "schedule failover: SIGKILL of the master to the third tick run after it: {:.1} s",
+        resumed.as_secs_f64()
+    );
+}

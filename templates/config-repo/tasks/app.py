@@ -16,20 +16,83 @@ Run beat:      celeroot beat (it runs and supervises celery beat -S redbeat.RedB
 """
 
 import os
+from urllib.parse import parse_qs, unquote
 
 from celery import Celery
 
-broker = os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
-backend = os.environ.get("CELEROOT_RESULT_BACKEND") or broker
+
+def sentinel_settings(url):
+    """Celery, kombu and RedBeat settings for a celeroot Redis URL.
+
+    A plain URL (redis://, rediss://, redis+unix://) is used as it is. A
+    redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB] URL
+    (docs/operations.md, "High availability") becomes kombu's sentinel:// transport
+    for the broker and the result backend, and RedBeat's Sentinel options, so that
+    workers and beat follow the master after a failover.
+    """
+    if not url.startswith("redis+sentinel://"):
+        return url, {}, url, {}
+    rest = url[len("redis+sentinel://"):]
+    rest, _, query = rest.partition("?")
+    userinfo, at, rest = rest.rpartition("@")
+    if not at:
+        userinfo = ""
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    master = parts[0]
+    db = int(parts[1]) if len(parts) > 1 else 0
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user) or None, unquote(password) or None
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    sentinel_kwargs = {}
+    if params.get("sentinel_username"):
+        sentinel_kwargs["username"] = params["sentinel_username"]
+    if params.get("sentinel_password"):
+        sentinel_kwargs["password"] = params["sentinel_password"]
+    nodes = []
+    for hp in hosts.split(","):
+        host, _, port = hp.rpartition(":")
+        nodes.append((host.strip("[]"), int(port)))
+    auth = userinfo + "@" if userinfo else ""
+    # kombu: one sentinel:// URL per sentinel, joined by ';' (its failover syntax).
+    def hostport(h, p):
+        return "[%s]:%d" % (h, p) if ":" in h else "%s:%d" % (h, p)
+
+    kombu_url = ";".join("sentinel://%s%s/%d" % (auth, hostport(h, p), db) for h, p in nodes)
+    transport = {"master_name": master}
+    if sentinel_kwargs:
+        transport["sentinel_kwargs"] = sentinel_kwargs
+    redbeat = {"sentinels": nodes, "service_name": master, "db": db, "socket_timeout": 5}
+    if password:
+        redbeat["password"] = password
+    if user:
+        redbeat["username"] = user
+    if sentinel_kwargs:
+        redbeat["sentinel_kwargs"] = sentinel_kwargs
+    return kombu_url, transport, "redis-sentinel://%s/%d" % (hostport(*nodes[0]), db), redbeat
+
+
+broker, broker_transport, redbeat_url, redbeat_options = sentinel_settings(
+    os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
+)
+backend, backend_transport, _, _ = sentinel_settings(
+    os.environ.get("CELEROOT_RESULT_BACKEND") or os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
+)
 cluster = os.environ.get("CELEROOT_CLUSTER", "default")
 extra = [m.strip() for m in os.environ.get("CELEROOT_IMPORTS", "").split(",") if m.strip()]
 
 app = Celery("celeroot", broker=broker, backend=backend)
+if broker_transport:
+    app.conf.broker_transport_options = broker_transport
+if backend_transport:
+    app.conf.result_backend_transport_options = backend_transport
+if redbeat_options:
+    app.conf.redbeat_redis_options = redbeat_options
 app.conf.update(
     timezone=os.environ.get("CELEROOT_TIMEZONE", "UTC"),
     enable_utc=True,
     # celeroot writes the schedule into Redis; beat only reads it.
-    redbeat_redis_url=broker,
+    redbeat_redis_url=redbeat_url,
     redbeat_key_prefix="celeroot:{%s}:redbeat:" % cluster,
     redbeat_lock_timeout=int(os.environ.get("CELEROOT_BEAT_LOCK_TIMEOUT") or 0) or None,
     beat_scheduler="redbeat.RedBeatScheduler",
