@@ -34,6 +34,10 @@ pub const MAX_BEATS: usize = 100;
 /// other key, so more means something is wrong, and readers stay bounded).
 pub const MAX_UNMANAGED_HEARTBEATS: usize = 1000;
 
+/// Reads of the whole state before [`Store::observe`] gives up on a digests hash that
+/// keeps changing between its two requests.
+const OBSERVE_ATTEMPTS: usize = 5;
+
 /// The id reported for a lease value that celeroot cannot read.
 pub const UNREADABLE_LEASE: &str = "unreadable";
 
@@ -226,17 +230,44 @@ impl Store {
     /// Redis errors, or [`StateError::Layout`] when the layout version differs.
     pub fn observe(&mut self, extra: &[String]) -> Result<Observed, StateError> {
         let k = self.keys.clone();
-        let v = self.script(
-            include_str!("scripts/observe.lua"),
-            &[
+        let digests = k.digests();
+        let prefix = digests
+            .strip_suffix("digests")
+            .unwrap_or(&digests)
+            .to_string();
+        let mut v = Value::Nil;
+        for _ in 0..OBSERVE_ATTEMPTS {
+            // Every key the script reads is declared: first the keys the digests hash
+            // names, then one script that checks the list is still whole.
+            let listed: Vec<String> = self.query(redis::cmd("HKEYS").arg(&digests))?;
+            let head = [
                 k.layout(),
                 k.generation(),
                 k.applied(),
-                k.digests(),
+                digests.clone(),
                 k.lock(),
-            ],
-            extra,
-        )?;
+            ];
+            let mut seen: BTreeSet<&str> = head.iter().map(String::as_str).collect();
+            let mut keys: Vec<String> = head.to_vec();
+            for key in listed
+                .iter()
+                .filter(|f| f.starts_with(&prefix))
+                .chain(extra.iter())
+            {
+                if seen.insert(key.as_str()) {
+                    keys.push(key.clone());
+                }
+            }
+            v = self.script(include_str!("scripts/observe.lua"), &keys, &[])?;
+            if !matches!(&v, Value::BulkString(b) if b.as_slice() == b"changed") {
+                break;
+            }
+        }
+        if matches!(&v, Value::BulkString(b) if b.as_slice() == b"changed") {
+            return Err(StateError::Protocol(format!(
+                "the managed keys changed under every one of {OBSERVE_ATTEMPTS} reads; another writer is active"
+            )));
+        }
         let parts = array(v)?;
         let [layout, generation, applied, lease, entries]: [Value; 5] = parts
             .try_into()
@@ -499,7 +530,7 @@ impl Store {
             fence.unwrap_or_default().to_string(),
             k.changes(),
         ];
-        let keys = [
+        let mut keys = vec![
             k.generation(),
             k.lock(),
             k.applied(),
@@ -508,6 +539,13 @@ impl Store {
             k.layout(),
             k.leader(),
         ];
+        // Every written key, declared once (apply.lua refuses an undeclared one).
+        let mut declared = BTreeSet::new();
+        for op in writes {
+            if declared.insert(op.key()) {
+                keys.push(op.key().to_string());
+            }
+        }
         match self.script(include_str!("scripts/apply.lua"), &keys, &args) {
             Ok(Value::Int(g)) => Ok(u64::try_from(g).unwrap_or(0)),
             Ok(other) => Err(StateError::Protocol(format!("apply returned {other:?}"))),

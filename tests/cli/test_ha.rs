@@ -459,3 +459,87 @@ fn an_agent_its_worker_and_beat_through_sentinel_keep_running_the_schedule_after
         resumed.as_secs_f64()
     );
 }
+
+/// The scripts touch only declared keys (Redis Cluster routes and guards a script by its
+/// `KEYS`): apply.lua refuses a write to an undeclared key before writing anything, and
+/// observe.lua asks again when the digests hash names a key it was not given.
+#[test]
+fn the_scripts_refuse_undeclared_keys() {
+    use crate::common::redis::RedisServer;
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    let k = |s: &str| format!("{PREFIX}{s}");
+    let apply =
+        std::fs::read_to_string(crate::common::project_root().join("src/state/scripts/apply.lua"))
+            .expect("apply.lua");
+    let _: () = redis::cmd("SET")
+        .arg(k("lock"))
+        .arg(r#"{"id":"L1"}"#)
+        .query(&mut c)
+        .expect("SET lock");
+    let writes = format!(r#"[{{"op":"set","key":"{}","value":"v"}}]"#, k("worker:x"));
+    let run = |declared: &[String], c: &mut redis::Connection| -> Result<i64, redis::RedisError> {
+        let script = redis::Script::new(&apply);
+        let mut inv = script.prepare_invoke();
+        for key in [
+            k("generation"),
+            k("lock"),
+            k("applied"),
+            k("history"),
+            k("events"),
+            k("layout"),
+            k("leader"),
+        ]
+        .iter()
+        .chain(declared)
+        {
+            inv.key(key);
+        }
+        for a in [
+            "0", "L1", &writes, "{}", "{}", "{}", "2", "100", "10", "", "changes",
+        ] {
+            inv.arg(a);
+        }
+        inv.invoke(c)
+    };
+    let e = run(&[], &mut c).expect_err("an undeclared write is refused");
+    assert!(e.to_string().contains("UNDECLARED\": key"), "{e}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}*"))
+        .query(&mut c)
+        .expect("KEYS");
+    assert_eq!(keys, vec![k("lock")], "nothing was written");
+    assert_eq!(run(&[k("worker:x")], &mut c).expect("declared: applied"), 1);
+
+    // observe.lua: the digests hash names worker:x, which the caller did not declare.
+    let _: () = redis::cmd("HSET")
+        .arg(k("digests"))
+        .arg(k("worker:x"))
+        .arg("sum256:0")
+        .query(&mut c)
+        .expect("HSET");
+    let observe = std::fs::read_to_string(
+        crate::common::project_root().join("src/state/scripts/observe.lua"),
+    )
+    .expect("observe.lua");
+    let head = [
+        k("layout"),
+        k("generation"),
+        k("applied"),
+        k("digests"),
+        k("lock"),
+    ];
+    let observe = redis::Script::new(&observe);
+    let mut inv = observe.prepare_invoke();
+    for key in &head {
+        inv.key(key);
+    }
+    let v: redis::Value = inv.invoke(&mut c).expect("observe");
+    assert_eq!(v, redis::Value::BulkString(b"changed".to_vec()));
+    let mut inv = observe.prepare_invoke();
+    for key in head.iter().chain([k("worker:x")].iter()) {
+        inv.key(key);
+    }
+    let v: Vec<redis::Value> = inv.invoke(&mut c).expect("observe");
+    assert_eq!(v.len(), 5, "{v:?}");
+}

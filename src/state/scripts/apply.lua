@@ -6,6 +6,8 @@
 -- (JSON object), ARGV[7] layout version, ARGV[8] events max length, ARGV[9] history max length,
 -- ARGV[10] the watch daemon's leader token ('' when not a daemon): the fencing check,
 -- ARGV[11] the pub/sub channel told about every applied generation (agents listen)
+-- KEYS[8...] every key a write touches, each once: a script touches only declared keys,
+-- so that Redis Cluster can route it and refuse it (-ASK, -TRYAGAIN) while the slot moves.
 local gen = tonumber(redis.call('GET', KEYS[1]) or '0')
 if gen ~= tonumber(ARGV[1]) then
   return redis.error_reply('CONFLICT live state changed during the reconcile (generation ' .. gen .. ', expected ' .. ARGV[1] .. ')')
@@ -22,6 +24,15 @@ if ARGV[10] ~= '' then
   end
 end
 local ops = cjson.decode(ARGV[3])
+local declared = {}
+for i = 8, #KEYS do
+  declared[KEYS[i]] = true
+end
+for _, op in ipairs(ops) do
+  if not declared[op['key']] then
+    return redis.error_reply('UNDECLARED key ' .. op['key'] .. ' was not passed in KEYS; nothing was written')
+  end
+end
 -- Check every key's type before the first write: a script that fails halfway is not
 -- rolled back, so anything that could fail must fail here.
 local need = {hset = 'hash', hdel = 'hash', hsetnx = 'hash', sadd = 'set', srem = 'set', zadd = 'zset', zrem = 'zset'}
