@@ -402,8 +402,11 @@ impl Worker {
 }
 
 /// A connection with short timeouts; `None` when Redis cannot be reached (callers retry).
-pub fn connect(url: &RedisUrl) -> Option<redis::Connection> {
-    let conn = url.open(Duration::from_secs(3)).ok()?;
+/// On a Redis Cluster it goes to the node serving `cluster`'s keys (one hash tag, one
+/// slot).
+pub fn connect(url: &RedisUrl, cluster: &str) -> Option<redis::Connection> {
+    let key = Keys::new(cluster).generation();
+    let conn = url.open_for_key(&key, Duration::from_secs(3)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     conn.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
     Some(conn)
@@ -414,7 +417,7 @@ fn listen(cfg: &Config, changed: &AtomicBool, own: &AtomicBool, agent: &AtomicBo
     let stopped = || own.load(Ordering::SeqCst) || agent.load(Ordering::SeqCst);
     let channel = Keys::new(&cfg.cluster).changes();
     while !stopped() {
-        let Some(mut conn) = connect(&cfg.redis) else {
+        let Some(mut conn) = connect(&cfg.redis, &cfg.cluster) else {
             std::thread::sleep(Duration::from_secs(1));
             continue;
         };
@@ -475,7 +478,7 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
         if changed.swap(false, Ordering::SeqCst) || now >= next_read {
             next_read = now + cfg.reread_interval;
             if conn.is_none() {
-                conn = connect(&cfg.redis);
+                conn = connect(&cfg.redis, &cfg.cluster);
             }
             if let Some(c) = conn.as_mut() {
                 let got: redis::RedisResult<BTreeMap<String, String>> =
@@ -592,7 +595,7 @@ pub fn run(given: &Config, stop: &Arc<AtomicBool>) {
                 ping_at,
             };
             if conn.is_none() {
-                conn = connect(&cfg.redis);
+                conn = connect(&cfg.redis, &cfg.cluster);
             }
             if let Some(c) = conn.as_mut() {
                 if let Err(e) = write_heartbeat(c, &keys, &cfg.host, &hb, cfg.heartbeat_ttl) {
@@ -771,7 +774,7 @@ impl Checks {
     fn broker(&mut self, cfg: &Config) -> &'static str {
         let now = Instant::now();
         if self.broker.is_none() && self.broker_retry_at.is_none_or(|t| now >= t) {
-            self.broker = connect(cfg.broker_url());
+            self.broker = connect(cfg.broker_url(), &cfg.cluster);
         }
         let ok = self
             .broker

@@ -297,7 +297,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> Stopped {
         if now >= next_beat {
             next_beat = now + cfg.heartbeat_interval;
             if conn.is_none() {
-                conn = crate::agent::connect(&cfg.redis);
+                conn = crate::agent::connect(&cfg.redis, &cfg.cluster);
             }
             if let Some(c) = conn.as_mut() {
                 match beat_heartbeat(c, &key, &beat.heartbeat(cfg), cfg.heartbeat_ttl) {

@@ -240,6 +240,9 @@ impl From<StateError> for CommandError {
             StateError::Redis(_) | StateError::Protocol(_) => {
                 CommandError::new(ErrorKind::Unavailable, e)
             }
+            StateError::Redirected(_) => CommandError::new(ErrorKind::Unavailable, e)
+                .untouched(Untouched::Written)
+                .hinted("the Redis Cluster's slot kept moving for 30 s; run the command again once the resharding is done"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod heartbeat;
 mod image;
 pub mod keys;
 pub mod lease;
+pub mod route;
 pub mod runs;
 mod store;
 mod transaction;
@@ -94,6 +95,10 @@ pub enum StateError {
     /// A `watch` daemon lost its leader lease: the apply was refused (fencing).
     #[error("{0}")]
     Fenced(String),
+    /// A transaction being built met a redirection (a Redis Cluster slot moving, a
+    /// Sentinel master demoted); nothing was written. The store starts it over.
+    #[error("the Redis node refused the transaction ({0:?}); nothing was written")]
+    Redirected(route::Redirect),
 }
 
 /// An applied object as stored in the objects hash.

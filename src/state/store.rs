@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Connection, Value};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::heartbeat::{BeatHeartbeat, Heartbeat};
 use super::image::{Image, KeyValue};
 use super::keys::{Keys, LAYOUT_VERSION};
+use super::route::{self, Redirect};
 use super::url::RedisUrl;
 use super::StateError;
 
@@ -121,6 +122,11 @@ pub struct StoredEvent {
 /// A connection to the Redis holding one cluster's live state.
 pub struct Store {
     conn: Connection,
+    /// A key of this store's cluster: on a Redis Cluster, its slot's node is connected.
+    route_key: String,
+    /// A `WATCH`ed transaction is being built on `conn`: redirections are not followed
+    /// request by request ([`Store::run`]).
+    pub(super) watching: bool,
     keys: Keys,
     cluster: String,
     url: RedisUrl,
@@ -147,14 +153,21 @@ impl Store {
             url: url.redacted().to_string(),
             reason,
         };
-        let conn = url.open(Duration::from_secs(5)).map_err(connect_err)?;
+        let keys = Keys::new(cluster);
+        // On a Redis Cluster, the node serving the slot of the cluster's hash tag.
+        let route_key = keys.generation();
+        let conn = url
+            .open_for_key(&route_key, Duration::from_secs(5))
+            .map_err(connect_err)?;
         conn.set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
         conn.set_write_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
         let mut store = Store {
             conn,
-            keys: Keys::new(cluster),
+            route_key,
+            watching: false,
+            keys,
             cluster: cluster.to_string(),
             url: url.clone(),
             round_trips: Cell::new(0),
@@ -179,6 +192,7 @@ impl Store {
     /// it). The database is claimed again before the next lease.
     pub fn rebind(&mut self, cluster: &str) {
         self.keys = Keys::new(cluster);
+        self.route_key = self.keys.generation();
         self.cluster = cluster.to_string();
         self.claimed = false;
     }
@@ -196,18 +210,15 @@ impl Store {
         &mut self,
         cmd: &mut redis::Cmd,
     ) -> Result<T, StateError> {
-        self.round_trips.set(self.round_trips.get() + 1);
-        cmd.query(&mut self.conn)
-            .map_err(|e| StateError::Redis(self.url.scrub(&e.to_string())))
+        let cmd = &*cmd;
+        self.run(true, |c| cmd.query(c))
     }
 
     pub(super) fn query_pipe<T: redis::FromRedisValue>(
         &mut self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StateError> {
-        self.round_trips.set(self.round_trips.get() + 1);
-        pipe.query(&mut self.conn)
-            .map_err(|e| StateError::Redis(self.url.scrub(&e.to_string())))
+        self.run(false, |c| pipe.query(c))
     }
 
     fn script(&mut self, src: &str, keys: &[String], args: &[String]) -> Result<Value, StateError> {
@@ -219,8 +230,100 @@ impl Store {
         for a in args {
             inv.arg(a);
         }
-        self.round_trips.set(self.round_trips.get() + 1);
-        inv.invoke::<Value>(&mut self.conn).map_err(|e| self.err(e))
+        self.run(true, |c| inv.invoke::<Value>(c))
+    }
+
+    /// Runs one request, following redirections ([`Redirect`]) within
+    /// [`route::REDIRECT_BUDGET`]: each says the request did not run, so repeating it is
+    /// safe. Not while a transaction is being built (`watching`): its `WATCH` and queued
+    /// commands live on this connection, so [`Store::apply_pipelined`] starts it over
+    /// instead. `single`: one command (an `-ASK` is followed with `ASKING`); a pipeline
+    /// waits for the migration to end instead.
+    fn run<T>(
+        &mut self,
+        single: bool,
+        mut op: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StateError> {
+        let started = Instant::now();
+        let mut wait = route::FIRST_WAIT;
+        loop {
+            self.round_trips.set(self.round_trips.get() + 1);
+            let e = match op(&mut self.conn) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let redirect = Redirect::of(&e)
+                .filter(|_| !self.watching && started.elapsed() < route::REDIRECT_BUDGET);
+            match redirect {
+                None => return Err(self.err(e)),
+                Some(Redirect::Ask(addr)) if single => {
+                    let mut c = self.open_node(&addr)?;
+                    self.round_trips.set(self.round_trips.get() + 1);
+                    match redis::cmd("ASKING")
+                        .query::<()>(&mut c)
+                        .and_then(|()| op(&mut c))
+                    {
+                        Ok(v) => return Ok(v),
+                        Err(e) if Redirect::of(&e).is_some() => {
+                            self.follow(&Redirect::Wait, &mut wait)?;
+                        }
+                        Err(e) => return Err(self.err(e)),
+                    }
+                }
+                Some(Redirect::Ask(_)) => self.follow(&Redirect::Wait, &mut wait)?,
+                Some(Redirect::ReadOnly) if self.url.sentinel().is_none() => {
+                    return Err(self.err(e))
+                }
+                Some(r) => self.follow(&r, &mut wait)?,
+            }
+        }
+    }
+
+    /// Acts on a redirection: reconnects where the slot went, or to the master the
+    /// sentinels name now, or waits (doubling `wait`).
+    pub(super) fn follow(&mut self, r: &Redirect, wait: &mut Duration) -> Result<(), StateError> {
+        match r {
+            Redirect::Moved(addr) => {
+                tracing::debug!(%addr, "the cluster's slot moved; reconnecting");
+                self.conn = self.open_node(addr)?;
+            }
+            Redirect::Ask(_) | Redirect::Wait => {
+                std::thread::sleep(*wait);
+                *wait = (*wait * 2).min(route::MAX_WAIT);
+            }
+            Redirect::ReadOnly if self.url.sentinel().is_none() => {
+                return Err(StateError::Redis(
+                    "READONLY: the Redis node is a replica; point --redis at the master, or use a redis+sentinel:// URL".into(),
+                ));
+            }
+            Redirect::ReadOnly => {
+                std::thread::sleep(*wait);
+                *wait = (*wait * 2).min(route::MAX_WAIT);
+                tracing::debug!("the node is a replica now; asking the sentinels again");
+                let key = self.route_key.clone();
+                self.conn = self.open(|u, t| u.open_for_key(&key, t))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_node(&self, addr: &str) -> Result<Connection, StateError> {
+        self.open(|u, t| u.open_node(addr, t))
+    }
+
+    fn open(
+        &self,
+        how: impl Fn(&RedisUrl, Duration) -> Result<Connection, String>,
+    ) -> Result<Connection, StateError> {
+        let connect_err = |reason: String| StateError::Connect {
+            url: self.url.redacted().to_string(),
+            reason,
+        };
+        let conn = how(&self.url, Duration::from_secs(5)).map_err(connect_err)?;
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .and_then(|()| conn.set_write_timeout(Some(Duration::from_secs(60))))
+            .map_err(|e| connect_err(self.url.scrub(&e.to_string())))?;
+        Ok(conn)
     }
 
     /// Reads the layout, generation, applied revision, lease and every managed key, plus
@@ -750,9 +853,7 @@ impl Store {
         for h in &all {
             pipe.cmd("HGETALL").arg(self.keys.heartbeat(h));
         }
-        self.round_trips.set(self.round_trips.get() + 1);
-        let maps: Vec<BTreeMap<String, String>> =
-            pipe.query(&mut self.conn).map_err(|e| self.err(e))?;
+        let maps: Vec<BTreeMap<String, String>> = self.query_pipe(&pipe)?;
         Ok(all
             .into_iter()
             .zip(maps)

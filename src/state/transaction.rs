@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::Value;
 
 use super::keys::LAYOUT_VERSION;
+use super::route::{self, Redirect};
 use super::store::{parse_lease, LeaderInfo, Store, EVENTS_MAX, HISTORY_MAX};
 use super::writes::KeyOp;
 use super::StateError;
@@ -86,6 +87,14 @@ fn type_matches(key: &str, found: &str, need: &str) -> Result<(), StateError> {
     }
 }
 
+/// A redirection among the replies ([`super::route`]): the request did not run here.
+fn redirected(values: &[Value]) -> Result<(), StateError> {
+    match Redirect::in_replies(values) {
+        Some(r) => Err(StateError::Redirected(r)),
+        None => Ok(()),
+    }
+}
+
 fn server_error(values: &[Value]) -> Option<String> {
     values.iter().find_map(|v| match v {
         Value::ServerError(e) => Some(format!("{e:?}")),
@@ -121,13 +130,27 @@ impl Store {
         record: &Record<'_>,
         fence: Option<&str>,
     ) -> Result<u64, StateError> {
-        for attempt in 1..=ATTEMPTS {
-            if let Some(g) =
-                self.try_pipelined(expected_generation, lease_id, writes, record, fence)?
-            {
-                return Ok(g);
+        let started = std::time::Instant::now();
+        let mut wait = route::FIRST_WAIT;
+        let mut attempt = 0;
+        while attempt < ATTEMPTS {
+            self.watching = true;
+            let tried = self.try_pipelined(expected_generation, lease_id, writes, record, fence);
+            self.watching = false;
+            match tried {
+                Ok(Some(g)) => return Ok(g),
+                Ok(None) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "a watched key aborted the pipelined transaction");
+                }
+                // A Redis Cluster slot that moved (or a demoted Sentinel master): nothing
+                // was written; follow it and start over, every check included.
+                Err(StateError::Redirected(r)) if started.elapsed() < route::REDIRECT_BUDGET => {
+                    tracing::debug!(redirect = ?r, "the pipelined transaction was redirected");
+                    self.follow(&r, &mut wait)?;
+                }
+                Err(e) => return Err(e),
             }
-            tracing::debug!(attempt, "a watched key aborted the pipelined transaction");
         }
         Err(StateError::Conflict(
             "live state changed during the reconcile (a key it reads or writes was written meanwhile); nothing was written".into(),
@@ -169,6 +192,7 @@ impl Store {
                 pipe.cmd("TYPE").arg(*key);
             }
             let types: Vec<Value> = self.query_pipe(&pipe)?;
+            redirected(&types)?;
             for (&(key, need), t) in chunk.iter().zip(&types) {
                 let t = text(t).unwrap_or_default();
                 if t != "none" {
@@ -202,6 +226,10 @@ impl Store {
             pipe.cmd("TYPE").arg(*key);
         }
         let replies: Vec<Value> = self.query_pipe(&pipe)?;
+        if let Err(e) = redirected(&replies) {
+            self.unwatch();
+            return Err(e);
+        }
         if let Some(e) = server_error(&replies) {
             self.unwatch();
             return Err(StateError::Redis(e));
@@ -351,6 +379,14 @@ impl Store {
             }
             if last {
                 exec_reply = replies.pop();
+            }
+            if let Err(e) = redirected(&replies) {
+                // The slot moved while the transaction was queued: nothing ran (EXEC,
+                // if sent, aborted). Drop the queue; the caller starts over.
+                if !last {
+                    let _: Result<Value, _> = self.query(&mut redis::cmd("DISCARD"));
+                }
+                return Err(e);
             }
             if let Some(e) = server_error(&replies) {
                 // Redis refuses the EXEC of a transaction with a refused command; say

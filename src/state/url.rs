@@ -8,6 +8,9 @@ use std::time::Duration;
 /// availability").
 pub const SENTINEL_SCHEME: &str = "redis+sentinel";
 
+/// The scheme of a URL that names nodes of a Redis Cluster.
+pub const CLUSTER_SCHEME: &str = "redis+cluster";
+
 /// A Redis URL (`redis://`, `rediss://`, `redis+unix://`, `redis+sentinel://`). `Display`
 /// and `Debug` show it with every password replaced by `***`.
 #[derive(Clone)]
@@ -16,6 +19,16 @@ pub struct RedisUrl {
     redacted: String,
     secrets: Vec<String>,
     sentinel: Option<SentinelTarget>,
+    cluster: Option<ClusterTarget>,
+}
+
+/// What a `redis+cluster://` URL names: seed nodes of one Redis Cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTarget {
+    /// Any nodes of the cluster, asked in order for the slot map.
+    pub seeds: Vec<(String, u16)>,
+    user: Option<String>,
+    password: Option<String>,
 }
 
 /// What a `redis+sentinel://` URL names.
@@ -49,7 +62,20 @@ impl RedisUrl {
             redacted: parts.redacted(),
             secrets: parts.secrets(),
             sentinel: None,
+            cluster: None,
         };
+        if parts.scheme.as_deref() == Some(CLUSTER_SCHEME) {
+            return match ClusterTarget::from_parts(&parts) {
+                Ok(t) => {
+                    url.cluster = Some(t);
+                    Ok(url)
+                }
+                Err(detail) => Err(format!(
+                    "invalid Redis URL {}: {detail} (expected {CLUSTER_SCHEME}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...])",
+                    url.redacted
+                )),
+            };
+        }
         if parts.scheme.as_deref() == Some(SENTINEL_SCHEME) {
             return match SentinelTarget::from_parts(&parts) {
                 Ok(t) => {
@@ -84,6 +110,9 @@ impl RedisUrl {
         if let Some(t) = &self.sentinel {
             return t.db;
         }
+        if self.cluster.is_some() {
+            return 0;
+        }
         redis::IntoConnectionInfo::into_connection_info(self.raw.as_str())
             .map_or(0, |i| i.redis_settings().db())
     }
@@ -111,6 +140,19 @@ impl RedisUrl {
     /// # Errors
     /// A message without any password: for a sentinel URL, what each sentinel answered.
     pub fn open(&self, timeout: Duration) -> Result<redis::Connection, String> {
+        if let Some(t) = &self.cluster {
+            let mut answers = Vec::new();
+            for (host, port) in &t.seeds {
+                match t.open_at(host, *port, timeout) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => answers.push(format!("node {host}:{port}: {e}")),
+                }
+            }
+            return Err(self.scrub(&format!(
+                "no node of the Redis Cluster answered: {}",
+                answers.join("; ")
+            )));
+        }
         let conn = match &self.sentinel {
             None => {
                 let client = redis::Client::open(self.raw.as_str())
@@ -121,6 +163,57 @@ impl RedisUrl {
             }
             Some(t) => t.open_master(timeout).map_err(|e| self.scrub(&e))?,
         };
+        set_timeouts(&conn, timeout).map_err(|e| self.scrub(&e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// The seeds a `redis+cluster://` URL names.
+    pub fn cluster(&self) -> Option<&ClusterTarget> {
+        self.cluster.as_ref()
+    }
+
+    /// [`RedisUrl::open`], except that on a Redis Cluster the connection goes to the
+    /// master serving `key`'s slot (asked of the seeds: `CLUSTER KEYSLOT`, then `CLUSTER
+    /// SLOTS`). celeroot's keys share one hash tag, so one connection serves them all;
+    /// a `-MOVED` later says where the slot went ([`RedisUrl::open_node`]).
+    ///
+    /// # Errors
+    /// A message without any password: for a cluster URL, what each seed answered.
+    pub fn open_for_key(&self, key: &str, timeout: Duration) -> Result<redis::Connection, String> {
+        let Some(t) = &self.cluster else {
+            return self.open(timeout);
+        };
+        let conn = t
+            .open_slot_owner(key, timeout)
+            .map_err(|e| self.scrub(&e))?;
+        set_timeouts(&conn, timeout).map_err(|e| self.scrub(&e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// A connection to one node of this URL's Redis Cluster, `HOST:PORT` as a `-MOVED` or
+    /// `-ASK` reply names it, with the URL's credentials.
+    ///
+    /// # Errors
+    /// When the URL is not a cluster URL or the node cannot be reached.
+    pub fn open_node(&self, addr: &str, timeout: Duration) -> Result<redis::Connection, String> {
+        let Some(t) = &self.cluster else {
+            return Err(format!(
+                "a redirection to {addr}, but {} is not a Redis Cluster URL",
+                self.redacted
+            ));
+        };
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_start_matches('[').trim_end_matches(']'),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .ok_or_else(|| format!("a redirection to {addr:?}, which is not HOST:PORT"))?;
+        let conn = t
+            .open_at(host, port, timeout)
+            .map_err(|e| self.scrub(&format!("node {addr}: {e}")))?;
         set_timeouts(&conn, timeout).map_err(|e| self.scrub(&e.to_string()))?;
         Ok(conn)
     }
@@ -152,6 +245,164 @@ impl RedisUrl {
     }
 }
 
+/// `HOST:PORT[,HOST:PORT...]` (IPv6 hosts in brackets); `what` names one in errors.
+fn parse_hosts(list: &str, what: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut out = Vec::new();
+    for hp in list.split(',') {
+        let (host, port) = hp
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{what} {hp:?} has no port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{what} {hp:?} has no host"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{what} {hp:?} has no valid port"))?;
+        out.push((host.to_string(), port));
+    }
+    Ok(out)
+}
+
+/// Connection details for one node: address, credentials, database.
+fn node_info(
+    host: &str,
+    port: u16,
+    user: Option<&String>,
+    password: Option<&String>,
+    db: i64,
+) -> redis::RedisResult<redis::ConnectionInfo> {
+    let mut settings = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(u) = user {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = password {
+        settings = settings.set_password(p);
+    }
+    redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+        host.to_string(),
+        port,
+    ))
+    .map(|i| i.set_redis_settings(settings))
+}
+
+impl ClusterTarget {
+    fn from_parts(p: &Parts) -> Result<ClusterTarget, String> {
+        let seeds = parse_hosts(&p.host, "node")?;
+        match p.path.trim_matches('/') {
+            "" | "0" => {}
+            other => {
+                return Err(format!(
+                    "a Redis Cluster has only database 0, not {other:?}"
+                ))
+            }
+        }
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if let Some((k, _)) = p.query.first() {
+            return Err(format!(
+                "unknown parameter {k:?} (a cluster URL takes none)"
+            ));
+        }
+        let (user, password) = match &p.userinfo {
+            Some((u, pw)) => (
+                Some(text(u)).filter(|u| !u.is_empty()),
+                pw.as_deref().map(text),
+            ),
+            None => (None, None),
+        };
+        Ok(ClusterTarget {
+            seeds,
+            user,
+            password,
+        })
+    }
+
+    fn open_at(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> redis::RedisResult<redis::Connection> {
+        let conn = node_info(host, port, self.user.as_ref(), self.password.as_ref(), 0)
+            .and_then(redis::Client::open)
+            .and_then(|c| c.get_connection_with_timeout(timeout))?;
+        set_timeouts(&conn, timeout)?;
+        Ok(conn)
+    }
+
+    /// Asks each seed in turn for the master of `key`'s slot and connects to it.
+    fn open_slot_owner(&self, key: &str, timeout: Duration) -> Result<redis::Connection, String> {
+        let mut answers = Vec::new();
+        for (host, port) in &self.seeds {
+            let asked = self.open_at(host, *port, timeout).and_then(|mut conn| {
+                let slot: i64 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(key)
+                    .query(&mut conn)?;
+                let slots: Vec<redis::Value> =
+                    redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+                Ok((conn, slot, slots))
+            });
+            let (seed, slot, slots) = match asked {
+                Ok(v) => v,
+                Err(e) => {
+                    answers.push(format!("node {host}:{port}: {e}"));
+                    continue;
+                }
+            };
+            match slot_master(&slots, slot) {
+                Some((mhost, mport)) if (mhost.is_empty() || mhost == *host) && mport == *port => {
+                    return Ok(seed)
+                }
+                Some((mhost, mport)) => {
+                    let mhost = if mhost.is_empty() { host.clone() } else { mhost };
+                    match self.open_at(&mhost, mport, timeout) {
+                        Ok(c) => return Ok(c),
+                        Err(e) => answers.push(format!(
+                            "node {host}:{port} named {mhost}:{mport} for slot {slot}: {e}"
+                        )),
+                    }
+                }
+                None => answers.push(format!(
+                    "node {host}:{port} knows no master for slot {slot} (is the cluster's slot map complete?)"
+                )),
+            }
+        }
+        Err(format!(
+            "no node of the Redis Cluster served the slot of {key}: {}",
+            answers.join("; ")
+        ))
+    }
+}
+
+/// The master `(host, port)` of `slot` in a `CLUSTER SLOTS` reply (an empty host means
+/// the node that answered).
+fn slot_master(slots: &[redis::Value], slot: i64) -> Option<(String, u16)> {
+    use redis::Value;
+    slots.iter().find_map(|range| {
+        let Value::Array(r) = range else { return None };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+            (r.first(), r.get(1), r.get(2))
+        else {
+            return None;
+        };
+        if slot < *start || slot > *end {
+            return None;
+        }
+        let host = match master.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let port = match master.get(1) {
+            Some(Value::Int(p)) => u16::try_from(*p).ok()?,
+            _ => return None,
+        };
+        Some((host, port))
+    })
+}
+
 fn set_timeouts(conn: &redis::Connection, timeout: Duration) -> redis::RedisResult<()> {
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))
@@ -159,22 +410,7 @@ fn set_timeouts(conn: &redis::Connection, timeout: Duration) -> redis::RedisResu
 
 impl SentinelTarget {
     fn from_parts(p: &Parts) -> Result<SentinelTarget, String> {
-        let mut sentinels = Vec::new();
-        for hp in p.host.split(',') {
-            let (host, port) = hp
-                .rsplit_once(':')
-                .ok_or_else(|| format!("sentinel {hp:?} has no port"))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            if host.is_empty() {
-                return Err(format!("sentinel {hp:?} has no host"));
-            }
-            let port: u16 = port
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("sentinel {hp:?} has no valid port"))?;
-            sentinels.push((host.to_string(), port));
-        }
+        let sentinels = parse_hosts(&p.host, "sentinel")?;
         let mut segs = p.path.trim_start_matches('/').split('/');
         let master = segs.next().unwrap_or_default().to_string();
         if master.is_empty() {
@@ -235,31 +471,9 @@ impl SentinelTarget {
         })
     }
 
-    fn node_info(
-        &self,
-        host: &str,
-        port: u16,
-        user: Option<&String>,
-        password: Option<&String>,
-        db: i64,
-    ) -> redis::RedisResult<redis::ConnectionInfo> {
-        let mut settings = redis::RedisConnectionInfo::default().set_db(db);
-        if let Some(u) = user {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = password {
-            settings = settings.set_password(p);
-        }
-        redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-            host.to_string(),
-            port,
-        ))
-        .map(|i| i.set_redis_settings(settings))
-    }
-
     fn open_master(&self, timeout: Duration) -> Result<redis::Connection, String> {
         self.find(timeout, |host, port| {
-            let info = self.node_info(
+            let info = node_info(
                 host,
                 port,
                 self.user.as_ref(),
@@ -294,7 +508,7 @@ impl SentinelTarget {
         let mut unknown = 0;
         let mut unreachable = 0;
         for (host, port) in &self.sentinels {
-            let info = self.node_info(
+            let info = node_info(
                 host,
                 *port,
                 self.sentinel_user.as_ref(),

@@ -543,3 +543,92 @@ fn the_scripts_refuse_undeclared_keys() {
     let v: Vec<redis::Value> = inv.invoke(&mut c).expect("observe");
     assert_eq!(v.len(), 5, "{v:?}");
 }
+
+/// The keys of cluster `production` on one node of a Redis Cluster.
+fn on_node(cluster: &crate::common::cluster::RedisCluster, port: u16) -> Vec<String> {
+    cluster.keys_on(port, &format!("{PREFIX}*"))
+}
+
+#[test]
+fn reconciles_on_a_redis_cluster_follow_the_slot_moved_between_during_and_in_the_middle_of_a_migration(
+) {
+    use crate::common::cluster::RedisCluster;
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let slot = cluster.slot(&format!("{PREFIX}generation"));
+    let first = cluster.owner(slot);
+    let others: Vec<u16> = cluster
+        .ports()
+        .into_iter()
+        .filter(|p| *p != first)
+        .collect();
+    let (second, third) = (others[0], others[1]);
+    let generation = |port: u16| get(port, &format!("{PREFIX}generation"));
+
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(generation(first).as_deref(), Some("1"));
+
+    // Between two reconciles the slot moves: the next one is told -MOVED and follows.
+    cluster.begin_move(slot, first, second, usize::MAX);
+    cluster.finish_move(slot, first, second);
+    repo.edit(
+        "manifests/roles/webserver.yaml",
+        "concurrency: 4",
+        "concurrency: 9",
+    );
+    repo.commit("web: 9");
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(generation(second).as_deref(), Some("2"));
+    assert_eq!(on_node(&cluster, first), Vec::<String>::new());
+
+    // The slot moves while a large reconcile has its transaction half queued: the
+    // transaction is dropped, nothing is written, and it starts over on the new owner.
+    grow(&repo, 1500);
+    repo.commit("1,500 more hosts");
+    let child = paused_in_transaction(&repo, &url, second);
+    cluster.begin_move(slot, second, third, usize::MAX);
+    cluster.finish_move(slot, second, third);
+    let out = child.wait_with_output().expect("reconcile exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(generation(third).as_deref(), Some("3"));
+    assert_eq!(on_node(&cluster, second), Vec::<String>::new());
+    assert!(on_node(&cluster, third).contains(&format!("{PREFIX}worker:w1499")));
+
+    // In the middle of a migration (keys on both nodes: -ASK, -TRYAGAIN) a reconcile
+    // waits, and goes on once the slot has moved.
+    cluster.begin_move(slot, third, first, 40);
+    repo.edit(
+        "manifests/roles/webserver.yaml",
+        "concurrency: 9",
+        "concurrency: 5",
+    );
+    repo.commit("web: 5");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", &url);
+    let t0 = Instant::now();
+    let reconciling = std::thread::spawn(move || {
+        let r = run(cmd);
+        (r, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.finish_move(slot, third, first);
+    let ((out, code), took) = reconciling.join().expect("reconcile thread");
+    assert_eq!(code, 0, "{out}");
+    // Its reads span keys on both nodes, which Redis refuses (-TRYAGAIN) until the
+    // migration ends a second later.
+    assert!(
+        took >= Duration::from_millis(900),
+        "the reconcile waited for the migration: {took:?}"
+    );
+    assert_eq!(generation(first).as_deref(), Some("4"));
+    assert_eq!(on_node(&cluster, third), Vec::<String>::new());
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Nothing to do"), "{out}");
+}

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod celery;
+pub mod cluster;
 pub mod daemon;
 pub mod env;
 pub mod http;
