@@ -161,6 +161,11 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         reread_interval: a.reread_interval,
         stop_timeout: a.stop_timeout,
     };
+    if let Some(why) = cfg.broker_url().broker_refusal() {
+        return Err(CommandError::usage(format!(
+            "--broker (default: --redis): {why}"
+        )));
+    }
     // The worker (and the task code it runs) has the same Unix user: a process that is not
     // dumpable has a root-owned /proc/<pid>/environ, so it cannot read the agent's Redis
     // credentials there. Children are dumpable again after exec.

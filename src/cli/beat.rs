@@ -263,6 +263,12 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
         }
     };
     let broker = super::agent::optional_url("--broker", a.broker.as_deref())?;
+    let redis = live::redis_url(cli)?;
+    if redis.cluster().is_some() {
+        return Err(CommandError::usage(format!(
+            "--redis: {redis} is a Redis Cluster; `celeroot beat` cannot run on one yet (RedBeat would read its schedule from the broker, which cannot be a Redis Cluster); see docs/operations.md, \"High availability\""
+        )));
+    }
     let id = a.id.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -275,7 +281,7 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
     let cfg = beat::Config {
         id,
         cluster,
-        redis: live::redis_url(cli)?,
+        redis,
         broker,
         timezone,
         app: a.release.app.clone(),

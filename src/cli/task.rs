@@ -177,7 +177,13 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 /// The broker URL: --broker / CELEROOT_BROKER_URL, else --redis.
 fn broker_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CommandError> {
     let raw = non_empty(&args.broker).unwrap_or(&cli.redis);
-    RedisUrl::parse(raw).map_err(|e| CommandError::usage(format!("--broker: {e}")))
+    let url = RedisUrl::parse(raw).map_err(|e| CommandError::usage(format!("--broker: {e}")))?;
+    match url.broker_refusal() {
+        Some(why) => Err(CommandError::usage(format!(
+            "--broker (default: --redis): {why}"
+        ))),
+        None => Ok(url),
+    }
 }
 
 /// The result backend URL: --result-backend / CELEROOT_RESULT_BACKEND, else the broker.

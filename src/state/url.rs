@@ -167,6 +167,18 @@ impl RedisUrl {
         Ok(conn)
     }
 
+    /// Why this URL cannot be Celery's broker, if it cannot: kombu has no Redis Cluster
+    /// transport, so the broker of a cluster whose live state is on a Redis Cluster is a
+    /// plain or Sentinel Redis (docs/operations.md, "High availability").
+    pub fn broker_refusal(&self) -> Option<String> {
+        self.cluster.as_ref().map(|_| {
+            format!(
+                "{} is a Redis Cluster, which cannot be Celery's broker (kombu has no Redis Cluster transport); give the broker a redis:// or redis+sentinel:// URL",
+                self.redacted
+            )
+        })
+    }
+
     /// The seeds a `redis+cluster://` URL names.
     pub fn cluster(&self) -> Option<&ClusterTarget> {
         self.cluster.as_ref()
@@ -909,12 +921,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cluster_urls_name_seed_nodes_only_database_0_and_hide_the_password() {
+        let u = RedisUrl::parse("redis+cluster://ops:pw%2Fx@127.0.0.1:7000,[::1]:7001")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            u.redacted(),
+            "redis+cluster://ops:***@127.0.0.1:7000,[::1]:7001"
+        );
+        assert_eq!(u.scrub("auth pw/x"), "auth ***");
+        assert_eq!(u.db(), 0);
+        let t = u.cluster().unwrap_or_else(|| panic!("a cluster target"));
+        assert_eq!(
+            t.seeds,
+            vec![("127.0.0.1".to_string(), 7000), ("::1".to_string(), 7001)]
+        );
+        assert!(u.broker_refusal().is_some_and(|w| !w.contains("pw/x")));
+        assert!(RedisUrl::parse("redis://127.0.0.1:6379/0")
+            .map(|u| u.broker_refusal().is_none())
+            .unwrap_or(false));
+        assert_eq!(
+            u.with_credentials("agent", "pw"),
+            "redis+cluster://agent:pw@127.0.0.1:7000,[::1]:7001"
+        );
+        for (bad, why) in [
+            ("redis+cluster://127.0.0.1:7000/2", "only database 0"),
+            ("redis+cluster://127.0.0.1", "has no port"),
+            ("redis+cluster://127.0.0.1:7000?pass=hunter2", "takes none"),
+        ] {
+            let e = RedisUrl::parse(bad).err().unwrap_or_default();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+    }
+
     proptest::proptest! {
         /// No input panics, and a password never appears in the redacted form or in an
         /// error message.
         #[test]
         fn no_url_panics_or_shows_its_password(
-            scheme in "(redis|rediss|redis\\+unix|redis\\+sentinel|unix|http|)",
+            scheme in "(redis|rediss|redis\\+unix|redis\\+sentinel|redis\\+cluster|unix|http|)",
             user in "[a-z%\\PC]{0,6}",
             pass in "[A-Za-z0-9/?#@%:&=\\PC]{4,16}",
             host in "[a-z0-9.:\\[\\]/%?=&\\PC]{0,20}",

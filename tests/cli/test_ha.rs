@@ -632,3 +632,81 @@ fn reconciles_on_a_redis_cluster_follow_the_slot_moved_between_during_and_in_the
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Nothing to do"), "{out}");
 }
+
+#[test]
+fn cluster_urls_that_reach_no_node_name_a_plain_server_or_would_be_the_broker_are_clear_errors() {
+    use crate::common::redis::RedisServer;
+    let plain = RedisServer::start();
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let (out, code) = reconcile(
+        &repo,
+        "redis+cluster://:hunter2@127.0.0.1:1,127.0.0.1:2",
+        &[],
+    );
+    insta::assert_snapshot!(out, @r"
+    ------- stderr -------
+    error: cannot connect to Redis at redis+cluster://:***@127.0.0.1:1,127.0.0.1:2: no node of the Redis Cluster served the slot of celeroot:{production}:generation: node 127.0.0.1:1: Connection refused (os error 111); node 127.0.0.1:2: Connection refused (os error 111); nothing was written
+      = hint: check --redis / CELEROOT_REDIS_URL and that the server is running
+    [exit status: 1]
+    ");
+    assert_eq!(code, 1);
+    let (out, code) = reconcile(
+        &repo,
+        &format!("redis+cluster://127.0.0.1:{}", plain.port),
+        &[],
+    );
+    insta::assert_snapshot!(out.replace(&plain.port.to_string(), "PORT"), @r"
+    ------- stderr -------
+    error: cannot connect to Redis at redis+cluster://127.0.0.1:PORT: no node of the Redis Cluster served the slot of celeroot:{production}:generation: node 127.0.0.1:PORT: ResponseError: This instance has cluster support disabled; nothing was written
+      = hint: check --redis / CELEROOT_REDIS_URL and that the server is running
+    [exit status: 1]
+    ");
+    assert_eq!(code, 1);
+    assert_eq!(
+        managed_keys(plain.port),
+        Vec::<String>::new(),
+        "nothing written"
+    );
+    for bad in [
+        "redis+cluster://127.0.0.1:7000/3",
+        "redis+cluster://127.0.0.1/",
+        "redis+cluster://127.0.0.1:7000?password=hunter2",
+    ] {
+        let (out, code) = reconcile(&repo, bad, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("expected redis+cluster://"), "{out}");
+    }
+    // kombu has no Redis Cluster transport: nothing may use one as the broker.
+    let mut cmd = repo.cmd();
+    cmd.args(["task", "run", "celeroot.ping", "--target", "host:web01"])
+        .env("CELEROOT_REDIS_URL", "redis+cluster://127.0.0.1:7000");
+    let (out, code) = run(cmd);
+    insta::assert_snapshot!(out, @r"
+    ------- stderr -------
+    error: --broker (default: --redis): redis+cluster://127.0.0.1:7000 is a Redis Cluster, which cannot be Celery's broker (kombu has no Redis Cluster transport); give the broker a redis:// or redis+sentinel:// URL; nothing was sent
+    [exit status: 1]
+    ");
+    assert_eq!(code, 1);
+    let mut cmd = repo.cmd();
+    cmd.args(["agent", "--host", "web01", "--cluster", "production"])
+        .env("CELEROOT_REDIS_URL", "redis+cluster://127.0.0.1:7000");
+    let (out, code) = run(cmd);
+    insta::assert_snapshot!(out, @r"
+    ------- stderr -------
+    error: --broker (default: --redis): redis+cluster://127.0.0.1:7000 is a Redis Cluster, which cannot be Celery's broker (kombu has no Redis Cluster transport); give the broker a redis:// or redis+sentinel:// URL
+    [exit status: 1]
+    ");
+    assert_eq!(code, 1);
+    let mut cmd = repo.cmd();
+    cmd.args(["beat", "--broker", "redis://127.0.0.1:1/0"])
+        .env("CELEROOT_REDIS_URL", "redis+cluster://127.0.0.1:7000");
+    let (out, code) = run(cmd);
+    insta::assert_snapshot!(out, @r#"
+    ------- stderr -------
+    error: --redis: redis+cluster://127.0.0.1:7000 is a Redis Cluster; `celeroot beat` cannot run on one yet (RedBeat would read its schedule from the broker, which cannot be a Redis Cluster); see docs/operations.md, "High availability"
+    [exit status: 1]
+    "#);
+    assert_eq!(code, 1);
+}
