@@ -56,6 +56,17 @@ impl Config {
     fn broker_url(&self) -> &RedisUrl {
         self.broker.as_ref().unwrap_or(&self.redis)
     }
+
+    /// Where RedBeat reads the schedule: the broker's URL (the live state's database,
+    /// perhaps as another user), except when the live state is on a Redis Cluster,
+    /// which cannot be the broker: then the cluster itself.
+    fn redbeat_url(&self) -> &RedisUrl {
+        if self.redis.cluster().is_some() {
+            &self.redis
+        } else {
+            self.broker_url()
+        }
+    }
 }
 
 /// Why the supervisor returned.
@@ -148,6 +159,7 @@ impl Beat {
             .env("CELEROOT_CLUSTER", &cfg.cluster)
             .env("CELEROOT_BROKER_URL", &broker)
             .env("CELEROOT_RESULT_BACKEND", &broker)
+            .env("CELEROOT_REDBEAT_URL", cfg.redbeat_url().expose())
             .env(
                 "CELEROOT_BEAT_LOCK_TIMEOUT",
                 cfg.lock_timeout.as_secs().max(1).to_string(),

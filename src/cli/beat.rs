@@ -264,9 +264,9 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
     };
     let broker = super::agent::optional_url("--broker", a.broker.as_deref())?;
     let redis = live::redis_url(cli)?;
-    if redis.cluster().is_some() {
+    if let Some(why) = broker.as_ref().unwrap_or(&redis).broker_refusal() {
         return Err(CommandError::usage(format!(
-            "--redis: {redis} is a Redis Cluster; `celeroot beat` cannot run on one yet (RedBeat would read its schedule from the broker, which cannot be a Redis Cluster); see docs/operations.md, \"High availability\""
+            "--broker (default: --redis): {why}; with the live state on a Redis Cluster, give beat the broker's URL in --broker (RedBeat reads the schedule from --redis)"
         )));
     }
     let id = a.id.clone().unwrap_or_else(|| {

@@ -700,13 +700,92 @@ fn cluster_urls_that_reach_no_node_name_a_plain_server_or_would_be_the_broker_ar
     ");
     assert_eq!(code, 1);
     let mut cmd = repo.cmd();
-    cmd.args(["beat", "--broker", "redis://127.0.0.1:1/0"])
+    cmd.args(["beat"])
         .env("CELEROOT_REDIS_URL", "redis+cluster://127.0.0.1:7000");
     let (out, code) = run(cmd);
-    insta::assert_snapshot!(out, @r#"
+    insta::assert_snapshot!(out, @r"
     ------- stderr -------
-    error: --redis: redis+cluster://127.0.0.1:7000 is a Redis Cluster; `celeroot beat` cannot run on one yet (RedBeat would read its schedule from the broker, which cannot be a Redis Cluster); see docs/operations.md, "High availability"
+    error: --broker (default: --redis): redis+cluster://127.0.0.1:7000 is a Redis Cluster, which cannot be Celery's broker (kombu has no Redis Cluster transport); give the broker a redis:// or redis+sentinel:// URL; with the live state on a Redis Cluster, give beat the broker's URL in --broker (RedBeat reads the schedule from --redis)
     [exit status: 1]
-    "#);
+    ");
     assert_eq!(code, 1);
+}
+
+/// The supported split: the live state and RedBeat on a Redis Cluster, the broker on a
+/// plain Redis. Beat reads the schedule celeroot wrote into the cluster and sends to the
+/// broker, where a worker runs it.
+#[test]
+fn beat_reads_the_schedule_from_a_redis_cluster_and_sends_to_a_separate_broker() {
+    use crate::common::agent::AgentProcess;
+    use crate::common::celery::{app_dir, python, worker_env, CeleryProcess};
+    use crate::common::cluster::RedisCluster;
+    use crate::common::redis::RedisServer;
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let broker = RedisServer::start();
+    let repo = ticking_fleet();
+    let (out, code) = reconcile(&repo, &url, &[]);
+    assert_eq!(code, 0, "{out}");
+    let recorded = || -> usize {
+        redis::cmd("LLEN")
+            .arg("tests:record:tick")
+            .query(&mut broker.conn())
+            .unwrap_or(0)
+    };
+    let mut env = worker_env(&broker.url(), "fleet", "h1", "UTC");
+    env.push(("TESTS_RECORD_URL", broker.url()));
+    let worker = CeleryProcess::worker(&env, &["celeroot.host.h1"], "h1");
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+    cmd.current_dir(repo.root())
+        .args(["beat", "--id", "b1", "--release-dir"])
+        .arg(app_dir())
+        .arg("--celery")
+        .arg(python().with_file_name("celery"))
+        .args(["--max-interval", "1s", "--lock-timeout", "4s"])
+        .args(["--heartbeat-interval", "300ms", "--heartbeat-ttl", "3s"])
+        .arg("--broker")
+        .arg(broker.url())
+        .env("CELEROOT_REDIS_URL", &url)
+        .env("TESTS_RECORD_URL", broker.url())
+        .env_remove("CELEROOT_BROKER_URL")
+        .env_remove("CELEROOT_CLUSTER")
+        .env(
+            "PYTHONPATH",
+            format!(
+                "{}:{}",
+                app_dir().display(),
+                crate::common::project_root().join("tests/celery").display()
+            ),
+        )
+        .env("CELEROOT_IMPORTS", "testtasks")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("RUST_LOG", "info");
+    let beat = AgentProcess::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorded() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no ticks: beat\n{}\nworker\n{}",
+            beat.log_text(),
+            worker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // RedBeat's lock and run times are on the cluster, beside celeroot's keys.
+    let slot = cluster.slot("celeroot:{fleet}:generation");
+    let keys = cluster.keys_on(cluster.owner(slot), "celeroot:{fleet}:*");
+    assert!(
+        keys.iter().any(|k| k.ends_with(":redbeat::lock")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.ends_with(":beat:b1")), "{keys:?}");
+    let on_broker: Vec<String> = redis::cmd("KEYS")
+        .arg("celeroot:*")
+        .query(&mut broker.conn())
+        .expect("KEYS");
+    assert_eq!(
+        on_broker,
+        Vec::<String>::new(),
+        "no celeroot key on the broker"
+    );
 }

@@ -4,6 +4,9 @@ The deploy (and `celeroot agent`) writes these variables; docs/celery.md documen
 
 CELEROOT_BROKER_URL      Redis URL of the broker (and of RedBeat). Required.
 CELEROOT_RESULT_BACKEND  Redis URL of the result backend. Default: the broker URL.
+CELEROOT_REDBEAT_URL     Where RedBeat reads the schedule (`celeroot beat` sets it; a
+                         redis+cluster:// URL when the live state is on a Redis Cluster).
+                         Default: the broker URL.
 CELEROOT_CLUSTER         Cluster name; RedBeat keys live under celeroot:{<cluster>}:redbeat:
 CELEROOT_HOST            This host's name (its queue is celeroot.host.<name>).
 CELEROOT_TIMEZONE        The cluster's time zone; crontab schedules are read in it. Default UTC.
@@ -78,6 +81,18 @@ broker, broker_transport, redbeat_url, redbeat_options = sentinel_settings(
 backend, backend_transport, _, _ = sentinel_settings(
     os.environ.get("CELEROOT_RESULT_BACKEND") or os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
 )
+redbeat_source = os.environ.get("CELEROOT_REDBEAT_URL")
+if redbeat_source and redbeat_source.startswith("redis+cluster://"):
+    # RedBeat's Redis Cluster client (redis-py's RedisCluster.from_url, which finds the
+    # other nodes from the first seed). Every key of a cluster shares one hash tag, so
+    # one slot. (RedBeat's redis-cluster:// form passes dicts where redis-py 5+ wants
+    # ClusterNode objects.)
+    rest = redbeat_source[len("redis+cluster://"):].split("?")[0].split("/")[0]
+    userinfo, at, hosts = rest.rpartition("@")
+    redbeat_url = "redis://%s%s/0" % (userinfo + at, hosts.split(",")[0])
+    redbeat_options = {"cluster": True, "decode_responses": True}
+elif redbeat_source:
+    _, _, redbeat_url, redbeat_options = sentinel_settings(redbeat_source)
 cluster = os.environ.get("CELEROOT_CLUSTER", "default")
 extra = [m.strip() for m in os.environ.get("CELEROOT_IMPORTS", "").split(",") if m.strip()]
 
