@@ -320,6 +320,42 @@ fn two_daemons_through_sentinel_keep_one_leader_across_a_failover_and_apply_on_t
     );
 }
 
+/// `celeroot beat` (id b1, short intervals) for the scaffold's app and the test tasks,
+/// against `redis`, its test task recording into `record`.
+fn beat_command(
+    repo: &TestRepo,
+    redis: &str,
+    record: &str,
+    args: &[&str],
+) -> std::process::Command {
+    use crate::common::celery::{app_dir, python};
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
+    cmd.current_dir(repo.root())
+        .args(["beat", "--id", "b1", "--release-dir"])
+        .arg(app_dir())
+        .arg("--celery")
+        .arg(python().with_file_name("celery"))
+        .args(["--max-interval", "1s", "--lock-timeout", "4s"])
+        .args(["--heartbeat-interval", "300ms", "--heartbeat-ttl", "3s"])
+        .args(args)
+        .env("CELEROOT_REDIS_URL", redis)
+        .env("TESTS_RECORD_URL", record)
+        .env_remove("CELEROOT_BROKER_URL")
+        .env_remove("CELEROOT_CLUSTER")
+        .env(
+            "PYTHONPATH",
+            format!(
+                "{}:{}",
+                app_dir().display(),
+                crate::common::project_root().join("tests/celery").display()
+            ),
+        )
+        .env("CELEROOT_IMPORTS", "testtasks")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
 /// Cluster `fleet` with host h1 (role `worker`) and a schedule `tick` every second to h1.
 fn ticking_fleet() -> TestRepo {
     let mut repo = TestRepo::empty();
@@ -346,7 +382,7 @@ fn ticking_fleet() -> TestRepo {
 #[test]
 fn an_agent_its_worker_and_beat_through_sentinel_keep_running_the_schedule_after_a_failover() {
     use crate::common::agent::{heartbeat, AgentProcess};
-    use crate::common::celery::{app_dir, python};
+    use crate::common::celery::app_dir;
     use crate::common::redis::RedisServer;
     const WAIT: Duration = Duration::from_secs(60);
     let mut set = SentinelSet::start();
@@ -367,30 +403,7 @@ fn an_agent_its_worker_and_beat_through_sentinel_keep_running_the_schedule_after
         ("TESTS_RECORD_URL", recorder.url()),
     ];
     let agent = AgentProcess::start("h1", "fleet", &app_dir(), &env);
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
-    cmd.current_dir(repo.root())
-        .args(["beat", "--id", "b1", "--release-dir"])
-        .arg(app_dir())
-        .arg("--celery")
-        .arg(python().with_file_name("celery"))
-        .args(["--max-interval", "1s", "--lock-timeout", "4s"])
-        .args(["--heartbeat-interval", "300ms", "--heartbeat-ttl", "3s"])
-        .env("CELEROOT_REDIS_URL", &url)
-        .env("TESTS_RECORD_URL", recorder.url())
-        .env_remove("CELEROOT_BROKER_URL")
-        .env_remove("CELEROOT_CLUSTER")
-        .env(
-            "PYTHONPATH",
-            format!(
-                "{}:{}",
-                app_dir().display(),
-                crate::common::project_root().join("tests/celery").display()
-            ),
-        )
-        .env("CELEROOT_IMPORTS", "testtasks")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("RUST_LOG", "info");
-    let beat = AgentProcess::spawn(cmd);
+    let beat = AgentProcess::spawn(beat_command(&repo, &url, &recorder.url(), &[]));
     let logs = || {
         format!(
             "---- agent ----\n{}\n---- beat ----\n{}",
@@ -717,7 +730,7 @@ fn cluster_urls_that_reach_no_node_name_a_plain_server_or_would_be_the_broker_ar
 #[test]
 fn beat_reads_the_schedule_from_a_redis_cluster_and_sends_to_a_separate_broker() {
     use crate::common::agent::AgentProcess;
-    use crate::common::celery::{app_dir, python, worker_env, CeleryProcess};
+    use crate::common::celery::{worker_env, CeleryProcess};
     use crate::common::cluster::RedisCluster;
     use crate::common::redis::RedisServer;
     let cluster = RedisCluster::start();
@@ -735,32 +748,12 @@ fn beat_reads_the_schedule_from_a_redis_cluster_and_sends_to_a_separate_broker()
     let mut env = worker_env(&broker.url(), "fleet", "h1", "UTC");
     env.push(("TESTS_RECORD_URL", broker.url()));
     let worker = CeleryProcess::worker(&env, &["celeroot.host.h1"], "h1");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("celeroot"));
-    cmd.current_dir(repo.root())
-        .args(["beat", "--id", "b1", "--release-dir"])
-        .arg(app_dir())
-        .arg("--celery")
-        .arg(python().with_file_name("celery"))
-        .args(["--max-interval", "1s", "--lock-timeout", "4s"])
-        .args(["--heartbeat-interval", "300ms", "--heartbeat-ttl", "3s"])
-        .arg("--broker")
-        .arg(broker.url())
-        .env("CELEROOT_REDIS_URL", &url)
-        .env("TESTS_RECORD_URL", broker.url())
-        .env_remove("CELEROOT_BROKER_URL")
-        .env_remove("CELEROOT_CLUSTER")
-        .env(
-            "PYTHONPATH",
-            format!(
-                "{}:{}",
-                app_dir().display(),
-                crate::common::project_root().join("tests/celery").display()
-            ),
-        )
-        .env("CELEROOT_IMPORTS", "testtasks")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("RUST_LOG", "info");
-    let beat = AgentProcess::spawn(cmd);
+    let beat = AgentProcess::spawn(beat_command(
+        &repo,
+        &url,
+        &broker.url(),
+        &["--broker", &broker.url()],
+    ));
     let deadline = Instant::now() + Duration::from_secs(60);
     while recorded() < 3 {
         assert!(
