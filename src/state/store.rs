@@ -149,20 +149,10 @@ impl Store {
     /// [`StateError::Connect`] naming the URL without its password.
     pub fn connect(url: &RedisUrl, cluster: &str) -> Result<Store, StateError> {
         install_crypto_provider();
-        let connect_err = |reason: String| StateError::Connect {
-            url: url.redacted().to_string(),
-            reason,
-        };
         let keys = Keys::new(cluster);
         // On a Redis Cluster, the node serving the slot of the cluster's hash tag.
         let route_key = keys.generation();
-        let conn = url
-            .open_for_key(&route_key, Duration::from_secs(5))
-            .map_err(connect_err)?;
-        conn.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
-        conn.set_write_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
+        let conn = Self::open(url, |u, t| u.open_for_key(&route_key, t))?;
         let mut store = Store {
             conn,
             route_key,
@@ -271,9 +261,6 @@ impl Store {
                     }
                 }
                 Some(Redirect::Ask(_)) => self.follow(&Redirect::Wait, &mut wait)?,
-                Some(Redirect::ReadOnly) if self.url.sentinel().is_none() => {
-                    return Err(self.err(e))
-                }
                 Some(r) => self.follow(&r, &mut wait)?,
             }
         }
@@ -300,29 +287,30 @@ impl Store {
                 std::thread::sleep(*wait);
                 *wait = (*wait * 2).min(route::MAX_WAIT);
                 tracing::debug!("the node is a replica now; asking the sentinels again");
-                let key = self.route_key.clone();
-                self.conn = self.open(|u, t| u.open_for_key(&key, t))?;
+                self.conn = Self::open(&self.url, |u, t| u.open_for_key(&self.route_key, t))?;
             }
         }
         Ok(())
     }
 
     fn open_node(&self, addr: &str) -> Result<Connection, StateError> {
-        self.open(|u, t| u.open_node(addr, t))
+        Self::open(&self.url, |u, t| u.open_node(addr, t))
     }
 
+    /// A connection opened by `how` (5 s to connect), with the store's 60 s read and
+    /// write timeouts.
     fn open(
-        &self,
+        url: &RedisUrl,
         how: impl Fn(&RedisUrl, Duration) -> Result<Connection, String>,
     ) -> Result<Connection, StateError> {
         let connect_err = |reason: String| StateError::Connect {
-            url: self.url.redacted().to_string(),
+            url: url.redacted().to_string(),
             reason,
         };
-        let conn = how(&self.url, Duration::from_secs(5)).map_err(connect_err)?;
+        let conn = how(url, Duration::from_secs(5)).map_err(connect_err)?;
         conn.set_read_timeout(Some(Duration::from_secs(60)))
             .and_then(|()| conn.set_write_timeout(Some(Duration::from_secs(60))))
-            .map_err(|e| connect_err(self.url.scrub(&e.to_string())))?;
+            .map_err(|e| connect_err(url.scrub(&e.to_string())))?;
         Ok(conn)
     }
 
@@ -338,6 +326,7 @@ impl Store {
             .strip_suffix("digests")
             .unwrap_or(&digests)
             .to_string();
+        let changed = |v: &Value| matches!(v, Value::BulkString(b) if b.as_slice() == b"changed");
         let mut v = Value::Nil;
         for _ in 0..OBSERVE_ATTEMPTS {
             // Every key the script reads is declared: first the keys the digests hash
@@ -362,11 +351,11 @@ impl Store {
                 }
             }
             v = self.script(include_str!("scripts/observe.lua"), &keys, &[])?;
-            if !matches!(&v, Value::BulkString(b) if b.as_slice() == b"changed") {
+            if !changed(&v) {
                 break;
             }
         }
-        if matches!(&v, Value::BulkString(b) if b.as_slice() == b"changed") {
+        if changed(&v) {
             return Err(StateError::Protocol(format!(
                 "the managed keys changed under every one of {OBSERVE_ATTEMPTS} reads; another writer is active"
             )));

@@ -1,5 +1,6 @@
 //! Redis URLs that never show their password, and the one way to open a connection from
-//! one: directly, or to the master that Redis Sentinel names (`redis+sentinel://`).
+//! one: directly, to the master that Redis Sentinel names (`redis+sentinel://`), or to a
+//! node of a Redis Cluster (`redis+cluster://`).
 
 use std::fmt;
 use std::time::Duration;
@@ -11,8 +12,9 @@ pub const SENTINEL_SCHEME: &str = "redis+sentinel";
 /// The scheme of a URL that names nodes of a Redis Cluster.
 pub const CLUSTER_SCHEME: &str = "redis+cluster";
 
-/// A Redis URL (`redis://`, `rediss://`, `redis+unix://`, `redis+sentinel://`). `Display`
-/// and `Debug` show it with every password replaced by `***`.
+/// A Redis URL (`redis://`, `rediss://`, `redis+unix://`, `redis+sentinel://`,
+/// `redis+cluster://`). `Display` and `Debug` show it with every password replaced by
+/// `***`.
 #[derive(Clone)]
 pub struct RedisUrl {
     raw: String,
@@ -195,11 +197,7 @@ impl RedisUrl {
         let Some(t) = &self.cluster else {
             return self.open(timeout);
         };
-        let conn = t
-            .open_slot_owner(key, timeout)
-            .map_err(|e| self.scrub(&e))?;
-        set_timeouts(&conn, timeout).map_err(|e| self.scrub(&e.to_string()))?;
-        Ok(conn)
+        t.open_slot_owner(key, timeout).map_err(|e| self.scrub(&e))
     }
 
     /// A connection to one node of this URL's Redis Cluster, `HOST:PORT` as a `-MOVED` or
@@ -214,20 +212,12 @@ impl RedisUrl {
                 self.redacted
             ));
         };
-        let (host, port) = addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_start_matches('[').trim_end_matches(']'),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .ok_or_else(|| format!("a redirection to {addr:?}, which is not HOST:PORT"))?;
-        let conn = t
-            .open_at(host, port, timeout)
-            .map_err(|e| self.scrub(&format!("node {addr}: {e}")))?;
-        set_timeouts(&conn, timeout).map_err(|e| self.scrub(&e.to_string()))?;
-        Ok(conn)
+        let (host, port) = match parse_hosts(addr, "redirection to")?.as_slice() {
+            [one] => one.clone(),
+            _ => return Err(format!("a redirection to {addr:?}, which is not HOST:PORT")),
+        };
+        t.open_at(&host, port, timeout)
+            .map_err(|e| self.scrub(&format!("node {addr}: {e}")))
     }
 
     /// The same server and database with another user and password (for agents), built
@@ -278,14 +268,16 @@ fn parse_hosts(list: &str, what: &str) -> Result<Vec<(String, u16)>, String> {
     Ok(out)
 }
 
-/// Connection details for one node: address, credentials, database.
-fn node_info(
+/// A connection to one node (a sentinel, a master, a cluster node) with its credentials
+/// and database, `timeout` for connecting and for each read and write.
+fn connect_node(
     host: &str,
     port: u16,
     user: Option<&String>,
     password: Option<&String>,
     db: i64,
-) -> redis::RedisResult<redis::ConnectionInfo> {
+    timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
     let mut settings = redis::RedisConnectionInfo::default().set_db(db);
     if let Some(u) = user {
         settings = settings.set_username(u);
@@ -293,11 +285,15 @@ fn node_info(
     if let Some(p) = password {
         settings = settings.set_password(p);
     }
-    redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+    let conn = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
         host.to_string(),
         port,
     ))
     .map(|i| i.set_redis_settings(settings))
+    .and_then(redis::Client::open)
+    .and_then(|c| c.get_connection_with_timeout(timeout))?;
+    set_timeouts(&conn, timeout)?;
+    Ok(conn)
 }
 
 impl ClusterTarget {
@@ -311,19 +307,12 @@ impl ClusterTarget {
                 ))
             }
         }
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         if let Some((k, _)) = p.query.first() {
             return Err(format!(
                 "unknown parameter {k:?} (a cluster URL takes none)"
             ));
         }
-        let (user, password) = match &p.userinfo {
-            Some((u, pw)) => (
-                Some(text(u)).filter(|u| !u.is_empty()),
-                pw.as_deref().map(text),
-            ),
-            None => (None, None),
-        };
+        let (user, password) = p.credentials().unwrap_or_default();
         Ok(ClusterTarget {
             seeds,
             user,
@@ -337,11 +326,14 @@ impl ClusterTarget {
         port: u16,
         timeout: Duration,
     ) -> redis::RedisResult<redis::Connection> {
-        let conn = node_info(host, port, self.user.as_ref(), self.password.as_ref(), 0)
-            .and_then(redis::Client::open)
-            .and_then(|c| c.get_connection_with_timeout(timeout))?;
-        set_timeouts(&conn, timeout)?;
-        Ok(conn)
+        connect_node(
+            host,
+            port,
+            self.user.as_ref(),
+            self.password.as_ref(),
+            0,
+            timeout,
+        )
     }
 
     /// Asks each seed in turn for the master of `key`'s slot and connects to it.
@@ -465,13 +457,9 @@ impl SentinelTarget {
                 ));
             }
         }
-        let (user, password) = match &p.userinfo {
-            Some((u, pw)) => (
-                Some(text(u)).filter(|u| !u.is_empty()),
-                pw.as_deref().map(text),
-            ),
-            None => (query("user"), query("pass").or_else(|| query("password"))),
-        };
+        let (user, password) = p
+            .credentials()
+            .unwrap_or_else(|| (query("user"), query("pass").or_else(|| query("password"))));
         Ok(SentinelTarget {
             sentinels,
             master,
@@ -485,18 +473,15 @@ impl SentinelTarget {
 
     fn open_master(&self, timeout: Duration) -> Result<redis::Connection, String> {
         self.find(timeout, |host, port| {
-            let info = node_info(
+            let mut conn = connect_node(
                 host,
                 port,
                 self.user.as_ref(),
                 self.password.as_ref(),
                 self.db,
-            );
-            let mut conn = info
-                .and_then(redis::Client::open)
-                .and_then(|c| c.get_connection_with_timeout(timeout))
-                .map_err(|e| format!("master {host}:{port}: {e}"))?;
-            set_timeouts(&conn, timeout).map_err(|e| format!("master {host}:{port}: {e}"))?;
+                timeout,
+            )
+            .map_err(|e| format!("master {host}:{port}: {e}"))?;
             let role: Vec<redis::Value> = redis::cmd("ROLE")
                 .query(&mut conn)
                 .map_err(|e| format!("master {host}:{port}: ROLE: {e}"))?;
@@ -520,23 +505,20 @@ impl SentinelTarget {
         let mut unknown = 0;
         let mut unreachable = 0;
         for (host, port) in &self.sentinels {
-            let info = node_info(
+            let asked = connect_node(
                 host,
                 *port,
                 self.sentinel_user.as_ref(),
                 self.sentinel_password.as_ref(),
                 0,
-            );
-            let asked = info
-                .and_then(redis::Client::open)
-                .and_then(|c| c.get_connection_with_timeout(timeout))
-                .and_then(|mut conn| {
-                    set_timeouts(&conn, timeout)?;
-                    redis::cmd("SENTINEL")
-                        .arg("get-master-addr-by-name")
-                        .arg(&self.master)
-                        .query::<Option<(String, String)>>(&mut conn)
-                });
+                timeout,
+            )
+            .and_then(|mut conn| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.master)
+                    .query::<Option<(String, String)>>(&mut conn)
+            });
             match asked {
                 Err(e) => {
                     unreachable += 1;
@@ -655,6 +637,18 @@ impl Parts {
             query,
             opaque: None,
         }
+    }
+
+    /// The decoded user and password of the user information (`None` without one; an
+    /// empty user is none).
+    fn credentials(&self) -> Option<(Option<String>, Option<String>)> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        self.userinfo.as_ref().map(|(u, pw)| {
+            (
+                Some(text(u)).filter(|u| !u.is_empty()),
+                pw.as_deref().map(text),
+            )
+        })
     }
 
     fn is_unix(&self) -> bool {
