@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Celery). Later milestones add openssh-server and rsync here.
 . scripts/lib/prereqs.sh
 . scripts/lib/pyenv.sh
-ensure_packages cc:gcc pkg-config:pkg-config /usr/include/openssl/ssl.h:libssl-dev redis-server:redis-server redis-cli:redis-tools /usr/sbin/sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client rsync:rsync openssl:openssl curl:curl
+ensure_packages cc:gcc pkg-config:pkg-config /usr/include/openssl/ssl.h:libssl-dev redis-server:redis-server redis-cli:redis-tools /usr/sbin/sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client rsync:rsync openssl:openssl curl:curl /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server
 require_cargo
 # A virtualenv with the pinned Celery stack (celery, celery-redbeat, redis) for the tests
 # that run real Celery workers and beat; exports CELEROOT_PYTHON.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::celery::BrokerUrl;
 use crate::state::{Heartbeat, Keys, RedisUrl};
 
 /// The agent's version, reported in heartbeats.
@@ -34,10 +35,11 @@ pub struct Config {
     pub host: String,
     pub cluster: String,
     pub redis: RedisUrl,
-    /// The worker's broker (its own ACL user, `celeroot hosts credentials`); default: the
-    /// agent's own Redis URL (a server without ACL users).
-    pub broker: Option<RedisUrl>,
-    /// The worker's result backend; default: the broker.
+    /// The worker's broker (its own ACL user, `celeroot hosts credentials`, or a
+    /// RabbitMQ URL); default: the agent's own Redis URL (a server without ACL users).
+    pub broker: Option<BrokerUrl>,
+    /// The worker's result backend; default: the broker, or the agent's own Redis URL
+    /// when the broker is RabbitMQ.
     pub result_backend: Option<RedisUrl>,
     /// The credentials file `celeroot hosts credentials --install` writes; when it
     /// exists, its URLs take the place of the three above, and a change to it is picked
@@ -64,15 +66,19 @@ pub struct Config {
 
 impl Config {
     /// The worker's broker: `broker`, else the agent's own Redis URL.
-    pub fn broker_url(&self) -> &RedisUrl {
-        self.broker.as_ref().unwrap_or(&self.redis)
+    pub fn broker_url(&self) -> BrokerUrl {
+        self.broker
+            .clone()
+            .unwrap_or_else(|| BrokerUrl::Redis(self.redis.clone()))
     }
 
-    /// The worker's result backend: `result_backend`, else the broker.
+    /// The worker's result backend: `result_backend`, else a Redis broker, else the
+    /// agent's own Redis URL.
     pub fn result_backend_url(&self) -> &RedisUrl {
         self.result_backend
             .as_ref()
-            .unwrap_or_else(|| self.broker_url())
+            .or_else(|| self.broker.as_ref().and_then(BrokerUrl::redis))
+            .unwrap_or(&self.redis)
     }
 
     /// The credentials file: `credentials_file`, else `shared/credentials.env` beside
@@ -97,17 +103,21 @@ impl Config {
         };
         let mut out = self.clone();
         for (k, v) in crate::state::acl::parse_credentials_file(&text) {
-            let url = match RedisUrl::parse(&v) {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::warn!(variable = %k, error = %e, "the credentials file holds an invalid URL; ignoring it");
-                    continue;
-                }
+            let parsed = if k == "CELEROOT_BROKER_URL" {
+                BrokerUrl::parse(&v).map(|u| {
+                    out.broker = Some(u);
+                })
+            } else {
+                RedisUrl::parse(&v).map(|url| {
+                    if k == "CELEROOT_REDIS_URL" {
+                        out.redis = url;
+                    } else {
+                        out.result_backend = Some(url);
+                    }
+                })
             };
-            match k.as_str() {
-                "CELEROOT_REDIS_URL" => out.redis = url,
-                "CELEROOT_BROKER_URL" => out.broker = Some(url),
-                _ => out.result_backend = Some(url),
+            if let Err(e) = parsed {
+                tracing::warn!(variable = %k, error = %e, "the credentials file holds an invalid URL; ignoring it");
             }
         }
         (out, crate::state::acl::fingerprint(&text))
@@ -696,6 +706,8 @@ struct Checks {
     next_ping: Option<Instant>,
     broker: Option<redis::Connection>,
     broker_retry_at: Option<Instant>,
+    /// An AMQP broker's last check (a connect and close), and when it was made.
+    amqp_checked: Option<(Instant, bool)>,
 }
 
 impl Checks {
@@ -767,14 +779,38 @@ impl Checks {
         });
     }
 
-    /// `ok` when the worker's broker answers `PING` (with the worker's own user), else
-    /// `unreachable`.
+    /// `ok` when the worker's broker answers `PING` (with the worker's own user; on
+    /// RabbitMQ: accepts a connection), else `unreachable`.
     /// A broker that could not be reached is tried again only after a ping interval, so
     /// a black-holed address (a 3 s connect timeout) does not stall every heartbeat.
     fn broker(&mut self, cfg: &Config) -> &'static str {
         let now = Instant::now();
+        let redis_url = match cfg.broker_url() {
+            BrokerUrl::Redis(u) => u,
+            BrokerUrl::Amqp(u) => {
+                // RabbitMQ has no cheap PING on an idle connection: connect and close,
+                // at most once per ping interval.
+                let due = self
+                    .amqp_checked
+                    .is_none_or(|(at, _)| now.duration_since(at) >= cfg.ping_interval);
+                if due {
+                    let ok = match crate::celery::amqp::check(&u) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the worker's broker does not answer");
+                            false
+                        }
+                    };
+                    self.amqp_checked = Some((now, ok));
+                }
+                return match self.amqp_checked {
+                    Some((_, true)) => "ok",
+                    _ => "unreachable",
+                };
+            }
+        };
         if self.broker.is_none() && self.broker_retry_at.is_none_or(|t| now >= t) {
-            self.broker = connect(cfg.broker_url(), &cfg.cluster);
+            self.broker = connect(&redis_url, &cfg.cluster);
         }
         let ok = self
             .broker
@@ -793,13 +829,11 @@ impl Checks {
 
 /// The environment the worker (and its ping) gets on top of the agent's.
 fn worker_env(cfg: &Config) -> Vec<(String, String)> {
+    let broker = cfg.broker_url();
     vec![
         ("CELEROOT_HOST".into(), cfg.host.clone()),
         ("CELEROOT_CLUSTER".into(), cfg.cluster.clone()),
-        (
-            "CELEROOT_BROKER_URL".into(),
-            cfg.broker_url().expose().to_string(),
-        ),
+        ("CELEROOT_BROKER_URL".into(), broker.expose().to_string()),
         (
             "CELEROOT_RESULT_BACKEND".into(),
             cfg.result_backend_url().expose().to_string(),

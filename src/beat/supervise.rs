@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::agent::Restarts;
+use crate::celery::BrokerUrl;
 use crate::state::{BeatHeartbeat, Keys, RedisUrl};
 
 /// How `celeroot beat` runs.
@@ -27,9 +28,9 @@ pub struct Config {
     pub cluster: String,
     /// Where the heartbeat goes (the live state's Redis).
     pub redis: RedisUrl,
-    /// Beat's broker, which is also where RedBeat keeps the schedule: the live state's
-    /// database, perhaps through another user. Default: `redis`.
-    pub broker: Option<RedisUrl>,
+    /// Beat's broker. On Redis it is also where RedBeat keeps the schedule: the live
+    /// state's database, perhaps through another user. Default: `redis`.
+    pub broker: Option<BrokerUrl>,
     /// The cluster's time zone for beat (`CELEROOT_TIMEZONE`), when known.
     pub timezone: Option<String>,
     /// The Celery app (`-A`).
@@ -53,18 +54,20 @@ pub struct Config {
 }
 
 impl Config {
-    fn broker_url(&self) -> &RedisUrl {
-        self.broker.as_ref().unwrap_or(&self.redis)
+    fn broker_url(&self) -> BrokerUrl {
+        self.broker
+            .clone()
+            .unwrap_or_else(|| BrokerUrl::Redis(self.redis.clone()))
     }
 
-    /// Where RedBeat reads the schedule: the broker's URL (the live state's database,
-    /// perhaps as another user), except when the live state is on a Redis Cluster,
-    /// which cannot be the broker: then the cluster itself.
+    /// Where RedBeat reads the schedule (and where beat's results would go): a Redis
+    /// broker's URL (the live state's database, perhaps as another user), except when the
+    /// live state is on a Redis Cluster, which cannot be the broker, or when the broker
+    /// is RabbitMQ: then the live state's Redis itself.
     fn redbeat_url(&self) -> &RedisUrl {
-        if self.redis.cluster().is_some() {
-            &self.redis
-        } else {
-            self.broker_url()
+        match self.broker.as_ref().and_then(BrokerUrl::redis) {
+            Some(b) if self.redis.cluster().is_none() => b,
+            _ => &self.redis,
         }
     }
 }
@@ -149,6 +152,13 @@ impl Beat {
     fn start(&mut self, cfg: &Config) {
         let (program, args) = beat_command(cfg);
         let broker = cfg.broker_url().expose().to_string();
+        let redbeat = cfg.redbeat_url().expose().to_string();
+        // Beat stores no results, but the app needs a backend: a Redis broker, else (on
+        // RabbitMQ) the live state's Redis.
+        let backend = match cfg.broker.as_ref().and_then(BrokerUrl::redis) {
+            Some(b) => b.expose().to_string(),
+            None => cfg.redis.expose().to_string(),
+        };
         let mut cmd = Command::new(&program);
         cmd.args(&args)
             .current_dir(&cfg.workdir)
@@ -158,8 +168,8 @@ impl Beat {
             .env_remove("CELEROOT_REDIS_URL")
             .env("CELEROOT_CLUSTER", &cfg.cluster)
             .env("CELEROOT_BROKER_URL", &broker)
-            .env("CELEROOT_RESULT_BACKEND", &broker)
-            .env("CELEROOT_REDBEAT_URL", cfg.redbeat_url().expose())
+            .env("CELEROOT_RESULT_BACKEND", &backend)
+            .env("CELEROOT_REDBEAT_URL", &redbeat)
             .env(
                 "CELEROOT_BEAT_LOCK_TIMEOUT",
                 cfg.lock_timeout.as_secs().max(1).to_string(),

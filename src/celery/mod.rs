@@ -1,9 +1,10 @@
-//! Speaking to real Celery workers through Redis, natively: protocol-v2 task messages on
-//! the kombu Redis transport, results from Celery's Redis result backend, and revokes
-//! through Celery's remote-control broadcast. No Python runs here.
+//! Speaking to real Celery workers natively: protocol-v2 task messages on the kombu Redis
+//! transport or on RabbitMQ (amqp.rs), results from Celery's Redis result backend, and
+//! revokes through Celery's remote-control broadcast. No Python runs here.
 //!
 //! Owns: the wire formats of ../shared/docs/celery-interop.md §2 and §3 (message.rs,
-//! result.rs) and the Redis commands that carry them (this file).
+//! result.rs), the Redis commands that carry them (this file) and their AMQP form
+//! (amqp.rs).
 //! Must not know: manifests, git, target resolution, or output formats.
 //!
 //! What goes over the wire:
@@ -16,6 +17,7 @@
 //!   `app.control.revoke(id, terminate=...)` publishes; the reply is the number of
 //!   connections (workers) that received it.
 
+pub mod amqp;
 pub mod message;
 pub mod result;
 
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use redis::Connection;
 
+pub use amqp::{AmqpBroker, AmqpUrl, QueueType};
 pub use message::{build, uuid4, TaskMessage, TaskRequest};
 pub use result::{result_key, TaskResult, TaskState};
 
@@ -120,18 +123,145 @@ impl Redis {
     }
 }
 
-/// A connection to the broker: the Redis database the workers' `broker_url` names.
-pub struct Broker {
-    redis: Redis,
+/// A broker URL: a Redis URL (the kombu Redis transport, also Sentinel) or an AMQP one
+/// (RabbitMQ).
+#[derive(Debug, Clone)]
+pub enum BrokerUrl {
+    Redis(RedisUrl),
+    Amqp(AmqpUrl),
+}
+
+impl BrokerUrl {
+    /// Parses `amqp://`/`amqps://` as AMQP and everything else as a Redis URL; a Redis
+    /// Cluster is refused (kombu has no transport for it).
+    ///
+    /// # Errors
+    /// What is wrong with the URL, without its password.
+    pub fn parse(raw: &str) -> Result<BrokerUrl, String> {
+        if amqp::is_amqp(raw) {
+            return AmqpUrl::parse(raw).map(BrokerUrl::Amqp);
+        }
+        let url = RedisUrl::parse(raw)?;
+        match url.broker_refusal() {
+            Some(why) => Err(why),
+            None => Ok(BrokerUrl::Redis(url)),
+        }
+    }
+
+    /// The transport's name as the Cluster manifest spells it (`redis` or `amqp`).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            BrokerUrl::Redis(_) => "redis",
+            BrokerUrl::Amqp(_) => "amqp",
+        }
+    }
+
+    /// The URL without its password.
+    pub fn redacted(&self) -> &str {
+        match self {
+            BrokerUrl::Redis(u) => u.redacted(),
+            BrokerUrl::Amqp(u) => u.redacted(),
+        }
+    }
+
+    /// The real URL, for the workers' environment only.
+    pub(crate) fn expose(&self) -> &str {
+        match self {
+            BrokerUrl::Redis(u) => u.expose(),
+            BrokerUrl::Amqp(u) => u.expose(),
+        }
+    }
+
+    /// The Redis URL, when the broker is Redis.
+    pub fn redis(&self) -> Option<&RedisUrl> {
+        match self {
+            BrokerUrl::Redis(u) => Some(u),
+            BrokerUrl::Amqp(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.redacted())
+    }
+}
+
+/// A connection to the broker the workers' `broker_url` names: Redis or RabbitMQ.
+pub enum Broker {
+    Redis(Box<RedisBroker>),
+    Amqp(Box<AmqpBroker>),
+}
+
+/// Who heard a remote-control broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Redis answers how many connections received it.
+    Count(i64),
+    /// AMQP says only whether some mailbox queue did.
+    Some,
+    Nobody,
 }
 
 impl Broker {
+    /// Connects to `url`; on AMQP, queues are declared as `queue_type`.
+    ///
+    /// # Errors
+    /// [`CeleryError::Connect`] naming the URL without its password.
+    pub fn connect(url: &BrokerUrl, queue_type: QueueType) -> Result<Broker, CeleryError> {
+        Ok(match url {
+            BrokerUrl::Redis(u) => Broker::Redis(Box::new(RedisBroker::connect(u)?)),
+            BrokerUrl::Amqp(u) => Broker::Amqp(Box::new(AmqpBroker::connect(u, queue_type)?)),
+        })
+    }
+
+    /// Sends every message: on Redis in one `MULTI`/`EXEC` (all or none), on AMQP each
+    /// with a publisher confirm (the error names those not confirmed).
+    ///
+    /// # Errors
+    /// A broker error.
+    pub fn send(&mut self, messages: &[TaskMessage]) -> Result<(), CeleryError> {
+        match self {
+            Broker::Redis(b) => b.send(messages),
+            Broker::Amqp(b) => b.send(messages),
+        }
+    }
+
+    /// Broadcasts `revoke` for `task_id` to every worker of this broker.
+    ///
+    /// # Errors
+    /// A broker error.
+    pub fn revoke(
+        &mut self,
+        task_id: &str,
+        terminate: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Heard, CeleryError> {
+        Ok(match self {
+            Broker::Redis(b) => match b.revoke(task_id, terminate, now)? {
+                0 => Heard::Nobody,
+                n => Heard::Count(n),
+            },
+            Broker::Amqp(b) => match b.revoke(task_id, terminate, now)? {
+                true => Heard::Some,
+                false => Heard::Nobody,
+            },
+        })
+    }
+}
+
+/// A connection to the broker: the Redis database the workers' `broker_url` names.
+pub struct RedisBroker {
+    redis: Redis,
+}
+
+impl RedisBroker {
     /// Connects and checks the server answers.
     ///
     /// # Errors
     /// [`CeleryError::Connect`] naming the URL without its password.
-    pub fn connect(url: &RedisUrl) -> Result<Broker, CeleryError> {
-        Ok(Broker {
+    pub fn connect(url: &RedisUrl) -> Result<RedisBroker, CeleryError> {
+        Ok(RedisBroker {
             redis: Redis::open(url, Endpoint::Broker)?,
         })
     }

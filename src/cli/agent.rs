@@ -26,8 +26,9 @@ pub struct AgentArgs {
     pub cluster: String,
     #[command(flatten)]
     pub release: ReleaseArgs,
-    /// The worker's broker: its own Redis user's URL (`celeroot hosts credentials`).
-    /// Default: the agent's --redis URL (for a Redis without ACL users).
+    /// The worker's broker: its own Redis user's URL (`celeroot hosts credentials`), or
+    /// amqp://USER:PASSWORD@HOST:PORT/VHOST for RabbitMQ. Default: the agent's --redis URL
+    /// (for a Redis without ACL users).
     #[arg(
         long,
         value_name = "URL",
@@ -35,7 +36,8 @@ pub struct AgentArgs {
         hide_env_values = true
     )]
     pub broker: Option<String>,
-    /// The worker's result backend. Default: the broker.
+    /// The worker's result backend (Redis). Default: the broker, or --redis when the
+    /// broker is RabbitMQ.
     #[arg(
         long,
         value_name = "URL",
@@ -148,7 +150,15 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         host: a.host.clone(),
         cluster: a.cluster.clone(),
         redis: live::redis_url(cli)?,
-        broker: optional_url("--broker", a.broker.as_deref())?,
+        broker: a
+            .broker
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|raw| {
+                crate::celery::BrokerUrl::parse(raw)
+                    .map_err(|e| CommandError::usage(format!("--broker: {e}")))
+            })
+            .transpose()?,
         result_backend: optional_url("--result-backend", a.result_backend.as_deref())?,
         credentials_file: a.credentials_file.clone(),
         release_dir: a.release.release_dir.clone(),
@@ -161,7 +171,7 @@ pub fn run(cli: &Cli, a: &AgentArgs) -> Result<u8, CommandError> {
         reread_interval: a.reread_interval,
         stop_timeout: a.stop_timeout,
     };
-    if let Some(why) = cfg.broker_url().broker_refusal() {
+    if let Some(why) = cfg.broker_url().redis().and_then(RedisUrl::broker_refusal) {
         return Err(CommandError::usage(format!(
             "--broker (default: --redis): {why}"
         )));

@@ -57,8 +57,8 @@ pub struct BeatRunArgs {
     /// The cluster (on a host, the rendered worker.env sets it). Default: the manifests'.
     #[arg(long, env = "CELEROOT_CLUSTER")]
     pub cluster: Option<String>,
-    /// Beat's broker, where RedBeat keeps the schedule: the live state's database.
-    /// Default: --redis.
+    /// Beat's broker: the live state's database (where RedBeat keeps the schedule), or
+    /// RabbitMQ's amqp:// URL (RedBeat then reads --redis). Default: --redis.
     #[arg(
         long,
         value_name = "URL",
@@ -262,9 +262,20 @@ fn supervise(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
             )
         }
     };
-    let broker = super::agent::optional_url("--broker", a.broker.as_deref())?;
+    let broker = a
+        .broker
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|raw| {
+            crate::celery::BrokerUrl::parse(raw).map_err(|e| {
+                CommandError::usage(format!(
+                    "--broker: {e}; with the live state on a Redis Cluster, give beat the broker's URL in --broker (RedBeat reads the schedule from --redis)"
+                ))
+            })
+        })
+        .transpose()?;
     let redis = live::redis_url(cli)?;
-    if let Some(why) = broker.as_ref().unwrap_or(&redis).broker_refusal() {
+    if let Some(why) = broker.is_none().then(|| redis.broker_refusal()).flatten() {
         return Err(CommandError::usage(format!(
             "--broker (default: --redis): {why}; with the live state on a Redis Cluster, give beat the broker's URL in --broker (RedBeat reads the schedule from --redis)"
         )));

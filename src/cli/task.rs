@@ -11,7 +11,8 @@ use serde_json::{Map, Value as Json};
 
 use super::{Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_OK};
 use crate::celery::{
-    self, message, Broker, ResultBackend, TaskRequest, TaskResult, TaskState, Waited,
+    self, message, Broker, BrokerUrl, Heard, QueueType, ResultBackend, TaskRequest, TaskResult,
+    TaskState, Waited,
 };
 use crate::desired::targets::{self, Target, Unresolved};
 use crate::desired::{DesiredState, ScheduleEntry};
@@ -40,7 +41,8 @@ const VISIBILITY_TIMEOUT_SECS: f64 = 3600.0;
 pub struct TaskArgs {
     #[command(subcommand)]
     pub command: TaskCommand,
-    /// The Celery broker (the workers' CELEROOT_BROKER_URL). Default: the --redis URL.
+    /// The Celery broker (the workers' CELEROOT_BROKER_URL): Redis, or amqp:// for
+    /// RabbitMQ (the Cluster's broker.transport). Default: the --redis URL.
     #[arg(
         long,
         global = true,
@@ -49,7 +51,8 @@ pub struct TaskArgs {
         hide_env_values = true
     )]
     pub broker: Option<String>,
-    /// Celery's result backend (the workers' CELEROOT_RESULT_BACKEND). Default: the broker.
+    /// Celery's result backend (the workers' CELEROOT_RESULT_BACKEND). Default: a Redis
+    /// broker, or --redis with RabbitMQ.
     #[arg(
         long = "result-backend",
         global = true,
@@ -175,25 +178,49 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 }
 
 /// The broker URL: --broker / CELEROOT_BROKER_URL, else --redis.
-fn broker_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CommandError> {
+fn broker_url(cli: &Cli, args: &TaskArgs) -> Result<BrokerUrl, CommandError> {
     let raw = non_empty(&args.broker).unwrap_or(&cli.redis);
-    let url = RedisUrl::parse(raw).map_err(|e| CommandError::usage(format!("--broker: {e}")))?;
-    match url.broker_refusal() {
-        Some(why) => Err(CommandError::usage(format!(
-            "--broker (default: --redis): {why}"
-        ))),
-        None => Ok(url),
-    }
+    BrokerUrl::parse(raw)
+        .map_err(|e| CommandError::usage(format!("--broker (default: --redis): {e}")))
 }
 
-/// The result backend URL: --result-backend / CELEROOT_RESULT_BACKEND, else the broker.
+/// The result backend URL: --result-backend / CELEROOT_RESULT_BACKEND, else a Redis
+/// broker, else --redis (as the agent gives its workers).
 fn backend_url(cli: &Cli, args: &TaskArgs) -> Result<RedisUrl, CommandError> {
     match non_empty(&args.result_backend) {
         Some(raw) => {
             RedisUrl::parse(raw).map_err(|e| CommandError::usage(format!("--result-backend: {e}")))
         }
-        None => broker_url(cli, args),
+        None => match broker_url(cli, args)? {
+            BrokerUrl::Redis(u) => Ok(u),
+            BrokerUrl::Amqp(_) => RedisUrl::parse(&cli.redis)
+                .map_err(|e| CommandError::usage(format!("--redis: {e}"))),
+        },
     }
+}
+
+/// The broker the Cluster manifest chose must be the one the URL names; RabbitMQ's
+/// queues are declared as the manifest says (the workers declare them the same way).
+fn check_transport(state: &DesiredState, url: &BrokerUrl) -> Result<QueueType, CommandError> {
+    use crate::manifest::{AmqpQueueType, BrokerTransport};
+    let want = match state.broker.transport {
+        BrokerTransport::Redis => "redis",
+        BrokerTransport::Amqp => "amqp",
+    };
+    if url.transport() != want {
+        return Err(CommandError::usage(format!(
+            "the broker URL {url} is {}, but the Cluster manifest's broker.transport is {want}",
+            match url {
+                BrokerUrl::Redis(_) => "Redis",
+                BrokerUrl::Amqp(_) => "AMQP (RabbitMQ)",
+            }
+        ))
+        .hinted("give --broker / CELEROOT_BROKER_URL the workers' broker, or change spec.broker.transport of the Cluster"));
+    }
+    Ok(match state.broker.queue_type {
+        AmqpQueueType::Quorum => QueueType::Quorum,
+        AmqpQueueType::Classic => QueueType::Classic,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -352,7 +379,7 @@ fn label(e: &ScheduleEntry) -> String {
 struct Prepared {
     req: TaskRequest,
     timeout: f64,
-    broker_url: RedisUrl,
+    broker_url: BrokerUrl,
     backend_url: RedisUrl,
     at: String,
     destinations: Vec<ScheduleEntry>,
@@ -416,6 +443,7 @@ fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared
     ui.diagnostics(&compiled.warnings);
     let at = compiled.revision.describe();
     let destinations = resolve(&compiled.state, &targets, a.mode, &at)?;
+    let queue_type = check_transport(&compiled.state, &broker_url)?;
 
     if let Some(c) = countdown.filter(|&c| c > VISIBILITY_TIMEOUT_SECS) {
         let s = &ui.stderr_style;
@@ -426,7 +454,7 @@ fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared
     }
 
     // 3. Connect (the result backend too, so an unreachable one stops us before sending).
-    let broker = Broker::connect(&broker_url)?;
+    let broker = Broker::connect(&broker_url, queue_type)?;
     let backend = if a.wait {
         Some(ResultBackend::connect(&backend_url)?)
     } else {
@@ -836,17 +864,21 @@ fn run_result(cli: &Cli, targs: &TaskArgs, a: &ResultArgs) -> Result<u8, Command
 
 fn run_revoke(cli: &Cli, targs: &TaskArgs, a: &RevokeArgs) -> Result<u8, CommandError> {
     let url = broker_url(cli, targs)?;
-    let mut broker = Broker::connect(&url)?;
+    let mut broker = Broker::connect(&url, QueueType::default())?;
     let mut unheard = Vec::new();
     for id in &a.ids {
         let now = chrono::Utc::now();
-        let n = broker.revoke(id, a.terminate, now)?;
+        let heard = broker.revoke(id, a.terminate, now)?;
+        let reached = match heard {
+            Heard::Count(n) => plural(usize::try_from(n).unwrap_or(0), "listening worker"),
+            Heard::Some => "the listening workers".to_string(),
+            Heard::Nobody => plural(0, "listening worker"),
+        };
         outln!(
-            "Revoke{} of {id} broadcast to {} via {url}.",
+            "Revoke{} of {id} broadcast to {reached} via {url}.",
             if a.terminate { " (terminate)" } else { "" },
-            plural(usize::try_from(n).unwrap_or(0), "listening worker")
         );
-        if n == 0 {
+        if heard == Heard::Nobody {
             unheard.push(id.clone());
         }
     }

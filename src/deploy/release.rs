@@ -417,6 +417,17 @@ pub fn host_files(
     env.push_str(&line("CELEROOT_HOST", host));
     env.push_str(&line("CELEROOT_TIMEZONE", &state.timezone));
     env.push_str(&line("CELEROOT_QUEUES", &queues));
+    if state.broker.transport == crate::manifest::BrokerTransport::Amqp {
+        // tasks/app.py declares the queues as celeroot does (docs/celery.md#brokers).
+        env.push_str(&line("CELEROOT_BROKER_TRANSPORT", "amqp"));
+        env.push_str(&line(
+            "CELEROOT_QUEUE_TYPE",
+            match state.broker.queue_type {
+                crate::manifest::AmqpQueueType::Quorum => "quorum",
+                crate::manifest::AmqpQueueType::Classic => "classic",
+            },
+        ));
+    }
     env.push_str(&line(
         "CELEROOT_CONCURRENCY",
         fields.get("concurrency").map_or("", String::as_str),

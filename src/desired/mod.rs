@@ -256,6 +256,16 @@ pub struct DesiredState {
     /// The secret references of the Cluster's alert channels, where each is written (the
     /// machine that sends resolves them: `runs::alert::unresolved`).
     pub secret_refs: Vec<SecretRef>,
+    /// The Cluster's `broker`: which transport the workers use, and on RabbitMQ which
+    /// queues. The URL is never here (it holds credentials).
+    pub broker: BrokerSettings,
+}
+
+/// The Cluster's `broker` section, with its defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerSettings {
+    pub transport: crate::manifest::BrokerTransport,
+    pub queue_type: crate::manifest::AmqpQueueType,
 }
 
 /// One `env:NAME` or `file:/path` reference in the manifests, and where it is.
@@ -623,6 +633,14 @@ pub fn compile(m: &Manifests) -> DesiredState {
                         parse_duration(&a.value).unwrap_or(crate::manifest::DEFAULT_RUN_AGE_SECS)
                     }),
             }),
+        broker: c
+            .spec
+            .broker
+            .as_ref()
+            .map_or_else(BrokerSettings::default, |b| BrokerSettings {
+                transport: b.transport.as_ref().map(|t| t.value).unwrap_or_default(),
+                queue_type: b.queue_type.as_ref().map(|q| q.value).unwrap_or_default(),
+            }),
         ..DesiredState::default()
     };
     let cluster_tz = c
@@ -862,6 +880,18 @@ fn compile_cluster(c: &Cluster, cluster_tz: &str) -> DesiredObject {
             "alerts".into(),
             canonical(serde_json::to_value(a).unwrap_or_default()),
         );
+    }
+    if let Some(b) = &c.spec.broker {
+        let transport = b.transport.as_ref().map(|t| t.value).unwrap_or_default();
+        let mut m = Map::new();
+        m.insert("transport".into(), json!(transport));
+        if transport == crate::manifest::BrokerTransport::Amqp {
+            m.insert(
+                "queueType".into(),
+                json!(b.queue_type.as_ref().map(|q| q.value).unwrap_or_default()),
+            );
+        }
+        spec.insert("broker".into(), Json::Object(m));
     }
     if let Some(h) = &c.spec.run_history {
         let mut m = Map::new();

@@ -222,6 +222,48 @@ pub struct ClusterSpec {
     /// stuck (docs/runs.md#alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Alerts>,
+    /// Which broker Celery uses: Redis (default) or RabbitMQ (docs/celery.md#brokers).
+    /// The broker's URL, which holds credentials, is never in git: it is
+    /// CELEROOT_BROKER_URL on the machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerConfig>,
+}
+
+/// The Celery broker of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BrokerConfig {
+    /// `redis` (the kombu Redis transport, also through Sentinel; the default) or
+    /// `amqp` (RabbitMQ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Located<BrokerTransport>>,
+    /// With `amqp`: the queues celeroot and the workers declare, `quorum` (replicated;
+    /// the default) or `classic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_type: Option<Located<AmqpQueueType>>,
+}
+
+/// Celery's broker transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerTransport {
+    /// Redis (or Redis Sentinel): the broker URL is `redis://`, `rediss://` or
+    /// `redis+sentinel://`.
+    #[default]
+    Redis,
+    /// RabbitMQ: the broker URL is `amqp://` or `amqps://`.
+    Amqp,
+}
+
+/// The kind of RabbitMQ queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AmqpQueueType {
+    /// Replicated queues (Raft), what RabbitMQ and Celery recommend.
+    #[default]
+    Quorum,
+    /// Single-node classic queues.
+    Classic,
 }
 
 /// Alert channels and the routes that pick them.

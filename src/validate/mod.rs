@@ -101,6 +101,19 @@ impl Checker<'_> {
         }
     }
 
+    fn broker(&mut self, b: &crate::manifest::BrokerConfig) {
+        let transport = b.transport.as_ref().map(|t| t.value).unwrap_or_default();
+        if let Some(q) = &b.queue_type {
+            if transport != crate::manifest::BrokerTransport::Amqp {
+                self.error(
+                    q.pos,
+                    "broker.queueType applies to RabbitMQ only",
+                    "remove queueType, or set `transport: amqp`",
+                );
+            }
+        }
+    }
+
     fn timezone(&mut self, v: &Option<Located<String>>) {
         if let Some(v) = v {
             if let Err(e) = parse_timezone(&v.value) {
@@ -596,6 +609,9 @@ fn check_own(obj: &Object, diags: &mut Vec<Diagnostic>) {
             }
             if let Some(h) = &o.spec.run_history {
                 c.run_history(h);
+            }
+            if let Some(b) = &o.spec.broker {
+                c.broker(b);
             }
         }
         ObjectBody::Role(o) => check_role(&mut c, o),

@@ -47,7 +47,7 @@ fn task(repo: &TestRepo, redis: &str, args: &[&str]) -> (String, i32) {
 }
 
 /// The task id printed for `target` (`host/web01`) in the "Sent" table.
-fn id_for(out: &str, target: &str) -> String {
+pub(crate) fn id_for(out: &str, target: &str) -> String {
     out.lines()
         .find_map(|l| {
             let mut cols = l.split_whitespace();

@@ -2,8 +2,13 @@
 
 The deploy (and `celeroot agent`) writes these variables; docs/celery.md documents them:
 
-CELEROOT_BROKER_URL      Redis URL of the broker (and of RedBeat). Required.
-CELEROOT_RESULT_BACKEND  Redis URL of the result backend. Default: the broker URL.
+CELEROOT_BROKER_URL      URL of the broker: Redis (also of RedBeat) or amqp:// (RabbitMQ). Required.
+CELEROOT_BROKER_TRANSPORT  The Cluster's broker.transport (redis or amqp; deploy writes it
+                         for amqp). A URL of the other kind is refused. Default: redis.
+CELEROOT_QUEUE_TYPE      On RabbitMQ: quorum (default) or classic queues, as the Cluster's
+                         broker.queueType says; celeroot declares them the same way.
+CELEROOT_RESULT_BACKEND  Redis URL of the result backend. Default: the broker URL (with
+                         RabbitMQ it is required; the agent and `celeroot beat` set it).
 CELEROOT_REDBEAT_URL     Where RedBeat reads the schedule (`celeroot beat` sets it; a
                          redis+cluster:// URL when the live state is on a Redis Cluster).
                          Default: the broker URL.
@@ -75,12 +80,27 @@ def sentinel_settings(url):
     return kombu_url, transport, "redis-sentinel://%s/%d" % (hostport(*nodes[0]), db), redbeat
 
 
-broker, broker_transport, redbeat_url, redbeat_options = sentinel_settings(
-    os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
-)
-backend, backend_transport, _, _ = sentinel_settings(
-    os.environ.get("CELEROOT_RESULT_BACKEND") or os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
-)
+broker_source = os.environ.get("CELEROOT_BROKER_URL", "redis://127.0.0.1:6379/0")
+transport = os.environ.get("CELEROOT_BROKER_TRANSPORT") or "redis"
+on_amqp = broker_source.lower().startswith(("amqp://", "amqps://"))
+if transport not in ("redis", "amqp"):
+    raise SystemExit("CELEROOT_BROKER_TRANSPORT=%s: expected redis or amqp" % transport)
+if on_amqp != (transport == "amqp"):
+    raise SystemExit(
+        "CELEROOT_BROKER_URL is %s, but the Cluster's broker.transport (CELEROOT_BROKER_TRANSPORT) is %s"
+        % ("an AMQP URL" if on_amqp else "not an amqp:// URL", transport)
+    )
+if on_amqp:
+    # RabbitMQ carries the tasks; results and RedBeat's schedule stay in Redis.
+    backend_source = os.environ.get("CELEROOT_RESULT_BACKEND")
+    if not backend_source:
+        raise SystemExit("CELEROOT_RESULT_BACKEND is required when the broker is RabbitMQ")
+    broker, broker_transport = broker_source, {}
+    _, _, redbeat_url, redbeat_options = sentinel_settings(backend_source)
+else:
+    backend_source = os.environ.get("CELEROOT_RESULT_BACKEND") or broker_source
+    broker, broker_transport, redbeat_url, redbeat_options = sentinel_settings(broker_source)
+backend, backend_transport, _, _ = sentinel_settings(backend_source)
 redbeat_source = os.environ.get("CELEROOT_REDBEAT_URL")
 if redbeat_source and redbeat_source.startswith("redis+cluster://"):
     # RedBeat's Redis Cluster client (redis-py's RedisCluster.from_url, which finds the
@@ -103,6 +123,15 @@ if backend_transport:
     app.conf.result_backend_transport_options = backend_transport
 if redbeat_options:
     app.conf.redbeat_redis_options = redbeat_options
+if on_amqp:
+    # Queues are declared exactly as celeroot declares them (`celeroot task run`): a
+    # durable direct exchange and queue per name, quorum unless the Cluster says classic.
+    # Quorum queues need per-consumer QoS, which Celery detects by itself.
+    queue_type = os.environ.get("CELEROOT_QUEUE_TYPE") or "quorum"
+    if queue_type not in ("quorum", "classic"):
+        raise SystemExit("CELEROOT_QUEUE_TYPE=%s: expected quorum or classic" % queue_type)
+    app.conf.task_default_queue_type = queue_type
+    app.conf.task_create_missing_queue_type = queue_type
 app.conf.update(
     timezone=os.environ.get("CELEROOT_TIMEZONE", "UTC"),
     enable_utc=True,

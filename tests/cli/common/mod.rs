@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod env;
 pub mod http;
+pub mod rabbitmq;
 pub mod receiver;
 pub mod redis;
 pub mod sentinel;
