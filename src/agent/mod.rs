@@ -105,7 +105,13 @@ impl Config {
         for (k, v) in crate::state::acl::parse_credentials_file(&text) {
             let parsed = if k == "CELEROOT_BROKER_URL" {
                 BrokerUrl::parse(&v).map(|u| {
-                    out.broker = Some(u);
+                    // On RabbitMQ the file's Redis user is the worker's result backend
+                    // only: the broker stays the amqp:// URL of the agent's environment.
+                    let keep_amqp = matches!(self.broker, Some(BrokerUrl::Amqp(_)))
+                        && matches!(u, BrokerUrl::Redis(_));
+                    if !keep_amqp {
+                        out.broker = Some(u);
+                    }
                 })
             } else {
                 RedisUrl::parse(&v).map(|url| {
@@ -917,6 +923,31 @@ mod tests {
             reread_interval: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(30),
         }
+    }
+
+    #[test]
+    fn a_credentials_file_keeps_a_rabbitmq_broker_and_gives_the_results_its_redis_user() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("credentials.env");
+        std::fs::write(
+            &file,
+            crate::state::acl::credentials_file("redis://a:pa@h:6379/0", "redis://w:pw@h:6379/0"),
+        )
+        .expect("write");
+        let mut c = cfg();
+        c.credentials_file = Some(file);
+        c.broker = Some(BrokerUrl::parse("amqp://u:p@mq:5672//").expect("url"));
+        let (got, _) = c.with_credentials_file();
+        assert_eq!(got.broker_url().transport(), "amqp");
+        assert_eq!(
+            got.result_backend_url().redacted(),
+            "redis://w:***@h:6379/0"
+        );
+        assert_eq!(got.redis.redacted(), "redis://a:***@h:6379/0");
+        // On Redis the file's worker user is the broker too.
+        c.broker = None;
+        let (got, _) = c.with_credentials_file();
+        assert_eq!(got.broker_url().redacted(), "redis://w:***@h:6379/0");
     }
 
     #[test]

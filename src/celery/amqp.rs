@@ -555,6 +555,128 @@ impl Drop for AmqpBroker {
     }
 }
 
+/// The exchange Celery's events go to on AMQP (`celery.events.event.event_exchange`: a
+/// durable topic exchange; routing keys `task.received`, `worker.heartbeat`, ...).
+pub const EVENT_EXCHANGE: &str = "celeryev";
+
+/// How many event messages wait for the reader at most (the consumer then waits).
+const EVENT_BACKLOG: usize = 10_000;
+
+/// A subscription to Celery's task events on RabbitMQ: an exclusive, auto-deleted queue
+/// bound to the `celeryev` exchange, consumed without acknowledgements (like Celery's own
+/// event receiver: events published while nobody listens are not kept).
+pub struct EventQueue {
+    rt: tokio::runtime::Runtime,
+    _conn: Connection,
+    _channel: Channel,
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    url: AmqpUrl,
+}
+
+impl EventQueue {
+    /// Binds a fresh queue to `celeryev` with `routing_key` (`task.#`) and starts
+    /// consuming.
+    ///
+    /// # Errors
+    /// Why not, without the password.
+    pub fn open(url: &AmqpUrl, routing_key: &str) -> Result<EventQueue, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start an I/O runtime: {e}"))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BACKLOG);
+        let (conn, channel) = rt
+            .block_on(async {
+                let conn = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    Connection::connect_uri(url.uri.clone(), ConnectionProperties::default()),
+                )
+                .await
+                .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+                .map_err(|e| describe(&e))?;
+                let channel = within(conn.create_channel()).await?;
+                // Declared as Celery declares it, so whoever comes first creates it.
+                within(channel.exchange_declare(
+                    EVENT_EXCHANGE.into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                ))
+                .await
+                .map_err(|e| format!("declaring exchange {EVENT_EXCHANGE}: {e}"))?;
+                let queue = within(channel.queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                ))
+                .await?;
+                within(channel.queue_bind(
+                    queue.name().clone(),
+                    EVENT_EXCHANGE.into(),
+                    routing_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ))
+                .await?;
+                let consumer = within(channel.basic_consume(
+                    queue.name().clone(),
+                    "celeroot-collector".into(),
+                    lapin::options::BasicConsumeOptions {
+                        no_ack: true,
+                        ..lapin::options::BasicConsumeOptions::default()
+                    },
+                    FieldTable::default(),
+                ))
+                .await?;
+                consumer.set_delegate(move |delivery: lapin::message::DeliveryResult| {
+                    let tx = tx.clone();
+                    async move {
+                        let item = match delivery {
+                            Ok(Some(d)) => Ok(d.data),
+                            Ok(None) => Err("the broker cancelled the consumer".to_string()),
+                            Err(e) => Err(describe(&e)),
+                        };
+                        let _ = tx.send(item).await;
+                    }
+                });
+                Ok::<_, String>((conn, channel))
+            })
+            .map_err(|e| url.scrub(&e))?;
+        Ok(EventQueue {
+            rt,
+            _conn: conn,
+            _channel: channel,
+            rx,
+            url: url.clone(),
+        })
+    }
+
+    /// The next event message's body, waiting at most `wait` (None: nothing came).
+    ///
+    /// # Errors
+    /// The connection or the consumer ended.
+    pub fn next(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, String> {
+        let rx = &mut self.rx;
+        let got = self
+            .rt
+            .block_on(async { tokio::time::timeout(wait, rx.recv()).await });
+        match got {
+            Err(_) => Ok(None),
+            Ok(None) => Err("the event consumer stopped".into()),
+            Ok(Some(Ok(body))) => Ok(Some(body)),
+            Ok(Some(Err(e))) => Err(self.url.scrub(&e)),
+        }
+    }
+}
+
 /// Connects and disconnects: whether the broker at `url` accepts these credentials
 /// (the agent's broker check).
 ///

@@ -63,6 +63,31 @@ pub struct CollectArgs {
     /// This collector's name in Redis (default: `<hostname>-<pid>`).
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
+    /// Celery's broker when it is RabbitMQ (amqp://): the task events are read from its
+    /// celeryev exchange. A Redis broker is the live state's database: events are read
+    /// from --redis.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CELEROOT_BROKER_URL",
+        hide_env_values = true
+    )]
+    pub broker: Option<String>,
+}
+
+/// The RabbitMQ broker the task events are read from, when `raw` names one.
+pub(super) fn events_broker(
+    raw: Option<&str>,
+) -> Result<Option<crate::celery::AmqpUrl>, CommandError> {
+    match raw.filter(|r| !r.trim().is_empty()) {
+        None => Ok(None),
+        Some(r) => match crate::celery::BrokerUrl::parse(r)
+            .map_err(|e| CommandError::usage(format!("--broker: {e}")))?
+        {
+            crate::celery::BrokerUrl::Amqp(u) => Ok(Some(u)),
+            crate::celery::BrokerUrl::Redis(_) => Ok(None),
+        },
+    }
 }
 
 pub fn run(ui: &Ui, cli: &Cli, a: &RunsArgs) -> Result<u8, CommandError> {
@@ -91,6 +116,7 @@ fn run_collect(ui: &Ui, cli: &Cli, c: &CollectArgs) -> Result<u8, CommandError> 
     }
     let cfg = collect::Config {
         url: super::live::redis_url(cli)?,
+        events: events_broker(c.broker.as_deref())?,
         cluster,
         id: c.id.clone().unwrap_or_else(default_collector_id),
     };

@@ -20,6 +20,16 @@ use crate::source::remote::{Credentials, Origin};
 /// Runs until SIGTERM or SIGINT; exits 1 when it cannot start.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// Celery's broker when it is RabbitMQ (amqp://): the run collector reads the task
+    /// events from its celeryev exchange. A Redis broker is the live state's database:
+    /// events are read from --redis.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CELEROOT_BROKER_URL",
+        hide_env_values = true
+    )]
+    pub broker: Option<String>,
     /// The branch to follow.
     #[arg(long, default_value = "main", env = "CELEROOT_BRANCH")]
     pub branch: String,
@@ -197,6 +207,7 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CommandError> {
         listen,
         webhook_secret,
         redis: super::live::redis_url(cli)?,
+        events_broker: super::runs::events_broker(a.broker.as_deref())?,
         cluster: a.cluster.clone(),
         cache_dir: a.cache_dir.clone().unwrap_or_else(default_cache_dir),
         credentials: Credentials {

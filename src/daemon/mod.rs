@@ -86,6 +86,9 @@ pub struct Config {
     /// The webhook secret (HMAC key, or GitLab's token). Webhooks are refused without it.
     pub webhook_secret: Option<Secret>,
     pub redis: RedisUrl,
+    /// Celery's broker when it is RabbitMQ: the run collector reads task events there
+    /// (a Redis broker is the live state's database).
+    pub events_broker: Option<crate::celery::AmqpUrl>,
     /// The cluster to lead; default: the cluster of the first valid revision.
     pub cluster: Option<String>,
     pub cache_dir: PathBuf,
@@ -550,6 +553,7 @@ fn collect_runs(shared: &Shared, cfg: &Config, stop: &AtomicBool) {
     };
     let rc = crate::runs::collect::Config {
         url: cfg.redis.clone(),
+        events: cfg.events_broker.clone(),
         cluster,
         id: format!("{}-runs", cfg.identity),
     };

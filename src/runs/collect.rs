@@ -1,6 +1,7 @@
-//! The run collector: subscribes to Celery's event channels on the broker, keeps the
-//! events of schedule runs, and writes them in batches (`celeroot runs collect`, and a
-//! thread of `celeroot watch`).
+//! The run collector: subscribes to Celery's task events on the broker (Redis pub/sub,
+//! or a queue bound to RabbitMQ's `celeryev` exchange), keeps the events of schedule
+//! runs, and writes them in batches (`celeroot runs collect`, and a thread of
+//! `celeroot watch`).
 //!
 //! Pub/sub delivers only what is published while subscribed, so a collector records
 //! since when it has listened ([`Store::collector_alive`]): a run due while none
@@ -17,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::celery::AmqpUrl;
 use crate::desired::RunRetention;
 use crate::state::runs::{entry_of_root_id, RunUpdate};
 use crate::state::{RedisUrl, StateError, Store};
@@ -141,6 +143,10 @@ impl Correlator {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub url: RedisUrl,
+    /// Where Celery's task events are: `None` for the pub/sub channels of the Redis
+    /// broker (which is the live state's database, `url`); an AMQP URL for RabbitMQ's
+    /// `celeryev` exchange.
+    pub events: Option<AmqpUrl>,
     pub cluster: String,
     /// This collector's id in `runs::collectors` (host and pid by default).
     pub id: String,
@@ -191,6 +197,20 @@ fn session(
     stats: &Arc<Stats>,
     listened: &mut bool,
 ) -> Result<(), CollectError> {
+    if let Some(amqp) = &cfg.events {
+        let sub_err = |reason: String| CollectError::Subscribe {
+            url: amqp.redacted().to_string(),
+            reason,
+        };
+        // Celery publishes task events with routing keys `task.<kind>`.
+        let mut queue = crate::celery::amqp::EventQueue::open(amqp, "task.#").map_err(sub_err)?;
+        return pump(cfg, store, correlator, stop, stats, listened, || {
+            Ok(queue
+                .next(FLUSH_EVERY)
+                .map_err(sub_err)?
+                .map(|body| event::parse_body(&body)))
+        });
+    }
     let sub_err = |e: redis::RedisError| CollectError::Subscribe {
         url: cfg.url.redacted().to_string(),
         reason: cfg.url.scrub(&e.to_string()),
@@ -210,12 +230,35 @@ fn session(
     ps.psubscribe(format!("/{db}.celeryev/task.*"))
         .map_err(sub_err)?;
     ps.set_read_timeout(Some(FLUSH_EVERY)).map_err(sub_err)?;
+    pump(cfg, store, correlator, stop, stats, listened, || {
+        match ps.get_message() {
+            Ok(msg) => Ok(Some(event::parse(msg.get_payload_bytes()))),
+            Err(e) if e.is_timeout() => Ok(None),
+            Err(e) => Err(sub_err(e)),
+        }
+    })
+}
+
+/// The collector's loop over one subscription: `next` waits at most [`FLUSH_EVERY`] for
+/// one message and returns its decoded events (None when nothing came).
+fn pump(
+    cfg: &Config,
+    store: &mut Store,
+    correlator: &mut Correlator,
+    stop: &AtomicBool,
+    stats: &Arc<Stats>,
+    listened: &mut bool,
+    mut next: impl FnMut() -> Result<
+        Option<Result<Vec<event::TaskEvent>, event::EventError>>,
+        CollectError,
+    >,
+) -> Result<(), CollectError> {
     let since = now_secs();
     let mut retention = store.run_retention()?;
     refresh(cfg, store, since, &mut retention)?;
     *listened = true;
     tracing::info!(
-        db,
+        events = cfg.events.as_ref().map_or("redis", |_| "amqp"),
         keep = retention.keep,
         max_age_secs = retention.max_age_secs,
         "run collector: listening for task events"
@@ -229,22 +272,16 @@ fn session(
             flush(store, &mut pending, retention, stats)?;
             return Ok(());
         }
-        match ps.get_message() {
-            Ok(msg) => {
-                let payload: &[u8] = msg.get_payload_bytes();
-                match event::parse(payload) {
-                    Ok(events) => {
-                        stats.events.inc_by(events.len() as u64);
-                        correlator.updates(&events, &mut pending);
-                    }
-                    Err(e) => {
-                        stats.malformed.inc();
-                        tracing::debug!(error = %e, channel = msg.get_channel_name(), "run collector: skipped a message");
-                    }
-                }
+        match next()? {
+            Some(Ok(events)) => {
+                stats.events.inc_by(events.len() as u64);
+                correlator.updates(&events, &mut pending);
             }
-            Err(e) if e.is_timeout() => {}
-            Err(e) => return Err(sub_err(e)),
+            Some(Err(e)) => {
+                stats.malformed.inc();
+                tracing::debug!(error = %e, "run collector: skipped a message");
+            }
+            None => {}
         }
         if pending.len() >= BATCH || last_flush.elapsed() >= FLUSH_EVERY {
             flush(store, &mut pending, retention, stats)?;

@@ -115,10 +115,25 @@ pub fn parse(payload: &[u8]) -> Result<Vec<TaskEvent>, EventError> {
     } else {
         serde_json::from_str(body).map_err(|e| EventError::Body(e.to_string()))?
     };
-    Ok(match decoded {
+    Ok(events_of(decoded))
+}
+
+/// Decodes one AMQP event message's body (RabbitMQ carries the event JSON itself, not a
+/// kombu envelope): its task events.
+///
+/// # Errors
+/// [`EventError::Body`] when the body is not JSON.
+pub fn parse_body(body: &[u8]) -> Result<Vec<TaskEvent>, EventError> {
+    let decoded: Json =
+        serde_json::from_slice(body).map_err(|e| EventError::Body(e.to_string()))?;
+    Ok(events_of(decoded))
+}
+
+fn events_of(decoded: Json) -> Vec<TaskEvent> {
+    match decoded {
         Json::Array(items) => items.iter().filter_map(event).collect(),
         one => event(&one).into_iter().collect(),
-    })
+    }
 }
 
 fn event(v: &Json) -> Option<TaskEvent> {

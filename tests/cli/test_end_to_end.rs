@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::common::agent::{heartbeat, AgentProcess};
 use crate::common::celery::{python, worker_env, CeleryProcess};
 use crate::common::daemon::{BareRepo, Daemon};
+use crate::common::rabbitmq::RabbitMq;
 use crate::common::redis::RedisServer;
 use crate::common::sshd::SshLab;
 use crate::common::{run, TestRepo};
@@ -41,9 +42,16 @@ fn target(lab: &SshLab, i: usize) -> PathBuf {
 /// Cluster `lab` (see [`crate::common::agent::lab_repo`]) with `tick` every 2 s on
 /// host-1 only and `tasks/e2e.py`; the setup command links the virtualenv into each
 /// release (there is no network for `uv sync`).
-fn lab_repo(lab: &SshLab) -> TestRepo {
+fn lab_repo(lab: &SshLab, amqp: bool) -> TestRepo {
     let mut repo =
         crate::common::agent::lab_repo(lab, &format!("[ln, -sfn, {}, .venv]", venv().display()));
+    if amqp {
+        repo.edit(
+            "manifests/cluster.yaml",
+            "  timezone: Europe/Berlin\n",
+            "  timezone: Europe/Berlin\n  broker:\n    transport: amqp\n",
+        );
+    }
     repo.write(
         "manifests/schedules/tick.yaml",
         "apiVersion: celeroot.io/v1\nkind: Schedule\nmetadata:\n  name: tick\nspec:\n  every: 2s\n  task: e2e.where\n  targets:\n    - host: host-1\n",
@@ -126,7 +134,7 @@ fn wait_for(what: &str, logs: &[&AgentProcess], cond: impl Fn() -> bool) {
     panic!("timed out waiting for {what}\n{}", logs.join("\n----\n"));
 }
 
-fn beat(lab: &SshLab, redis: &RedisServer, id: &str) -> AgentProcess {
+fn beat(lab: &SshLab, redis: &RedisServer, mq: Option<&RabbitMq>, id: &str) -> AgentProcess {
     let release = target(lab, 0).join("current").display().to_string();
     let mut cmd = on_host(
         lab,
@@ -149,8 +157,11 @@ fn beat(lab: &SshLab, redis: &RedisServer, id: &str) -> AgentProcess {
             "3s",
         ],
     );
-    // /etc/celeroot/beat.env of the unit: beat's Redis URL.
+    // /etc/celeroot/beat.env of the unit: beat's Redis URL (and RabbitMQ's).
     cmd.env("CELEROOT_REDIS_URL", redis.url());
+    if let Some(mq) = mq {
+        cmd.env("CELEROOT_BROKER_URL", mq.url());
+    }
     AgentProcess::spawn(cmd)
 }
 
@@ -166,12 +177,35 @@ fn beat_field(redis: &RedisServer, id: &str, field: &str) -> String {
 
 #[test]
 fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
+    pushed_commit_story(None);
+}
+
+/// Issue 19, part 3: the same story with RabbitMQ as the broker (quorum queues), the live
+/// state, results and RedBeat in Redis.
+#[test]
+fn a_pushed_commit_reaches_workers_and_a_beat_on_rabbitmq() {
+    let mq = RabbitMq::start();
+    pushed_commit_story(Some(&mq));
+    let qs = mq.queues();
+    for q in ["worker", "celeroot.host.host-1", "celeroot.host.host-2"] {
+        assert!(
+            qs.iter()
+                .any(|(name, kind, _)| name == q && kind == "quorum"),
+            "{q} is not a quorum queue: {qs:?}"
+        );
+    }
+}
+
+fn pushed_commit_story(mq: Option<&RabbitMq>) {
     let lab = SshLab::start(2);
     let redis = RedisServer::start();
-    let mut repo = lab_repo(&lab);
+    let mut repo = lab_repo(&lab, mq.is_some());
     let celeroot = |args: &[&str]| {
         let mut cmd = repo.cmd();
         cmd.args(args).env("CELEROOT_REDIS_URL", redis.url());
+        if let Some(mq) = mq {
+            cmd.env("CELEROOT_BROKER_URL", mq.url());
+        }
         run(cmd)
     };
     let known = lab.known_hosts.display().to_string();
@@ -221,7 +255,7 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
     let agents: Vec<AgentProcess> = (0..2)
         .map(|i| {
             let release = target(&lab, i).join("current").display().to_string();
-            AgentProcess::spawn(on_host(
+            let mut cmd = on_host(
                 &lab,
                 i,
                 &[
@@ -241,7 +275,13 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
                     "--worker-arg",
                     "solo",
                 ],
-            ))
+            );
+            // /etc/celeroot/agent.env: on RabbitMQ, the broker's URL (the credentials
+            // file's Redis user then holds the results only).
+            if let Some(mq) = mq {
+                cmd.env("CELEROOT_BROKER_URL", mq.url());
+            }
+            AgentProcess::spawn(cmd)
         })
         .collect();
     let logs: Vec<&AgentProcess> = agents.iter().collect();
@@ -254,7 +294,7 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
     }
 
     // celeroot beat runs real beat; the schedule runs on host-1's worker only.
-    let mut b1 = beat(&lab, &redis, "b1");
+    let mut b1 = beat(&lab, &redis, mq, "b1");
     wait_for("b1 active", &[&b1], || {
         beat_field(&redis, "b1", "status") == "active"
     });
@@ -307,7 +347,7 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
 
     // A second beat: schedules fire again.
     let before = count(&redis, "v1", "host-1");
-    let b2 = beat(&lab, &redis, "b2");
+    let b2 = beat(&lab, &redis, mq, "b2");
     wait_for("ticks again", &[&b2], || {
         count(&redis, "v1", "host-1") >= before + 2
     });
@@ -316,18 +356,20 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
     // its worker on the new release, and the next run uses the new code.
     let bare = BareRepo::new();
     bare.push_from(&repo, "main");
-    let mut daemon = Daemon::start(
-        &bare.url(),
-        &redis.url(),
-        &[
-            "--branch",
-            "main",
-            "--interval",
-            "1s",
-            "--known-hosts",
-            &known,
-        ],
-    );
+    let mq_url = mq.map(RabbitMq::url);
+    let mut daemon_args = vec![
+        "--branch",
+        "main",
+        "--interval",
+        "1s",
+        "--known-hosts",
+        &known,
+    ];
+    // On RabbitMQ the daemon's run collector reads the task events there.
+    if let Some(u) = &mq_url {
+        daemon_args.extend(["--broker", u.as_str()]);
+    }
+    let mut daemon = Daemon::start(&bare.url(), &redis.url(), &daemon_args);
     daemon.wait_for("leading", WAIT, Daemon::is_leader);
     repo.write("tasks/e2e.py", &e2e_tasks("v2"));
     repo.commit("e2e: v2");
@@ -338,8 +380,33 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
     let status = daemon.status();
     assert_eq!(status["lastDeploy"]["result"], "ok", "{status}");
     // The daemon's run collector recorded the ticks from the workers' events (the agent
-    // runs them with -E): where each ran and how it ended.
-    wait_for("runs recorded by watch", &[&agents[0]], || {
+    // runs them with -E), from Redis pub/sub or RabbitMQ's celeryev exchange.
+    runs_recorded(&repo, &redis, &mut daemon, &agents[0]);
+    assert_eq!(count(&redis, "v2", "host-2"), 0);
+
+    // The second cluster's worker, on the same queue name in database 1, got nothing.
+    assert!(results(&redis, 1).is_empty());
+    assert!(
+        !other_worker.log_text().contains("e2e.where"),
+        "{}",
+        other_worker.log_text()
+    );
+    // And that cluster may not share lab's database.
+    let mut cmd = other.cmd();
+    cmd.args(["reconcile"])
+        .env("CELEROOT_REDIS_URL", redis.url());
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    eprintln!(
+        "beat missing noticed by status {:.1} s after SIGKILL",
+        noticed.as_secs_f64()
+    );
+}
+
+/// The daemon's run collector recorded the ticks from the workers' events: where each ran
+/// and how it ended; its run health is in /status and /metrics.
+fn runs_recorded(repo: &TestRepo, redis: &RedisServer, daemon: &mut Daemon, agent: &AgentProcess) {
+    wait_for("runs recorded by watch", &[agent], || {
         let mut cmd = repo.cmd();
         cmd.args(["runs", "tick", "-o", "json"])
             .env("CELEROOT_REDIS_URL", redis.url());
@@ -368,24 +435,5 @@ fn a_pushed_commit_reaches_workers_and_a_beat_that_run_it() {
     assert!(
         counter("celeroot_run_events_total ") > 0 && counter("celeroot_run_updates_total ") > 0,
         "the collector's counters: {metrics}"
-    );
-    assert_eq!(count(&redis, "v2", "host-2"), 0);
-
-    // The second cluster's worker, on the same queue name in database 1, got nothing.
-    assert!(results(&redis, 1).is_empty());
-    assert!(
-        !other_worker.log_text().contains("e2e.where"),
-        "{}",
-        other_worker.log_text()
-    );
-    // And that cluster may not share lab's database.
-    let mut cmd = other.cmd();
-    cmd.args(["reconcile"])
-        .env("CELEROOT_REDIS_URL", redis.url());
-    let (out, code) = run(cmd);
-    assert_eq!(code, 1, "{out}");
-    eprintln!(
-        "beat missing noticed by status {:.1} s after SIGKILL",
-        noticed.as_secs_f64()
     );
 }
