@@ -111,6 +111,7 @@ pub fn colour_on_stderr() -> bool {
 }
 
 mod agent;
+mod backup;
 mod beat;
 mod config;
 mod deploy;
@@ -199,6 +200,8 @@ pub enum Command {
     History(observe::HistoryArgs),
     Rollback(reconcile::RollbackArgs),
     Unlock(observe::UnlockArgs),
+    Backup(backup::BackupArgs),
+    Restore(backup::RestoreArgs),
     Schema(schema::SchemaArgs),
     Init(init::InitArgs),
     Task(task::TaskArgs),
@@ -327,6 +330,8 @@ pub fn main() -> ExitCode {
         Command::Status(a) => observe::run_status(&ui, &cli, a),
         Command::History(a) => observe::run_history(&ui, &cli, a),
         Command::Unlock(a) => observe::run_unlock(&ui, &cli, a),
+        Command::Backup(a) => backup::run_backup(&ui, &cli, a),
+        Command::Restore(a) => backup::run_restore(&ui, &cli, a),
         Command::Schema(a) => schema::run(a),
         Command::Init(a) => init::run(&ui, a),
         Command::Task(a) => task::run(&ui, &cli, a),

@@ -80,11 +80,20 @@ fn compiled(ui: &Ui, cli: &Cli, rev: &str) -> Result<crate::Compiled, CommandErr
 }
 
 pub fn run_drift(ui: &Ui, cli: &Cli, args: &DriftArgs) -> Result<u8, CommandError> {
+    drift_report(ui, cli, &args.rev, args.output)
+}
+
+/// The drift check `celeroot restore` runs after writing: `celeroot drift --rev REV`.
+pub(super) fn drift_after(ui: &Ui, cli: &Cli, rev: &str) -> Result<u8, CommandError> {
+    drift_report(ui, cli, rev, ReportFormat::Text)
+}
+
+fn drift_report(ui: &Ui, cli: &Cli, rev: &str, output: ReportFormat) -> Result<u8, CommandError> {
     let now = super::now()?;
-    let target = compiled(ui, cli, &args.rev)?;
+    let target = compiled(ui, cli, rev)?;
     let mut store = live::connect(cli, &target.state.cluster)?;
     let report = drift::detect(&mut store, &target, now)?;
-    let text = match args.output {
+    let text = match output {
         ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
         ReportFormat::Text => drift_text(&report, &ui.stdout_style),
         ReportFormat::Markdown => drift_markdown(&report),

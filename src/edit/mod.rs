@@ -498,11 +498,29 @@ fn index_entry(path: &str, id: git2::Oid, len: usize) -> git2::IndexEntry {
 /// I/O errors; `path` is then unchanged.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // The mode of the file it replaces (0644 for a new one).
+    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
+    write_atomic_mode(path, text, mode)
+}
+
+/// [`write_atomic`] with mode 0600 whatever the file had: for files only their owner
+/// may read (backups).
+///
+/// # Errors
+/// I/O errors; `path` is then unchanged.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    write_atomic_mode(path, text, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     std::fs::create_dir_all(dir)?;
     // A new, exclusively created file with an unpredictable name (never a link someone
-    // planted), given the mode of the file it replaces (0644 for a new one).
-    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
+    // planted).
     let mut tmp = tempfile::Builder::new()
         .prefix(".celeroot-")
         .suffix(".tmp")

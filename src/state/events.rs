@@ -101,6 +101,17 @@ pub enum What {
         drifted_keys: usize,
         keys: Vec<String>,
     },
+    /// A backup was written back (`celeroot restore`).
+    Restored {
+        /// When the backup was taken (RFC 3339).
+        taken_at: String,
+        /// The backup's generation, and the generation the live state has now.
+        backup_generation: u64,
+        generation: u64,
+        keys: usize,
+        /// Restored over a newer live state (`--force`).
+        forced: bool,
+    },
 }
 
 /// One entry of the event stream.
@@ -151,6 +162,7 @@ impl Event {
             What::Failed { .. } => "failed",
             What::Deployed { .. } => "deploy",
             What::Drift { .. } => "drift",
+            What::Restored { .. } => "restore",
         }
     }
 
@@ -211,6 +223,20 @@ impl Event {
                 put("result", "reported".into());
                 put("drifted_keys", drifted_keys.to_string());
                 put("keys", keys.join(" "));
+            }
+            What::Restored {
+                taken_at,
+                backup_generation,
+                generation,
+                keys,
+                forced,
+            } => {
+                put("result", "restored".into());
+                put("taken_at", taken_at.clone());
+                put("backup_generation", backup_generation.to_string());
+                put("generation", generation.to_string());
+                put("keys", keys.to_string());
+                put("forced", forced.to_string());
             }
         }
         f

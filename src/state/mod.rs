@@ -6,6 +6,7 @@
 //! Must not know: YAML, git, validation rules, or output formats.
 
 pub mod acl;
+pub mod backup;
 pub mod digest;
 pub mod events;
 pub mod heartbeat;

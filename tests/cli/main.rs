@@ -5,6 +5,7 @@
 mod common;
 mod test_agent;
 mod test_alerts;
+mod test_backup;
 mod test_beat;
 mod test_checks;
 mod test_credentials;

@@ -1,0 +1,259 @@
+//! Issue 19, part 4: `celeroot backup` and `celeroot restore` against a real
+//! redis-server: a backup survives a FLUSHALL, a restore is refused for an older
+//! generation or another cluster unless --force, and a damaged file changes nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::redis::RedisServer;
+use crate::common::{reconciled_example, run, TestRepo};
+
+fn celeroot(repo: &TestRepo, url: &str, args: &[&str]) -> (String, i32) {
+    let mut cmd = repo.cmd();
+    cmd.args(args).env("CELEROOT_REDIS_URL", url);
+    run(cmd)
+}
+
+/// Every key of `redis` with its type and a dump of its value (DUMP bytes are
+/// encoding-specific, so the value is read by type).
+fn snapshot(redis: &RedisServer) -> BTreeMap<String, String> {
+    let mut c = redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).expect("KEYS");
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let t: String = redis::cmd("TYPE").arg(&k).query(&mut c).expect("TYPE");
+        if t == "hash" {
+            // In field order, which Redis does not keep.
+            let h: BTreeMap<String, String> = redis::cmd("HGETALL")
+                .arg(&k)
+                .query(&mut c)
+                .expect("HGETALL");
+            out.insert(k, format!("hash {h:?}"));
+            continue;
+        }
+        let v: redis::Value = match t.as_str() {
+            "string" => redis::cmd("GET").arg(&k).query(&mut c),
+            "set" => redis::cmd("SORT").arg(&k).arg("ALPHA").query(&mut c),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&k)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(&mut c),
+            "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query(&mut c),
+            _ => redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query(&mut c),
+        }
+        .expect("read");
+        out.insert(k, format!("{t} {v:?}"));
+    }
+    out
+}
+
+fn generation(redis: &RedisServer) -> String {
+    redis::cmd("GET")
+        .arg("celeroot:{production}:generation")
+        .query::<Option<String>>(&mut redis.conn())
+        .expect("GET")
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_backup_survives_a_flushall_and_restores_at_its_generation() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut repo = reconciled_example(&redis);
+    repo.edit(
+        "manifests/roles/application.yaml",
+        "concurrency: 8",
+        "concurrency: 6",
+    );
+    repo.commit("application: 6 workers");
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    // What a restore must not bring back: a heartbeat and the lease.
+    let mut c = redis.conn();
+    redis::cmd("HSET")
+        .arg("celeroot:{production}:heartbeat:web01")
+        .arg("release")
+        .arg("r-1")
+        .query::<()>(&mut c)
+        .expect("HSET");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("prod.json");
+    let f = file.display().to_string();
+    let (out, code) = celeroot(&repo, &url, &["backup", "--out", &f]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("Backed up cluster production at generation 2: "),
+        "{out}"
+    );
+    let mode = std::fs::metadata(&file).expect("file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(!text.contains("heartbeat:web01"), "a heartbeat was kept");
+    let before: BTreeMap<String, String> = snapshot(&redis)
+        .into_iter()
+        .filter(|(k, _)| !k.contains(":heartbeat:"))
+        .collect();
+
+    // The server loses everything; the restore brings the state, history and events back.
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut c)
+        .expect("FLUSHALL");
+    let (out, code) = celeroot(&repo, &url, &["restore", &f]);
+    // 2: the drift check after it finds what a restore cannot bring back, the example's
+    // hosts have no agents and no beat runs. The restored keys are as celeroot wrote them,
+    // and they are HEAD's.
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("Restored cluster production from ")
+            && out.contains("at generation 2): ")
+            && out.contains(" 0 replaced; generation 0 → 2."),
+        "{out}"
+    );
+    assert!(
+        out.contains("1. Live state edited out of band: 0")
+            && out.contains("3. Changes in git not yet applied: 0"),
+        "the drift check after the restore: {out}"
+    );
+    let after = snapshot(&redis);
+    for (k, v) in &before {
+        // The event stream has one more entry; the lease counter moved on.
+        if k.ends_with(":events") || k.ends_with(":lock-epoch") {
+            continue;
+        }
+        assert_eq!(after.get(k), Some(v), "{k}");
+    }
+    let extra: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "keys that were not there: {extra:?}");
+    // The event stream has its old entries and the restore's.
+    let events: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("celeroot:{production}:events")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .expect("XRANGE");
+    let text = format!("{events:?}");
+    assert!(
+        text.contains("restore") && text.contains("intentional"),
+        "{text}"
+    );
+    let (out, code) = celeroot(&repo, &url, &["history", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("application: 6 workers"), "{out}");
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("No changes"),
+        "the restored state is HEAD's: {out}"
+    );
+
+    // A newer live state: refused without --force, and nothing is written.
+    repo.edit(
+        "manifests/roles/application.yaml",
+        "concurrency: 6",
+        "concurrency: 4",
+    );
+    repo.commit("application: 4 workers");
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(generation(&redis), "3");
+    let newer = snapshot(&redis);
+    let (out, code) = celeroot(&repo, &url, &["restore", &f]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is at generation 3, newer than the backup's 2: restoring it would undo 1 applied reconcile(s); nothing was written"),
+        "{out}"
+    );
+    assert_eq!(snapshot(&redis), newer);
+    // --force goes back; the generation moves on, and drift shows what git would change.
+    let (out, code) = celeroot(&repo, &url, &["restore", &f, "--force"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("generation 3 → 4."), "{out}");
+    assert!(
+        out.contains("Role/application"),
+        "pending in the drift check: {out}"
+    );
+    assert_eq!(generation(&redis), "4");
+}
+
+#[test]
+fn a_damaged_backup_or_one_of_another_cluster_writes_nothing() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = reconciled_example(&redis);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("prod.json");
+    let f = file.display().to_string();
+    let (out, code) = celeroot(&repo, &url, &["backup", "--out", &f]);
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let before = snapshot(&redis);
+    let bad = |name: &str, body: &str| -> (String, i32) {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write");
+        celeroot(&repo, &url, &["restore", &p.display().to_string()])
+    };
+
+    let (out, code) = bad("cut.json", &text[..text.len() / 2]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "cut.json: not a celeroot backup: the file is truncated or not JSON (EOF while parsing"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("nothing was written"), "{out}");
+    let (out, code) = bad(
+        "edited.json",
+        &text.replacen("\"generation\":1", "\"generation\":9", 1),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("the backup's checksum does not match its contents"),
+        "{out}"
+    );
+    let (out, code) = bad("other.json", "{\"format\":\"something-else\"}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no \"format\": \"celeroot-backup\" field"),
+        "{out}"
+    );
+    let (out, code) = celeroot(&repo, &url, &["restore", "/nonexistent/b.json"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot read /nonexistent/b.json"), "{out}");
+    assert_eq!(snapshot(&redis), before);
+
+    // A backup of cluster "staging" (its own database) is refused by production's
+    // repository; with --force it is restored, under its own name, into its own database.
+    let mut staging = TestRepo::with_example();
+    staging.edit(
+        "manifests/cluster.yaml",
+        "name: production",
+        "name: staging",
+    );
+    staging.commit("staging");
+    let db1 = url.replace("/0", "/1");
+    let (out, code) = celeroot(&staging, &db1, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    let sfile = dir.path().join("staging.json").display().to_string();
+    let (out, code) = celeroot(&staging, &db1, &["backup", "--out", &sfile]);
+    assert_eq!(code, 0, "{out}");
+    let (out, code) = celeroot(&repo, &url, &["restore", &sfile]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "is a backup of cluster staging, not of cluster production; nothing was written"
+        ),
+        "{out}"
+    );
+    assert_eq!(snapshot(&redis), before);
+    // Into production's database even --force cannot: the database belongs to production.
+    let (out, code) = celeroot(&repo, &url, &["restore", &sfile, "--force"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("holds the live state of cluster \"production\""),
+        "{out}"
+    );
+    assert_eq!(snapshot(&redis), before);
+}
