@@ -111,6 +111,7 @@ pub fn colour_on_stderr() -> bool {
 }
 
 mod agent;
+mod audit;
 mod backup;
 mod beat;
 mod config;
@@ -201,6 +202,7 @@ pub enum Command {
     Rollback(reconcile::RollbackArgs),
     Unlock(observe::UnlockArgs),
     Backup(backup::BackupArgs),
+    Audit(audit::AuditArgs),
     Restore(backup::RestoreArgs),
     Schema(schema::SchemaArgs),
     Init(init::InitArgs),
@@ -331,6 +333,7 @@ pub fn main() -> ExitCode {
         Command::History(a) => observe::run_history(&ui, &cli, a),
         Command::Unlock(a) => observe::run_unlock(&ui, &cli, a),
         Command::Backup(a) => backup::run_backup(&ui, &cli, a),
+        Command::Audit(a) => audit::run(&ui, &cli, a),
         Command::Restore(a) => backup::run_restore(&ui, &cli, a),
         Command::Schema(a) => schema::run(a),
         Command::Init(a) => init::run(&ui, a),

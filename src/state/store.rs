@@ -768,6 +768,52 @@ impl Store {
         Ok(out)
     }
 
+    /// The events from `since_ms` to `until_ms` (stream ids are Redis server time in
+    /// milliseconds), oldest first, read in batches of 1,000; at most `limit`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn events_between(
+        &mut self,
+        since_ms: u64,
+        until_ms: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StateError> {
+        let key = self.keys.events();
+        let end = until_ms.map_or_else(|| "+".to_string(), |u| u.to_string());
+        let mut start = since_ms.to_string();
+        let mut out: Vec<StoredEvent> = Vec::new();
+        loop {
+            let v: Value = self.query(
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(&start)
+                    .arg(&end)
+                    .arg("COUNT")
+                    .arg(1000),
+            )?;
+            let batch = array(v)?;
+            let n = batch.len();
+            for e in batch {
+                let [id, fields]: [Value; 2] = array(e)?.try_into().map_err(|_| {
+                    StateError::Protocol("stream entry has an unexpected shape".into())
+                })?;
+                out.push(StoredEvent {
+                    id: string(id)?,
+                    fields: pairs(fields)?,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            match out.last() {
+                // The next batch starts after the last id read (exclusive range).
+                Some(last) if n == 1000 => start = format!("({}", last.id),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// The newest `n` applied revisions, newest first.
     ///
     /// # Errors

@@ -257,3 +257,94 @@ fn a_damaged_backup_or_one_of_another_cluster_writes_nothing() {
     );
     assert_eq!(snapshot(&redis), before);
 }
+
+#[test]
+fn audit_export_says_who_applied_what_when_and_why() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut repo = reconciled_example(&redis);
+    repo.edit(
+        "manifests/roles/application.yaml",
+        "concurrency: 8",
+        "concurrency: 6",
+    );
+    repo.commit("application: 6 workers");
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--skip-deploy"])
+        .env("CELEROOT_REDIS_URL", &url)
+        .env("CELEROOT_ACTOR", "alice@ops01");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 0, "{out}");
+    // Out of band edit, healed: a corrective reconcile.
+    redis::cmd("HSET")
+        .arg("celeroot:{production}:worker:web01")
+        .arg("concurrency")
+        .arg("99")
+        .query::<()>(&mut redis.conn())
+        .expect("HSET");
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+
+    let (out, code) = celeroot(&repo, &url, &["audit", "export", "--since", "2026-01-01"]);
+    assert_eq!(code, 0, "{out}");
+    let json = &out[..out.find("[exit").unwrap_or(out.len())];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["formatVersion"], 1);
+    assert_eq!(v["cluster"], "production");
+    let events = v["events"].as_array().expect("events");
+    let kinds: Vec<(&str, &str, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default(),
+                e["actor"].as_str().unwrap_or_default(),
+                e["generation"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("intentional", "tester@ci", 1),
+            ("intentional", "alice@ops01", 2),
+            ("corrective", "tester@ci", 3),
+        ],
+        "{out}"
+    );
+    assert_eq!(events[1]["summary"]["change"], 1, "{out}");
+    assert!(events[2]["correctiveWrites"].as_u64() >= Some(1), "{out}");
+
+    let (out, code) = celeroot(
+        &repo,
+        &url,
+        &["audit", "export", "--since", "2026-01-01", "-o", "csv"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,ts,actor,kind,result,revision,rev,generation,summary,writes,corrective_writes,release,error")
+    );
+    let rows: Vec<&str> = lines.take_while(|l| !l.starts_with("[exit")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows[1].contains(",alice@ops01,intentional,applied,"),
+        "{out}"
+    );
+    // The summary's JSON is quoted as CSV quotes it.
+    assert!(
+        rows[1].contains(r#""{""add"":0,""change"":1,""remove"":0}""#),
+        "{out}"
+    );
+
+    // Nothing after a future date; a bad time is a usage error.
+    let (out, code) = celeroot(&repo, &url, &["audit", "export", "--since", "2100-01-01"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"events\": []"), "{out}");
+    let (out, code) = celeroot(&repo, &url, &["audit", "export", "--since", "last week"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("invalid --since \"last week\": expected an RFC 3339 time"),
+        "{out}"
+    );
+}
