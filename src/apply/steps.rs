@@ -409,6 +409,14 @@ pub(super) fn commit(
         ),
         ("summary".to_string(), counts.json()),
     ]);
+    let mut applied = applied;
+    let keep = rev.compiled.state.events_keep;
+    if let Some(keep) = keep {
+        // Writers that do not compile the Cluster (deploys, restores) read the
+        // retention from here.
+        applied.insert("events_keep".to_string(), keep.to_string());
+    }
+    store.set_events_keep(keep.map_or(crate::state::EVENTS_MAX, |k| k as usize));
     let history = serde_json::json!({
         "revision": target,
         "rev": rev.compiled.revision.rev,

@@ -259,6 +259,8 @@ pub struct DesiredState {
     /// The Cluster's `broker`: which transport the workers use, and on RabbitMQ which
     /// queues. The URL is never here (it holds credentials).
     pub broker: BrokerSettings,
+    /// The Cluster's `eventRetention.keep`, when set (the store's default otherwise).
+    pub events_keep: Option<u32>,
 }
 
 /// The Cluster's `broker` section, with its defaults.
@@ -633,6 +635,12 @@ pub fn compile(m: &Manifests) -> DesiredState {
                         parse_duration(&a.value).unwrap_or(crate::manifest::DEFAULT_RUN_AGE_SECS)
                     }),
             }),
+        events_keep: c
+            .spec
+            .event_retention
+            .as_ref()
+            .and_then(|r| r.keep.as_ref())
+            .map(|k| k.value),
         broker: c
             .spec
             .broker
@@ -880,6 +888,14 @@ fn compile_cluster(c: &Cluster, cluster_tz: &str) -> DesiredObject {
             "alerts".into(),
             canonical(serde_json::to_value(a).unwrap_or_default()),
         );
+    }
+    if let Some(k) = c
+        .spec
+        .event_retention
+        .as_ref()
+        .and_then(|r| r.keep.as_ref())
+    {
+        spec.insert("eventRetention".into(), json!({"keep": k.value}));
     }
     if let Some(b) = &c.spec.broker {
         let transport = b.transport.as_ref().map(|t| t.value).unwrap_or_default();

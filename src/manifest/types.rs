@@ -222,12 +222,29 @@ pub struct ClusterSpec {
     /// stuck (docs/runs.md#alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Alerts>,
+    /// How many entries the event stream (the audit log) keeps (docs/state.md#events-stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_retention: Option<EventRetention>,
     /// Which broker Celery uses: Redis (default) or RabbitMQ (docs/celery.md#brokers).
     /// The broker's URL, which holds credentials, is never in git: it is
     /// CELEROOT_BROKER_URL on the machines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerConfig>,
 }
+
+/// The event stream's retention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventRetention {
+    /// Entries kept, 100–1000000 (about: Redis trims whole stream nodes). Default: 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<Located<u32>>,
+}
+
+/// The most event-stream entries `eventRetention.keep` may ask for.
+pub const MAX_EVENTS_KEPT: u32 = 1_000_000;
+/// The fewest.
+pub const MIN_EVENTS_KEPT: u32 = 100;
 
 /// The Celery broker of a cluster.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -127,6 +127,9 @@ pub struct Store {
     /// A `WATCH`ed transaction is being built on `conn`: redirections are not followed
     /// request by request ([`Store::run`]).
     pub(super) watching: bool,
+    /// Entries the event stream keeps: set by a reconcile from its Cluster, else read
+    /// once from the applied revision (`events_keep`), else [`EVENTS_MAX`].
+    events_keep: Option<usize>,
     keys: Keys,
     cluster: String,
     url: RedisUrl,
@@ -157,6 +160,7 @@ impl Store {
             conn,
             route_key,
             watching: false,
+            events_keep: None,
             keys,
             cluster: cluster.to_string(),
             url: url.clone(),
@@ -617,7 +621,7 @@ impl Store {
             history.to_string(),
             serde_json::to_string(&event.fields()).unwrap_or_default(),
             LAYOUT_VERSION.to_string(),
-            EVENTS_MAX.to_string(),
+            self.events_keep()?.to_string(),
             HISTORY_MAX.to_string(),
             fence.unwrap_or_default().to_string(),
             k.changes(),
@@ -690,14 +694,40 @@ impl Store {
         Ok(())
     }
 
+    /// The event stream keeps `keep` entries from now on (a reconcile sets its Cluster's
+    /// `eventRetention.keep`; the apply records it in the applied revision for others).
+    pub fn set_events_keep(&mut self, keep: usize) {
+        self.events_keep = Some(keep);
+    }
+
+    /// Entries the event stream keeps: as set, else the applied revision's
+    /// `events_keep` (read once), else [`EVENTS_MAX`].
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub(super) fn events_keep(&mut self) -> Result<usize, StateError> {
+        if let Some(k) = self.events_keep {
+            return Ok(k);
+        }
+        let v: Option<String> = self.query(
+            redis::cmd("HGET")
+                .arg(self.keys.applied())
+                .arg("events_keep"),
+        )?;
+        let keep = v.and_then(|v| v.parse().ok()).unwrap_or(EVENTS_MAX);
+        self.events_keep = Some(keep);
+        Ok(keep)
+    }
+
     /// Appends an event (for attempts that wrote nothing else).
     ///
     /// # Errors
     /// Redis errors.
     pub fn record_event(&mut self, event: &super::Event) -> Result<(), StateError> {
+        let keep = self.events_keep()?;
         let key = self.keys.events();
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(key).arg("MAXLEN").arg("~").arg(EVENTS_MAX).arg("*");
+        cmd.arg(key).arg("MAXLEN").arg("~").arg(keep).arg("*");
         for (f, v) in &event.fields() {
             cmd.arg(f).arg(v);
         }

@@ -12,7 +12,7 @@ use redis::Value;
 
 use super::keys::LAYOUT_VERSION;
 use super::route::{self, Redirect};
-use super::store::{parse_lease, LeaderInfo, Store, EVENTS_MAX, HISTORY_MAX};
+use super::store::{parse_lease, LeaderInfo, Store, HISTORY_MAX};
 use super::writes::KeyOp;
 use super::StateError;
 
@@ -133,9 +133,12 @@ impl Store {
         let started = std::time::Instant::now();
         let mut wait = route::FIRST_WAIT;
         let mut attempt = 0;
+        // Read before any WATCH: nothing else may be queued on the connection then.
+        let keep = self.events_keep()?;
         while attempt < ATTEMPTS {
             self.watching = true;
-            let tried = self.try_pipelined(expected_generation, lease_id, writes, record, fence);
+            let tried =
+                self.try_pipelined(expected_generation, lease_id, writes, record, fence, keep);
             self.watching = false;
             match tried {
                 Ok(Some(g)) => return Ok(g),
@@ -165,6 +168,7 @@ impl Store {
         writes: &[KeyOp],
         record: &Record<'_>,
         fence: Option<&str>,
+        events_keep: usize,
     ) -> Result<Option<u64>, StateError> {
         let k = self.keys().clone();
         // 1. The keys written with hash, set and sorted-set commands (a key deleted or
@@ -317,7 +321,7 @@ impl Store {
         c.arg(k.events())
             .arg("MAXLEN")
             .arg("~")
-            .arg(EVENTS_MAX)
+            .arg(events_keep)
             .arg("*")
             .arg("generation")
             .arg(new_generation.to_string());

@@ -613,6 +613,24 @@ fn check_own(obj: &Object, diags: &mut Vec<Diagnostic>) {
             if let Some(b) = &o.spec.broker {
                 c.broker(b);
             }
+            if let Some(k) = o
+                .spec
+                .event_retention
+                .as_ref()
+                .and_then(|r| r.keep.as_ref())
+            {
+                let (lo, hi) = (
+                    crate::manifest::MIN_EVENTS_KEPT,
+                    crate::manifest::MAX_EVENTS_KEPT,
+                );
+                if !(lo..=hi).contains(&k.value) {
+                    c.error(
+                        k.pos,
+                        format!("invalid eventRetention.keep {}", k.value),
+                        format!("expected {lo} to {hi} events"),
+                    );
+                }
+            }
         }
         ObjectBody::Role(o) => check_role(&mut c, o),
         ObjectBody::Host(o) => check_host(&mut c, o),

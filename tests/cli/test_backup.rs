@@ -348,3 +348,64 @@ fn audit_export_says_who_applied_what_when_and_why() {
         "{out}"
     );
 }
+
+#[test]
+fn the_event_streams_retention_is_the_clusters() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut repo = reconciled_example(&redis);
+    let xlen = || -> u64 {
+        redis::cmd("XLEN")
+            .arg("celeroot:{production}:events")
+            .query(&mut redis.conn())
+            .expect("XLEN")
+    };
+    let flood = || {
+        let mut pipe = redis::pipe();
+        for i in 0..600 {
+            pipe.cmd("XADD")
+                .arg("celeroot:{production}:events")
+                .arg("*")
+                .arg("kind")
+                .arg("noop")
+                .arg("n")
+                .arg(i)
+                .ignore();
+        }
+        pipe.query::<()>(&mut redis.conn()).expect("XADD");
+    };
+    // The default (10000) keeps them all.
+    flood();
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(xlen() > 600);
+
+    // keep: 100, applied: the reconcile's event trims the stream; a no-op's event,
+    // recorded outside the apply with the retention read from the applied revision,
+    // keeps to it too.
+    repo.edit(
+        "manifests/cluster.yaml",
+        "  timezone: Europe/Berlin\n",
+        "  timezone: Europe/Berlin\n  eventRetention:\n    keep: 100\n",
+    );
+    repo.commit("keep 100 events");
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("eventRetention"), "the plan shows it: {out}");
+    let n = xlen();
+    assert!((100..300).contains(&n), "{n} events kept");
+    flood();
+    let (out, code) = celeroot(&repo, &url, &["reconcile", "--skip-deploy"]);
+    assert_eq!(code, 0, "{out}");
+    let n = xlen();
+    assert!((100..300).contains(&n), "{n} events kept after a no-op");
+
+    // Out of range: a located error.
+    repo.edit("manifests/cluster.yaml", "keep: 100", "keep: 5");
+    repo.commit("keep 5");
+    let (out, code) = celeroot(&repo, &url, &["validate"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("manifests/cluster.yaml:12:11"), "{out}");
+    assert!(out.contains("invalid eventRetention.keep 5"), "{out}");
+    assert!(out.contains("expected 100 to 1000000 events"), "{out}");
+}
