@@ -48,7 +48,6 @@ pub fn run_backup(ui: &Ui, cli: &Cli, a: &BackupArgs) -> Result<u8, CommandError
     let mut store = live::connect(cli, &cluster)?;
     let archive = store.backup(env!("CARGO_PKG_VERSION"))?;
     let text = archive.to_json();
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let summary = format!(
         "Backed up cluster {cluster} at generation {}: {} keys, {} bytes",
         archive.generation,
@@ -62,12 +61,7 @@ pub fn run_backup(ui: &Ui, cli: &Cli, a: &BackupArgs) -> Result<u8, CommandError
         }
         out => {
             let path = out.map_or_else(
-                || {
-                    PathBuf::from(format!(
-                        "{cluster}-g{}-{stamp}.celeroot-backup.json",
-                        archive.generation
-                    ))
-                },
+                || PathBuf::from(archive.file_name(chrono::Utc::now())),
                 PathBuf::from,
             );
             crate::edit::write_private(&path, &text).map_err(|e| {

@@ -20,6 +20,16 @@ use crate::source::remote::{Credentials, Origin};
 /// Runs until SIGTERM or SIGINT; exits 1 when it cannot start.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// Write a backup of the cluster (`celeroot backup`) this often, as the leader; the
+    /// first as soon as it leads. Needs --backup-dir.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "CELEROOT_BACKUP_EVERY")]
+    pub backup_every: Option<Duration>,
+    /// Where scheduled backups go (mode 0600 files).
+    #[arg(long, value_name = "DIR", env = "CELEROOT_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Scheduled backups of this cluster kept in --backup-dir; older ones are deleted.
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=1000), env = "CELEROOT_BACKUP_KEEP")]
+    pub backup_keep: u16,
     /// Celery's broker when it is RabbitMQ (amqp://): the run collector reads the task
     /// events from its celeryev exchange. A Redis broker is the live state's database:
     /// events are read from --redis.
@@ -219,6 +229,32 @@ pub fn run(cli: &Cli, a: &WatchArgs) -> Result<u8, CommandError> {
         allow_rollback: a.allow_rollback,
         identity: crate::apply::actor(),
         deploy: (!a.skip_deploy).then(|| a.ssh.options()),
+        backups: match (a.backup_every, &a.backup_dir) {
+            (None, None) => None,
+            (Some(every), Some(dir)) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    CommandError::usage(format!(
+                        "--backup-dir {}: cannot create it: {e}",
+                        dir.display()
+                    ))
+                })?;
+                Some(daemon::BackupSchedule {
+                    every,
+                    dir: dir.clone(),
+                    keep: usize::from(a.backup_keep),
+                })
+            }
+            (Some(_), None) => {
+                return Err(CommandError::usage(
+                    "--backup-every needs --backup-dir: where should the backups go?",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(CommandError::usage(
+                    "--backup-dir needs --backup-every: how often should the leader take one?",
+                ))
+            }
+        },
     };
     daemon::run(cfg)?;
     Ok(EXIT_OK)

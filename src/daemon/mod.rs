@@ -12,6 +12,7 @@
 //! Redis connection (git2 and the store are synchronous). They talk through a channel of
 //! [`Trigger`]s and the [`Shared`] state.
 
+mod backups;
 mod events;
 mod http;
 mod leader;
@@ -102,6 +103,17 @@ pub struct Config {
     /// How to reach hosts to ship a new release after applying; `None`: do not deploy
     /// (`--skip-deploy`).
     pub deploy: Option<crate::deploy::SshOptions>,
+    /// Scheduled backups by the leader (`--backup-every`, `--backup-dir`, `--backup-keep`).
+    pub backups: Option<BackupSchedule>,
+}
+
+/// When and where the leader writes backups.
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    pub every: Duration,
+    pub dir: PathBuf,
+    /// Backups of this cluster kept in `dir`, newest first; older ones are deleted.
+    pub keep: usize,
 }
 
 /// Why the daemon could not start.
@@ -197,6 +209,28 @@ pub struct Status {
     pub last_deploy: Option<LastDeploy>,
     /// The schedules' run health at the last evaluation (docs/runs.md).
     pub schedules: Option<ScheduleHealth>,
+    /// The last scheduled backup (`--backup-every`).
+    pub last_backup: Option<LastBackup>,
+}
+
+/// The last scheduled backup, for `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// RFC 3339.
+    pub at: String,
+    /// `ok` or `failed`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<usize>,
+    /// Backups deleted after it (beyond `--backup-keep`).
+    pub pruned: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Problems listed in `/status` at most (the counts cover every target).
@@ -432,6 +466,17 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
             .name("runs".into())
             .spawn(move || collect_runs(&shared, &cfg, &stop))?
     };
+    let backups = match cfg.backups.clone() {
+        Some(b) => {
+            let (shared, cfg, stop) = (shared.clone(), cfg.clone(), stop.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("backups".into())
+                    .spawn(move || backups::run(&shared, &cfg, &b, &stop))?,
+            )
+        }
+        None => None,
+    };
 
     match listener {
         Some(l) => {
@@ -448,6 +493,9 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
         let _ = reconciler.join();
         let _ = election.join();
         let _ = collector.join();
+        if let Some(b) = backups {
+            let _ = b.join();
+        }
     })
     .await;
     if joined.is_err() {

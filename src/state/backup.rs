@@ -96,6 +96,17 @@ impl Archive {
         Json::Object(doc).to_string()
     }
 
+    /// `<cluster>-g<generation>-<UTC time>.celeroot-backup.json`: how `celeroot backup`
+    /// and the daemon name a backup taken at `at`.
+    pub fn file_name(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        format!(
+            "{}-g{}-{}.celeroot-backup.json",
+            self.cluster,
+            self.generation,
+            at.format("%Y%m%dT%H%M%SZ")
+        )
+    }
+
     /// Reads an archive, checking its format, version and checksum.
     ///
     /// # Errors

@@ -409,3 +409,65 @@ fn the_event_streams_retention_is_the_clusters() {
     assert!(out.contains("invalid eventRetention.keep 5"), "{out}");
     assert!(out.contains("expected 100 to 1000000 events"), "{out}");
 }
+
+#[test]
+fn the_leading_daemon_writes_backups_and_keeps_the_newest() {
+    use crate::common::daemon::{BareRepo, Daemon};
+    use std::time::Duration;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut repo = TestRepo::with_example();
+    repo.commit("example");
+    let bare = BareRepo::new();
+    bare.push_from(&repo, "main");
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().join("backups").display().to_string();
+    let mut daemon = Daemon::start(
+        &bare.url(),
+        &url,
+        &[
+            "--interval",
+            "1s",
+            "--skip-deploy",
+            "--backup-every",
+            "1s",
+            "--backup-dir",
+            &d,
+            "--backup-keep",
+            "2",
+        ],
+    );
+    daemon.wait_for("three backups", Duration::from_secs(60), |d| {
+        d.status()["lastBackup"]["result"] == "ok"
+            && d.status()["lastBackup"]["generation"] == 1
+            && d.status()["lastBackup"]["pruned"].as_u64() >= Some(1)
+    });
+    let status = daemon.status();
+    let files: Vec<String> = std::fs::read_dir(&d)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?} {status}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with("production-g1-") && f.ends_with(".celeroot-backup.json")),
+        "{files:?}"
+    );
+    // A scheduled backup restores: into another database of the server.
+    let file = status["lastBackup"]["file"]
+        .as_str()
+        .expect("file")
+        .to_string();
+    let (out, code) = celeroot(&repo, &url.replace("/0", "/3"), &["restore", &file]);
+    assert!(code == 0 || code == 2, "{out}");
+    assert!(out.contains("Restored cluster production from "), "{out}");
+
+    // The two flags go together.
+    let mut cmd = repo.cmd();
+    cmd.args(["watch", "--backup-every", "1h"])
+        .env("CELEROOT_REDIS_URL", &url);
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--backup-every needs --backup-dir"), "{out}");
+}
