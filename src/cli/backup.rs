@@ -64,7 +64,7 @@ pub fn run_backup(ui: &Ui, cli: &Cli, a: &BackupArgs) -> Result<u8, CommandError
                 || PathBuf::from(archive.file_name(chrono::Utc::now())),
                 PathBuf::from,
             );
-            crate::edit::write_private(&path, &text).map_err(|e| {
+            crate::source::write_private(&path, &text).map_err(|e| {
                 CommandError::new(
                     ErrorKind::Failed,
                     format!("cannot write {}: {e}", path.display()),

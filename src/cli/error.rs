@@ -318,6 +318,9 @@ impl From<EditError> for CommandError {
             }
             EditError::NoCluster => CommandError::new(ErrorKind::Invalid, e)
                 .hinted("create one with `celeroot config init NAME`"),
+            EditError::Environment(_) => {
+                CommandError::new(ErrorKind::Usage, e).untouched(Untouched::Edit)
+            }
             EditError::InUse(in_use) => {
                 let hints: Vec<String> = match &in_use {
                     InUse::ByHosts { role, hosts } => hosts

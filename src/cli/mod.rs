@@ -118,6 +118,7 @@ mod config;
 mod deploy;
 mod diff;
 mod edit;
+mod env;
 mod error;
 mod generate;
 mod hosts;
@@ -167,6 +168,16 @@ pub struct Cli {
     /// Directory of the manifests, relative to the repository root.
     #[arg(long, global = true, value_name = "DIR", default_value = crate::source::DEFAULT_MANIFESTS_PATH, env = "CELEROOT_PATH")]
     pub path: String,
+    /// The environment: its manifests are environments/NAME/ of the repository (one
+    /// directory per cluster, docs/environments.md). Instead of --path.
+    #[arg(
+        long = "env",
+        global = true,
+        value_name = "NAME",
+        env = "CELEROOT_ENV",
+        conflicts_with = "path"
+    )]
+    pub env: Option<String>,
     /// Redis holding the live state: redis://[user:password@]host:port/db, rediss:// for TLS.
     #[arg(
         long,
@@ -219,6 +230,7 @@ pub enum Command {
     Agent(agent::AgentArgs),
     Beat(beat::BeatArgs),
     Import(import::ImportArgs),
+    Env(env::EnvArgs),
     Completions(generate::CompletionsArgs),
     Man(generate::ManArgs),
 }
@@ -315,7 +327,7 @@ pub fn now() -> Result<chrono::DateTime<chrono::Utc>, CommandError> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -323,6 +335,16 @@ pub fn main() -> ExitCode {
         }
     };
     let ui = Ui::new(cli.color);
+    if let Some(env) = cli.env.clone() {
+        match crate::edit::environment_dir(&env) {
+            Ok(dir) => cli.path = dir,
+            Err(e) => {
+                let e = CommandError::usage(format!("--env: {e}"));
+                e.print(&ui.stderr_style);
+                return ExitCode::from(e.exit_code());
+            }
+        }
+    }
     let result = match &cli.command {
         Command::Validate(a) => validate::run(&ui, &cli, a),
         Command::Diff(a) => diff::run(&ui, &cli, a),
@@ -352,6 +374,7 @@ pub fn main() -> ExitCode {
         Command::Health(a) => runs::health(&ui, &cli, a),
         Command::Checks(a) => runs::checks(&ui, &cli, a),
         Command::Import(a) => import::run(&ui, &cli, a),
+        Command::Env(a) => env::run(&ui, &cli, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

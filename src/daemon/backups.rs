@@ -62,7 +62,7 @@ fn once(cfg: &Config, cluster: &str, b: &BackupSchedule) -> LastBackup {
         }
     };
     let path = b.dir.join(archive.file_name(at));
-    if let Err(e) = crate::edit::write_private(&path, &archive.to_json()) {
+    if let Err(e) = crate::source::write_private(&path, &archive.to_json()) {
         report.error = Some(format!("cannot write {}: {e}", path.display()));
         return report;
     }

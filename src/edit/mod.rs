@@ -15,7 +15,6 @@ pub mod ops;
 pub mod text;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
@@ -62,6 +61,9 @@ pub enum EditError {
     /// The repository has no `Cluster` manifest.
     #[error("the repository has no Cluster manifest")]
     NoCluster,
+    /// `env create`: no such source environment, or the new one exists.
+    #[error("{0}")]
+    Environment(String),
     #[error(transparent)]
     InUse(InUse),
     #[error("{path}: {message}")]
@@ -500,37 +502,7 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // The mode of the file it replaces (0644 for a new one).
     let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
-    write_atomic_mode(path, text, mode)
-}
-
-/// [`write_atomic`] with mode 0600 whatever the file had: for files only their owner
-/// may read (backups).
-///
-/// # Errors
-/// I/O errors; `path` is then unchanged.
-pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    write_atomic_mode(path, text, 0o600)
-}
-
-fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    // A new, exclusively created file with an unpredictable name (never a link someone
-    // planted).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".celeroot-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    source::write_atomic_mode(path, text, mode)
 }
 
 /// The work tree root of the repository at (or containing) `path`.
@@ -542,4 +514,114 @@ pub fn worktree_root(path: Option<&Path>) -> Result<PathBuf, EditError> {
     repo.workdir()
         .map(Path::to_path_buf)
         .ok_or_else(|| EditError::Refused("the repository is bare: edits need a work tree".into()))
+}
+
+/// Where environments live: one directory per cluster, `environments/<name>/`.
+pub const ENVIRONMENTS_DIR: &str = "environments";
+
+/// The manifests directory of environment `name` (`environments/<name>`).
+///
+/// # Errors
+/// `name` is not an RFC 1123 label.
+pub fn environment_dir(name: &str) -> Result<String, String> {
+    crate::validate::rules::rfc1123_label(name)
+        .map_err(|e| format!("invalid environment name {name:?}: {e}"))?;
+    Ok(format!("{ENVIRONMENTS_DIR}/{name}"))
+}
+
+/// The environments of the work tree at `root`: the directories under `environments/`,
+/// sorted.
+///
+/// # Errors
+/// An unreadable `environments/` (a missing one is no environment).
+pub fn environments(root: &Path) -> std::io::Result<Vec<String>> {
+    let dir = root.join(ENVIRONMENTS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if crate::validate::rules::rfc1123_label(&name).is_ok() {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `env create NAME --clone FROM`: the files of environment `from`, copied under
+/// `environments/<name>/` with the Cluster renamed to `name`, validated as a repository
+/// of their own. Nothing is written (see [`Workspace::write`]).
+///
+/// # Errors
+/// No environment `from`; `name` exists already; no Cluster in `from`; the copy does not
+/// validate.
+pub fn clone_environment(
+    root: &Path,
+    from: &str,
+    name: &str,
+) -> Result<(Workspace, Vec<Change>), EditError> {
+    let src_dir = environment_dir(from).map_err(EditError::Environment)?;
+    let dst_dir = environment_dir(name).map_err(EditError::Environment)?;
+    if root.join(&dst_dir).exists() {
+        return Err(EditError::Environment(format!(
+            "{dst_dir}/ exists already: the environment {name} is there"
+        )));
+    }
+    let src = Workspace::open(root, &src_dir).map_err(|e| match e {
+        EditError::Source(SourceError::MissingPath { .. }) => EditError::Environment(format!(
+            "there is no environment {from}: {src_dir}/ does not exist"
+        )),
+        e => e,
+    })?;
+    let files: BTreeMap<String, String> = src
+        .files
+        .iter()
+        .map(|(p, t)| {
+            let rel = p.strip_prefix(&format!("{src_dir}/")).unwrap_or(p);
+            (format!("{dst_dir}/{rel}"), t.clone())
+        })
+        .collect();
+    let dst = Workspace {
+        root: root.to_path_buf(),
+        dir: dst_dir,
+        files: BTreeMap::new(),
+    };
+    let copy = Workspace {
+        files: files.clone(),
+        ..dst.clone()
+    };
+    let Some(cluster) = copy.docs().into_iter().find(|d| d.kind == Kind::Cluster) else {
+        return Err(EditError::NoCluster);
+    };
+    let mut renamed = cluster.value.clone();
+    ops::set_path(
+        &mut renamed,
+        &["metadata".to_string(), "name".to_string()],
+        Json::String(name.to_string()),
+    );
+    let rename = copy.update(&cluster, &renamed)?;
+    let changes: Vec<Change> = files
+        .into_iter()
+        .map(|(path, text)| {
+            let after = if path == rename.path {
+                rename.after.clone()
+            } else {
+                Some(text)
+            };
+            Change {
+                path,
+                before: None,
+                after,
+            }
+        })
+        .collect();
+    dst.check(&changes)?;
+    Ok((dst, changes))
 }

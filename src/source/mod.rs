@@ -657,6 +657,41 @@ pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
+/// Writes `path` atomically: a new, exclusively created temporary file with an
+/// unpredictable name beside it (never a link someone planted), given `mode`, synced,
+/// then renamed over `path`. Creates missing parent directories.
+///
+/// # Errors
+/// I/O errors; `path` is then unchanged.
+pub fn write_atomic_mode(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    // A new, exclusively created file with an unpredictable name (never a link someone
+    // planted).
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".celeroot-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// [`write_atomic_mode`] with mode 0600: for files only their owner may read (backups).
+///
+/// # Errors
+/// I/O errors; `path` is then unchanged.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    write_atomic_mode(path, text, 0o600)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

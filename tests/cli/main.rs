@@ -14,6 +14,7 @@ mod test_diff;
 mod test_drift;
 mod test_edit;
 mod test_end_to_end;
+mod test_env;
 mod test_ha;
 mod test_hosts;
 mod test_import;

@@ -780,7 +780,7 @@ fn completions_and_man_pages() {
         COMPREPLY=()
     ");
     insta::assert_snapshot!(env.run(&["man", "--out-dir", "man"]), @r"
-    wrote 65 man page(s) to man
+    wrote 68 man page(s) to man
     [exit status: 0]
     ");
 }
