@@ -312,30 +312,16 @@ impl AmqpBroker {
     /// # Errors
     /// [`CeleryError::Connect`] naming the URL without its password.
     pub fn connect(url: &AmqpUrl, queue_type: QueueType) -> Result<AmqpBroker, CeleryError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let fail = |reason: String| CeleryError::Connect {
             endpoint: Endpoint::Broker,
             url: url.redacted().to_string(),
             reason: url.scrub(&reason),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| fail(format!("cannot start an I/O runtime: {e}")))?;
-        let (conn, channel) = rt
-            .block_on(async {
-                let conn = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    Connection::connect_uri(url.uri.clone(), ConnectionProperties::default()),
-                )
-                .await
-                .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
-                .map_err(|e| describe(&e))?;
-                let channel = within(conn.create_channel()).await?;
-                within(channel.confirm_select(ConfirmSelectOptions::default())).await?;
-                Ok::<_, String>((conn, channel))
-            })
-            .map_err(fail)?;
+        let (rt, conn, channel) = open(url).map_err(fail)?;
+        rt.block_on(within(
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        ))
+        .map_err(fail)?;
         Ok(AmqpBroker {
             rt,
             conn,
@@ -580,76 +566,63 @@ impl EventQueue {
     /// # Errors
     /// Why not, without the password.
     pub fn open(url: &AmqpUrl, routing_key: &str) -> Result<EventQueue, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start an I/O runtime: {e}"))?;
+        let (rt, conn, channel) = open(url).map_err(|e| url.scrub(&e))?;
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BACKLOG);
-        let (conn, channel) = rt
-            .block_on(async {
-                let conn = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    Connection::connect_uri(url.uri.clone(), ConnectionProperties::default()),
-                )
-                .await
-                .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
-                .map_err(|e| describe(&e))?;
-                let channel = within(conn.create_channel()).await?;
-                // Declared as Celery declares it, so whoever comes first creates it.
-                within(channel.exchange_declare(
-                    EVENT_EXCHANGE.into(),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                ))
-                .await
-                .map_err(|e| format!("declaring exchange {EVENT_EXCHANGE}: {e}"))?;
-                let queue = within(channel.queue_declare(
-                    "".into(),
-                    QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                ))
-                .await?;
-                within(channel.queue_bind(
-                    queue.name().clone(),
-                    EVENT_EXCHANGE.into(),
-                    routing_key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                ))
-                .await?;
-                let consumer = within(channel.basic_consume(
-                    queue.name().clone(),
-                    "celeroot-collector".into(),
-                    lapin::options::BasicConsumeOptions {
-                        no_ack: true,
-                        ..lapin::options::BasicConsumeOptions::default()
-                    },
-                    FieldTable::default(),
-                ))
-                .await?;
-                consumer.set_delegate(move |delivery: lapin::message::DeliveryResult| {
-                    let tx = tx.clone();
-                    async move {
-                        let item = match delivery {
-                            Ok(Some(d)) => Ok(d.data),
-                            Ok(None) => Err("the broker cancelled the consumer".to_string()),
-                            Err(e) => Err(describe(&e)),
-                        };
-                        let _ = tx.send(item).await;
-                    }
-                });
-                Ok::<_, String>((conn, channel))
-            })
-            .map_err(|e| url.scrub(&e))?;
+        rt.block_on(async {
+            // Declared as Celery declares it, so whoever comes first creates it.
+            within(channel.exchange_declare(
+                EVENT_EXCHANGE.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            ))
+            .await
+            .map_err(|e| format!("declaring exchange {EVENT_EXCHANGE}: {e}"))?;
+            let queue = within(channel.queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            ))
+            .await?;
+            within(channel.queue_bind(
+                queue.name().clone(),
+                EVENT_EXCHANGE.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            ))
+            .await?;
+            let consumer = within(channel.basic_consume(
+                queue.name().clone(),
+                "celeroot-collector".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..lapin::options::BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            ))
+            .await?;
+            consumer.set_delegate(move |delivery: lapin::message::DeliveryResult| {
+                let tx = tx.clone();
+                async move {
+                    let item = match delivery {
+                        Ok(Some(d)) => Ok(d.data),
+                        Ok(None) => Err("the broker cancelled the consumer".to_string()),
+                        Err(e) => Err(describe(&e)),
+                    };
+                    let _ = tx.send(item).await;
+                }
+            });
+            Ok::<_, String>(())
+        })
+        .map_err(|e| url.scrub(&e))?;
         Ok(EventQueue {
             rt,
             _conn: conn,
@@ -686,6 +659,27 @@ pub fn check(url: &AmqpUrl) -> Result<(), String> {
     AmqpBroker::connect(url, QueueType::default())
         .map(drop)
         .map_err(|e| e.to_string())
+}
+
+/// A current-thread I/O runtime, a connection (within [`CONNECT_TIMEOUT`]) and a channel.
+fn open(url: &AmqpUrl) -> Result<(tokio::runtime::Runtime, Connection, Channel), String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start an I/O runtime: {e}"))?;
+    let (conn, channel) = rt.block_on(async {
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect_uri(url.uri.clone(), ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| describe(&e))?;
+        let channel = within(conn.create_channel()).await?;
+        Ok::<_, String>((conn, channel))
+    })?;
+    Ok((rt, conn, channel))
 }
 
 async fn within<T>(f: impl std::future::Future<Output = lapin::Result<T>>) -> Result<T, String> {

@@ -30,6 +30,10 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// One plan per environment (`environments/<name>/`) whose manifests differ between
+    /// --from and --to: the pull-request check of a repository with several clusters.
+    #[arg(long, requires = "from", conflicts_with = "worktree")]
+    pub every_env: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,6 +64,9 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CommandError> {
     let Some(from) = &args.from else {
         return run_live(ui, cli, args, now);
     };
+    if args.every_env {
+        return run_every_env(ui, cli, args, from, now);
+    }
     // Compile both sides before reporting, so errors on both sides show in one run.
     let (before, after) = if args.worktree {
         (
@@ -99,6 +106,131 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CommandError> {
         warnings: after.warnings,
     };
     print_plan(ui, args.output, &report)
+}
+
+/// `--every-env`: for each environment at --from or --to whose files differ, its plan.
+fn run_every_env(
+    ui: &Ui,
+    cli: &Cli,
+    args: &DiffArgs,
+    from: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u8, CommandError> {
+    let repo = source::open_repo(cli.repo.as_deref())?;
+    let root = crate::edit::ENVIRONMENTS_DIR;
+    let mut envs = source::dirs_at(&repo, from, root)?;
+    envs.extend(source::dirs_at(&repo, &args.to, root)?);
+    envs.sort();
+    envs.dedup();
+    if envs.is_empty() {
+        return Err(CommandError::usage(format!(
+            "--every-env: neither {from} nor {} has directories under {root}/",
+            args.to
+        )));
+    }
+    let mut reports = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut errors = Vec::new();
+    for env in &envs {
+        let dir = format!("{root}/{env}");
+        let read = |rev: &str| source::read_git(&repo, rev, &dir).ok();
+        let (before, after) = (read(from), read(&args.to));
+        let same = match (&before, &after) {
+            (Some(b), Some(a)) => {
+                let files = |s: &Snapshot| {
+                    s.files
+                        .iter()
+                        .map(|f| (f.path.clone(), f.text.clone()))
+                        .collect::<Vec<_>>()
+                };
+                files(b) == files(a)
+            }
+            _ => false,
+        };
+        if same {
+            unchanged.push(env.clone());
+            continue;
+        }
+        let Some(after) = after else {
+            // The environment was removed: nothing to plan in git (its cluster keeps
+            // running until someone reconciles it away).
+            errln!("environment {env}: removed at {} (its cluster's live state is not changed by this)", args.to);
+            continue;
+        };
+        let after = match crate::compile_snapshot(after) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(format!(
+                    "environment {env}: {}",
+                    ui.compile_error(e).headline()
+                ));
+                continue;
+            }
+        };
+        let before = match before.map(crate::compile_snapshot) {
+            Some(Ok(c)) => c.state,
+            // New (or previously invalid) at --from: everything is added.
+            _ => std::sync::Arc::new(crate::desired::DesiredState {
+                cluster: after.state.cluster.clone(),
+                ..Default::default()
+            }),
+        };
+        ui.diagnostics(&after.warnings);
+        let plan = crate::plan::diff(&before, &after.state, now);
+        reports.push(PlanReport {
+            cluster: after.state.cluster.clone(),
+            from: crate::render::RevisionInfo {
+                rev: from.to_string(),
+                commit: source::resolve_commit(&repo, from)
+                    .ok()
+                    .map(|c| c.id().to_string()),
+            },
+            to: after.revision,
+            plan,
+            warnings: after.warnings,
+        });
+    }
+    let out = match args.output {
+        OutputFormat::Json => {
+            let items: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| serde_json::from_str(&render_json(r)).unwrap_or_default())
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({
+                "formatVersion": 1,
+                "environments": items,
+                "unchanged": unchanged,
+            }))
+            .unwrap_or_default()
+                + "\n"
+        }
+        OutputFormat::Text | OutputFormat::Markdown => {
+            let mut text = String::new();
+            for r in &reports {
+                text.push_str(&match args.output {
+                    OutputFormat::Markdown => render_markdown(r),
+                    _ => render_text(r, &ui.stdout_style),
+                });
+                text.push('\n');
+            }
+            if !unchanged.is_empty() {
+                text.push_str(&format!(
+                    "Environments without changes: {}.\n",
+                    unchanged.join(", ")
+                ));
+            }
+            text
+        }
+    };
+    out!("{out}");
+    if !errors.is_empty() {
+        return Err(CommandError::invalid(errors.join("; ")).untouched(Untouched::Changed));
+    }
+    Ok(if reports.iter().all(|r| r.plan.is_empty()) {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    })
 }
 
 /// Desired state at --to (or the work tree) against the live state in Redis.

@@ -657,6 +657,29 @@ pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
+/// The directories directly under `dir` (say `environments`) at `rev`, sorted; none when
+/// `dir` does not exist there.
+///
+/// # Errors
+/// An unknown revision; git errors.
+pub fn dirs_at(repo: &Repository, rev: &str, dir: &str) -> Result<Vec<String>, SourceError> {
+    let commit = resolve_commit(repo, rev)?;
+    let root = commit.tree()?;
+    let Ok(entry) = root.get_path(Path::new(dir)) else {
+        return Ok(Vec::new());
+    };
+    let Ok(tree) = repo.find_tree(entry.id()) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<String> = tree
+        .iter()
+        .filter(|e| e.kind() == Some(ObjectType::Tree))
+        .filter_map(|e| e.name().ok().map(str::to_string))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Writes `path` atomically: a new, exclusively created temporary file with an
 /// unpredictable name beside it (never a link someone planted), given `mode`, synced,
 /// then renamed over `path`. Creates missing parent directories.

@@ -130,6 +130,45 @@ fn env_picks_a_directory_and_create_clones_one() {
         &["--env", "production", "diff", "--from", "HEAD~1"],
     );
     assert_eq!(code, 0, "{out}");
+    // The pull-request check: one plan per environment the change touches.
+    let (out, code) = celeroot(&repo, &db0, &["diff", "--from", "HEAD~1", "--every-env"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("celeroot plan for cluster staging:"), "{out}");
+    assert!(!out.contains("plan for cluster production"), "{out}");
+    assert!(
+        out.contains("Environments without changes: production."),
+        "{out}"
+    );
+    let (out, code) = celeroot(
+        &repo,
+        &db0,
+        &["diff", "--from", "HEAD~1", "--every-env", "-o", "markdown"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("### celeroot plan for `staging`"), "{out}");
+    // The commit that created staging: everything in it is new.
+    let (out, code) = celeroot(
+        &repo,
+        &db0,
+        &[
+            "diff",
+            "--from",
+            "HEAD~2",
+            "--to",
+            "HEAD~1",
+            "--every-env",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    let json = &out[..out.find("[exit").unwrap_or(out.len())];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["unchanged"], serde_json::json!(["production"]), "{out}");
+    assert_eq!(v["environments"][0]["cluster"], "staging", "{out}");
+    // Without --from it has no meaning (each environment has its own Redis).
+    let (out, code) = celeroot(&repo, &db0, &["diff", "--every-env"]);
+    assert_eq!(code, 1, "{out}");
 }
 
 #[test]
