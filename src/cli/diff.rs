@@ -128,6 +128,10 @@ fn run_every_env(
             args.to
         )));
     }
+    let from_info = crate::render::RevisionInfo {
+        rev: from.to_string(),
+        commit: Some(source::resolve_commit(&repo, from)?.id().to_string()),
+    };
     let mut reports = Vec::new();
     let mut unchanged = Vec::new();
     let mut errors = Vec::new();
@@ -179,12 +183,7 @@ fn run_every_env(
         let plan = crate::plan::diff(&before, &after.state, now);
         reports.push(PlanReport {
             cluster: after.state.cluster.clone(),
-            from: crate::render::RevisionInfo {
-                rev: from.to_string(),
-                commit: source::resolve_commit(&repo, from)
-                    .ok()
-                    .map(|c| c.id().to_string()),
-            },
+            from: from_info.clone(),
             to: after.revision,
             plan,
             warnings: after.warnings,

@@ -445,7 +445,10 @@ fn prepare(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<Prepared
     let destinations = resolve(&compiled.state, &targets, a.mode, &at)?;
     let queue_type = check_transport(&compiled.state, &broker_url)?;
 
-    if let Some(c) = countdown.filter(|&c| c > VISIBILITY_TIMEOUT_SECS) {
+    // The visibility timeout is the Redis transport's: RabbitMQ holds an unacknowledged
+    // message for as long as the worker's connection lives.
+    let on_redis = matches!(broker_url, BrokerUrl::Redis(_));
+    if let Some(c) = countdown.filter(|&c| on_redis && c > VISIBILITY_TIMEOUT_SECS) {
         let s = &ui.stderr_style;
         errln!(
             "{}: --countdown {c}s is longer than the broker's visibility timeout (1h by default): the worker may run the task twice unless broker_transport_options.visibility_timeout is raised",

@@ -17,8 +17,6 @@
 //! Owns: the archive's format ([`FORMAT`], [`VERSION`], the checksum) and the Redis
 //! commands of both directions. Must not know: files, the CLI, output formats.
 
-use std::collections::BTreeSet;
-
 use base64::Engine as _;
 use redis::Value;
 use serde_json::{json, Map, Value as Json};
@@ -300,14 +298,20 @@ fn value_of(kind: &str, v: Value) -> Result<Option<Json>, StateError> {
 }
 
 impl Store {
-    /// The names (relative to the prefix) and types of this cluster's keys a backup holds.
-    fn backup_keys(&mut self) -> Result<Vec<(String, String)>, StateError> {
+    /// The names of this cluster's keys a backup holds (full names).
+    fn backup_names(&mut self) -> Result<Vec<String>, StateError> {
         let prefix = self.keys().prefix().to_string();
-        let names: Vec<String> = self
+        Ok(self
             .scan_prefix()?
             .into_iter()
             .filter(|k| k.strip_prefix(&prefix).is_some_and(|r| !is_volatile(r)))
-            .collect();
+            .collect())
+    }
+
+    /// The names (relative to the prefix) and types of this cluster's keys a backup holds.
+    fn backup_keys(&mut self) -> Result<Vec<(String, String)>, StateError> {
+        let prefix = self.keys().prefix().to_string();
+        let names = self.backup_names()?;
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(1000) {
             let mut pipe = redis::pipe();
@@ -414,15 +418,12 @@ impl Store {
     /// Redis errors (then nothing was written).
     pub fn restore(&mut self, archive: &Archive, generation: u64) -> Result<usize, StateError> {
         let prefix = self.keys().prefix().to_string();
-        let current: BTreeSet<String> = self
-            .backup_keys()?
-            .into_iter()
-            .map(|(rel, _)| rel)
-            .collect();
+        // Names only: a restore deletes them whatever their type (no TYPE round trips).
+        let current = self.backup_names()?;
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for rel in &current {
-            pipe.cmd("DEL").arg(format!("{prefix}{rel}")).ignore();
+        for key in &current {
+            pipe.cmd("DEL").arg(key).ignore();
         }
         for k in &archive.keys {
             let rel = k.get("key").and_then(Json::as_str).unwrap_or_default();
