@@ -462,12 +462,16 @@ impl AmqpBroker {
             return Ok(());
         }
         let sent = outcome.iter().filter(|r| r.is_ok()).count();
-        Err(self.err(format!(
-            "{} of {} message(s) not confirmed ({sent} delivered): {}",
-            failed.len(),
-            messages.len(),
-            failed.join("; ")
-        )))
+        Err(CeleryError::NotConfirmed {
+            url: self.url.redacted().to_string(),
+            sent,
+            reason: self.url.scrub(&format!(
+                "{} of {} message(s) not confirmed ({sent} delivered): {}",
+                failed.len(),
+                messages.len(),
+                failed.join("; ")
+            )),
+        })
     }
 
     /// Broadcasts `revoke` for `task_id` on the `celery.pidbox` fanout exchange, as

@@ -62,6 +62,13 @@ pub enum CeleryError {
         url: String,
         reason: String,
     },
+    /// RabbitMQ did not confirm some messages of a send; `sent` of them were delivered.
+    #[error("broker at {url}: {reason}")]
+    NotConfirmed {
+        url: String,
+        sent: usize,
+        reason: String,
+    },
     #[error("{endpoint} at {url}: {reason}")]
     Redis {
         endpoint: Endpoint,

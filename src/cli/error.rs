@@ -361,6 +361,7 @@ impl From<CeleryError> for CommandError {
                 ..
             } => Some("check --result-backend / CELEROOT_RESULT_BACKEND (default: the broker) and that the server is running"),
             CeleryError::Redis { .. } => None,
+            CeleryError::NotConfirmed { .. } => Some("the messages named were not delivered; `celeroot task status ID` tells whether the others ran"),
         };
         let err = CommandError::new(ErrorKind::Unavailable, e);
         match hint {

@@ -501,9 +501,11 @@ fn run_task(ui: &Ui, cli: &Cli, targs: &TaskArgs, a: &RunArgs) -> Result<u8, Com
         .iter()
         .map(|d| celery::build(&req, &d.queue, sent_at))
         .collect();
-    broker
-        .send(&messages)
-        .map_err(|e| CommandError::from(e).untouched(Untouched::Sent))?;
+    broker.send(&messages).map_err(|e| match e {
+        // Some messages may be on their queues: do not say nothing was sent.
+        e @ celery::CeleryError::NotConfirmed { sent, .. } if sent > 0 => CommandError::from(e),
+        e => CommandError::from(e).untouched(Untouched::Sent),
+    })?;
 
     let s = &ui.stdout_style;
     let what = match a.mode {

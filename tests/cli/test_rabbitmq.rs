@@ -271,3 +271,52 @@ fn a_broker_that_is_not_the_manifests_or_refuses_sends_nothing() {
         "{out}"
     );
 }
+
+#[test]
+fn a_message_the_broker_refuses_is_named_and_the_others_delivered() {
+    let mq = RabbitMq::start();
+    let redis = RedisServer::start();
+    // Classic queues, where RabbitMQ enforces a length limit exactly (a quorum queue
+    // checks it asynchronously and lets a few more in).
+    let repo = amqp_example(Some("classic"));
+    let url = mq.url();
+    // web01's queue holds at most one message and refuses more (a policy: the queue's
+    // declared arguments stay celeroot's and Celery's).
+    mq.ctl(&[
+        "set_policy",
+        "--apply-to",
+        "queues",
+        "full",
+        "^celeroot\\.host\\.web01$",
+        r#"{"max-length":1,"overflow":"reject-publish"}"#,
+    ]);
+    let (out, code) = task(
+        &repo,
+        &redis,
+        &url,
+        &["run", "celeroot.ping", "--target", "host:web01"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (out, code) = task(
+        &repo,
+        &redis,
+        &url,
+        &[
+            "run",
+            "celeroot.ping",
+            "--target",
+            "host:web01",
+            "--target",
+            "host:web02",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("1 of 2 message(s) not confirmed (1 delivered)")
+            && out.contains("to queue celeroot.host.web01: the broker refused it (nack)"),
+        "{out}"
+    );
+    assert!(!out.contains("nothing was sent"), "{out}");
+    assert_eq!(mq.ready("celeroot.host.web01"), Some(1));
+    assert_eq!(mq.ready("celeroot.host.web02"), Some(1));
+}
