@@ -34,6 +34,12 @@ pub struct DiffArgs {
     /// --from and --to: the pull-request check of a repository with several clusters.
     #[arg(long, requires = "from", conflicts_with = "worktree")]
     pub every_env: bool,
+    /// With `-o markdown`: the most bytes the plan may take. Beyond it the tables and
+    /// details end with "… and N more". The default stays under GitHub's 65,536-character
+    /// comment limit; a job summary takes up to 1048576.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::render::MARKDOWN_BUDGET as u64,
+          value_parser = clap::value_parser!(u64).range(crate::render::MARKDOWN_BUDGET_MIN as u64..=crate::render::MARKDOWN_BUDGET_MAX as u64))]
+    pub markdown_budget: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,7 +111,7 @@ pub fn run(ui: &Ui, cli: &Cli, args: &DiffArgs) -> Result<u8, CommandError> {
         plan,
         warnings: after.warnings,
     };
-    print_plan(ui, args.output, &report)
+    print_plan(ui, args, &report)
 }
 
 /// `--every-env`: for each environment at --from or --to whose files differ, its plan.
@@ -203,13 +209,13 @@ fn run_every_env(
             .unwrap_or_default()
                 + "\n"
         }
-        OutputFormat::Text | OutputFormat::Markdown => {
+        OutputFormat::Markdown => {
+            crate::render::render_markdown_many(&reports, &unchanged, args.markdown_budget as usize)
+        }
+        OutputFormat::Text => {
             let mut text = String::new();
             for r in &reports {
-                text.push_str(&match args.output {
-                    OutputFormat::Markdown => render_markdown(r),
-                    _ => render_text(r, &ui.stdout_style),
-                });
+                text.push_str(&render_text(r, &ui.stdout_style));
                 text.push('\n');
             }
             if !unchanged.is_empty() {
@@ -254,15 +260,15 @@ fn run_live(
         plan: live.plan,
         warnings: after.warnings,
     };
-    print_plan(ui, args.output, &report)
+    print_plan(ui, args, &report)
 }
 
 /// Prints a plan in the chosen format; exit status 2 when it has changes, else 0.
-fn print_plan(ui: &Ui, format: OutputFormat, report: &PlanReport) -> Result<u8, CommandError> {
-    let out = match format {
+fn print_plan(ui: &Ui, args: &DiffArgs, report: &PlanReport) -> Result<u8, CommandError> {
+    let out = match args.output {
         OutputFormat::Text => render_text(report, &ui.stdout_style),
         OutputFormat::Json => render_json(report),
-        OutputFormat::Markdown => render_markdown(report),
+        OutputFormat::Markdown => render_markdown(report, args.markdown_budget as usize),
     };
     out!("{out}");
     Ok(if report.plan.is_empty() {

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use super::{live, Cli, CommandError, ErrorKind, Ui, Untouched, EXIT_CHANGES, EXIT_OK};
 use crate::drift::{self, DriftReport};
-use crate::render::{render_markdown, PlanReport, RevisionInfo, Style};
+use crate::render::{markdown_plan_body, PlanReport, RevisionInfo, Style};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -239,7 +239,7 @@ fn drift_markdown(r: &DriftReport) -> String {
             warnings: Vec::new(),
         };
         out.push('\n');
-        out.push_str(&render_markdown(&report));
+        out.push_str(&markdown_plan_body(&report, crate::render::MARKDOWN_BUDGET));
     }
     out
 }

@@ -18,7 +18,10 @@ use crate::diagnostic::Diagnostic;
 use crate::plan::{Change, Plan};
 
 pub use json::{render_json, JSON_FORMAT_VERSION};
-pub use markdown::render_markdown;
+pub use markdown::{
+    plan_body as markdown_plan_body, render_markdown, render_markdown_many, MARKDOWN_BUDGET,
+    MARKDOWN_BUDGET_MAX, MARKDOWN_BUDGET_MIN, MARKDOWN_MARKER,
+};
 pub use table::{Fit, Table};
 pub use terminal::{terminal_safe, SafeWriter};
 pub use text::render_text;

@@ -31,17 +31,21 @@ pub fn render_text(r: &PlanReport, style: &Style) -> String {
         return out;
     }
     let s = r.plan.summary();
-    let _ = writeln!(
-        out,
+    let summary = format!(
         "Plan: {} to add, {} to change, {} to remove.",
         style.paint(style.green(), &s.add.to_string()),
         style.paint(style.yellow(), &s.change.to_string()),
         style.paint(style.red(), &s.remove.to_string()),
     );
+    let _ = writeln!(out, "{summary}");
     for c in &r.plan.changes {
         let _ = writeln!(out);
         render_change(c, style, &mut out);
     }
+    // Again at the end, as Terraform does: after a long plan the summary is where the
+    // reader's eyes are.
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{summary}");
     out
 }
 

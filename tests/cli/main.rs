@@ -21,6 +21,7 @@ mod test_import;
 mod test_init;
 mod test_invalid_corpus;
 mod test_perf_incremental;
+mod test_pr;
 mod test_rabbitmq;
 mod test_reconcile;
 mod test_runs;

@@ -5,7 +5,7 @@
 //! same number of writes and the same keys in Redis.
 
 #[path = "../../benches/support/fleet.rs"]
-mod fleet;
+pub mod fleet;
 
 use std::collections::BTreeMap;
 

@@ -76,16 +76,25 @@ fn an_edit_then_its_plan_in_a_pull_request() {
          spec:
            address: "192.0.2.12"
            roles:
+
+    Plan: 0 to add, 1 to change, 0 to remove.
     [exit status: 2]
     "#);
     insta::assert_snapshot!(env.run(&["diff", "--from", "HEAD~1", "-o", "markdown"]), @r#"
+    <!-- celeroot-plan -->
     ### celeroot plan for `production`: `HEAD~1 (47c6fb43)` → `HEAD ([COMMIT-0])`
 
     **Plan: 0 to add, 1 to change, 0 to remove.**
 
+    | Kind | ➕ add | 🔄 change | ➖ remove |
+    |---|--:|--:|--:|
+    | Host | 0 | 1 | 0 |
+
+    #### Host (1)
+
     | Action | Object | Consequences |
     |---|---|---|
-    | 🔄 change | `Host/web02` |  |
+    | 🔄 change | `web02` |  |
 
     <details><summary><code>~ Host/web02</code></summary>
 
@@ -103,6 +112,8 @@ fn an_edit_then_its_plan_in_a_pull_request() {
 
 
     </details>
+
+    <sub>celeroot 0.1.0 · from `47c6fb43` to `[COMMIT-0]` · the whole plan: <code>celeroot diff --from 47c6fb43 --to [COMMIT-0]</code></sub>
     [exit status: 2]
     "#);
     env.repo.edit(
@@ -409,6 +420,8 @@ fn reconcile_drift_status_history_rollback_unlock() {
         + host web02 → queue celeroot.host.web02
       next runs (Europe/Berlin): Sun 2026-11-29 03:30 +01:00, Sun 2026-12-06 03:30 +01:00, Sun 2026-12-13 03:30 +01:00
 
+    Plan: 16 to add, 0 to change, 0 to remove.
+
     Dry run: 46 write(s) would be applied (0 corrective); nothing was written.
     [exit status: 2]
     "#);
@@ -494,6 +507,8 @@ fn reconcile_drift_status_history_rollback_unlock() {
            tasks:
              - celeroot
       affects 2 host(s): web01, web02
+
+    Plan: 0 to add, 1 to change, 0 to remove.
     [exit status: 2]
     ");
     insta::assert_snapshot!(env.run(&["reconcile", "--skip-deploy"]), @r"
@@ -512,6 +527,8 @@ fn reconcile_drift_status_history_rollback_unlock() {
            tasks:
              - celeroot
       affects 2 host(s): web01, web02
+
+    Plan: 0 to add, 1 to change, 0 to remove.
 
     Applied 2 write(s) (0 corrective) in one transaction: live state is now HEAD (17ced55d) (generation 2, [N] ms).
     [exit status: 0]
@@ -546,6 +563,8 @@ fn reconcile_drift_status_history_rollback_unlock() {
            tasks:
              - celeroot
       affects 2 host(s): web01, web02
+
+    Plan: 0 to add, 1 to change, 0 to remove.
 
     Applied 2 write(s) (0 corrective) in one transaction: live state is now HEAD~1 (47c6fb43) (generation 3, [N] ms).
     [exit status: 0]
