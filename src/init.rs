@@ -90,6 +90,11 @@ pub enum InitError {
     },
 }
 
+/// The pull-request workflow, pinned to this celeroot's version.
+pub fn workflow() -> String {
+    WORKFLOW.replace("@CELEROOT_VERSION@", env!("CARGO_PKG_VERSION"))
+}
+
 /// Every file `init` writes, as `(relative path, contents)`.
 pub fn files() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = EXAMPLE_MANIFESTS
@@ -100,7 +105,7 @@ pub fn files() -> Vec<(String, String)> {
         out.push((format!("schemas/{name}"), text));
     }
     out.push(("README.md".into(), README.into()));
-    out.push((".github/workflows/celeroot.yml".into(), WORKFLOW.into()));
+    out.push((".github/workflows/celeroot.yml".into(), workflow()));
     out.extend(
         WORKER_SCAFFOLD
             .iter()
@@ -121,7 +126,11 @@ pub fn scaffold(dir: &Path) -> Result<InitReport, InitError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut report = InitReport::default();
     if git2::Repository::discover(dir).is_err() {
-        git2::Repository::init(dir).map_err(|source| InitError::Git {
+        // `main`, whatever git's `init.defaultBranch` says: the workflow and
+        // `watch --branch` expect it.
+        let mut opts = git2::RepositoryInitOptions::new();
+        opts.initial_head("main");
+        git2::Repository::init_opts(dir, &opts).map_err(|source| InitError::Git {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -154,4 +163,21 @@ pub fn scaffold(dir: &Path) -> Result<InitReport, InitError> {
         ));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_workflow_finds_its_comment_by_the_markdown_marker() {
+        let workflow = super::workflow();
+        let marker = crate::render::MARKDOWN_MARKER;
+        assert!(
+            workflow.contains(&format!("startswith(\"{marker}\")")),
+            "{workflow}"
+        );
+        assert!(!workflow.contains("@CELEROOT_VERSION@"));
+        let action = include_str!("../action.yml");
+        assert!(action.contains(&format!("startswith(\"{marker}\")")));
+        assert!(!action.contains("2>/dev/null"));
+    }
 }

@@ -610,23 +610,17 @@ fn acquire(
     target: &str,
     started: Instant,
 ) -> Result<(), ApplyError> {
-    let deadline = started + opts.lock_wait;
-    loop {
-        match store.acquire_lease(lease) {
-            Ok(()) => return Ok(()),
-            Err(StateError::Locked(_)) if Instant::now() < deadline => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                std::thread::sleep(left.min(std::time::Duration::from_millis(250)));
-            }
-            // Another cluster's database: write nothing at all, not even an event.
-            Err(e @ StateError::SharedDatabase { .. }) => return Err(e.into()),
-            Err(e) => {
-                // Record the refused attempt too: the stream is the audit log of every
-                // attempt.
-                let e = ApplyError::from(e);
-                record_failure(store, opts, target, rev, started, &e);
-                return Err(e);
-            }
+    let wait = opts.lock_wait.saturating_sub(started.elapsed());
+    match store.acquire_lease_within(lease, wait) {
+        Ok(()) => Ok(()),
+        // Another cluster's database: write nothing at all, not even an event.
+        Err(e @ StateError::SharedDatabase { .. }) => Err(e.into()),
+        Err(e) => {
+            // Record the refused attempt too: the stream is the audit log of every
+            // attempt.
+            let e = ApplyError::from(e);
+            record_failure(store, opts, target, rev, started, &e);
+            Err(e)
         }
     }
 }

@@ -63,6 +63,7 @@ const NUMBERS: &[&str] = &[
     "drifted_keys",
     "backup_generation",
     "keys",
+    "request",
 ];
 
 /// The CSV columns, in order (an event's other fields are in the JSON export only).
@@ -82,7 +83,11 @@ const COLUMNS: &[&str] = &[
     "error",
 ];
 
-fn when(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, CommandError> {
+pub(super) fn when(
+    flag: &str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, CommandError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -100,7 +105,7 @@ fn when(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Com
     )))
 }
 
-fn millis(t: DateTime<Utc>) -> u64 {
+pub(super) fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
 }
 
@@ -122,7 +127,7 @@ fn camel(snake: &str) -> String {
 
 /// One event as the JSON export has it: camelCase names, numbers and booleans as such,
 /// `summary` as an object.
-fn event_json(e: &StoredEvent) -> Json {
+pub(super) fn event_json(e: &StoredEvent) -> Json {
     let mut m = Map::new();
     m.insert("id".into(), json!(e.id));
     for (k, v) in &e.fields {

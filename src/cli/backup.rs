@@ -41,6 +41,10 @@ pub struct RestoreArgs {
     /// The revision the drift check after the restore compares with.
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
+    /// How long to wait for the reconcile lease when a reconcile holds it (`0s`: refuse
+    /// at once).
+    #[arg(long, default_value = "0s", value_parser = super::watch::parse_wait, env = "CELEROOT_LOCK_TIMEOUT")]
+    pub lock_timeout: std::time::Duration,
 }
 
 pub fn run_backup(ui: &Ui, cli: &Cli, a: &BackupArgs) -> Result<u8, CommandError> {
@@ -104,7 +108,7 @@ pub fn run_restore(ui: &Ui, cli: &Cli, a: &RestoreArgs) -> Result<u8, CommandErr
     }
     let mut store = live::connect(cli, &archive.cluster)?;
     let done = store
-        .restore_archive(&archive, &crate::apply::actor(), a.force)
+        .restore_archive(&archive, &crate::apply::actor(), a.force, a.lock_timeout)
         .map_err(|e| match e {
             RestoreError::State(s) => CommandError::from(s).untouched(Untouched::Written),
             e @ RestoreError::Older { .. } => CommandError::new(ErrorKind::Refused, e)

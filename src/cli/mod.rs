@@ -86,6 +86,19 @@ pub fn table<const N: usize>(wide: bool, header: &[&str; N], rows: &[[String; N]
         .render(fit(wide), &Style::new(false))
 }
 
+/// The value of a boolean flag's environment variable (the flag itself gives `true`):
+/// empty, `0`, `false`, `no`, `off` are false; `1`, `true`, `yes`, `on` are true (any
+/// case); anything else is an error rather than a guess.
+pub(crate) fn env_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        other => Err(format!(
+            "{other:?} is not a boolean: expected true or false (1/0, yes/no, on/off; empty is false)"
+        )),
+    }
+}
+
 /// The width listings fit: the terminal's, when stdout is one; else `COLUMNS`, when set.
 fn terminal_width() -> u16 {
     if let Some((terminal_size::Width(w), _)) = terminal_size::terminal_size_of(std::io::stdout()) {
@@ -115,6 +128,7 @@ mod audit;
 mod backup;
 mod beat;
 mod config;
+mod control;
 mod deploy;
 mod diff;
 mod edit;
@@ -219,6 +233,11 @@ pub enum Command {
     Init(init::InitArgs),
     Task(task::TaskArgs),
     Watch(watch::WatchArgs),
+    Suspend(control::SuspendArgs),
+    Resume(control::ResumeArgs),
+    Sync(control::SyncArgs),
+    Events(control::EventsArgs),
+    Wait(control::WaitArgs),
     Hosts(hosts::HostsArgs),
     Roles(roles::RolesArgs),
     Schedules(schedules::SchedulesArgs),
@@ -356,6 +375,11 @@ pub fn main() -> ExitCode {
         Command::Unlock(a) => observe::run_unlock(&ui, &cli, a),
         Command::Backup(a) => backup::run_backup(&ui, &cli, a),
         Command::Audit(a) => audit::run(&ui, &cli, a),
+        Command::Suspend(a) => control::suspend(&ui, &cli, a),
+        Command::Resume(a) => control::resume(&ui, &cli, a),
+        Command::Sync(a) => control::sync(&ui, &cli, a),
+        Command::Events(a) => control::events(&ui, &cli, a),
+        Command::Wait(a) => control::wait(&ui, &cli, a),
         Command::Restore(a) => backup::run_restore(&ui, &cli, a),
         Command::Schema(a) => schema::run(a),
         Command::Init(a) => init::run(&ui, a),
@@ -382,5 +406,19 @@ pub fn main() -> ExitCode {
             e.print(&ui.stderr_style);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn boolean_environment_values() {
+        for v in ["", " ", "0", "false", "False", "no", "off"] {
+            assert_eq!(super::env_bool(v), Ok(false), "{v:?}");
+        }
+        for v in ["1", "true", "TRUE", "yes", "on"] {
+            assert_eq!(super::env_bool(v), Ok(true), "{v:?}");
+        }
+        assert!(super::env_bool("maybe").is_err());
     }
 }

@@ -33,7 +33,7 @@ pub struct ReconcileArgs {
     #[arg(long)]
     pub sweep: bool,
     /// Do not deploy the release to out-of-date hosts after the transaction.
-    #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
+    #[arg(long, env = "CELEROOT_SKIP_DEPLOY", value_parser = super::env_bool)]
     pub skip_deploy: bool,
     /// How long to wait for the reconcile lease when another reconcile holds it (`0s`:
     /// refuse at once). The lease is held through the deploy that follows.
@@ -66,7 +66,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub allow_mass_delete: bool,
     /// Do not deploy the release to out-of-date hosts after the transaction.
-    #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
+    #[arg(long, env = "CELEROOT_SKIP_DEPLOY", value_parser = super::env_bool)]
     pub skip_deploy: bool,
     /// How long to wait for the reconcile lease when another reconcile holds it.
     #[arg(long, default_value = "0s", value_parser = super::watch::parse_wait, env = "CELEROOT_LOCK_TIMEOUT")]
@@ -105,6 +105,18 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError>
     }
     let (repo, rev) = live::revision(ui, cli, &args.rev)?;
     let mut store = live::connect(cli, &rev.compiled.state.cluster)?;
+    if !args.dry_run {
+        // Suspension holds the daemons only: a reconcile by hand is an explicit decision.
+        if let Ok(Some(s)) = store.control().map(|c| c.suspended) {
+            errln!(
+                "note: the watch daemons of cluster {} are suspended (by {} since {}: {:?}); this reconcile applies anyway",
+                rev.compiled.state.cluster,
+                s.by,
+                s.at,
+                s.reason
+            );
+        }
+    }
     let target = rev.compiled.revision.commit.clone().unwrap_or_default();
     let ancestry = live::ancestry(&repo, &target);
     let redis = live::redis_url(cli)?;

@@ -64,7 +64,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "FILE", env = "CELEROOT_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// Read the manifests from the local work tree (uncommitted files) instead of the branch.
-    #[arg(long, env = "CELEROOT_WORKTREE")]
+    #[arg(long, env = "CELEROOT_WORKTREE", value_parser = super::env_bool)]
     pub worktree: bool,
     /// The cluster this daemon manages (default: the cluster of the first valid revision).
     #[arg(long, env = "CELEROOT_CLUSTER")]
@@ -86,14 +86,14 @@ pub struct WatchArgs {
     #[arg(long, default_value = "100ms", value_parser = parse_duration, env = "CELEROOT_DEBOUNCE")]
     pub debounce: Duration,
     /// Keep objects removed from git in the live state.
-    #[arg(long, env = "CELEROOT_NO_PRUNE")]
+    #[arg(long, env = "CELEROOT_NO_PRUNE", value_parser = super::env_bool)]
     pub no_prune: bool,
     /// Apply a head that is not a descendant of the applied revision (force pushes).
-    #[arg(long, env = "CELEROOT_ALLOW_ROLLBACK")]
+    #[arg(long, env = "CELEROOT_ALLOW_ROLLBACK", value_parser = super::env_bool)]
     pub allow_rollback: bool,
     /// Do not ship a new release to the hosts after applying it (the default ships it,
     /// holding the lease, as `celeroot reconcile` does; a failed rollout is retried).
-    #[arg(long, env = "CELEROOT_SKIP_DEPLOY")]
+    #[arg(long, env = "CELEROOT_SKIP_DEPLOY", value_parser = super::env_bool)]
     pub skip_deploy: bool,
     #[command(flatten)]
     pub ssh: super::deploy::SshArgs,

@@ -63,6 +63,7 @@ pub struct Metrics {
     drift_objects: Gauge,
     beat_healthy: Gauge,
     leader: Gauge,
+    suspended: Gauge,
     fetch_duration: Histogram,
     fetch_errors: Counter,
     webhooks: Family<WebhookLabels, Counter>,
@@ -133,6 +134,12 @@ impl Metrics {
             "beat_healthy",
             "1 when a beat held RedBeat's lock at the last drift check (or no schedule needs one), 0 when none did (beat-missing, beat-inactive), -1 before the first check",
             beat_healthy.clone(),
+        );
+        let suspended = Gauge::default();
+        registry.register(
+            "suspended",
+            "1 while the daemons are suspended (celeroot suspend)",
+            suspended.clone(),
         );
         let leader = Gauge::default();
         registry.register(
@@ -226,6 +233,7 @@ impl Metrics {
             drift_objects,
             beat_healthy,
             leader,
+            suspended,
             fetch_duration,
             fetch_errors,
             webhooks,
@@ -266,6 +274,10 @@ impl Metrics {
 
     pub fn beat_healthy(&self, healthy: bool) {
         self.beat_healthy.set(i64::from(healthy));
+    }
+
+    pub fn set_suspended(&self, suspended: bool) {
+        self.suspended.set(i64::from(suspended));
     }
 
     pub fn set_leader(&self, leading: bool) {

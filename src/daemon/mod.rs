@@ -13,6 +13,7 @@
 //! [`Trigger`]s and the [`Shared`] state.
 
 mod backups;
+mod control;
 mod events;
 mod http;
 mod leader;
@@ -142,6 +143,8 @@ pub enum Trigger {
     Changed,
     /// This daemon just became the leader: reconcile the head even if it was seen.
     Led,
+    /// `celeroot sync` request N: fetch and reconcile the head now, then answer it.
+    Sync(u64),
     /// Shut down.
     Stop,
 }
@@ -193,6 +196,8 @@ pub struct Status {
     /// Who holds the leader lease (this daemon or another).
     pub leader_holder: Option<String>,
     pub leader_epoch: Option<u64>,
+    /// Set while the daemons are suspended (`celeroot suspend`): nothing is applied.
+    pub suspended: Option<crate::state::Suspension>,
     /// `ok` or `unreachable`.
     pub redis: String,
     /// The branch head last fetched.
@@ -306,6 +311,8 @@ pub struct Shared {
     redis: crate::state::RedisUrl,
     /// Pings per token hash in the current minute (the rate limit of `/ping`).
     pings: Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+    /// The suspension in Redis, as last read by the control thread.
+    suspended: Mutex<Option<crate::state::Suspension>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -352,6 +359,35 @@ impl Shared {
     pub fn is_leader(&self) -> bool {
         self.leading.load(Ordering::SeqCst)
             && lock(&self.lease_until).is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// The suspension, when the daemons are suspended.
+    pub fn suspension(&self) -> Option<crate::state::Suspension> {
+        lock(&self.suspended).clone()
+    }
+
+    fn set_suspended(&self, now: Option<crate::state::Suspension>) {
+        let mut cur = lock(&self.suspended);
+        if *cur == now {
+            return;
+        }
+        match &now {
+            Some(s) => {
+                tracing::warn!(by = %s.by, reason = %s.reason, "suspended: nothing is applied until `celeroot resume`");
+            }
+            None => {
+                tracing::info!("resumed: applying again");
+            }
+        }
+        self.metrics.set_suspended(now.is_some());
+        self.update(|st| st.suspended = now.clone());
+        let resumed = now.is_none();
+        *cur = now;
+        drop(cur);
+        if resumed {
+            // Apply what waited, now rather than at the next poll.
+            self.trigger(Trigger::Fetch);
+        }
     }
 
     fn set_leading(&self, leading: bool) {
@@ -426,6 +462,7 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
         redis_ok: AtomicBool::new(false),
         redis: cfg.redis.clone(),
         pings: Mutex::new(std::collections::HashMap::new()),
+        suspended: Mutex::new(None),
     });
     if let Some(c) = &cfg.cluster {
         let _ = shared.cluster.set(c.clone());
@@ -453,6 +490,12 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
         std::thread::Builder::new()
             .name("election".into())
             .spawn(move || leader::run(&shared, &cfg, &stop))?
+    };
+    let control = {
+        let (shared, cfg, stop) = (shared.clone(), cfg.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || control::run(&shared, &cfg, &stop))?
     };
     let reconciler = {
         let (shared, cfg) = (shared.clone(), cfg.clone());
@@ -492,6 +535,7 @@ async fn serve(cfg: Config) -> Result<(), DaemonError> {
     let joined = tokio::task::spawn_blocking(move || {
         let _ = reconciler.join();
         let _ = election.join();
+        let _ = control.join();
         let _ = collector.join();
         if let Some(b) = backups {
             let _ = b.join();

@@ -119,10 +119,12 @@ impl Worker {
                 .min()
                 .unwrap_or(now);
             let mut led = false;
+            let mut sync = None;
             match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(Trigger::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Trigger::Changed) => std::thread::sleep(self.cfg.debounce),
                 Ok(Trigger::Led) => led = true,
+                Ok(Trigger::Sync(n)) => sync = Some(n),
                 Ok(Trigger::Fetch) | Err(RecvTimeoutError::Timeout) => {}
             }
             // Coalesce a burst of triggers into one fetch.
@@ -130,10 +132,56 @@ impl Worker {
                 match t {
                     Trigger::Stop => return,
                     Trigger::Led => led = true,
+                    Trigger::Sync(n) => sync = sync.max(Some(n)),
                     Trigger::Fetch | Trigger::Changed => {}
                 }
             }
-            self.tick(led);
+            // A sync reconciles the head even when it was handled, observing everything
+            // (so it also heals drift), like a new leader does.
+            self.tick(led || sync.is_some());
+            if let Some(n) = sync {
+                self.answer_sync(n);
+            }
+        }
+    }
+
+    /// Tells `celeroot sync` (through Redis) how request `n` ended.
+    fn answer_sync(&mut self, n: u64) {
+        let st = self.shared.status();
+        let (result, revision, error) = if let Some(s) = self.shared.suspension() {
+            (
+                "suspended".to_string(),
+                String::new(),
+                Some(format!("suspended by {} ({})", s.by, s.reason)),
+            )
+        } else if !self.shared.is_leader() {
+            (
+                "standby".to_string(),
+                String::new(),
+                Some("this daemon lost the leader lease".to_string()),
+            )
+        } else if let Some(e) = st.last_fetch_error {
+            ("failed".to_string(), String::new(), Some(e))
+        } else if let Some(r) = st.last_result {
+            (r.result.as_str().to_string(), r.revision, r.error)
+        } else {
+            (
+                "failed".to_string(),
+                String::new(),
+                Some("nothing was reconciled".to_string()),
+            )
+        };
+        let answer = crate::state::SyncAnswer {
+            request: n,
+            result,
+            revision,
+            by: self.cfg.identity.clone(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            error,
+        };
+        if let Err(e) = self.store().and_then(|s| s.answer_sync(&answer)) {
+            tracing::warn!(error = %e, request = n, "could not answer the sync request");
+            self.store = None;
         }
     }
 
@@ -156,6 +204,11 @@ impl Worker {
         });
         self.compile(&head);
         if !self.shared.is_leader() {
+            return;
+        }
+        if self.shared.suspension().is_some() {
+            // Suspended: fetched and compiled (for `/status`), nothing applied, healed
+            // or deployed until `celeroot resume`.
             return;
         }
         let now = Instant::now();

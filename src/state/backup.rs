@@ -39,6 +39,8 @@ pub fn is_volatile(rel: &str) -> bool {
         || rel == "lock-epoch"
         || rel == "leader-epoch"
         || rel == "redbeat::lock"
+        // Suspension and sync requests are about the daemons now, not about the state.
+        || rel == "control"
         || rel.starts_with("heartbeat:")
         || rel.starts_with("beat:")
 }
@@ -551,6 +553,7 @@ impl Store {
         archive: &Archive,
         actor: &str,
         force: bool,
+        lock_wait: std::time::Duration,
     ) -> Result<Restored, RestoreError> {
         self.claim_database()?;
         // Checked before the lease too, so a refused restore leaves no trace (taking the
@@ -566,7 +569,7 @@ impl Store {
             pid: std::process::id(),
             leader: None,
         };
-        self.acquire_lease(&lease)?;
+        self.acquire_lease_within(&lease, lock_wait)?;
         let out = self.restore_held(archive, actor, force);
         if let Err(e) = self.release_lease(&lease.id) {
             tracing::warn!(error = %e, "could not release the restore's lease; it expires by itself");

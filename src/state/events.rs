@@ -112,6 +112,12 @@ pub enum What {
         /// Restored over a newer live state (`--force`).
         forced: bool,
     },
+    /// `celeroot suspend`: the daemons stop applying.
+    Suspended { reason: String },
+    /// `celeroot resume`: the daemons apply again (`reason`: the suspension's).
+    Resumed { reason: String },
+    /// `celeroot sync`: the leader was asked to reconcile now.
+    SyncRequested { request: u64 },
 }
 
 /// One entry of the event stream.
@@ -163,6 +169,9 @@ impl Event {
             What::Deployed { .. } => "deploy",
             What::Drift { .. } => "drift",
             What::Restored { .. } => "restore",
+            What::Suspended { .. } => "suspend",
+            What::Resumed { .. } => "resume",
+            What::SyncRequested { .. } => "sync",
         }
     }
 
@@ -237,6 +246,18 @@ impl Event {
                 put("generation", generation.to_string());
                 put("keys", keys.to_string());
                 put("forced", forced.to_string());
+            }
+            What::Suspended { reason } => {
+                put("result", "suspended".into());
+                put("reason", reason.clone());
+            }
+            What::Resumed { reason } => {
+                put("result", "resumed".into());
+                put("reason", reason.clone());
+            }
+            What::SyncRequested { request } => {
+                put("result", "requested".into());
+                put("request", request.to_string());
             }
         }
         f

@@ -30,6 +30,7 @@ const FIXED_SUFFIXES: &[&str] = &[
     "leader",
     "leader-epoch",
     "deployed",
+    "control",
 ];
 
 /// Keys written while the fleet runs, never by reconcile: heartbeats (agents and beats)
@@ -152,6 +153,12 @@ impl Keys {
     /// String: incremented each time a daemon becomes leader (the leader epoch).
     pub fn leader_epoch(&self) -> String {
         self.key("leader-epoch")
+    }
+
+    /// Hash: whether the `watch` daemons are suspended, and the sync requests of
+    /// `celeroot sync` with the leader's answers ([`super::control`]).
+    pub fn control(&self) -> String {
+        self.key("control")
     }
 
     /// The RedBeat key prefix (`redbeat_key_prefix` of the workers and beat): RedBeat
@@ -297,10 +304,11 @@ mod tests {
             k.leader(),
             k.leader_epoch(),
             k.deployed(),
+            k.control(),
         ] {
             assert!(fixed.contains(&key), "{key}");
             assert!(!k.may_own(&key), "{key}");
         }
-        assert_eq!(fixed.len(), 15);
+        assert_eq!(fixed.len(), 16);
     }
 }

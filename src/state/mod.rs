@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod backup;
+pub mod control;
 pub mod digest;
 pub mod events;
 pub mod heartbeat;
@@ -24,6 +25,7 @@ pub mod writes;
 use std::collections::BTreeMap;
 
 pub use acl::{agent_user, worker_user, Passwords};
+pub use control::{Control, Suspension, SyncAnswer};
 pub use events::Event;
 pub use heartbeat::{BeatHeartbeat, Heartbeat};
 pub use image::{

@@ -492,6 +492,28 @@ impl Store {
         }
     }
 
+    /// [`Store::acquire_lease`], trying again every 250 ms while another holds the lease,
+    /// for up to `wait` (`--lock-timeout`; zero: once).
+    ///
+    /// # Errors
+    /// [`StateError::Locked`] when it is still held after `wait`; other errors at once.
+    pub fn acquire_lease_within(
+        &mut self,
+        info: &LeaseInfo,
+        wait: Duration,
+    ) -> Result<(), StateError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.acquire_lease(info) {
+                Err(StateError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    std::thread::sleep(left.min(Duration::from_millis(250)));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Takes or renews the leader lease of the `watch` daemons for `ttl`.
     ///
     /// # Errors
@@ -842,6 +864,56 @@ impl Store {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Events after the stream id `after` (`$`: only new ones), waiting up to `block_ms`
+    /// for one to arrive; at most 1000.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub fn events_after(
+        &mut self,
+        after: &str,
+        block_ms: u64,
+    ) -> Result<Vec<StoredEvent>, StateError> {
+        let key = self.keys.events();
+        let v: Value = self.query(
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(after),
+        )?;
+        let mut out = Vec::new();
+        // Nil on a timeout; else [[key, [[id, fields], ...]]] (RESP2) or a map (RESP3).
+        let streams = match v {
+            Value::Nil => return Ok(out),
+            Value::Map(m) => m.into_iter().map(|(_, v)| v).collect(),
+            other => array(other)?
+                .into_iter()
+                .map(|s| {
+                    let [_, entries]: [Value; 2] = array(s)?.try_into().map_err(|_| {
+                        StateError::Protocol("XREAD reply has an unexpected shape".into())
+                    })?;
+                    Ok(entries)
+                })
+                .collect::<Result<Vec<_>, StateError>>()?,
+        };
+        for entries in streams {
+            for e in array(entries)? {
+                let [id, fields]: [Value; 2] = array(e)?.try_into().map_err(|_| {
+                    StateError::Protocol("stream entry has an unexpected shape".into())
+                })?;
+                out.push(StoredEvent {
+                    id: string(id)?,
+                    fields: pairs(fields)?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The newest `n` applied revisions, newest first.

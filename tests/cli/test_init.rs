@@ -36,6 +36,29 @@ fn init_creates_a_valid_repository() {
             "{f} differs from templates/config-repo/{f}"
         );
     }
+    // The branch the workflow and `watch --branch` expect, whatever git's default is.
+    assert_eq!(
+        std::fs::read_to_string(target.join(".git/HEAD")).expect("read HEAD"),
+        "ref: refs/heads/main\n"
+    );
+    // The workflow installs this very version, keeps its own comment (by the marker the
+    // Markdown plan starts with), comments only when the token may, and shows install errors.
+    let workflow = std::fs::read_to_string(target.join(".github/workflows/celeroot.yml"))
+        .expect("read workflow");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        workflow.contains(&format!("CELEROOT_VERSION: \"{version}\"")),
+        "{workflow}"
+    );
+    assert!(workflow.contains("--locked"), "{workflow}");
+    assert!(
+        workflow.contains("--tag \"v$CELEROOT_VERSION\""),
+        "{workflow}"
+    );
+    assert!(workflow.contains("startswith(\"<!-- celeroot-plan -->\")"));
+    assert!(workflow.contains("github.event.pull_request.head.repo.full_name == github.repository"));
+    assert!(!workflow.contains("2>/dev/null"), "{workflow}");
+    assert!(!workflow.contains("pull_request_target:"), "{workflow}");
     let mut validate = crate::common::celeroot_cmd(&target);
     validate.args(["validate", "--worktree"]);
     let (out, code) = run(validate);
@@ -142,4 +165,38 @@ fn init_into_a_file_is_an_error() {
     let (out, code) = run(cmd);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("error: "), "{out}");
+}
+
+/// The pre-commit hook runs exactly the command `.pre-commit-hooks.yaml` names, without
+/// file names, in the config repository: it passes on a valid tree and fails, with the
+/// located error, on an invalid one.
+#[test]
+fn the_pre_commit_hook_validates_the_working_tree() {
+    let hooks =
+        std::fs::read_to_string(crate::common::project_root().join(".pre-commit-hooks.yaml"))
+            .expect("read .pre-commit-hooks.yaml");
+    let hooks: Vec<serde_json::Value> = serde_saphyr::from_str(&hooks).expect("parse hooks");
+    let hook = hooks
+        .iter()
+        .find(|h| h["id"] == "celeroot-validate")
+        .expect("a celeroot-validate hook");
+    assert_eq!(hook["pass_filenames"], false);
+    let entry = hook["entry"].as_str().expect("entry");
+    let argv: Vec<&str> = entry.split_whitespace().collect();
+    assert_eq!(argv[0], "celeroot");
+    let repo = TestRepo::with_example();
+    let mut ok = repo.cmd();
+    ok.args(&argv[1..]);
+    let (out, code) = run(ok);
+    assert_eq!(code, 0, "{out}");
+    // Not committed: the hook sees the working tree.
+    repo.write(
+        "manifests/cluster.yaml",
+        "apiVersion: celeroot.io/v1\nkind: Cluster\n",
+    );
+    let mut bad = repo.cmd();
+    bad.args(&argv[1..]);
+    let (out, code) = run(bad);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("manifests/cluster.yaml:"), "{out}");
 }

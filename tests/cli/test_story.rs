@@ -799,7 +799,7 @@ fn completions_and_man_pages() {
         COMPREPLY=()
     ");
     insta::assert_snapshot!(env.run(&["man", "--out-dir", "man"]), @r"
-    wrote 68 man page(s) to man
+    wrote 73 man page(s) to man
     [exit status: 0]
     ");
 }

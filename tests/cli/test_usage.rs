@@ -97,3 +97,32 @@ fn cli_reference() {
     assert!(all_paths.len() > 30, "{} commands", all_paths.len());
     insta::assert_snapshot!("cli_reference", all);
 }
+
+/// A boolean flag's environment variable: empty (as a compose file or a systemd unit
+/// leaves it) is false, not an error; a word that is no boolean is refused.
+#[test]
+fn empty_boolean_environment_variables_are_false() {
+    let mut repo = TestRepo::with_example();
+    repo.commit("a");
+    for v in ["", "0", "false", "no", "1", "TRUE", "yes"] {
+        let mut cmd = repo.cmd();
+        cmd.args(["reconcile", "--dry-run"])
+            .env("CELEROOT_SKIP_DEPLOY", v)
+            .env("CELEROOT_REDIS_URL", "redis://127.0.0.1:1/0");
+        let (out, code) = run(cmd);
+        assert_eq!(code, 1, "{v:?}: {out}");
+        assert!(
+            out.contains("cannot connect to Redis"),
+            "{v:?} parses: {out}"
+        );
+    }
+    let mut cmd = repo.cmd();
+    cmd.args(["reconcile", "--dry-run"])
+        .env("CELEROOT_SKIP_DEPLOY", "maybe");
+    let (out, code) = run(cmd);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("invalid value 'maybe' for '--skip-deploy': \"maybe\" is not a boolean"),
+        "{out}"
+    );
+}

@@ -20,7 +20,7 @@ fn committed_example() -> TestRepo {
 
 /// A Redis, a work repository with the example committed (`first`), and a bare
 /// repository it was pushed to as `main`.
-fn fleet() -> (RedisServer, TestRepo, String, BareRepo) {
+pub(crate) fn fleet() -> (RedisServer, TestRepo, String, BareRepo) {
     let redis = RedisServer::start();
     let mut repo = committed_example();
     let first = repo.commit("first");
@@ -30,7 +30,7 @@ fn fleet() -> (RedisServer, TestRepo, String, BareRepo) {
 }
 
 /// A daemon following the bare repository, once it has applied `first`.
-fn started(bare: &BareRepo, redis: &RedisServer, first: &str, args: &[&str]) -> Daemon {
+pub(crate) fn started(bare: &BareRepo, redis: &RedisServer, first: &str, args: &[&str]) -> Daemon {
     let mut d = Daemon::start(&bare.url(), &redis.url(), args);
     d.wait_for("the first revision applied", WAIT, |d| {
         d.applied().as_deref() == Some(first)
@@ -78,7 +78,7 @@ fn github_push(d: &Daemon, git_ref: &str, delivery: &str, secret: &str) -> (u16,
     )
 }
 
-fn events(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>> {
+pub(crate) fn events(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>> {
     let url = celeroot::state::RedisUrl::parse(&redis.url()).expect("url");
     let mut store = celeroot::state::Store::connect(&url, "production").expect("connect");
     store
