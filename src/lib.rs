@@ -17,6 +17,7 @@ pub mod apply;
 pub mod beat;
 pub mod celery;
 pub mod cli;
+pub mod contract;
 pub mod daemon;
 pub mod deploy;
 pub mod desired;

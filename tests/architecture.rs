@@ -29,6 +29,7 @@ const ORDER: &[&str] = &[
     "init",       // scaffolding
     "edit",       // changing manifests in the work tree
     "import",     // cl.yaml to manifests
+    "contract",   // the JSON documents of outputs and their schemas
     "cli",        // argument parsing and printing
 ];
 

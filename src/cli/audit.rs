@@ -3,10 +3,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Map, Value as Json};
 
 use super::{live, Cli, CommandError, ErrorKind, Ui, EXIT_OK};
-use crate::state::StoredEvent;
 
 /// The audit log: every reconcile attempt, deploy, reported drift and restore.
 #[derive(Debug, Args)]
@@ -49,22 +47,6 @@ pub struct ExportArgs {
 
 /// The most events one export reads.
 const MAX_EVENTS: usize = 1_000_000;
-
-/// The fields of an event whose values are numbers.
-const NUMBERS: &[&str] = &[
-    "generation",
-    "writes",
-    "corrective_writes",
-    "duration_ms",
-    "deployed",
-    "failed",
-    "rolled_back",
-    "skipped",
-    "drifted_keys",
-    "backup_generation",
-    "keys",
-    "request",
-];
 
 /// The CSV columns, in order (an event's other fields are in the JSON export only).
 const COLUMNS: &[&str] = &[
@@ -109,44 +91,6 @@ pub(super) fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
 }
 
-fn camel(snake: &str) -> String {
-    let mut out = String::new();
-    let mut up = false;
-    for c in snake.chars() {
-        if c == '_' {
-            up = true;
-        } else if up {
-            out.extend(c.to_uppercase());
-            up = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// One event as the JSON export has it: camelCase names, numbers and booleans as such,
-/// `summary` as an object.
-pub(super) fn event_json(e: &StoredEvent) -> Json {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(e.id));
-    for (k, v) in &e.fields {
-        let value = if NUMBERS.contains(&k.as_str()) {
-            v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n))
-        } else if k == "summary" {
-            serde_json::from_str(v).unwrap_or_else(|_| json!(v))
-        } else if k == "forced" {
-            json!(v == "true")
-        } else if k == "keys" && e.fields.get("kind").map(String::as_str) == Some("drift") {
-            json!(v.split_whitespace().collect::<Vec<_>>())
-        } else {
-            json!(v)
-        };
-        m.insert(camel(k), value);
-    }
-    Json::Object(m)
-}
-
 pub fn run(ui: &Ui, cli: &Cli, a: &AuditArgs) -> Result<u8, CommandError> {
     match &a.command {
         AuditCommand::Export(x) => export(ui, cli, x),
@@ -179,13 +123,16 @@ fn export(ui: &Ui, cli: &Cli, a: &ExportArgs) -> Result<u8, CommandError> {
     let events = store.events_between(since.map_or(0, millis), until.map(millis), MAX_EVENTS)?;
     match a.output {
         AuditFormat::Json => {
-            let doc = json!({
-                "formatVersion": 1,
-                "cluster": cluster,
-                "since": since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                "until": until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                "events": events.iter().map(event_json).collect::<Vec<_>>(),
-            });
+            let doc = crate::contract::AuditExport {
+                format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+                cluster,
+                since: since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                until: until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                events: events
+                    .iter()
+                    .map(crate::contract::EventRecord::of)
+                    .collect(),
+            };
             outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         AuditFormat::Csv => {
@@ -232,7 +179,7 @@ mod tests {
 
     #[test]
     fn events_get_numbers_and_camel_case() {
-        let e = StoredEvent {
+        let e = crate::state::StoredEvent {
             id: "1-0".into(),
             fields: [
                 ("corrective_writes", "2"),
@@ -243,9 +190,9 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         };
-        let j = event_json(&e);
-        assert_eq!(j["correctiveWrites"], json!(2));
-        assert_eq!(j["summary"]["add"], json!(1));
-        assert_eq!(j["kind"], json!("corrective"));
+        let j = serde_json::to_value(crate::contract::EventRecord::of(&e)).unwrap_or_default();
+        assert_eq!(j["correctiveWrites"], 2);
+        assert_eq!(j["summary"]["add"], 1);
+        assert_eq!(j["kind"], "corrective");
     }
 }

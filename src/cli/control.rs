@@ -308,11 +308,11 @@ fn print_events(events: &[StoredEvent], output: EventsFormat) {
         match output {
             EventsFormat::Text => outln!("{}", text_line(e)),
             EventsFormat::Json => {
-                let mut j = super::audit::event_json(e);
-                if let Some(m) = j.as_object_mut() {
-                    m.insert("formatVersion".into(), 1.into());
-                }
-                outln!("{}", j);
+                let line = crate::contract::EventLine {
+                    format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+                    event: crate::contract::EventRecord::of(e),
+                };
+                outln!("{}", serde_json::to_string(&line).unwrap_or_default());
             }
         }
     }

@@ -256,21 +256,9 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
         &mut crate::runs::expect::Evaluator::default(),
         now_s,
     )?;
+    let suspended = store.control()?.suspended;
     if args.output == ListFormat::Json {
-        let mut doc = serde_json::to_value(&st).unwrap_or_default();
-        if let Some(o) = doc.as_object_mut() {
-            let counts: serde_json::Map<String, serde_json::Value> =
-                crate::runs::expect::counts(&runs)
-                    .into_iter()
-                    .map(|(k, n)| (k.as_str().to_string(), n.into()))
-                    .collect();
-            let problems: Vec<&crate::runs::expect::TargetHealth> =
-                runs.iter().filter(|t| t.state.is_problem()).collect();
-            o.insert(
-                "schedules".into(),
-                serde_json::json!({"counts": counts, "problems": problems}),
-            );
-        }
+        let doc = crate::contract::StatusDoc::of(&st, &runs, suspended);
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
@@ -339,6 +327,19 @@ pub fn run_status(ui: &Ui, cli: &Cli, args: &StatusArgs) -> Result<u8, CommandEr
             out,
             "daemon:   {} leads `celeroot watch` (epoch {}, since {})",
             l.holder, l.epoch, l.since
+        );
+    }
+    if let Some(x) = &suspended {
+        let _ = writeln!(
+            out,
+            "{}",
+            s.paint(
+                s.yellow(),
+                &format!(
+                    "daemon:   suspended by {} since {}: {:?} (`celeroot resume` lifts it)",
+                    x.by, x.at, x.reason
+                )
+            )
         );
     }
     let _ = writeln!(
@@ -459,10 +460,15 @@ pub fn run_history(ui: &Ui, cli: &Cli, args: &HistoryArgs) -> Result<u8, Command
     let mut store = live::connect(cli, &cluster)?;
     let entries = store.history(usize::from(args.limit))?;
     if args.output == ListFormat::Json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&entries).unwrap_or_default()
-        );
+        let doc = crate::contract::History {
+            format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+            cluster: cluster.clone(),
+            revisions: entries
+                .iter()
+                .map(crate::contract::HistoryRecord::of)
+                .collect(),
+        };
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     if entries.is_empty() {

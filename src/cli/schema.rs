@@ -19,7 +19,9 @@ pub struct SchemaArgs {
 
 pub fn run(args: &SchemaArgs) -> Result<u8, CommandError> {
     if let Some(dir) = &args.write {
-        for path in schema::write_all(dir)? {
+        let output =
+            schema::write_files(&dir.join("output"), crate::contract::output_schema_files())?;
+        for path in schema::write_all(dir)?.iter().chain(&output) {
             outln!("wrote {}", path.display());
         }
         return Ok(EXIT_OK);

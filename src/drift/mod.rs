@@ -52,7 +52,7 @@ pub enum HostDriftKind {
 }
 
 /// What fixes a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub enum Fix {
     #[serde(rename = "reconcile")]
     Reconcile,
@@ -81,7 +81,7 @@ macro_rules! display_as_serde {
 display_as_serde!(KeyDriftKind, HostDriftKind, BeatFindingKind, Fix);
 
 /// What is wrong with the cluster's Celery Beat (a health finding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BeatFindingKind {
     /// No beat runs: no `celeroot beat` heartbeat, and nobody holds RedBeat's lock.
@@ -92,7 +92,7 @@ pub enum BeatFindingKind {
 }
 
 /// The cluster's beat does not send the schedules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BeatFinding {
     pub kind: BeatFindingKind,
@@ -155,7 +155,7 @@ pub fn check_beat(
 }
 
 /// What [`check_beat`] found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BeatCheck {
     /// An enabled schedule exists, so a beat is needed (false: nothing was read).
@@ -501,7 +501,7 @@ fn host_drift(
 }
 
 /// One row of the status host table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostStatus {
     pub host: String,
@@ -532,7 +532,7 @@ pub struct Status {
 }
 
 /// Who leads the `celeroot watch` daemons (the token is left out).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonLeader {
     pub holder: String,

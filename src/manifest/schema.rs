@@ -86,7 +86,8 @@ pub fn all_schemas() -> Vec<(String, String)> {
     out
 }
 
-fn pretty(v: &Json) -> String {
+/// `v` as pretty JSON with a final newline, as schema files are written.
+pub fn pretty(v: &Json) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
     s.push('\n');
     s
@@ -99,13 +100,25 @@ fn pretty(v: &Json) -> String {
 pub fn write_all(
     dir: &std::path::Path,
 ) -> Result<Vec<std::path::PathBuf>, crate::source::SourceError> {
+    write_files(dir, all_schemas())
+}
+
+/// Writes `files` (`(file name, text)`) into `dir` (created if missing); returns the
+/// paths written.
+///
+/// # Errors
+/// The directory or a file cannot be written (the error names the path).
+pub fn write_files(
+    dir: &std::path::Path,
+    files: Vec<(String, String)>,
+) -> Result<Vec<std::path::PathBuf>, crate::source::SourceError> {
     let io = |p: &std::path::Path| {
         let path = p.display().to_string();
         move |source| crate::source::SourceError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut written = Vec::new();
-    for (name, text) in all_schemas() {
+    for (name, text) in files {
         let path = dir.join(&name);
         std::fs::write(&path, text).map_err(io(&path))?;
         written.push(path);

@@ -29,7 +29,7 @@ pub use text::render_text;
 pub use crate::diagnostic::Style;
 
 /// One side of a comparison: what the user named, and the commit it resolved to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RevisionInfo {
     pub rev: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -32,7 +32,9 @@ use crate::state::LiveObject;
 pub const CLOCK_SLACK_SECS: f64 = 1.0;
 
 /// The health of one schedule target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunHealth {
     Ok,
@@ -203,7 +205,7 @@ pub fn from_live(objects: &BTreeMap<crate::manifest::ObjectId, LiveObject>) -> V
 }
 
 /// One target's evaluated health.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetHealth {
     pub schedule: String,

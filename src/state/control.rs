@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::{StateError, Store};
 
 /// Why and since when the daemons are suspended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Suspension {
     /// The operator's reason (may be empty).

@@ -118,7 +118,7 @@ impl Heartbeat {
 }
 /// The heartbeat of one `celeroot beat` instance: key `celeroot:{<cluster>}:beat:<id>`,
 /// a hash written every heartbeat interval with a TTL (docs/celery.md, "Beat").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BeatHeartbeat {
     /// The instance (`--id`, default `<hostname>-<pid>`).

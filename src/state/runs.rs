@@ -120,7 +120,7 @@ pub fn is_terminal(state: &str) -> bool {
 
 /// The latest run of one schedule target and when it last succeeded (the `runs::latest`
 /// hash; what `status`, `schedules ls` and the expectations read).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Latest {
     pub id: String,

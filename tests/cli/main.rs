@@ -8,6 +8,7 @@ mod test_alerts;
 mod test_backup;
 mod test_beat;
 mod test_checks;
+mod test_contract;
 mod test_control;
 mod test_credentials;
 mod test_deploy;

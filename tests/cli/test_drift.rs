@@ -242,7 +242,7 @@ fn unapplied_commits_are_reported_as_pending() {
             .expect("JSON");
     assert_eq!(v["pending"], 1);
     assert_eq!(v["applied"]["subject"], "example");
-    assert_eq!(v["events"][0]["fields"]["kind"], "intentional");
+    assert_eq!(v["events"][0]["kind"], "intentional");
 }
 
 #[test]

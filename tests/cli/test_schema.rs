@@ -4,7 +4,13 @@ use crate::common::{project_root, run, TestRepo};
 fn committed_schemas_are_up_to_date() {
     let dir = project_root().join("schemas");
     let mut stale = Vec::new();
-    for (name, text) in celeroot::manifest::schema::all_schemas() {
+    let output = celeroot::contract::output_schema_files();
+    let files = celeroot::manifest::schema::all_schemas().into_iter().chain(
+        output
+            .iter()
+            .map(|(n, t)| (format!("output/{n}"), t.clone())),
+    );
+    for (name, text) in files {
         let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
         if on_disk != text {
             stale.push(name);
@@ -14,11 +20,22 @@ fn committed_schemas_are_up_to_date() {
         stale.is_empty(),
         "stale schemas {stale:?}: run `cargo run -- schema --write schemas`"
     );
-    let files = std::fs::read_dir(&dir).expect("schemas dir").count();
+    let files = std::fs::read_dir(&dir)
+        .expect("schemas dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file()))
+        .count();
     assert_eq!(
         files,
         celeroot::manifest::schema::all_schemas().len(),
         "schemas/ holds unexpected files"
+    );
+    let outputs = std::fs::read_dir(dir.join("output"))
+        .expect("schemas/output")
+        .count();
+    assert_eq!(
+        outputs,
+        output.len(),
+        "schemas/output/ holds unexpected files"
     );
 }
 

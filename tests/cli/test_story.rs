@@ -606,6 +606,10 @@ fn schema_init_import_and_the_daemon_refusing_bad_options() {
     wrote schemas-out/role.json
     wrote schemas-out/host.json
     wrote schemas-out/schedule.json
+    wrote schemas-out/output/status.json
+    wrote schemas-out/output/events.json
+    wrote schemas-out/output/audit-export.json
+    wrote schemas-out/output/history.json
     [exit status: 0]
     ");
     insta::assert_snapshot!(env.run(&["init", "fresh"]), @r"
