@@ -275,10 +275,92 @@ impl AppliedRecord {
     }
 }
 
+/// `celeroot health -o json`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthDoc {
+    pub format_version: u32,
+    pub cluster: String,
+    /// No target is late, missed, failed or stuck, and a collector listens.
+    pub healthy: bool,
+    /// Targets per run-health state.
+    pub counts: BTreeMap<String, u64>,
+    pub targets: Vec<crate::runs::expect::TargetHealth>,
+}
+
+impl HealthDoc {
+    pub fn of(
+        cluster: &str,
+        healthy: bool,
+        targets: Vec<crate::runs::expect::TargetHealth>,
+    ) -> HealthDoc {
+        HealthDoc {
+            format_version: OUTPUT_FORMAT_VERSION,
+            cluster: cluster.to_string(),
+            healthy,
+            counts: crate::runs::expect::counts(&targets)
+                .into_iter()
+                .map(|(k, n)| (k.as_str().to_string(), n as u64))
+                .collect(),
+            targets,
+        }
+    }
+}
+
+/// `celeroot runs -o json`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunsDoc {
+    pub format_version: u32,
+    pub cluster: String,
+    /// Newest first.
+    pub runs: Vec<crate::state::runs::Run>,
+}
+
+/// `celeroot beat status -o json`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BeatStatusDoc {
+    pub format_version: u32,
+    pub cluster: String,
+    pub healthy: bool,
+    pub finding: Option<crate::drift::BeatFinding>,
+    /// Milliseconds left on RedBeat's lock (null: nobody holds it).
+    pub lock_ttl_ms: Option<u64>,
+    pub beats: Vec<crate::state::BeatHeartbeat>,
+}
+
+/// `celeroot beat --dry-run -o json`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastDoc {
+    pub format_version: u32,
+    #[serde(flatten)]
+    pub forecast: crate::beat::forecast::Forecast,
+}
+
+/// `celeroot hosts test-connection -o json`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesDoc {
+    pub format_version: u32,
+    pub hosts: Vec<crate::deploy::Probe>,
+}
+
+/// `celeroot hosts|roles|schedules ls -o json` and `config show -o json`: the manifests.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestList {
+    pub format_version: u32,
+    /// Each a manifest (schemas/manifest.json).
+    pub items: Vec<Json>,
+}
+
 /// The draft 2020-12 schema of `T`, with a title and description.
 pub fn schema_of<T: JsonSchema>(title: &str, description: &str) -> Json {
-    let schema = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
-        .into_root_schema_for::<T>();
+    // Described as serialised: fields skipped when empty are optional.
+    let settings = schemars::generate::SchemaSettings::draft2020_12().for_serialize();
+    let schema = schemars::SchemaGenerator::new(settings).into_root_schema_for::<T>();
     let mut v = serde_json::to_value(schema).unwrap_or(Json::Null);
     if let Some(o) = v.as_object_mut() {
         o.insert("title".into(), json!(title));
@@ -358,6 +440,73 @@ impl StatusDoc {
 /// `schemas/output/`.
 pub fn output_schemas() -> Vec<(String, Json)> {
     vec![
+        (
+            "plan.json".into(),
+            schema_of::<crate::render::JsonPlan<'static>>(
+                "celeroot diff -o json",
+                "A plan: what reconciling `to` over `from` would change.",
+            ),
+        ),
+        (
+            "reconcile.json".into(),
+            schema_of::<crate::apply::Outcome>(
+                "celeroot reconcile -o json",
+                "What a reconcile (or rollback) did, or would do with --dry-run.",
+            ),
+        ),
+        (
+            "drift.json".into(),
+            schema_of::<crate::drift::DriftReport>(
+                "celeroot drift -o json",
+                "How the live state differs from git.",
+            ),
+        ),
+        (
+            "deploy.json".into(),
+            schema_of::<crate::deploy::Report>(
+                "celeroot deploy -o json",
+                "A rollout of a release to hosts.",
+            ),
+        ),
+        (
+            "health.json".into(),
+            schema_of::<HealthDoc>(
+                "celeroot health -o json",
+                "The schedules' run health, per target.",
+            ),
+        ),
+        (
+            "runs.json".into(),
+            schema_of::<RunsDoc>("celeroot runs -o json", "Recorded runs of schedules."),
+        ),
+        (
+            "beat-status.json".into(),
+            schema_of::<BeatStatusDoc>(
+                "celeroot beat status -o json",
+                "The cluster's Celery Beat instances and RedBeat's lock.",
+            ),
+        ),
+        (
+            "beat-forecast.json".into(),
+            schema_of::<ForecastDoc>(
+                "celeroot beat --dry-run -o json",
+                "What beat would send, per queue.",
+            ),
+        ),
+        (
+            "test-connection.json".into(),
+            schema_of::<ProbesDoc>(
+                "celeroot hosts test-connection -o json",
+                "Whether each host answers over SSH, and what it runs.",
+            ),
+        ),
+        (
+            "manifests.json".into(),
+            schema_of::<ManifestList>(
+                "celeroot hosts ls -o json",
+                "Manifests listed by the editing commands.",
+            ),
+        ),
         (
             "status.json".into(),
             schema_of::<StatusDoc>(

@@ -79,7 +79,7 @@ impl Style {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -87,7 +87,7 @@ pub enum Severity {
 }
 
 /// A secondary location that explains a diagnostic (e.g. the first of two duplicates).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Related {
     pub file: String,
     pub line: u32,
@@ -96,7 +96,7 @@ pub struct Related {
 }
 
 /// One problem found in the manifests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Diagnostic {
     pub severity: Severity,
     /// Path of the file relative to the repository root, when the problem is in a file.

@@ -175,7 +175,7 @@ impl ApplyError {
 }
 
 /// What a reconcile did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Applied {
     /// Writes were applied.
@@ -187,7 +187,7 @@ pub enum Applied {
 }
 
 /// The outcome of a reconcile, for rendering.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// Version of this JSON structure (docs/cli.md).
@@ -470,7 +470,7 @@ pub struct Deploy<'a> {
     /// Where the rollout's records go (the store's own Redis, on a second connection).
     pub redis: Option<&'a state::RedisUrl>,
     /// Called as each host finishes.
-    pub progress: &'a (dyn Fn(&crate::deploy::HostResult) + Sync),
+    pub progress: &'a dyn crate::deploy::Progress,
 }
 
 /// Why the rollout after an applied reconcile did not run or could not start. The live

@@ -19,12 +19,14 @@ pub const MAX_COUNTED: u64 = 100_000;
 pub const LISTED: usize = 3;
 
 /// What would fire between `from` and `until`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Forecast {
     #[serde(serialize_with = "rfc3339")]
+    #[schemars(with = "String")]
     pub from: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339")]
+    #[schemars(with = "String")]
     pub until: DateTime<Utc>,
     /// Tasks sent in all (a capped schedule counts [`MAX_COUNTED`]).
     pub total: u64,
@@ -34,7 +36,7 @@ pub struct Forecast {
 }
 
 /// The firings into one queue.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueForecast {
     pub queue: String,
@@ -45,7 +47,7 @@ pub struct QueueForecast {
 }
 
 /// One schedule's firings into one queue.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Firing {
     pub schedule: String,
@@ -57,12 +59,14 @@ pub struct Firing {
     pub capped: bool,
     /// The first fire times (at most [`LISTED`]).
     #[serde(serialize_with = "rfc3339_list")]
+    #[schemars(with = "Vec<String>")]
     pub next: Vec<DateTime<Utc>>,
     /// When it fires nothing in the window: its first fire time after it.
     #[serde(
         serialize_with = "rfc3339_option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub later: Option<DateTime<Utc>>,
 }
 

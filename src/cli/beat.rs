@@ -151,7 +151,11 @@ fn dry_run(ui: &Ui, cli: &Cli, a: &BeatRunArgs) -> Result<u8, CommandError> {
     let now = super::now()?;
     let f = beat::forecast(&rev.compiled.state, now, a.next);
     if a.output == ListFormat::Json {
-        outln!("{}", serde_json::to_string_pretty(&f).unwrap_or_default());
+        let doc = crate::contract::ForecastDoc {
+            format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+            forecast: f,
+        };
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let mut out = String::new();
@@ -321,13 +325,14 @@ fn status(ui: &Ui, cli: &Cli, a: &BeatStatusArgs) -> Result<u8, CommandError> {
         EXIT_OK
     };
     if a.output == ListFormat::Json {
-        let v = serde_json::json!({
-            "cluster": cluster,
-            "healthy": problem.is_none(),
-            "finding": problem,
-            "lockTtlMs": lock,
-            "beats": beats,
-        });
+        let v = crate::contract::BeatStatusDoc {
+            format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+            cluster,
+            healthy: problem.is_none(),
+            finding: problem,
+            lock_ttl_ms: lock,
+            beats,
+        };
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(code);
     }

@@ -221,7 +221,7 @@ fn flat(v: &Json) -> String {
 fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
     if !r.output.is_table() {
-        e::print_value(r.output, &json!(c.state.hosts));
+        e::print_keyed(r.output, "hosts", &json!(c.state.hosts));
         return Ok(EXIT_OK);
     }
     let rows: Vec<[String; 4]> = c
@@ -247,7 +247,7 @@ fn hosts(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
 fn roles(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
     let (_, c) = compiled(ui, cli, r)?;
     if !r.output.is_table() {
-        e::print_value(r.output, &json!(c.state.roles));
+        e::print_keyed(r.output, "roles", &json!(c.state.roles));
         return Ok(EXIT_OK);
     }
     let opt = |v: Option<u32>| v.map_or_else(|| "-".into(), |n| n.to_string());
@@ -313,7 +313,7 @@ fn schedules(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         .collect();
     if !r.output.is_table() {
         let map: serde_json::Map<String, Json> = entries.into_iter().collect();
-        e::print_value(r.output, &Json::Object(map));
+        e::print_keyed(r.output, "schedules", &Json::Object(map));
         return Ok(EXIT_OK);
     }
     let rows: Vec<[String; 6]> = entries
@@ -373,7 +373,7 @@ fn workers(ui: &Ui, cli: &Cli, r: &ReadArgs) -> Result<u8, CommandError> {
         })
         .collect();
     if !r.output.is_table() {
-        e::print_value(r.output, &Json::Object(workers));
+        e::print_keyed(r.output, "workers", &Json::Object(workers));
         return Ok(EXIT_OK);
     }
     let rows: Vec<[String; 4]> = workers

@@ -178,7 +178,7 @@ pub(super) fn ship(
             redis: redis.as_ref().ok(),
             actor: &actor,
         },
-        &progress,
+        &Shown::default(),
     )
     .map_err(|e| stage_error(release, e))?;
     match (&redis, shipped.unrecorded) {
@@ -204,13 +204,14 @@ pub(super) fn stage_error(release: &str, e: crate::source::SourceError) -> Comma
 }
 
 /// One line per host on stderr as it finishes.
-pub(super) fn progress(r: &HostResult) {
+/// One finished host, as a line.
+fn host_line(r: &HostResult) -> String {
     let detail = r
         .detail
         .as_deref()
         .map(|d| format!(": {d}"))
         .unwrap_or_default();
-    errln!(
+    format!(
         "{}: {}{} ({} file(s), {} byte(s) sent, {} ms){detail}",
         r.host,
         r.outcome.label(),
@@ -221,7 +222,62 @@ pub(super) fn progress(r: &HostResult) {
         r.files_sent,
         r.bytes_sent,
         r.duration_ms
-    );
+    )
+}
+
+/// A rollout's progress on standard error: what it is about to do, then one line per host
+/// as it finishes; on a terminal also a live bar (`indicatif`) under those lines, removed
+/// at the end. Piped, only the lines.
+#[derive(Default)]
+pub(super) struct Shown {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Shown {
+    fn bar(&self) -> std::sync::MutexGuard<'_, Option<indicatif::ProgressBar>> {
+        self.bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl deploy::Progress for Shown {
+    fn start(&self, plan: &deploy::Announcement) {
+        let text = plan.to_string();
+        let mut chars = text.chars();
+        let text: String = chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default();
+        errln!("{text}…");
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) && plan.hosts > 1 {
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {pos}/{len} host(s), {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let bar = indicatif::ProgressBar::new(plan.hosts as u64).with_style(style);
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            *self.bar() = Some(bar);
+        }
+    }
+
+    fn host(&self, r: &HostResult) {
+        let line = host_line(r);
+        match self.bar().as_ref() {
+            Some(bar) => {
+                bar.println(crate::render::terminal_safe(&line, false));
+                bar.inc(1);
+            }
+            None => errln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar().take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 pub(super) fn summary(r: &Report, wide: bool) -> String {

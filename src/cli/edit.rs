@@ -157,12 +157,17 @@ fn print_diff(ui: &Ui, diff: &str) {
     }
 }
 
-/// Prints documents as a JSON array or a YAML stream (`---` between documents).
+/// Prints documents as JSON (`{"formatVersion", "items": [...]}`) or as a YAML stream
+/// (`---` between documents).
 pub fn print_documents(format: ListFormat, docs: &[&Json]) {
     match format {
         ListFormat::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&docs).unwrap_or_default()
+            serde_json::to_string_pretty(&crate::contract::ManifestList {
+                format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+                items: docs.iter().map(|d| (*d).clone()).collect(),
+            })
+            .unwrap_or_default()
         ),
         _ => {
             for (i, d) in docs.iter().enumerate() {
@@ -175,13 +180,39 @@ pub fn print_documents(format: ListFormat, docs: &[&Json]) {
     }
 }
 
-/// Prints any serialisable value as JSON or YAML.
+/// Prints any serialisable value as JSON (an object gets `formatVersion` first) or YAML.
 pub fn print_value(format: ListFormat, value: &Json) {
     match format {
-        ListFormat::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        ),
+        ListFormat::Json => {
+            let doc = match value {
+                Json::Object(m) => {
+                    let mut o = serde_json::Map::new();
+                    o.insert(
+                        "formatVersion".into(),
+                        crate::contract::OUTPUT_FORMAT_VERSION.into(),
+                    );
+                    o.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    Json::Object(o)
+                }
+                other => other.clone(),
+            };
+            outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        _ => out!("{}", edit::emit::document(value)),
+    }
+}
+
+/// Prints a map keyed by names (hosts, roles, ...): as JSON `{"formatVersion", field:
+/// value}`, as YAML the map itself.
+pub fn print_keyed(format: ListFormat, field: &str, value: &Json) {
+    match format {
+        ListFormat::Json => {
+            let doc = serde_json::json!({
+                "formatVersion": crate::contract::OUTPUT_FORMAT_VERSION,
+                field: value,
+            });
+            outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
         _ => out!("{}", edit::emit::document(value)),
     }
 }

@@ -543,7 +543,11 @@ fn test_connection(ui: &Ui, cli: &Cli, a: &TestConnectionArgs) -> Result<u8, Com
     match a.output {
         Format::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&probes).unwrap_or_default()
+            serde_json::to_string_pretty(&crate::contract::ProbesDoc {
+                format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+                hosts: probes.clone(),
+            })
+            .unwrap_or_default()
         ),
         Format::Text | Format::Wide => out!("{}", table(&probes, failed, a.output == Format::Wide)),
     }

@@ -121,11 +121,12 @@ pub fn run(ui: &Ui, cli: &Cli, args: &ReconcileArgs) -> Result<u8, CommandError>
     let ancestry = live::ancestry(&repo, &target);
     let redis = live::redis_url(cli)?;
     let ssh = args.ssh.options();
+    let shown = super::deploy::Shown::default();
     let deploy = (!args.skip_deploy).then_some(apply::Deploy {
         repo: &repo,
         ssh: &ssh,
         redis: Some(&redis),
-        progress: &super::deploy::progress,
+        progress: &shown,
     });
     let (outcome, after) =
         apply::reconcile_and_deploy(&mut store, &rev, &opts, &ancestry, now, deploy)?;

@@ -191,7 +191,11 @@ fn list(ui: &Ui, cli: &Cli, a: &ListArgs) -> Result<u8, CommandError> {
     });
     runs.truncate(want);
     if a.output == ListFormat::Json {
-        let doc = serde_json::json!({"cluster": cluster, "runs": runs});
+        let doc = crate::contract::RunsDoc {
+            format_version: crate::contract::OUTPUT_FORMAT_VERSION,
+            cluster,
+            runs,
+        };
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(EXIT_OK);
     }
@@ -354,16 +358,7 @@ pub fn health(ui: &Ui, cli: &Cli, a: &HealthArgs) -> Result<u8, CommandError> {
         EXIT_OK
     };
     if a.output == ListFormat::Json {
-        let counts: serde_json::Map<String, serde_json::Value> = crate::runs::expect::counts(&all)
-            .into_iter()
-            .map(|(s, n)| (s.as_str().to_string(), n.into()))
-            .collect();
-        let doc = serde_json::json!({
-            "cluster": cluster,
-            "healthy": code == EXIT_OK,
-            "counts": counts,
-            "targets": all,
-        });
+        let doc = crate::contract::HealthDoc::of(&cluster, code == EXIT_OK, all);
         outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(code);
     }

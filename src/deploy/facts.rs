@@ -18,7 +18,7 @@ echo "uv=$(uv --version 2>/dev/null | cut -d' ' -f2 || true)"
 "#;
 
 /// What a host runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Facts {
     pub os: String,
     pub kernel: String,
@@ -29,7 +29,7 @@ pub struct Facts {
 }
 
 /// The result of probing one host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Probe {
     pub host: String,

@@ -222,7 +222,7 @@ exec "$@"
 "#;
 
 /// What happened on one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Already running the release with the same rendered files.
@@ -257,7 +257,7 @@ impl Outcome {
 }
 
 /// The result of one host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostResult {
     pub host: String,

@@ -20,5 +20,5 @@ pub mod ssh;
 pub use facts::{probe, probe_all, Facts, Probe};
 pub use host::{HostResult, Outcome};
 pub use record::{record, ship, Ship, Shipped};
-pub use rollout::{rollout, Report};
+pub use rollout::{rollout, Announcement, Progress, Report};
 pub use ssh::{shell_quote, Failure, SshOptions};

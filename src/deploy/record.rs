@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::host::{HostResult, Outcome};
+use super::host::Outcome;
 use super::rollout::{rollout, Report};
 use super::ssh::SshOptions;
 use crate::desired::DesiredState;
@@ -43,7 +43,7 @@ pub struct Shipped {
 ///
 /// # Errors
 /// Only when the release cannot be staged locally (git or disk); host failures are results.
-pub fn ship(s: &Ship<'_>, progress: &(dyn Fn(&HostResult) + Sync)) -> Result<Shipped, SourceError> {
+pub fn ship(s: &Ship<'_>, progress: &dyn super::rollout::Progress) -> Result<Shipped, SourceError> {
     let report = rollout(
         s.repo, s.commit, s.release, s.state, s.hosts, s.ssh, s.check, progress,
     )?;

@@ -15,7 +15,7 @@ use crate::desired::{CompiledHost, DeploySettings, DesiredState};
 use crate::source::SourceError;
 
 /// The result of a rollout.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Version of this JSON structure (docs/deploy.md).
@@ -38,6 +38,59 @@ impl Report {
     pub fn succeeded(&self) -> bool {
         self.count(Outcome::Failed) + self.count(Outcome::RolledBack) + self.count(Outcome::Skipped)
             == 0
+    }
+}
+
+/// What a rollout is about to do, said before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub release: String,
+    /// Hosts it will go through.
+    pub hosts: usize,
+    /// Hosts deployed at once after the canaries (`deploy.maxParallel`).
+    pub parallel: usize,
+    /// Hosts deployed one by one first (`deploy.canary`).
+    pub canaries: usize,
+    /// `--check`: only compare.
+    pub check: bool,
+}
+
+impl std::fmt::Display for Announcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.check {
+            return write!(
+                f,
+                "checking release {} on {} host(s), {} at a time",
+                self.release, self.hosts, self.parallel
+            );
+        }
+        write!(
+            f,
+            "deploying release {} to {} host(s), {} at a time",
+            self.release, self.hosts, self.parallel
+        )?;
+        if self.canaries > 0 {
+            write!(f, ", after {} canary host(s) one by one", self.canaries)?;
+        }
+        Ok(())
+    }
+}
+
+/// Who is told how a rollout goes: the terminal, the daemon's log. Each host is reported
+/// once, when it is done (or skipped).
+pub trait Progress: Sync {
+    /// Before the first host.
+    fn start(&self, _plan: &Announcement) {}
+    /// A host is done.
+    fn host(&self, r: &HostResult);
+    /// After the last host.
+    fn finish(&self) {}
+}
+
+/// A function of each finished host is a [`Progress`] that announces nothing.
+impl<F: Fn(&HostResult) + Sync> Progress for F {
+    fn host(&self, r: &HostResult) {
+        self(r);
     }
 }
 
@@ -80,7 +133,7 @@ pub fn rollout(
     hosts: &[String],
     ssh: &SshOptions,
     check_only: bool,
-    progress: &(dyn Fn(&HostResult) + Sync),
+    progress: &dyn Progress,
 ) -> Result<Report, SourceError> {
     let io = |p: &Path| {
         let path = p.display().to_string();
@@ -146,7 +199,7 @@ pub fn rollout(
         }
         .run();
         r.canary = canary;
-        progress(&r);
+        progress.host(&r);
         r
     };
     let DeploySettings {
@@ -162,6 +215,13 @@ pub fn rollout(
     } else {
         (canary as usize).min(jobs.len())
     };
+    progress.start(&Announcement {
+        release: release_id.to_string(),
+        hosts: jobs.len(),
+        parallel: (max_parallel as usize).max(1).min(jobs.len().max(1)),
+        canaries,
+        check: check_only,
+    });
     for job in &jobs[..canaries] {
         let r = run(*job, true);
         let failed = r.outcome.is_failure();
@@ -208,10 +268,11 @@ pub fn rollout(
         for (name, _) in rest {
             let mut r = HostResult::new(name, Outcome::Skipped);
             r.detail = Some(format!("not attempted: {why}"));
-            progress(&r);
+            progress.host(&r);
             results.push(r);
         }
     }
+    progress.finish();
     // Close the shared connections now rather than when ControlPersist runs out.
     for (_, host) in &jobs {
         let args = super::ssh::exit_master_args(host, &opts);

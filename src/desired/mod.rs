@@ -182,7 +182,18 @@ pub enum Trigger {
 
 /// One resolved destination of a schedule: a host (mode each) or a role (mode any).
 /// Whether a schedule entry goes to one host's queue or to a role's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     Host,
@@ -198,7 +209,17 @@ impl std::fmt::Display for EntryKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct ScheduleEntry {
     pub kind: EntryKind,
     pub name: String,

@@ -18,7 +18,7 @@ use crate::state::{self, heartbeat::HEARTBEAT_TTL_SECS, Heartbeat, KeyValue, Sta
 use crate::Compiled;
 
 /// Why a live key differs from what celeroot wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyDriftKind {
     Edited,
@@ -29,7 +29,7 @@ pub enum KeyDriftKind {
 }
 
 /// Why a host's reported state differs from the live configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostDriftKind {
     NoHeartbeat,
@@ -166,7 +166,7 @@ pub struct BeatCheck {
 }
 
 /// One live key (class 1) that differs from what celeroot wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyDrift {
     pub key: String,
@@ -177,7 +177,7 @@ pub struct KeyDrift {
 }
 
 /// One host (class 2) whose reported state differs from the live configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostDrift {
     pub host: String,
@@ -188,7 +188,7 @@ pub struct HostDrift {
 }
 
 /// The drift report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftReport {
     /// Version of this JSON structure (docs/cli.md).

@@ -27,7 +27,7 @@ use crate::desired::{
 use crate::manifest::{Kind, ObjectId};
 
 /// What happens to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Add,
@@ -47,7 +47,7 @@ impl Action {
 }
 
 /// A consequence of a change, beyond the object's own spec.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Effect {
     /// Hosts whose worker configuration depends on this object.
@@ -74,7 +74,7 @@ pub enum Effect {
 }
 
 /// One object's change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
     pub kind: Kind,
@@ -100,7 +100,7 @@ impl Change {
 }
 
 /// Counts of a plan, Terraform style.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub add: usize,
     pub change: usize,
@@ -115,7 +115,7 @@ impl Summary {
 
 /// All changes between two desired states, in kind order (Cluster, Role, Host, Schedule)
 /// then by name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     pub changes: Vec<Change>,
 }

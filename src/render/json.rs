@@ -9,9 +9,10 @@ use crate::plan::{Change, Summary};
 /// Bumped on any incompatible change to the JSON structure.
 pub const JSON_FORMAT_VERSION: u32 = 1;
 
-#[derive(Serialize)]
+/// `celeroot diff -o json` (docs/cli.md, "JSON output format").
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct JsonPlan<'a> {
+pub struct JsonPlan<'a> {
     format_version: u32,
     cluster: &'a str,
     from: &'a RevisionInfo,
@@ -21,10 +22,11 @@ struct JsonPlan<'a> {
     warnings: &'a [Diagnostic],
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct JsonChange<'a> {
     #[serde(flatten)]
     change: &'a Change,
+    /// The unified diff of the spec.
     diff: String,
 }
 

@@ -17,7 +17,7 @@ use crate::desired::ScheduleEntry;
 use crate::diagnostic::Diagnostic;
 use crate::plan::{Change, Plan};
 
-pub use json::{render_json, JSON_FORMAT_VERSION};
+pub use json::{render_json, JsonPlan, JSON_FORMAT_VERSION};
 pub use markdown::{
     plan_body as markdown_plan_body, render_markdown, render_markdown_many, MARKDOWN_BUDGET,
     MARKDOWN_BUDGET_MAX, MARKDOWN_BUDGET_MIN, MARKDOWN_MARKER,

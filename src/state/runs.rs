@@ -57,7 +57,7 @@ pub const COLLECTOR_TTL_SECS: f64 = 30.0;
 pub const MESSAGE_EXCERPT: usize = 200;
 
 /// One run: one task a schedule's RedBeat entry sent, as its events told it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     /// The Celery task id.

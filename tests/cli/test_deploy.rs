@@ -411,6 +411,23 @@ fn a_failing_canary_stops_the_rollout() {
         assert_eq!(outcome(&v, name)["outcome"], "skipped", "{out}");
     }
     assert_eq!(v["stopped"], "canary host-1 failed");
+    // Piped, progress is plain lines: the announcement, then each host exactly once (the
+    // rolled-back canary and the skipped hosts too); no bar, no escape sequences.
+    let release = v["release"].as_str().unwrap_or_default();
+    assert!(
+        out.contains(&format!(
+            "Deploying release {release} to 3 host(s), 1 at a time, after 1 canary host(s) one by one…"
+        )),
+        "{out}"
+    );
+    for name in ["host-1", "host-2", "host-3"] {
+        let lines = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}: ")))
+            .count();
+        assert_eq!(lines, 1, "{name} is reported once: {out}");
+    }
+    assert!(!out.contains('\u{1b}'), "{out}");
     let after: Vec<Option<String>> = (0..3).map(|i| current(&lab, i)).collect();
     assert_eq!(after, first, "every host still runs the previous release");
 }
@@ -1004,4 +1021,47 @@ fn watch_with_drift_report_retries_a_failed_rollout_too() {
         |d| d.status()["lastDeploy"]["result"] == "ok",
     );
     assert_ne!(current(&lab, 0).as_deref(), Some(first.as_str()));
+}
+
+/// On a terminal, a live bar stays under the per-host lines and is cleared at the end.
+/// Run under a real pseudo-terminal (`script`, from util-linux's bsdutils, which Debian
+/// always installs).
+#[test]
+fn on_a_terminal_a_live_bar_shows_the_rollout() {
+    let lab = SshLab::start(3);
+    let repo = repo_for(&lab, "", &|_| String::new());
+    let template = repo.cmd();
+    let program = template.get_program().to_string_lossy().into_owned();
+    let line = [
+        program.as_str(),
+        "deploy",
+        "--known-hosts",
+        &lab.known_hosts.display().to_string(),
+    ]
+    .iter()
+    .map(|a| celeroot::deploy::shell_quote(a))
+    .collect::<Vec<_>>()
+    .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qefc", &line, "/dev/null"])
+        .current_dir(repo.root());
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("script (bsdutils) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Deploying release r-"), "{text}");
+    assert!(text.contains("/3 host(s), "), "the bar was drawn: {text}");
+    assert!(text.contains("\u{1b}[2K"), "and cleared: {text}");
+    for name in ["host-1", "host-2", "host-3"] {
+        assert_eq!(
+            text.matches(&format!("{name}: deployed")).count(),
+            1,
+            "{name} once: {text}"
+        );
+    }
 }

@@ -530,7 +530,11 @@ fn lists_are_tables_and_parse_as_json() {
         let out = ok(&repo, &[kind, "ls", "-o", "json"]);
         let json = out.trim_end_matches("[exit status: 0]\n");
         let v: serde_json::Value = serde_json::from_str(json).expect("ls -o json is JSON");
-        assert!(v.as_array().is_some_and(|a| !a.is_empty()), "{kind}: {v}");
+        assert_eq!(v["formatVersion"], 1, "{kind}: {v}");
+        assert!(
+            v["items"].as_array().is_some_and(|a| !a.is_empty()),
+            "{kind}: {v}"
+        );
         let out = ok(&repo, &[kind, "ls", "-o", "yaml"]);
         assert!(out.contains("apiVersion: celeroot.io/v1"), "{out}");
     }
@@ -553,7 +557,11 @@ fn lists_are_tables_and_parse_as_json() {
     let out = ok(&repo, &["config", "schedules", "-o", "json"]);
     let v: serde_json::Value =
         serde_json::from_str(out.trim_end_matches("[exit status: 0]\n")).expect("json");
-    assert_eq!(v["db-backup"]["nextFireTime"], "2026-11-24T02:15:00+01:00");
+    assert_eq!(v["formatVersion"], 1);
+    assert_eq!(
+        v["schedules"]["db-backup"]["nextFireTime"],
+        "2026-11-24T02:15:00+01:00"
+    );
 }
 
 #[test]

@@ -45,8 +45,9 @@ fn every_host_answers_with_its_facts() {
 
     let (json, code) = test_connection(&repo, &lab, &["host-2", "-o", "json"]);
     assert_eq!(code, 0, "{json}");
-    let v: serde_json::Value =
+    let doc: serde_json::Value =
         serde_json::from_str(json.split("[exit status").next().unwrap_or_default()).expect("JSON");
+    let v = &doc["hosts"];
     assert_eq!(v[0]["host"], "host-2");
     assert_eq!(v[0]["status"], "ok");
     assert!(v[0]["facts"]["kernel"]
@@ -63,8 +64,9 @@ fn unreachable_hosts_and_changed_keys_are_isolated() {
     lab.hosts[2].change_host_key();
     let (out, code) = test_connection(&repo, &lab, &["--all", "-o", "json"]);
     assert_eq!(code, 1, "{out}");
-    let v: serde_json::Value =
+    let doc: serde_json::Value =
         serde_json::from_str(out.split("[exit status").next().unwrap_or_default()).expect("JSON");
+    let v = &doc["hosts"];
     assert_eq!(v[0]["status"], "ok", "{v}");
     assert_eq!(v[1]["status"], "unreachable", "{v}");
     assert_eq!(v[2]["status"], "host-key-changed", "{v}");

@@ -606,6 +606,16 @@ fn schema_init_import_and_the_daemon_refusing_bad_options() {
     wrote schemas-out/role.json
     wrote schemas-out/host.json
     wrote schemas-out/schedule.json
+    wrote schemas-out/output/plan.json
+    wrote schemas-out/output/reconcile.json
+    wrote schemas-out/output/drift.json
+    wrote schemas-out/output/deploy.json
+    wrote schemas-out/output/health.json
+    wrote schemas-out/output/runs.json
+    wrote schemas-out/output/beat-status.json
+    wrote schemas-out/output/beat-forecast.json
+    wrote schemas-out/output/test-connection.json
+    wrote schemas-out/output/manifests.json
     wrote schemas-out/output/status.json
     wrote schemas-out/output/events.json
     wrote schemas-out/output/audit-export.json
